@@ -1,0 +1,3 @@
+from batchcap.cli import main
+
+raise SystemExit(main())

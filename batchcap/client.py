@@ -1,0 +1,130 @@
+"""The one place that speaks HTTP to a captioning service, and the one place aiohttp errors are translated.
+
+The token goes only to the host of the configured URL, redirects are never followed (a redirect would
+carry the Authorization header elsewhere), and nothing here logs headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from . import __version__
+from .config import Secret
+from .errors import APIError, TransportError
+from .models import LoadedImage
+from .protocols import Adapter, classify
+
+__all__ = ["CaptionClient", "Reply", "map_client_errors"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A caption and what it cost."""
+
+    caption: str
+    latency_s: float
+    bytes_sent: int
+    request_id: str | None
+    status: int
+
+
+@contextlib.contextmanager
+def map_client_errors(host: str, timeout: float) -> Iterator[None]:
+    """Turn aiohttp/OS failures into TransportError with a message a user can act on."""
+    try:
+        yield
+    except (TimeoutError, asyncio.TimeoutError):
+        raise TransportError(f"no answer from {host} within {timeout:g} s (raise --timeout?)") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}") from None
+    except aiohttp.ServerDisconnectedError:
+        raise TransportError(f"{host} closed the connection before answering") from None
+    except aiohttp.ClientPayloadError as exc:
+        raise TransportError(f"broken answer from {host}: {exc.__class__.__name__}") from None
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"request to {host} failed: {exc.__class__.__name__}: {exc}") from None
+    except OSError as exc:
+        raise TransportError(f"request to {host} failed: {exc.strerror or exc}") from None
+
+
+class CaptionClient:
+    """Owns one ClientSession for a run; ``caption()`` makes exactly one HTTP attempt."""
+
+    def __init__(
+        self,
+        url: str,
+        adapter: Adapter,
+        *,
+        token: Secret | None = None,
+        timeout: float = 60.0,
+        connections: int = 64,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.adapter = adapter
+        self.host = urlsplit(url).netloc
+        self.timeout = timeout
+        self._connections = connections
+        self._headers = {"User-Agent": f"batchcap/{__version__}", **(extra_headers or {})}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token.reveal()}"
+        self._token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CaptionClient:
+        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(self.timeout, 30.0)),
+            skip_auto_headers=("Content-Type",),
+            raise_for_status=False,
+            auto_decompress=True,
+            trust_env=False,
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def caption(self, image: LoadedImage) -> Reply:
+        """One attempt. Raises an APIError subclass; the retry policy decides what comes next."""
+        assert self._session is not None, "use `async with CaptionClient(...)`"
+        built = self.adapter.build(image)
+        started = time.perf_counter()
+        with map_client_errors(self.host, self.timeout):
+            async with self._session.post(
+                self.url, data=built.body, headers=built.headers, allow_redirects=False
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        latency = time.perf_counter() - started
+        if 200 <= status < 300:
+            try:
+                text = self.adapter.parse(body)
+            except APIError as exc:
+                exc.status = status
+                exc.request_id = headers.get("x-request-id")
+                raise
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status)
+        exc = classify(status, headers, body, url_host=self.host)
+        if self._token is not None:  # a server that echoes the token must not make us log it
+            exc.message = exc.message.replace(self._token.reveal(), "***")
+            exc.args = (exc.message,)
+        raise exc

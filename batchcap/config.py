@@ -1,0 +1,297 @@
+"""Run settings: typed, validated once, from a TOML profile overlaid with command-line flags.
+
+A profile (``configs/*.toml``) uses the same names as the flags, grouped in tables for reading comfort;
+the tables are cosmetic, every key is unique. Flags given on the command line win over the profile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "API_CHOICES",
+    "DEFAULT_API_BASE",
+    "RunConfig",
+    "Secret",
+    "find_token",
+    "load_profile",
+]
+
+DEFAULT_API_BASE = "https://router.huggingface.co/hf-inference"
+LEGACY_HOST = "api-inference.huggingface.co"
+API_CHOICES = ("hf", "hf-json", "openai")
+Api = Literal["hf", "hf-json", "openai"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything one ``batchcap run`` needs. Validated by :meth:`validate`; never holds the token itself."""
+
+    input_dir: Path = Path(".")
+    out: Path = Path("results.jsonl")
+    api: Api = "hf"
+    model: str | None = None
+    api_base: str = DEFAULT_API_BASE
+    endpoint: str | None = None
+    base_url: str | None = None
+    prompt: str = "Write a short, factual one-sentence caption for this image."
+    max_tokens: int = 64
+    temperature: float = 0.0
+    parameters: Mapping[str, Any] | None = None
+    concurrency: int = 4
+    rate: float | None = 2.0
+    burst: int = 4
+    timeout: float = 60.0
+    retries: int = 5
+    max_wait: float = 1800.0
+    token_file: Path | None = None
+    retry_failed: bool = False
+    follow_symlinks: bool = False
+    max_image_mb: float = 20.0
+    sidecar: bool = False
+    sidecar_ext: str = ".txt"
+    quiet: bool = False
+    readers: int = 2
+    read_batch: int = 64
+
+    @property
+    def url(self) -> str:
+        """The URL each request goes to."""
+        if self.api == "openai":
+            base = (self.base_url or "").rstrip("/")
+            return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
+        if self.endpoint:
+            return self.endpoint
+        return f"{self.api_base.rstrip('/')}/models/{self.model}"
+
+    @property
+    def target(self) -> str:
+        """A short, secret-free name of the target, written into every journal line."""
+        if self.api == "openai":
+            return f"openai:{self.model}@{_host(self.base_url or '')}"
+        if self.endpoint:
+            parts = urlsplit(self.endpoint)
+            return f"endpoint:{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        return f"{self.api}:{self.model}@{_host(self.api_base)}"
+
+    def validate(self) -> RunConfig:
+        """Raise ConfigError naming the setting and the fix; return self for chaining."""
+        if self.api not in API_CHOICES:
+            raise ConfigError(f"api must be one of {', '.join(API_CHOICES)} (got {self.api!r})")
+        if self.api == "openai":
+            if not self.base_url:
+                raise ConfigError("--api openai needs --base-url (e.g. https://router.huggingface.co/v1)")
+            if not self.model:
+                raise ConfigError("--api openai needs --model (the model id the server serves)")
+            _check_url("--base-url", self.base_url)
+        elif self.endpoint:
+            _check_url("--endpoint", self.endpoint)
+        else:
+            if not self.model:
+                raise ConfigError(
+                    "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
+                )
+            _check_url("--api-base", self.api_base)
+        for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0 (got {self.retries!r})")
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ConfigError(f"rate must be > 0 requests/s, or 'unlimited' (got {self.rate!r})")
+        for name in ("timeout", "max_image_mb"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0 (got {value!r})")
+        if self.max_wait < 0:
+            raise ConfigError(f"max_wait must be >= 0 seconds (got {self.max_wait!r})")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"temperature must be between 0 and 2 (got {self.temperature!r})")
+        if not self.sidecar_ext.startswith("."):
+            raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
+        return self
+
+    def merged(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A copy with ``overrides`` applied (keys are field names, values already coerced)."""
+        return replace(self, **overrides)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values, for the run manifest. Holds no secret."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        out["parameters"] = dict(self.parameters) if self.parameters else None
+        out["url"] = _strip_userinfo(self.url)
+        out["target"] = self.target
+        return out
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+    return url
+
+
+def _check_url(flag: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{flag} must be an http(s) URL (got {url!r})")
+    if parts.username or parts.password:
+        raise ConfigError(f"{flag} must not carry credentials in the URL; use HF_TOKEN or --token-file")
+    if parts.hostname == LEGACY_HOST:
+        raise ConfigError(
+            f"{LEGACY_HOST} no longer serves models; use --api-base https://router.huggingface.co/hf-inference"
+        )
+
+
+_FIELD_NAMES = {f.name for f in fields(RunConfig)}
+_PROFILE_ONLY_FORBIDDEN = {"token", "hf_token", "api_key"}
+
+
+def load_profile(path: Path) -> dict[str, Any]:
+    """Read a TOML profile into field overrides. Unknown keys are errors: a typo must not pass silently."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (see configs/ for examples)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key != "parameters":
+            for sub, subvalue in value.items():
+                _put(flat, sub, subvalue, path)
+        else:
+            _put(flat, key, value, path)
+    return coerce(flat, source=str(path))
+
+
+def _put(flat: dict[str, Any], key: str, value: Any, path: Path) -> None:
+    key = key.replace("-", "_")
+    if key in _PROFILE_ONLY_FORBIDDEN:
+        raise ConfigError(f"{path}: tokens do not belong in config files; use HF_TOKEN or token_file")
+    if key not in _FIELD_NAMES:
+        known = ", ".join(sorted(_FIELD_NAMES))
+        raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {known}")
+    if key in flat:
+        raise ConfigError(f"{path}: setting {key!r} appears twice")
+    flat[key] = value
+
+
+def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """Convert profile/flag values into field types, with messages that name the source."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in ("input_dir", "out", "token_file"):
+            out[key] = Path(os.path.expanduser(str(value)))
+        elif key == "rate":
+            out[key] = parse_rate(value, source=source)
+        elif key in ("endpoint", "base_url") and value == "":
+            continue
+        elif key == "parameters" and not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: parameters must be a table of generation parameters")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_rate(value: Any, *, source: str = "--rate") -> float | None:
+    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429)."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("unlimited", "inf", "none", "off"):
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{source}: rate must be a number of requests/s or 'unlimited' (got {value!r})") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{source}: rate must be a number of requests/s or 'unlimited' (got {value!r})")
+    if math.isinf(value):
+        return None
+    if value <= 0:
+        raise ConfigError(f"{source}: rate must be > 0 (got {value}); use 'unlimited' for no limit")
+    return float(value)
+
+
+class Secret:
+    """A token that cannot leak through repr, str, f-strings or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def find_token(token_file: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
+    """Find a token the way huggingface_hub does; return it with a secret-free description of its source.
+
+    Order: ``--token-file``, ``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``, ``HF_TOKEN_PATH``, ``$HF_HOME/token``
+    (default ``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface``). Whitespace is stripped; empty is none.
+    """
+    env = os.environ if env is None else env
+    if token_file is not None:
+        value = _read_token(token_file, "--token-file")
+        if value is None:
+            raise ConfigError(f"--token-file {token_file} is empty")
+        return Secret(value), f"--token-file {token_file}"
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        value = env.get(name, "").strip()
+        if value:
+            return Secret(value), f"${name}"
+    if env.get("HF_TOKEN_PATH"):
+        path = Path(os.path.expanduser(env["HF_TOKEN_PATH"]))
+    else:
+        home = env.get("HF_HOME") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+        )
+        path = Path(os.path.expanduser(home)) / "token"
+    value = _read_token(path, "token file", missing_ok=True)
+    if value is not None:
+        return Secret(value), str(path)
+    return None, "none"
+
+
+def _read_token(path: Path, what: str, *, missing_ok: bool = False) -> str | None:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.__class__.__name__}") from None
+    return value or None

@@ -1,0 +1,54 @@
+"""Typed records that flow between the pipeline stages and into the journal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Record", "Status"]
+
+Status = Literal["ok", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    """One file found by the scanner. ``path`` is POSIX and relative to the input dir: the journal key."""
+
+    path: str
+    abspath: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """File bytes that passed the sniff; ``mime`` comes from the magic bytes, not the extension."""
+
+    job: ImageJob
+    data: bytes
+    mime: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why an image has no caption. ``retryable`` errors are tried again on resume; the others are final."""
+
+    type: str
+    message: str
+    http_status: int | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One journal line. Exactly one of ``caption`` / ``error`` is set."""
+
+    path: str
+    status: Status
+    caption: str | None = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    latency_s: float | None = None
+    bytes_sent: int = 0
+    target: str = ""
+    request_id: str | None = None
+    ts: float = 0.0

@@ -1,0 +1,379 @@
+"""The run: scanner -> readers -> senders -> one journal writer, joined by bounded anyio streams.
+
+    scanner (thread hops)  --job batches-->  readers x R (thread hop per batch)  --images-->
+    senders x concurrency (one RateLimiter, one ClientSession)  --records-->  writer (journal, progress)
+
+Every stream is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
+journal, and it drains whatever the senders produced even when the run is interrupted or aborted, so a
+result that exists is a result that is written.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from . import __version__
+from .client import CaptionClient
+from .config import RunConfig, Secret
+from .errors import (
+    APIError,
+    AuthError,
+    BatchcapError,
+    InputError,
+    JournalError,
+    ModelLoading,
+    RateLimited,
+    TransientError,
+    WrongTarget,
+)
+from .images import load_batch
+from .journal import JournalIndex, JournalWriter, load_index, write_json_atomic
+from .models import ErrorInfo, ImageJob, LoadedImage, Record
+from .progress import NullProgress, Progress
+from .protocols import make_adapter
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+from .sources import scan_batches
+
+__all__ = ["RunAborted", "RunStats", "manifest_path", "run"]
+
+
+class RunAborted(BatchcapError):
+    """The run stopped on purpose (bad token, wrong URL, journal or disk fault, service never ready)."""
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What a run did; ``repr`` is the one-line summary."""
+
+    found: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    attempts: int = 0
+    retries: int = 0
+    throttled: int = 0
+    bytes_sent: int = 0
+    elapsed: float = 0.0
+    earlier_errors: int = 0
+    interrupted: bool = False
+    aborted: str | None = None
+    scan_problems: int = 0
+    sidecar_errors: int = 0
+    errors_by_type: Counter[str] = field(default_factory=Counter)
+    latencies_sum: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"RunStats(ok={self.ok}, failed={self.failed}, skipped={self.skipped}, retried={self.retries}, "
+            f"elapsed={self.elapsed:.1f})"
+        )
+
+    @property
+    def rate(self) -> float:
+        return (self.ok + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def manifest_path(out: Path) -> Path:
+    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
+    return out.with_name(out.stem + ".manifest.json")
+
+
+def _error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
+    status = exc.status if isinstance(exc, APIError) else None
+    message = exc.message if isinstance(exc, APIError) else str(exc)
+    return ErrorInfo(type(exc).__name__, message, status, retryable)
+
+
+async def run(
+    cfg: RunConfig,
+    *,
+    token: Secret | None = None,
+    progress: Progress | None = None,
+    policy: RetryPolicy | None = None,
+    handle_signals: bool = False,
+    on_scan_done: Callable[[], None] | None = None,
+    seed: int | None = None,
+) -> RunStats:
+    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault."""
+    progress = progress or NullProgress()
+    policy = policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait)
+    stats = RunStats()
+    started_wall = time.time()
+    started = time.monotonic()
+    index: JournalIndex = await anyio.to_thread.run_sync(
+        lambda: load_index(cfg.out, retry_failed=cfg.retry_failed)
+    )
+    stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
+    writer = JournalWriter(cfg.out)
+    writer.open()
+    manifest: dict[str, Any] = {
+        "tool": "batchcap",
+        "version": __version__,
+        "started_at": started_wall,
+        "finished_at": None,
+        "state": "running",
+        "config": cfg.public_dict(),
+        "journal_before": {"ok": index.ok, "error_final": index.error_final,
+                           "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
+    }
+    try:
+        write_json_atomic(manifest_path(cfg.out), manifest)
+    except OSError as exc:
+        writer.close()
+        raise JournalError(f"cannot write the run manifest beside {cfg.out}: {exc.strerror or exc}") from None
+
+    limiter = RateLimiter(cfg.rate, cfg.burst)
+    rng = random.Random(seed)
+    max_bytes = int(cfg.max_image_mb * 1024 * 1024)
+    last_progress = [time.monotonic()]
+    abort: list[BaseException] = []
+
+    job_send, job_recv = anyio.create_memory_object_stream[list[ImageJob]](max(2, cfg.readers))
+    img_send, img_recv = anyio.create_memory_object_stream[LoadedImage](2 * cfg.concurrency)
+    rec_send, rec_recv = anyio.create_memory_object_stream[Record](4 * cfg.concurrency + cfg.read_batch)
+
+    def scan_error(path: str, exc: OSError) -> None:
+        stats.scan_problems += 1
+
+    async def scanner(send: ObjectSendStream[list[ImageJob]]) -> None:
+        batches = scan_batches(
+            cfg.input_dir,
+            batch_size=cfg.read_batch,
+            skip=index.__contains__,
+            follow_symlinks=cfg.follow_symlinks,
+            on_error=scan_error,
+        )
+        async with send:
+            while True:
+                batch = await anyio.to_thread.run_sync(next, batches, None)
+                if batch is None:
+                    break
+                stats.found += len(batch)
+                progress.found(len(batch))
+                await send.send(batch)
+        stats.skipped = index.ok + index.error_final if not cfg.retry_failed else index.ok
+        if on_scan_done:
+            on_scan_done()
+
+    async def reader(
+        recv: ObjectReceiveStream[list[ImageJob]],
+        images: ObjectSendStream[LoadedImage],
+        records: ObjectSendStream[Record],
+    ) -> None:
+        async with recv, images, records:
+            async for batch in recv:
+                loaded = await anyio.to_thread.run_sync(lambda b=batch: load_batch(b, max_bytes=max_bytes))
+                for item in loaded:
+                    if isinstance(item, LoadedImage):
+                        await images.send(item)
+                    else:
+                        job, err = item
+                        await records.send(
+                            Record(job.path, "error", error=_error_info(err, retryable=False),
+                                   target=cfg.target, ts=time.time())
+                        )
+
+    async def sender(
+        client: CaptionClient, recv: ObjectReceiveStream[LoadedImage], records: ObjectSendStream[Record]
+    ) -> None:
+        async with recv, records:
+            async for image in recv:
+                await records.send(await caption_one(client, image))
+
+    async def caption_one(client: CaptionClient, image: LoadedImage) -> Record:
+        attempts = retries_used = 0
+        waited = 0.0
+        while True:
+            attempts += 1
+            await limiter.acquire()
+            stats.attempts += 1
+            try:
+                reply = await client.caption(image)
+            except APIError as exc:
+                if isinstance(exc, RateLimited):
+                    stats.throttled += 1
+                    limiter.throttled(exc.retry_after)
+                if isinstance(exc, AuthError | WrongTarget):
+                    raise RunAborted(_abort_message(exc, cfg, token)) from None
+                decision = policy.decide(exc, retries_used=retries_used, waited=waited, rand=rng.random)
+                if isinstance(exc, ModelLoading) and time.monotonic() - last_progress[0] > cfg.max_wait:
+                    raise RunAborted(
+                        f"{client.host} has not served a caption for {cfg.max_wait:g} s (still loading or waking "
+                        f"up: {exc.message}); run the same command later to resume"
+                    ) from None
+                if decision.action != "retry":
+                    return Record(
+                        image.job.path, "error",
+                        error=_error_info(exc, retryable=isinstance(exc, TransientError)),
+                        attempts=attempts, bytes_sent=len(image.data), target=cfg.target,
+                        request_id=exc.request_id, ts=time.time(),
+                    )
+                stats.retries += 1
+                if decision.spends_retry:
+                    retries_used += 1
+                else:
+                    waited += decision.delay
+                if decision.delay > 0:
+                    await anyio.sleep(decision.delay)
+                continue
+            limiter.succeeded()
+            last_progress[0] = time.monotonic()
+            stats.bytes_sent += reply.bytes_sent
+            stats.latencies_sum += reply.latency_s
+            return Record(
+                image.job.path, "ok", caption=reply.caption, attempts=attempts,
+                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=cfg.target,
+                request_id=reply.request_id, ts=time.time(),
+            )
+
+    async def write_loop(recv: ObjectReceiveStream[Record]) -> None:
+        async with recv:
+            async for first in recv:
+                batch = [first]
+                while len(batch) < 512:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                writer.write(batch)
+                ok = 0
+                for rec in batch:
+                    if rec.status == "ok":
+                        ok += 1
+                        if cfg.sidecar and rec.caption is not None:
+                            _write_sidecar(cfg, rec)
+                    else:
+                        stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+                stats.ok += ok
+                stats.failed += len(batch) - ok
+                progress.done(ok, len(batch) - ok)
+
+    def _write_sidecar(cfg: RunConfig, rec: Record) -> None:
+        target = (cfg.input_dir / rec.path).with_suffix(cfg.sidecar_ext)
+        try:
+            target.write_text((rec.caption or "") + "\n", encoding="utf-8")
+        except OSError:
+            stats.sidecar_errors += 1
+
+    async def work(client: CaptionClient, records: ObjectSendStream[Record]) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scanner, job_send)
+            for _ in range(cfg.readers):
+                tg.start_soon(reader, job_recv.clone(), img_send.clone(), records.clone())
+            for _ in range(cfg.concurrency):
+                tg.start_soon(sender, client, img_recv.clone(), records.clone())
+            job_recv.close()
+            img_send.close()
+            img_recv.close()
+            records.close()
+
+    async def watch_signals(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stats.interrupted = True
+                scope.cancel()
+                return
+
+    adapter = make_adapter(cfg)
+    client = CaptionClient(cfg.url, adapter, token=token, timeout=cfg.timeout, connections=cfg.concurrency)
+    writer_failed: list[BaseException] = []
+    try:
+        async with client, anyio.create_task_group() as outer:
+
+            async def guarded_writer() -> None:
+                try:
+                    await write_loop(rec_recv)
+                except BaseException as exc:  # the journal failed: stop producing, then report
+                    writer_failed.append(exc)
+                    work_scope.cancel()
+                    raise
+
+            outer.start_soon(guarded_writer)
+            with anyio.CancelScope() as work_scope:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        if handle_signals:
+                            tg.start_soon(watch_signals, work_scope)
+                        await work(client, rec_send)
+                        tg.cancel_scope.cancel()  # stop the signal watcher
+                except BaseException as exc:  # noqa: BLE001 - sorted out below, after the writer drained
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        raise
+                    abort.append(exc)
+            rec_send.close()
+    except JournalError as exc:
+        raise RunAborted(str(exc)) from None
+    except BaseExceptionGroup as group:
+        journal = group.subgroup(JournalError)
+        if journal is not None:
+            raise RunAborted(str(journal.exceptions[0])) from None
+        raise
+    finally:
+        stats.elapsed = time.monotonic() - started
+        writer.close()
+        reason = None if writer_failed else _first_abort(abort)
+        stats.aborted = reason
+        manifest.update(
+            finished_at=time.time(),
+            state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
+            abort_reason=reason,
+            counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
+                    "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
+            errors_by_type=dict(stats.errors_by_type),
+            elapsed_s=round(stats.elapsed, 3),
+        )
+        try:
+            write_json_atomic(manifest_path(cfg.out), manifest)
+        except OSError:
+            pass
+        progress.close()
+    if stats.aborted:
+        raise RunAborted(stats.aborted)
+    return stats
+
+
+def _first_abort(errors: list[BaseException]) -> str | None:
+    """The message of the first run-level fault; anything unexpected is re-raised (a bug, not a user error)."""
+    for exc in errors:
+        leaves = list(_leaves(exc))
+        for leaf in leaves:
+            if isinstance(leaf, RunAborted | JournalError | InputError):
+                return str(leaf)
+        for leaf in leaves:
+            if not isinstance(leaf, anyio.get_cancelled_exc_class() | anyio.BrokenResourceError):
+                raise leaf
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(_leaves(sub))
+        return out
+    return [exc]
+
+
+def _abort_message(exc: APIError, cfg: RunConfig, token: Secret | None) -> str:
+    host = urlsplit(cfg.url).netloc
+    if isinstance(exc, AuthError):
+        if token is None:
+            return (
+                f"{host} requires a token (HTTP {exc.status}) and none was found: "
+                "set HF_TOKEN or pass --token-file"
+            )
+        return f"the token was refused by {host} (HTTP {exc.status}): check HF_TOKEN or --token-file"
+    return f"{exc.message}: check --model / --endpoint / --base-url ({cfg.url})"
+

@@ -1,0 +1,182 @@
+"""The command as a user runs it: a real subprocess against the in-process emulator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+
+from batchcap.cli import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, main
+from batchcap.emulator import EmulatorSettings, RunningEmulator
+from batchcap.samples import generate
+
+Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
+MODEL = "Salesforce/blip-image-captioning-base"
+
+
+def command(server: RunningEmulator, folder: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--model", MODEL,
+            "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited", *extra]
+
+
+def env(**kw: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    base["HF_HOME"] = "/nonexistent-batchcap-test"
+    base.update(kw)
+    return base
+
+
+def journal_lines(out: Path) -> list[bytes]:
+    return out.read_bytes().splitlines() if out.exists() else []
+
+
+async def wait_for_lines(out: Path, n: int, timeout: float = 20) -> None:
+    with anyio.fail_after(timeout):
+        while len(journal_lines(out)) < n:
+            await anyio.sleep(0.02)
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    generate(folder, 150, seed=5)
+    return folder
+
+
+def test_help_documents_every_flag_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--model", "--api-base", "--endpoint", "--api", "--base-url", "--prompt", "--concurrency",
+                 "--rate", "--burst", "--timeout", "--retries", "--config", "--quiet", "--token-file", "--retry-failed"):
+        assert flag in text
+    assert "default:" in text
+    for code in ("0 ", "1 ", "2 ", "3 ", "130"):
+        assert code in text
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert main(["run", ".", "--concurrency", "0"]) == 2
+    assert main(["run", ".", "--token", "hf_x"]) == 2  # a token is never a command-line value
+
+
+def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path)]) == EXIT_ABORTED
+    err = capsys.readouterr().err
+    assert "--model" in err
+    assert "Traceback" not in err
+    assert main(["run", str(tmp_path / "missing"), "--model", "m"]) == EXIT_ABORTED
+    assert "not a folder" in capsys.readouterr().err
+
+
+async def test_kill_9_mid_run_then_resume_loses_nothing(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings(latency=0.03))
+    out = tmp_path / "out.jsonl"
+    cmd = command(server, many, out, "--concurrency", "4", "--quiet")
+    async with await anyio.open_process(cmd, env=env()) as proc:
+        await wait_for_lines(out, 20)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = len(journal_lines(out))
+    assert 20 <= killed_at < 150
+    with out.open("ab") as f:  # as if the machine died mid-write
+        f.write(b'{"path":"torn/line.jpg","sta')
+    with anyio.fail_after(60):
+        result = await anyio.run_process(cmd, env=env(), check=False)
+    assert result.returncode == EXIT_OK, result.stderr.decode()
+    recs = [orjson.loads(line) for line in journal_lines(out)]
+    oks = Counter(r["path"] for r in recs if r["status"] == "ok")
+    assert len(oks) == 150
+    assert set(oks.values()) == {1}  # exactly one ok line per image
+    assert all(r["path"] != "torn/line.jpg" for r in recs)
+
+
+async def test_ctrl_c_stops_cleanly_and_says_how_to_resume(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings(latency=0.05))
+    out = tmp_path / "out.jsonl"
+    cmd = command(server, many, out, "--concurrency", "2", "--quiet")
+    with anyio.fail_after(30):
+        async with await anyio.open_process(cmd, env=env()) as proc:
+            await wait_for_lines(out, 10)
+            proc.send_signal(signal.SIGINT)
+            await proc.wait()
+            assert proc.stderr is not None
+            err = b"".join([chunk async for chunk in proc.stderr]).decode()
+    assert proc.returncode == EXIT_INTERRUPTED
+    assert "resume with: batchcap run" in err
+    assert "Traceback" not in err
+    manifest = orjson.loads((tmp_path / "out.manifest.json").read_bytes())
+    assert manifest["state"] == "interrupted"
+    with anyio.fail_after(60):
+        result = await anyio.run_process(cmd, env=env(), check=False)
+    assert result.returncode == EXIT_OK
+    statuses = Counter(orjson.loads(line)["path"] for line in journal_lines(out))
+    assert len(statuses) == 150
+    assert set(statuses.values()) == {1}
+
+
+async def test_sigterm_is_an_interrupt_too(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings(latency=0.05))
+    out = tmp_path / "out.jsonl"
+    with anyio.fail_after(30):
+        async with await anyio.open_process(command(server, many, out, "--concurrency", "2", "-q"), env=env()) as proc:
+            await wait_for_lines(out, 5)
+            proc.terminate()
+            await proc.wait()
+    assert proc.returncode == EXIT_INTERRUPTED
+
+
+async def test_wrong_token_exits_3_with_one_clear_line(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings(auth="protected"))
+    secret = "hf_wrong_but_secret_value_42"
+    out = tmp_path / "out.jsonl"
+    with anyio.fail_after(30):
+        result = await anyio.run_process(command(server, many, out), env=env(HF_TOKEN=secret), check=False)
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_ABORTED
+    assert "the token was refused by 127.0.0.1" in err
+    assert "check HF_TOKEN" in err
+    assert "Traceback" not in err
+    assert secret not in err + result.stdout.decode()
+    for f in tmp_path.glob("out*"):
+        assert secret.encode() not in f.read_bytes()
+    assert server.log.count() <= 5
+
+
+async def test_token_from_file_and_per_image_errors_exit_1(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings(auth="protected"))
+    (many / "junk.jpg").write_bytes(b"GIF89a but not really")
+    token_file = tmp_path / "token"
+    token_file.write_text("hf_emulator_token\n")
+    out = tmp_path / "out.jsonl"
+    with anyio.fail_after(60):
+        result = await anyio.run_process(
+            command(server, many, out, "--token-file", str(token_file), "--quiet"), env=env(), check=False
+        )
+    assert result.returncode == EXIT_ERRORS, result.stderr.decode()
+    assert "150 ok, 1 errors" in result.stderr.decode()
+    assert "InputError 1" in result.stderr.decode()
+
+
+async def test_config_profile_and_flags_override(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings())
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'[target]\nmodel = "{MODEL}"\napi_base = "http://127.0.0.1:9/nowhere"\n'
+                       '[limits]\nconcurrency = 3\nrate = "unlimited"\n')
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "batchcap", "run", str(many), "--out", str(out), "--config", str(profile),
+           "--api-base", f"{server.url}/hf-inference", "-q"]
+    with anyio.fail_after(60):
+        result = await anyio.run_process(cmd, env=env(), check=False)
+    assert result.returncode == EXIT_OK, result.stderr.decode()
+    manifest = orjson.loads((tmp_path / "out.manifest.json").read_bytes())
+    assert manifest["config"]["concurrency"] == 3
+    assert manifest["config"]["api_base"].startswith(server.url)
