@@ -216,11 +216,11 @@ def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
-    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     err = sys.stderr
     if not cfg.quiet:
         print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
               f"(token: {source}; concurrency {cfg.concurrency}, rate {_default_rate(cfg.rate)})", file=err)
+    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
     try:
         stats = run_async(

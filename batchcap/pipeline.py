@@ -1,11 +1,16 @@
-"""The run: scanner -> readers -> senders -> one journal writer, joined by bounded anyio streams.
+"""The run: scanner -> readers -> senders -> one journal writer, joined by bounded queues.
 
-    scanner (thread hops)  --job batches-->  readers x R (thread hop per batch)  --images-->
+    scanner (thread hops)  --job batches-->  readers x R (thread hop per batch)  --image batches-->
     senders x concurrency (one RateLimiter, one ClientSession)  --records-->  writer (journal, progress)
 
-Every stream is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
+Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
 journal, and it drains whatever the senders produced even when the run is interrupted or aborted, so a
 result that exists is a result that is written.
+
+The per-image path does no task switch of its own: readers hand over whole batches, the senders take images
+from the current batch (``_Feed``) and drop finished records into a list (``_Sink``) that the writer takes in
+batches; only the HTTP request itself awaits. A task switch costs about as much as the rest of batchcap's work
+per image, and the bare-aiohttp anchor in ``benchmarks/`` pays none (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from .errors import (
     JournalError,
     ModelLoading,
     RateLimited,
+    RejectedImage,
     TransientError,
     WrongTarget,
 )
@@ -46,7 +52,11 @@ from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .sources import scan_batches
 
-__all__ = ["RunAborted", "RunStats", "manifest_path", "run"]
+__all__ = ["REFUSAL_LIMIT", "RunAborted", "RunStats", "manifest_path", "run"]
+
+#: Identical refusals (same HTTP 4xx message) before any success that stop the run: a wrong model or
+#: unsupported task fails every image alike, and 100k such requests help nobody.
+REFUSAL_LIMIT = 25
 
 
 class RunAborted(BatchcapError):
@@ -138,11 +148,15 @@ async def run(
     rng = random.Random(seed)
     max_bytes = int(cfg.max_image_mb * 1024 * 1024)
     last_progress = [time.monotonic()]
+    ok_seen = [False]
+    refusals: Counter[str] = Counter()  # identical server refusals seen before any success
     abort: list[BaseException] = []
 
     job_send, job_recv = anyio.create_memory_object_stream[list[ImageJob]](max(2, cfg.readers))
-    img_send, img_recv = anyio.create_memory_object_stream[LoadedImage](2 * cfg.concurrency)
-    rec_send, rec_recv = anyio.create_memory_object_stream[Record](4 * cfg.concurrency + cfg.read_batch)
+    # Whole batches: about (readers + 2) x read_batch images are read ahead, plus the batch the senders are on.
+    img_send, img_recv = anyio.create_memory_object_stream[list[LoadedImage]](max(2, cfg.readers))
+    feed = _Feed(img_recv)
+    sink = _Sink(flush_at=max(64, 4 * cfg.concurrency), high_water=max(4096, 64 * cfg.concurrency))
 
     def scan_error(path: str, exc: OSError) -> None:
         stats.scan_problems += 1
@@ -167,30 +181,27 @@ async def run(
         if on_scan_done:
             on_scan_done()
 
-    async def reader(
-        recv: ObjectReceiveStream[list[ImageJob]],
-        images: ObjectSendStream[LoadedImage],
-        records: ObjectSendStream[Record],
-    ) -> None:
-        async with recv, images, records:
+    async def reader(recv: ObjectReceiveStream[list[ImageJob]], images: ObjectSendStream[list[LoadedImage]]) -> None:
+        async with recv, images:
             async for batch in recv:
                 loaded = await anyio.to_thread.run_sync(lambda b=batch: load_batch(b, max_bytes=max_bytes))
+                good: list[LoadedImage] = []
                 for item in loaded:
                     if isinstance(item, LoadedImage):
-                        await images.send(item)
+                        good.append(item)
                     else:
                         job, err = item
-                        await records.send(
-                            Record(job.path, "error", error=_error_info(err, retryable=False),
-                                   target=cfg.target, ts=time.time())
-                        )
+                        sink.put(Record(job.path, "error", error=_error_info(err, retryable=False),
+                                        target=cfg.target, ts=time.time()))
+                if good:
+                    await images.send(good)
 
-    async def sender(
-        client: CaptionClient, recv: ObjectReceiveStream[LoadedImage], records: ObjectSendStream[Record]
-    ) -> None:
-        async with recv, records:
-            async for image in recv:
-                await records.send(await caption_one(client, image))
+    async def sender(client: CaptionClient) -> None:
+        next_image, put, room = feed.next, sink.put, sink.wait_room
+        while (image := await next_image()) is not None:
+            put(await caption_one(client, image))
+            if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
+                await room()
 
     async def caption_one(client: CaptionClient, image: LoadedImage) -> Record:
         attempts = retries_used = 0
@@ -204,7 +215,10 @@ async def run(
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     stats.throttled += 1
-                    limiter.throttled(exc.retry_after)
+                    hint = exc.retry_after
+                    limiter.throttled(None if hint is None else min(hint, policy.wait_cap))
+                    rate = limiter.bucket.rate
+                    progress.note(f"rate-limited: now {rate:.2g} req/s" if rate else "rate-limited")
                 if isinstance(exc, AuthError | WrongTarget):
                     raise RunAborted(_abort_message(exc, cfg, token)) from None
                 decision = policy.decide(exc, retries_used=retries_used, waited=waited, rand=rng.random)
@@ -214,6 +228,13 @@ async def run(
                         f"up: {exc.message}); run the same command later to resume"
                     ) from None
                 if decision.action != "retry":
+                    if isinstance(exc, RejectedImage) and stats.ok == 0 and not ok_seen[0]:
+                        refusals[exc.message] += 1
+                        if refusals[exc.message] >= REFUSAL_LIMIT:
+                            raise RunAborted(
+                                f"the first {REFUSAL_LIMIT} images were all refused with the same answer "
+                                f"({exc.message}); check --model / --api and the service, then run again"
+                            ) from None
                     return Record(
                         image.job.path, "error",
                         error=_error_info(exc, retryable=isinstance(exc, TransientError)),
@@ -229,6 +250,7 @@ async def run(
                     await anyio.sleep(decision.delay)
                 continue
             limiter.succeeded()
+            ok_seen[0] = True
             last_progress[0] = time.monotonic()
             stats.bytes_sent += reply.bytes_sent
             stats.latencies_sum += reply.latency_s
@@ -238,46 +260,41 @@ async def run(
                 request_id=reply.request_id, ts=time.time(),
             )
 
-    async def write_loop(recv: ObjectReceiveStream[Record]) -> None:
-        async with recv:
-            async for first in recv:
-                batch = [first]
-                while len(batch) < 512:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                writer.write(batch)
-                ok = 0
-                for rec in batch:
-                    if rec.status == "ok":
-                        ok += 1
-                        if cfg.sidecar and rec.caption is not None:
-                            _write_sidecar(cfg, rec)
-                    else:
-                        stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
-                stats.ok += ok
-                stats.failed += len(batch) - ok
-                progress.done(ok, len(batch) - ok)
+    def write_batch(batch: list[Record]) -> int:
+        """In a worker thread: append to the journal (and its periodic fdatasync), write sidecars.
 
-    def _write_sidecar(cfg: RunConfig, rec: Record) -> None:
-        target = (cfg.input_dir / rec.path).with_suffix(cfg.sidecar_ext)
-        try:
-            target.write_text((rec.caption or "") + "\n", encoding="utf-8")
-        except OSError:
-            stats.sidecar_errors += 1
+        Returns how many sidecars failed. Only the writer task calls this, one call at a time.
+        """
+        writer.write(batch)
+        failed = 0
+        if cfg.sidecar:
+            for rec in batch:
+                if rec.status == "ok" and rec.caption is not None and not _write_sidecar(cfg, rec):
+                    failed += 1
+        return failed
 
-    async def work(client: CaptionClient, records: ObjectSendStream[Record]) -> None:
-        async with anyio.create_task_group() as tg:
+    async def write_loop() -> None:
+        while (batch := await sink.take()) is not None:
+            stats.sidecar_errors += await anyio.to_thread.run_sync(write_batch, batch)
+            ok = 0
+            for rec in batch:
+                if rec.status == "ok":
+                    ok += 1
+                else:
+                    stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+            stats.ok += ok
+            stats.failed += len(batch) - ok
+            progress.done(ok, len(batch) - ok)
+
+    async def work(client: CaptionClient) -> None:
+        async with img_recv, anyio.create_task_group() as tg:
             tg.start_soon(scanner, job_send)
             for _ in range(cfg.readers):
-                tg.start_soon(reader, job_recv.clone(), img_send.clone(), records.clone())
+                tg.start_soon(reader, job_recv.clone(), img_send.clone())
             for _ in range(cfg.concurrency):
-                tg.start_soon(sender, client, img_recv.clone(), records.clone())
+                tg.start_soon(sender, client)
             job_recv.close()
             img_send.close()
-            img_recv.close()
-            records.close()
 
     async def watch_signals(scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -294,7 +311,7 @@ async def run(
 
             async def guarded_writer() -> None:
                 try:
-                    await write_loop(rec_recv)
+                    await write_loop()
                 except BaseException as exc:  # the journal failed: stop producing, then report
                     writer_failed.append(exc)
                     work_scope.cancel()
@@ -306,13 +323,13 @@ async def run(
                     async with anyio.create_task_group() as tg:
                         if handle_signals:
                             tg.start_soon(watch_signals, work_scope)
-                        await work(client, rec_send)
+                        await work(client)
                         tg.cancel_scope.cancel()  # stop the signal watcher
                 except BaseException as exc:  # noqa: BLE001 - sorted out below, after the writer drained
                     if isinstance(exc, anyio.get_cancelled_exc_class()):
                         raise
                     abort.append(exc)
-            rec_send.close()
+            sink.close()
     except JournalError as exc:
         raise RunAborted(str(exc)) from None
     except BaseExceptionGroup as group:
@@ -342,6 +359,104 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted)
     return stats
+
+
+def _write_sidecar(cfg: RunConfig, rec: Record) -> bool:
+    target = (cfg.input_dir / rec.path).with_suffix(cfg.sidecar_ext)
+    try:
+        target.write_text((rec.caption or "") + "\n", encoding="utf-8")
+    except OSError:
+        return False
+    return True
+
+
+class _Feed:
+    """Images for the sender pool: readers hand over whole batches, senders take one image at a time.
+
+    ``next()`` returns at once while the current batch lasts (no checkpoint, no task switch); one sender at
+    a time refills it from the readers' stream. None once the readers are done and the batch is empty.
+    """
+
+    __slots__ = ("_done", "_items", "_lock", "_recv")
+
+    def __init__(self, recv: ObjectReceiveStream[list[LoadedImage]]) -> None:
+        self._recv = recv
+        self._items: deque[LoadedImage] = deque()
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._done = False
+
+    async def next(self) -> LoadedImage | None:
+        items = self._items
+        while not items:
+            if self._done:
+                return None
+            async with self._lock:
+                if items or self._done:
+                    continue
+                try:
+                    items.extend(await self._recv.receive())
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    self._done = True
+        return items.popleft()
+
+
+class _Sink:
+    """Finished records on their way to the journal: ``put`` without a task switch, ``take`` in batches.
+
+    The writer wakes when ``flush_at`` records wait, or every ``interval`` seconds while fewer do, or on
+    ``close``. Past ``high_water`` waiting records ``full`` turns true and senders ``wait_room``: the bound
+    that replaces a bounded stream's.
+    """
+
+    __slots__ = ("_closed", "_items", "_room", "_wake", "flush_at", "high_water", "interval")
+
+    def __init__(self, *, flush_at: int, high_water: int, interval: float = 0.05) -> None:
+        self.flush_at = flush_at
+        self.high_water = high_water
+        self.interval = interval
+        self._items: list[Record] = []
+        self._wake = anyio.Event()
+        self._room: anyio.Event | None = None
+        self._closed = False
+
+    def put(self, record: Record) -> None:
+        items = self._items
+        items.append(record)
+        if len(items) >= self.flush_at:
+            self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.high_water
+
+    async def wait_room(self) -> None:
+        while self.full and not self._closed:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
+    def close(self) -> None:
+        """No more records: the writer takes what is left, then ``take`` returns None."""
+        self._closed = True
+        self._wake.set()
+
+    async def take(self) -> list[Record] | None:
+        """The next batch (never empty), or None once closed and drained."""
+        while True:
+            if len(self._items) < self.flush_at and not self._closed:
+                with anyio.move_on_after(self.interval):
+                    await self._wake.wait()
+            if self._wake.is_set() and not self._closed:
+                self._wake = anyio.Event()
+            if self._items or self._closed:
+                break
+        batch, self._items = self._items, []
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+        if not batch and self._closed:
+            return None
+        return batch
 
 
 def _first_abort(errors: list[BaseException]) -> str | None:

@@ -249,3 +249,14 @@ async def test_unreachable_service_records_transport_errors(images: Path, tmp_pa
     assert stats.failed == len(recs) == len(expected(images))
     assert Counter(r["error"]["type"] for r in recs) == {"TransportError": len(recs)}
     assert "cannot connect" in recs[0]["error"]["message"]
+
+
+async def test_a_model_that_refuses_every_image_stops_the_run(emulator: Emulator, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):  # pass our cheap check, refused by the server's decoder
+        (folder / f"{i:03d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([i]) * 50 + b"IEND\xaeB`\x82")
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(20), pytest.raises(RunAborted, match="all refused with the same answer"):
+        await run(cfg_for(server, folder, tmp_path / "o.jsonl", concurrency=2))
+    assert server.log.count() < 40
