@@ -6,12 +6,12 @@ carry the Authorization header elsewhere), and nothing here logs headers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,7 +41,7 @@ def map_client_errors(host: str, timeout: float) -> Iterator[None]:
     """Turn aiohttp/OS failures into TransportError with a message a user can act on."""
     try:
         yield
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise TransportError(f"no answer from {host} within {timeout:g} s (raise --timeout?)") from None
     except aiohttp.ClientConnectorError as exc:
         raise TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}") from None
@@ -79,7 +79,7 @@ class CaptionClient:
         self._token = token
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> CaptionClient:
+    async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -123,8 +123,8 @@ class CaptionClient:
                 exc.request_id = headers.get("x-request-id")
                 raise
             return Reply(text, latency, len(built.body), headers.get("x-request-id"), status)
-        exc = classify(status, headers, body, url_host=self.host)
+        error = classify(status, headers, body, url_host=self.host)
         if self._token is not None:  # a server that echoes the token must not make us log it
-            exc.message = exc.message.replace(self._token.reveal(), "***")
-            exc.args = (exc.message,)
-        raise exc
+            error.message = error.message.replace(self._token.reveal(), "***")
+            error.args = (error.message,)
+        raise error

@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -184,7 +185,7 @@ async def run(
     async def reader(recv: ObjectReceiveStream[list[ImageJob]], images: ObjectSendStream[list[LoadedImage]]) -> None:
         async with recv, images:
             async for batch in recv:
-                loaded = await anyio.to_thread.run_sync(lambda b=batch: load_batch(b, max_bytes=max_bytes))
+                loaded = await anyio.to_thread.run_sync(partial(load_batch, batch, max_bytes=max_bytes))
                 good: list[LoadedImage] = []
                 for item in loaded:
                     if isinstance(item, LoadedImage):
@@ -325,7 +326,7 @@ async def run(
                             tg.start_soon(watch_signals, work_scope)
                         await work(client)
                         tg.cancel_scope.cancel()  # stop the signal watcher
-                except BaseException as exc:  # noqa: BLE001 - sorted out below, after the writer drained
+                except BaseException as exc:  # sorted out below, after the writer drained
                     if isinstance(exc, anyio.get_cancelled_exc_class()):
                         raise
                     abort.append(exc)

@@ -41,7 +41,8 @@ class Built:
 class Adapter(Protocol):
     """One service shape. ``name`` is what ``--api`` selects."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def build(self, image: LoadedImage) -> Built: ...
 
@@ -72,7 +73,7 @@ def error_message(headers: Mapping[str, str], body: bytes) -> str:
                 message = f"{message}: {data['error_description']}" if message else data["error_description"]
         elif data is None:
             ctype = headers.get("Content-Type", headers.get("content-type", ""))
-            if "html" not in ctype.lower() and not body.lstrip()[:1] == b"<":
+            if "html" not in ctype.lower() and body.lstrip()[:1] != b"<":
                 message = body[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
     message = " ".join(message.split())
     return message[:_MAX_MESSAGE] + ("..." if len(message) > _MAX_MESSAGE else "")
