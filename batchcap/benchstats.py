@@ -1,0 +1,481 @@
+"""The numbers behind ``batchcap bench``: samples in, summaries, costs, the knee and a verdict out.
+
+Pure functions over plain values (no clock, no I/O), so every figure in ``bench.json`` and ``bench.md`` can be
+checked by hand. Definitions, so a reader can trust the table:
+
+* **latency** of a request is ``done - scheduled``: in closed loop ``scheduled`` is the moment the request
+  started; in open loop it is the Poisson arrival time, so time spent queued behind a slow server counts
+  (no coordinated omission). Percentiles use successes only.
+* **percentile** is numpy's default (``method="linear"``, Hyndman & Fan type 7): on the sorted values
+  ``x[0..n-1]`` the q-th percentile sits at rank ``h = (n - 1) * q / 100`` and is interpolated between
+  ``x[floor(h)]`` and ``x[floor(h) + 1]``.
+* **images/s** is successes divided by the step's window: from its start until the loop ended (the last
+  answer, or the duration cap if workers were resting after 429s then), so idle waiting is not hidden.
+* **cost per 1,000 images** is ``price_per_hour / (images_per_s * 3600) * 1000``: what the hour costs,
+  spread over the images that hour would caption at this rate. **Images per dollar** is its inverse, times 1,000.
+* **knee**: among steps whose p95 stays within the SLO, the lowest level that reaches the best throughput
+  within the measurement's noise (5 %, or 1/sqrt(successes) of the best step if larger). Taking the *lowest*
+  such level keeps the advice from being "hammer a rate-limited API at 32" when 1 or 2 in flight give the
+  same images/s without the 429s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "ERROR_KINDS",
+    "ERROR_LABELS",
+    "BenchResult",
+    "ColdStart",
+    "ErrorKind",
+    "Latency",
+    "Mode",
+    "Sample",
+    "StepRecord",
+    "StepStats",
+    "StopReason",
+    "TargetResult",
+    "ThrottleSummary",
+    "WarmupStats",
+    "cost_per_1000",
+    "describe_errors",
+    "drop_empty",
+    "format_duration",
+    "images_per_dollar",
+    "knee",
+    "percentile",
+    "still_climbing",
+    "summarize_latency",
+    "summarize_step",
+    "throttle_summary",
+    "verdict",
+]
+
+ErrorKind = Literal["429", "503", "5xx", "timeout", "other"]
+#: Every error bucket, in table order. ``timeout`` also holds resets and refused connections (no HTTP answer).
+ERROR_KINDS: tuple[ErrorKind, ...] = ("429", "503", "5xx", "timeout", "other")
+ERROR_LABELS: dict[ErrorKind, str] = {
+    "429": "429",
+    "503": "503 loading",
+    "5xx": "5xx",
+    "timeout": "timeout/transport",
+    "other": "other",
+}
+Mode = Literal["closed", "open"]
+StopReason = Literal["count", "duration", "deadline"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Records.
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request of a step. Times are seconds since the step started."""
+
+    index: int
+    scheduled: float  #: when the request was due (open loop: its arrival; closed loop: == sent)
+    sent: float  #: when it actually left (later than ``scheduled`` only if the in-flight cap was full)
+    done: float  #: when its answer (or error) arrived
+    ok: bool
+    kind: ErrorKind | None = None
+    status: int | None = None
+    bytes_sent: int = 0
+
+    @property
+    def latency(self) -> float:
+        return self.done - self.scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Latency percentiles in seconds (numpy ``linear`` method) over ``count`` successes."""
+
+    count: int
+    min: float
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupStats:
+    """The warm-up requests of a step: sent before the measurement and kept out of it."""
+
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    latency: Latency | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """One sweep step (a concurrency in closed loop, an arrival rate in open loop), warm-up excluded."""
+
+    mode: Mode
+    level: float  #: concurrency (closed loop) or offered arrivals per second (open loop)
+    requests: int  #: measured requests that got an answer or an error
+    ok: int
+    errors: dict[str, int]  #: by :data:`ERROR_KINDS`
+    window_s: float
+    images_per_s: float  #: successes per second: the number that matters
+    sent_per_s: float
+    latency: Latency | None  #: successes only; None when nothing succeeded
+    bytes_sent: int
+    cost_per_1000: float | None  #: dollars; None without a price or without successes
+    images_per_dollar: float | None  #: None without a price, for a free target, or without successes
+    first_429_s: float | None  #: when the first 429 answer came, seconds into the step
+    images_per_hour_before_429: float | None  #: success rate before that first 429 (windows >= 1 s only)
+    unsent: int  #: open loop: arrivals never sent because the step hit its duration or the deadline
+    abandoned: int  #: requests still in flight when the step was cut off
+    max_send_lag_s: float  #: open loop: worst delay between an arrival and its send (in-flight cap full)
+    stopped_by: StopReason
+    warmup: WarmupStats
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """A step's summary with the raw samples it came from."""
+
+    stats: StepStats
+    samples: tuple[Sample, ...]
+    warmup_samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """Time from the first request of the bench to the first caption, probing at a fixed pace."""
+
+    ok: bool
+    seconds: float | None  #: None when no caption came within the limit
+    attempts: int
+    errors: dict[str, int]
+    first_latency_s: float | None  #: latency of the successful probe itself
+    last_error: str | None = None  #: the last failure's message, e.g. why a target never answered
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSummary:
+    """How a rate-limited service (the free API) behaved across the sweep."""
+
+    throttled: bool  #: any 429 in any measured step
+    first_throttled_level: float | None  #: the lowest level that drew a 429
+    images_per_hour_unthrottled: float | None  #: best rate among steps without any 429
+    images_per_hour_throttled: float | None  #: best success rate among steps with 429s (the ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """Everything measured for one target. ``description`` and ``url`` hold no secret."""
+
+    name: str
+    description: str
+    url: str
+    api: str
+    price_per_hour: float | None
+    token_source: str
+    cold_start: ColdStart | None
+    steps: tuple[StepRecord, ...]
+    knee: StepStats | None
+    throttle: ThrottleSummary
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """A whole bench: what ``bench.json`` holds (plus the samples, which the report flattens)."""
+
+    targets: tuple[TargetResult, ...]
+    slo_s: float
+    verdict: str
+    config: dict[str, Any]
+    versions: dict[str, str | None]
+    machine: dict[str, Any]
+    images: dict[str, Any]
+    started_at: str
+    elapsed_s: float
+    stopped: str | None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Maths.
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of ``values``, as ``numpy.percentile(values, q)`` computes it."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be within [0, 100] (got {q})")
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(h)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+
+
+def summarize_latency(values: Sequence[float]) -> Latency | None:
+    """Percentiles of ``values`` (seconds); None for no values, so "no data" never reads as 0 s."""
+    if not values:
+        return None
+    return Latency(
+        count=len(values),
+        min=min(values),
+        mean=math.fsum(values) / len(values),
+        p50=percentile(values, 50),
+        p90=percentile(values, 90),
+        p95=percentile(values, 95),
+        p99=percentile(values, 99),
+        max=max(values),
+    )
+
+
+def cost_per_1000(price_per_hour: float | None, images_per_s: float) -> float | None:
+    """Dollars per 1,000 images at this rate; 0 for a free target; None without a price or a rate."""
+    if price_per_hour is None or images_per_s <= 0:
+        return None
+    if price_per_hour == 0:
+        return 0.0
+    return price_per_hour / (images_per_s * 3600.0) * 1000.0
+
+
+def images_per_dollar(price_per_hour: float | None, images_per_s: float) -> float | None:
+    """Images one dollar buys at this rate; None without a price, for a free target, or without a rate."""
+    if not price_per_hour or images_per_s <= 0:
+        return None
+    return images_per_s * 3600.0 / price_per_hour
+
+
+def _error_counts(samples: Iterable[Sample]) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+    for s in samples:
+        if not s.ok:
+            counts[s.kind or "other"] += 1
+    return counts
+
+
+def summarize_step(
+    samples: Sequence[Sample],
+    *,
+    mode: Mode,
+    level: float,
+    price_per_hour: float | None = None,
+    window_s: float | None = None,
+    unsent: int = 0,
+    abandoned: int = 0,
+    stopped_by: StopReason = "count",
+    warmup_samples: Sequence[Sample] = (),
+    min_throttle_window_s: float = 1.0,
+) -> StepStats:
+    """Summarize a step's samples. ``window_s`` is the loop's elapsed time; it defaults to the last answer."""
+    ok = [s for s in samples if s.ok]
+    window = window_s if window_s is not None else max((s.done for s in samples), default=0.0)
+    ips = len(ok) / window if window > 0 else 0.0
+    throttled = [s.done for s in samples if s.kind == "429"]
+    first_429 = min(throttled) if throttled else None
+    before: float | None = None
+    if first_429 is not None and first_429 >= min_throttle_window_s:
+        n_before = sum(1 for s in ok if s.done <= first_429)
+        before = n_before / first_429 * 3600.0 if n_before else None
+    warm_ok = [s.latency for s in warmup_samples if s.ok]
+    return StepStats(
+        mode=mode,
+        level=level,
+        requests=len(samples),
+        ok=len(ok),
+        errors=_error_counts(samples),
+        window_s=window,
+        images_per_s=ips,
+        sent_per_s=len(samples) / window if window > 0 else 0.0,
+        latency=summarize_latency([s.latency for s in ok]),
+        bytes_sent=sum(s.bytes_sent for s in samples),
+        cost_per_1000=cost_per_1000(price_per_hour, ips),
+        images_per_dollar=images_per_dollar(price_per_hour, ips),
+        first_429_s=first_429,
+        images_per_hour_before_429=before,
+        unsent=unsent,
+        abandoned=abandoned,
+        max_send_lag_s=max((s.sent - s.scheduled for s in samples), default=0.0),
+        stopped_by=stopped_by,
+        warmup=WarmupStats(
+            requests=len(warmup_samples),
+            ok=len(warm_ok),
+            errors=_error_counts(warmup_samples),
+            latency=summarize_latency(warm_ok),
+        ),
+    )
+
+
+def knee(steps: Iterable[StepStats], slo_s: float, *, tolerance: float = 0.05) -> StepStats | None:
+    """The lowest level reaching the best images/s whose p95 is within ``slo_s``; None if no step qualifies.
+
+    "Reaching" allows for measurement noise: within ``max(tolerance, 1/sqrt(successes of the best step))`` of
+    the best, so ten lucky requests at concurrency 16 cannot beat concurrency 1 on a rate-limited API.
+    """
+    within = [s for s in steps if s.ok > 0 and s.latency is not None and s.latency.p95 <= slo_s]
+    if not within:
+        return None
+    best = max(within, key=lambda s: s.images_per_s)
+    margin = max(tolerance, 1.0 / math.sqrt(best.ok))
+    good = [s for s in within if s.images_per_s >= best.images_per_s * (1.0 - margin)]
+    return min(good, key=lambda s: (s.level, -s.images_per_s))
+
+
+def throttle_summary(steps: Iterable[StepStats]) -> ThrottleSummary:
+    """Where 429s began and how many images/hour the target gave before and after."""
+    steps = list(steps)
+    hit = [s for s in steps if s.errors.get("429", 0) > 0]
+    clean = [s for s in steps if s.errors.get("429", 0) == 0 and s.ok > 0]
+    return ThrottleSummary(
+        throttled=bool(hit),
+        first_throttled_level=min((s.level for s in hit), default=None),
+        images_per_hour_unthrottled=max((s.images_per_s * 3600.0 for s in clean), default=None),
+        images_per_hour_throttled=max((s.images_per_s * 3600.0 for s in hit), default=None),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Words.
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``, ``3.2 days``: the unit a person would say."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _money(dollars: float) -> str:
+    if dollars == 0:
+        return "$0"
+    if dollars < 0.01:
+        return f"${dollars:.4f}"
+    return f"${dollars:,.2f}"
+
+
+def _level(step: StepStats) -> str:
+    return f"concurrency {step.level:g}" if step.mode == "closed" else f"{step.level:g} arrivals/s"
+
+
+def _price(price: float | None) -> str:
+    if price is None:
+        return "no price given"
+    return "free" if price == 0 else f"${price:.2f}/h"
+
+
+def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_000) -> str:
+    """One paragraph: which target, at which concurrency, what it costs, and what the others gave."""
+    ranked = sorted((t for t in targets if t.knee is not None), key=lambda t: -_knee(t).images_per_s)
+    if not ranked:
+        lowest = [
+            (s.stats.latency.p95, t.name, s.stats)
+            for t in targets
+            for s in t.steps
+            if s.stats.latency is not None
+        ]
+        if not lowest:
+            why = [
+                f"{t.name}: {describe_errors(t.cold_start.errors) or 'no answer'}"
+                + (f", last error: {t.cold_start.last_error}" if t.cold_start.last_error else "")
+                for t in targets
+                if t.cold_start is not None and not t.cold_start.ok
+            ]
+            return "No target returned a single caption" + (f" ({'; '.join(why)})." if why else ".")
+        p95, name, step = min(lowest, key=lambda item: item[0])
+        return (
+            f"No target kept its p95 latency within the {slo_s:g} s SLO at any step; the lowest p95 was "
+            f"{p95:.2f} s ({name} at {_level(step)}). Raise --slo or try lower concurrency."
+        )
+    best = ranked[0]
+    step = _knee(best)
+    assert step.latency is not None
+    parts = [
+        (f"**{best.name}** is the faster choice: {step.images_per_s:.1f} images/s at {_level(step)} "
+        f"(p95 {step.latency.p95:.2f} s, within the {slo_s:g} s SLO)")
+    ]
+    if len(ranked) > 1:
+        other = ranked[1]
+        ratio = step.images_per_s / _knee(other).images_per_s if _knee(other).images_per_s else math.inf
+        parts[0] += (
+            f", {ratio:.1f}x {other.name}'s best of {_knee(other).images_per_s:.1f} images/s "
+            f"at {_level(_knee(other))}"
+        )
+    parts[0] += "."
+    for t in (best, *ranked[1:2]):
+        s = _knee(t)
+        took = format_duration(images / s.images_per_s)
+        if t.price_per_hour:
+            cost = t.price_per_hour * images / s.images_per_s / 3600.0
+            assert s.cost_per_1000 is not None
+            assert s.images_per_dollar is not None
+            parts.append(
+                f"At {_price(t.price_per_hour)}, {t.name} costs {_money(s.cost_per_1000)} per 1,000 images "
+                f"({s.images_per_dollar:,.0f} images per dollar): {images:,} images take {took} for {_money(cost)}."
+            )
+        elif t.price_per_hour == 0:
+            parts.append(f"{t.name} is free and takes {took} for {images:,} images.")
+        else:
+            parts.append(f"{t.name} takes {took} for {images:,} images (no --price-per-hour given).")
+    if (climbing := still_climbing(best)) is not None:
+        parts.append(
+            f"{best.name}'s throughput was still rising at {_level(climbing)}, the highest tried: "
+            "sweep higher to find its limit."
+        )
+    for t in targets:
+        th = t.throttle
+        if th.throttled and th.first_throttled_level is not None:
+            sustained = (
+                f"; it sustained {th.images_per_hour_unthrottled:,.0f} images/hour before being rate limited"
+                if th.images_per_hour_unthrottled
+                else ""
+            )
+            unit = "concurrency" if t.steps and t.steps[0].stats.mode == "closed" else "arrival rate"
+            parts.append(f"{t.name} answered 429 (rate limited) from {unit} {th.first_throttled_level:g} on{sustained}.")
+    colds = [f"{t.name} {t.cold_start.seconds:.1f} s" for t in targets if t.cold_start and t.cold_start.seconds is not None]
+    if colds:
+        parts.append("Time to first caption from idle: " + ", ".join(colds) + ".")
+    for t in targets:
+        if t.knee is None and t.steps:
+            parts.append(f"{t.name} never kept p95 within the SLO.")
+    return " ".join(parts)
+
+
+def still_climbing(t: TargetResult, *, gain: float = 1.25) -> StepStats | None:
+    """The knee when it is the top of the sweep and still gained ``gain``x over the step below, else None."""
+    k = t.knee
+    steps = sorted((r.stats for r in t.steps if k is not None and r.stats.mode == k.mode), key=lambda s: s.level)
+    if k is None or len(steps) < 2 or steps[-1].level != k.level:
+        return None
+    below = steps[-2].images_per_s
+    return k if below > 0 and k.images_per_s >= gain * below else None
+
+
+def _knee(t: TargetResult) -> StepStats:
+    assert t.knee is not None
+    return t.knee
+
+
+def drop_empty(mapping: Mapping[str, int]) -> dict[str, int]:
+    """Only the non-zero counts, for compact human output."""
+    return {k: v for k, v in mapping.items() if v}
+
+
+def describe_errors(counts: Mapping[str, int]) -> str:
+    """``{"429": 3, "503": 1}`` -> ``"3x 429, 1x 503 loading"``; empty for no errors."""
+    labels: dict[str, str] = {str(k): v for k, v in ERROR_LABELS.items()}
+    return ", ".join(f"{n}x {labels.get(k, k)}" for k, n in counts.items() if n)
