@@ -1,0 +1,124 @@
+"""Captions derived from the pixels, so a test can compute the caption the emulator will give and compare.
+
+A caption depends only on the image bytes, never on the route, the request or the clock, which keeps every answer
+checkable. Decoding is the one costly step of an emulated request, so captions are cached by digest and large
+bodies are decoded off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["COLOURS", "caption_for"]
+
+#: Named colours a caption can report; the nearest one (RGB distance) wins per pixel.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "gray": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "orange": (255, 165, 0),
+    "purple": (128, 0, 128),
+    "pink": (255, 192, 203),
+    "brown": (139, 69, 19),
+    "cyan": (0, 255, 255),
+}
+_NAMES = tuple(COLOURS)
+_PALETTE = Image.new("P", (1, 1))
+_PALETTE.putpalette([channel for i in range(256) for channel in list(COLOURS.values())[i % len(COLOURS)]])
+_THUMB = (32, 32)
+_CACHE_SIZE = 4096
+# Measured here: a 50 KB 440x330 JPEG captions in ~0.6 ms uncached (draft mode decodes it at a reduced scale), a
+# 640x480 PNG in ~3.5 ms, and a cache hit costs ~30 us (mostly SHA-256). Bodies this small are cheaper inline than a
+# thread hop; bigger ones are hashed and decoded in a thread so the loop keeps serving.
+_INLINE_DECODE_MAX_BYTES = 256 * 1024
+
+
+class _CaptionCache:
+    """A small thread-safe LRU keyed by SHA-256, so benchmarks that resend the same files skip Pillow.
+
+    SHA-256 rather than a cheaper checksum: a collision would hand out a wrong caption, and with SHA-NI it is
+    still twice as fast as BLAKE2b here.
+    """
+
+    __slots__ = ("_entries", "_lock", "hits", "misses")
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> str | None:
+        with self._lock:
+            caption = self._entries.get(key)
+            if caption is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._entries.move_to_end(key)
+            return caption
+
+    def put(self, key: bytes, caption: str) -> None:
+        with self._lock:
+            self._entries[key] = caption
+            if len(self._entries) > _CACHE_SIZE:
+                self._entries.popitem(last=False)
+
+
+_CACHE = _CaptionCache()
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _describe(data: bytes) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt = (image.format or "unknown").lower()
+            width, height = image.size
+            image.draft("RGB", (_THUMB[0] * 2, _THUMB[1] * 2))  # JPEG only: decode at a reduced scale
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            thumb = image.convert("RGBA" if has_alpha else "RGB").resize(_THUMB, Image.Resampling.BOX)
+    except UnidentifiedImageError as exc:
+        raise ValueError("cannot identify image file") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode image file: {exc}") from exc
+    if has_alpha:  # judge transparent pixels by what a viewer shows: white paper
+        thumb = Image.alpha_composite(Image.new("RGBA", _THUMB, (255, 255, 255, 255)), thumb).convert("RGB")
+    histogram = thumb.quantize(palette=_PALETTE, dither=Image.Dither.NONE).histogram()
+    totals = [sum(histogram[i :: len(_NAMES)]) for i in range(len(_NAMES))]  # the palette repeats the colours
+    best = max(range(len(_NAMES)), key=lambda i: (totals[i], -i))
+    return f"a {width}x{height} {fmt} image, mostly {_NAMES[best]}"
+
+
+def caption_for(data: bytes) -> str:
+    """The emulator's caption for these image bytes, e.g. ``"a 64x48 png image, mostly red"``.
+
+    Depends only on the bytes: format and size from the header, colour from the most common of :data:`COLOURS`
+    in a 32x32 thumbnail (ties go to the colour listed first). Raises ``ValueError`` for bytes that are not a
+    decodable image.
+    """
+    key = _digest(data)
+    caption = _CACHE.get(key)
+    if caption is None:
+        caption = _describe(data)
+        _CACHE.put(key, caption)
+    return caption
+
+
+async def _caption_async(data: bytes) -> str:
+    """Caption inline when cheap (cache hit or small body), else in a thread so the loop keeps serving."""
+    if len(data) <= _INLINE_DECODE_MAX_BYTES:
+        return caption_for(data)
+    return await asyncio.to_thread(caption_for, data)

@@ -1,0 +1,71 @@
+"""What an emulator answered, kept so tests and benchmarks can check the server's side of a run.
+
+Pure data: no aiohttp, no clock of its own (the app stamps each entry), so it can be built and asserted on
+directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Literal, NamedTuple
+
+__all__ = ["LogEntry", "RequestLog", "RouteKind"]
+
+RouteKind = Literal["serverless", "endpoint", "chat", "health", "hub", "stats", "other"]
+
+
+class LogEntry(NamedTuple):
+    """One answered request. ``t`` is the monotonic time it was admitted (or refused). No token is kept."""
+
+    t: float
+    kind: RouteKind
+    status: int
+    nbytes: int
+    auth_present: bool
+
+
+class RequestLog:
+    """What the emulator answered: the last ``maxlen`` entries, plus exact counters over its whole life."""
+
+    __slots__ = ("_by_kind", "_by_status", "bytes_received", "entries", "total")
+
+    def __init__(self, maxlen: int = 1_000_000) -> None:
+        self.entries: deque[LogEntry] = deque(maxlen=maxlen)
+        self._by_status: Counter[int] = Counter()
+        self._by_kind: Counter[str] = Counter()
+        self.total = 0
+        self.bytes_received = 0
+
+    def record(self, entry: LogEntry) -> None:
+        self.entries.append(entry)
+        self._by_status[entry.status] += 1
+        self._by_kind[entry.kind] += 1
+        self.total += 1
+        self.bytes_received += entry.nbytes
+
+    def count(self, status: int | None = None) -> int:
+        """Requests answered in total, or with this status."""
+        return self.total if status is None else self._by_status[status]
+
+    def max_per_second(self, window: float = 1.0) -> int:
+        """Most requests answered 200 whose admission times fall within any half-open window of this length."""
+        times = sorted(entry.t for entry in self.entries if entry.status == 200)
+        best = start = 0
+        for end, t in enumerate(times):
+            while t - times[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters as plain JSON-ready data (the ``GET /stats`` body)."""
+        return {
+            "total": self.total,
+            "bytes_received": self.bytes_received,
+            "by_status": {str(status): n for status, n in sorted(self._by_status.items())},
+            "by_kind": dict(sorted(self._by_kind.items())),
+            "max_per_second": self.max_per_second(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<RequestLog total={self.total} ok={self.count(200)} kept={len(self.entries)}>"

@@ -1,0 +1,79 @@
+"""The mutable state of one emulator, and the keys it is stored under in the aiohttp app and request.
+
+State lives in the app rather than in module globals, so two emulators in one process (the bench demo runs a
+"free API" and an "endpoint" side by side) never share a rate bucket, a cold-start clock or a random stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .log import RequestLog, RouteKind
+from .settings import EmulatorSettings
+
+__all__ = ["REQUEST_LOG"]
+
+
+@dataclass(slots=True)
+class _TokenBucket:
+    """Admission arithmetic only, so it can be reasoned about with plain floats."""
+
+    rate: float
+    burst: int
+    tokens: float
+    updated: float | None = None
+
+    def take(self, now: float) -> float:
+        """Admit one request at ``now`` (returns 0.0) or return the seconds until one would be admitted."""
+        if self.updated is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+REQUEST_LOG = web.AppKey("request_log", RequestLog)
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable state lives in the app, so two emulators in one process never share a bucket or a clock."""
+
+    settings: EmulatorSettings
+    bucket: _TokenBucket | None
+    rng: random.Random
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    loaded_at: float | None = None  # set by the first admitted model request
+
+    def delay(self) -> float:
+        """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
+        s = self.settings
+        if s.latency_dist == "uniform":
+            base = self.rng.uniform(0.0, 2.0 * s.latency)
+        elif s.latency_dist == "exponential" and s.latency > 0:
+            base = self.rng.expovariate(1.0 / s.latency)
+        else:
+            base = s.latency
+        if s.latency_jitter:
+            base += self.rng.uniform(-s.latency_jitter, s.latency_jitter)
+        return max(0.0, base)
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """Per-request facts the tracking middleware logs once the answer is known."""
+
+    rid: str
+    t: float
+    kind: RouteKind = "other"
+    nbytes: int = 0
+
+
+_STATE = web.AppKey("emulator_state", _State)
+_CTX = web.RequestKey("emulator_ctx", _Ctx)

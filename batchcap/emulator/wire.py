@@ -1,0 +1,186 @@
+"""What each route shape reads and writes on the wire: serverless, Inference Endpoint and OpenAI chat bodies.
+
+The formats follow protocol.md, including the quirks clients must cope with (the Endpoint's Content-Type
+whitelist, TGI-style validation errors on the chat route), so a client that works here works against the real
+services. Parsing never raises: a malformed body becomes the error answer the real service would give.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from .state import _CTX, _STATE
+
+__all__ = ["ENDPOINT_CONTENT_TYPES"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    """What a route extracted from the body: image bytes or a ready error answer, plus a legacy wait hint."""
+
+    image: bytes | None = None
+    error: web.Response | None = None
+    wait_for_model: bool = False
+
+
+_Parse = Callable[[web.Request, bytes], _Payload]
+_Answer = Callable[[web.Request, str], web.Response]
+
+_NOT_IMAGE = "cannot identify image file"
+#: Media types the Inference Toolkit container accepts (protocol.md section 3), matched without parameters.
+ENDPOINT_CONTENT_TYPES = (
+    "application/json",
+    "application/json; charset=UTF-8",
+    "text/csv",
+    "text/plain",
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "image/tiff",
+    "image/bmp",
+    "image/gif",
+    "image/webp",
+    "image/x-image",
+    "audio/x-flac",
+    "audio/mpeg",
+    "audio/wave",
+    "audio/ogg",
+    "audio/x-audio",
+)
+_ENDPOINT_MEDIA = frozenset(ct.split(";")[0].lower() for ct in ENDPOINT_CONTENT_TYPES)
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def _media_type(request: web.Request) -> str | None:
+    raw = request.headers.get("Content-Type")
+    return None if raw is None else raw.split(";")[0].strip().lower()
+
+
+def _b64_image(value: object) -> bytes | None:
+    """Decode a base64 string (a ``data:`` prefix is tolerated); ``None`` if it is not one."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _parse_serverless(request: web.Request, body: bytes) -> _Payload:
+    """Raw bytes with any Content-Type, or ``{"inputs": b64, "parameters": ...}`` when labelled and shaped as JSON."""
+    if _media_type(request) != "application/json" or body.lstrip()[:1] != b"{":
+        return _Payload(image=body)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _Payload(image=body)  # the documented JS snippet labels raw image bytes as JSON
+    options = payload.get("options") if isinstance(payload, dict) else None
+    wait = isinstance(options, dict) and bool(options.get("wait_for_model"))
+    image = _b64_image(payload.get("inputs")) if isinstance(payload, dict) else None
+    if image is None:
+        error = _json(400, {"error": "Body needs an 'inputs' key holding the base64-encoded image"})
+        return _Payload(error=error, wait_for_model=wait)
+    return _Payload(image=image, wait_for_model=wait)
+
+
+def _parse_endpoint(request: web.Request, body: bytes) -> _Payload:
+    """The Inference Toolkit's rules: a whitelisted Content-Type, then image bytes or JSON with ``inputs``."""
+    media = _media_type(request)
+    if media not in _ENDPOINT_MEDIA:
+        raw = request.headers.get("Content-Type")
+        message = f'Content type "{raw}" not supported. Supported content types are: {", ".join(ENDPOINT_CONTENT_TYPES)}'
+        return _Payload(error=_json(400, {"error": message}))
+    if media == "application/json":
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _Payload(error=_json(400, {"error": str(exc)}))
+        if not isinstance(payload, dict) or ("inputs" not in payload and "instances" not in payload):
+            return _Payload(error=_json(400, {"error": "Body needs to provide a inputs key"}))
+        image = _b64_image(payload.get("inputs", payload.get("instances")))
+        return (
+            _Payload(image=image) if image is not None else _Payload(error=_json(400, {"error": _NOT_IMAGE}))
+        )
+    if not media.startswith("image/"):
+        return _Payload(error=_json(400, {"error": _NOT_IMAGE}))
+    return _Payload(image=body)
+
+
+def _tgi_error(status: int, message: str) -> web.Response:
+    return _json(status, {"error": message, "error_type": "validation"})
+
+
+def _invalid(reason: str) -> _Payload:
+    return _Payload(error=_tgi_error(422, f"Input validation error: {reason}"))
+
+
+def _parse_chat(request: web.Request, body: bytes) -> _Payload:
+    """OpenAI chat body: the first ``image_url`` part must be a ``data:<mime>;base64,<b64>`` URI."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _Payload(error=_tgi_error(400, f"Failed to deserialize the JSON body: {exc}"))
+    url = _first_image_url(payload)
+    if url is None:
+        return _invalid("no image_url content part in messages")
+    header, _, data = url.partition(",")
+    if not (header.startswith("data:") and header.endswith(";base64")):
+        return _invalid("the emulator only reads data:<mime>;base64,... image URLs")
+    image = _b64_image(data)
+    return _Payload(image=image) if image is not None else _invalid("image_url is not valid base64")
+
+
+def _first_image_url(payload: object) -> str | None:
+    messages = payload.get("messages") if isinstance(payload, dict) else None
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                return url if isinstance(url, str) else None
+    return None
+
+
+def _answer_pipeline(request: web.Request, caption: str) -> web.Response:
+    return _json(200, [{"generated_text": caption}])
+
+
+def _answer_chat(request: web.Request, caption: str) -> web.Response:
+    ctx, settings = request[_CTX], request.app[_STATE].settings
+    completion_tokens = len(caption.split())
+    body = {
+        "id": f"chatcmpl-{ctx.rid}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": settings.model_id,
+        "system_fingerprint": f"batchcap-{settings.name}",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": caption},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 1 + completion_tokens,
+        },
+    }
+    return _json(200, body)
