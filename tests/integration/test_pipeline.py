@@ -260,3 +260,30 @@ async def test_a_model_that_refuses_every_image_stops_the_run(emulator: Emulator
     with anyio.fail_after(20), pytest.raises(RunAborted, match="all refused with the same answer"):
         await run(cfg_for(server, folder, tmp_path / "o.jsonl", concurrency=2))
     assert server.log.count() < 40
+
+
+async def test_token_never_follows_a_redirect_to_another_host(images: Path, tmp_path: Path) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    seen: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response([{"generated_text": "stolen"}])
+
+    other = web.Application()
+    other.router.add_route("*", "/{tail:.*}", elsewhere)
+    async with TestServer(other, host="127.0.0.1", port=0) as thief:
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(str(thief.make_url("/grab")))
+
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", redirect)
+        async with TestServer(app, host="127.0.0.1", port=0) as origin:
+            cfg = RunConfig(input_dir=images, out=tmp_path / "o.jsonl", endpoint=str(origin.make_url("/")),
+                            rate=None).validate()
+            with anyio.fail_after(10), pytest.raises(RunAborted, match="redirect"):
+                await run(cfg, token=Secret("hf_do_not_forward"))
+    assert seen == []
