@@ -207,7 +207,7 @@ def run_async(fn: Callable[[], Awaitable[T]], loop: str = "auto") -> T:
 
 
 def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .pipeline import RunAborted, manifest_path, run
+    from .pipeline import RunAborted, manifest_path, run, tune_malloc
     from .progress import NullProgress, Progress, TqdmProgress
 
     cfg = config_from_args(ns)
@@ -222,6 +222,7 @@ def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
               f"(token: {source}; concurrency {cfg.concurrency}, rate {_default_rate(cfg.rate)})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
+    tune_malloc()
     try:
         stats = run_async(
             lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
