@@ -29,15 +29,7 @@ from _util import (
     pinned,
 )
 
-
-def busiest(times: list[float], window: float) -> int:
-    """Most admission times inside any half-open window ``[t, t + window)``."""
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+from batchcap.emulator.log import busiest
 
 
 def batchcap(ctx: Ctx, tree: Path, url: str, out: Path, *flags: str, timeout: float) -> dict[str, float]:

@@ -7,9 +7,10 @@ directly.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-__all__ = ["LogEntry", "RequestLog", "RouteKind"]
+__all__ = ["LogEntry", "RequestLog", "RouteKind", "busiest"]
 
 RouteKind = Literal["serverless", "endpoint", "chat", "health", "hub", "stats", "other"]
 
@@ -49,13 +50,7 @@ class RequestLog:
 
     def max_per_second(self, window: float = 1.0) -> int:
         """Most requests answered 200 whose admission times fall within any half-open window of this length."""
-        times = sorted(entry.t for entry in self.entries if entry.status == 200)
-        best = start = 0
-        for end, t in enumerate(times):
-            while t - times[start] >= window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return busiest(sorted(entry.t for entry in self.entries if entry.status == 200), window)
 
     def snapshot(self) -> dict[str, object]:
         """Counters as plain JSON-ready data (the ``GET /stats`` body)."""
@@ -69,3 +64,13 @@ class RequestLog:
 
     def __repr__(self) -> str:
         return f"<RequestLog total={self.total} ok={self.count(200)} kept={len(self.entries)}>"
+
+
+def busiest(times: Sequence[float], window: float) -> int:
+    """Most of the sorted ``times`` inside any half-open window ``[t, t + window)``."""
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
