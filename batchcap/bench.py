@@ -49,7 +49,7 @@ __all__ = [
     "settings_from_args",
 ]
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEMO_ENDPOINT_PRICE = 0.60  # made up, in the range of a small CPU/T4 Endpoint
 
 
@@ -87,22 +87,26 @@ async def demo_targets() -> AsyncIterator[tuple[Target, ...]]:
 
 async def _main(settings: BenchSettings, given_dir: Path | None, log: Callable[[str], None]) -> BenchResult:
     if not settings.demo:
-        return await run_bench(settings, log=log)
+        return await run_bench(settings, log=log, handle_signals=True)
     async with demo_targets() as targets:
         demo = replace(settings, targets=targets)
         none = {t.name: (None, "none (local emulator)") for t in targets}
         if given_dir is not None:
-            return await run_bench(replace(demo, images_dir=given_dir), tokens=none, log=log)
+            return await run_bench(replace(demo, images_dir=given_dir), tokens=none, log=log, handle_signals=True)
         from .samples import generate
 
         with tempfile.TemporaryDirectory(prefix="batchcap-bench-") as tmp:
             await anyio.to_thread.run_sync(lambda: generate(Path(tmp), settings.images, seed=settings.seed))
             return await run_bench(replace(demo, images_dir=Path(tmp),
-                                           extra={"images_note": f"{settings.images} generated sample images"}), tokens=none, log=log)
+                                           extra={"images_note": f"{settings.images} generated sample images"}),
+                                   tokens=none, log=log, handle_signals=True)
 
 
 def run_from_args(ns: argparse.Namespace) -> int:
-    """Run ``batchcap bench`` from parsed flags: 0 report written (1 if nothing succeeded), 2 bad flags, 3 aborted."""
+    """Run ``batchcap bench`` from parsed flags.
+
+    0 report written (1 if nothing succeeded), 2 bad flags, 3 aborted, 130 interrupted (partial report written).
+    """
     from .report import render_results, write_reports
 
     err = sys.stderr
@@ -134,6 +138,9 @@ def run_from_args(ns: argparse.Namespace) -> int:
     log(f"batchcap bench: wrote {paths.json}, {paths.markdown}" + (f", {paths.plot}" if paths.plot else ""))
     if paths.plot_note:
         log(f"batchcap bench: {paths.plot_note}")
+    if result.stopped == "interrupted":
+        log("batchcap bench: interrupted; the report holds the steps measured before Ctrl-C")
+        return EXIT_INTERRUPTED
     if not any(r.stats.ok for t in result.targets for r in t.steps):
         log("batchcap bench: no target returned a caption; see the notes and error counts in bench.md")
         return EXIT_NOTHING

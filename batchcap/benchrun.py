@@ -8,13 +8,15 @@ per step; only the failures that would doom every request (a refused token, a wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import os
 import platform
+import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -26,6 +28,7 @@ from . import __version__
 from .benchspec import BenchSettings, Target
 from .benchstats import (
     BenchResult,
+    ColdStart,
     Mode,
     StepRecord,
     TargetResult,
@@ -59,6 +62,49 @@ __all__ = ["BenchAborted", "run_bench"]
 
 class BenchAborted(BatchcapError):
     """A target refused the token or does not exist: every request would fail the same way."""
+
+
+class _Interrupt:
+    """Ctrl-C / SIGTERM during a bench: cancel the step under way, keep every finished step for the report."""
+
+    __slots__ = ("_scopes", "_signals", "requested")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._scopes: set[anyio.CancelScope] = set()
+        self._signals: list[signal.Signals] = []
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._fire)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                continue
+            self._signals.append(sig)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+
+    def _fire(self) -> None:
+        self.requested = True
+        for scope in self._scopes:
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Run one measurement; an interrupt cancels it (its partial numbers are dropped, not half-reported)."""
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                if self.requested:
+                    scope.cancel()
+                yield
+            finally:
+                self._scopes.discard(scope)
 
 
 def _kind(exc: APIError) -> Any:
@@ -130,7 +176,9 @@ def _step_line(name: str, rec: StepRecord) -> str:
 async def _bench_target(
     target: Target, images: Sequence[LoadedImage], settings: BenchSettings, token: Secret | None,
     token_source: str, *, until: float, log: Callable[[str], None], clock: Callable[[], float],
+    interrupt: _Interrupt | None = None,
 ) -> TargetResult:
+    interrupt = interrupt or _Interrupt()
     cfg = target.cfg
     adapter = make_adapter(cfg)
     sizes = [len(adapter.build(img).body) for img in images]
@@ -141,8 +189,13 @@ async def _bench_target(
     log(f"batchcap bench: {target.name} -> {cfg.target} (token: {token_source})")
     async with CaptionClient(cfg.url, adapter, token=token, timeout=timeout, connections=connections) as client:
         send = _sender(client, images, sizes, target, token_source, settings.throttle_pause)
-        cold = await probe_until_ok(send, give_up_after=max(0.0, min(settings.cold_start_timeout, until - clock())))
-        if cold.ok:
+        cold = None
+        with interrupt.step():
+            cold = await probe_until_ok(send, give_up_after=max(0.0, min(settings.cold_start_timeout, until - clock())))
+        if cold is None:
+            cold = ColdStart(False, None, 0, {}, None, "interrupted")
+            notes.append("interrupted before the first caption")
+        elif cold.ok:
             log(f"  {target.name}: first caption after {cold.seconds:.2f} s "
                 f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})")
         else:
@@ -161,16 +214,24 @@ async def _bench_target(
                 notes.append(f"time limit reached (--max-time): steps from {what} on were not run")
                 break
             common: dict[str, Any] = {"duration": settings.duration, "grace": timeout, "deadline": until, "clock": clock}
-            if mode == "closed":
-                c = int(level)
-                warm = await closed_loop(send, concurrency=c, count=settings.warmup, **common)
-                run = await closed_loop(send, concurrency=c, count=settings.requests, **common)
-            else:  # every target gets the same arrival times for the same rate: a like-for-like comparison
-                seed = settings.seed * 1000 + 2 * settings.arrival_rates.index(level)
-                warm_at = poisson_schedule(level, count=settings.warmup, duration=settings.duration, seed=seed)
-                at = poisson_schedule(level, count=settings.requests, duration=settings.duration, seed=seed + 1)
-                warm = await open_loop(send, warm_at, max_in_flight=settings.max_in_flight, **common)
-                run = await open_loop(send, at, max_in_flight=settings.max_in_flight, **common)
+            measured: tuple[StepRun, StepRun] | None = None
+            with interrupt.step():
+                if mode == "closed":
+                    c = int(level)
+                    warm = await closed_loop(send, concurrency=c, count=settings.warmup, **common)
+                    measured = (warm, await closed_loop(send, concurrency=c, count=settings.requests, **common))
+                else:  # every target gets the same arrival times for the same rate: a like-for-like comparison
+                    seed = settings.seed * 1000 + 2 * settings.arrival_rates.index(level)
+                    warm_at = poisson_schedule(level, count=settings.warmup, duration=settings.duration, seed=seed)
+                    at = poisson_schedule(level, count=settings.requests, duration=settings.duration, seed=seed + 1)
+                    warm = await open_loop(send, warm_at, max_in_flight=settings.max_in_flight, **common)
+                    measured = (warm, await open_loop(send, at, max_in_flight=settings.max_in_flight, **common))
+            if measured is None or interrupt.requested:
+                what = f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
+                notes.append(f"interrupted (Ctrl-C) during {what}: that step and the later ones were not measured")
+                log(f"  {target.name}: {notes[-1]}")
+                break
+            warm, run = measured
             steps.append(_record(mode, level, run, warm, target.price_per_hour))
             log(_step_line(target.name, steps[-1]))
             if mode == "closed" and steps[-1].stats.ok == 0 and level != max(settings.concurrency):
@@ -234,8 +295,12 @@ async def run_bench(
     tokens: Mapping[str, tuple[Secret | None, str]] | None = None,
     log: Callable[[str], None] = lambda line: None,
     clock: Callable[[], float] = time.perf_counter,
+    handle_signals: bool = False,
 ) -> BenchResult:
     """Benchmark every target in turn; raise BenchAborted when one refuses the token or does not exist.
+
+    With ``handle_signals``, Ctrl-C / SIGTERM stops the bench and returns what was measured so far
+    (``stopped="interrupted"``), so the report is still written.
 
     ``tokens`` maps target names to ``(token, source description)``; by default each target's token is found
     as ``batchcap run`` finds it (``--token-file``, ``HF_TOKEN``, the huggingface_hub token file).
@@ -245,22 +310,15 @@ async def run_bench(
     deadline = t0 + settings.max_time
     tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
     images, image_info = await _load_images(settings)
+    interrupt = _Interrupt()
+    if handle_signals:
+        interrupt.install()
     log(f"batchcap bench: {len(images)} images ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
     results: list[TargetResult] = []
-    stopped: str | None = None
-    for k, target in enumerate(settings.targets):
-        remaining = deadline - clock()
-        until = clock() + max(0.0, remaining) / (len(settings.targets) - k)  # a fair share of what is left
-        token, source = tokens.get(target.name, (None, "none"))
-        try:
-            results.append(await _bench_target(target, images, settings, token, source, until=until, log=log,
-                                               clock=clock))
-        except BaseExceptionGroup as group:
-            if (aborted := _leaf(group, BenchAborted)) is not None:
-                raise aborted from None
-            raise
-        if any("time limit" in n for n in results[-1].notes) or clock() >= deadline:
-            stopped = "max_time"
+    try:
+        stopped = await _run_targets(settings, images, tokens, results, deadline, log, clock, interrupt)
+    finally:
+        interrupt.uninstall()
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     return BenchResult(
         targets=tuple(results),
@@ -274,6 +332,30 @@ async def run_bench(
         elapsed_s=clock() - t0,
         stopped=stopped,
     )
+
+
+async def _run_targets(
+    settings: BenchSettings, images: Sequence[LoadedImage], tokens: Mapping[str, tuple[Secret | None, str]],
+    results: list[TargetResult], deadline: float, log: Callable[[str], None], clock: Callable[[], float],
+    interrupt: _Interrupt,
+) -> str | None:
+    stopped: str | None = None
+    for k, target in enumerate(settings.targets):
+        if interrupt.requested:
+            return "interrupted"
+        remaining = deadline - clock()
+        until = clock() + max(0.0, remaining) / (len(settings.targets) - k)  # a fair share of what is left
+        token, source = tokens.get(target.name, (None, "none"))
+        try:
+            results.append(await _bench_target(target, images, settings, token, source, until=until, log=log,
+                                               clock=clock, interrupt=interrupt))
+        except BaseExceptionGroup as group:
+            if (aborted := _leaf(group, BenchAborted)) is not None:
+                raise aborted from None
+            raise
+        if any("time limit" in n for n in results[-1].notes) or clock() >= deadline:
+            stopped = "max_time"
+    return "interrupted" if interrupt.requested else stopped
 
 
 def _versions(loop: str) -> dict[str, str | None]:

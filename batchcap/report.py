@@ -258,7 +258,8 @@ def render_markdown(result: BenchResult, *, plot_name: str | None = None, plot_n
          f"5 % (or 1/sqrt(successes), if larger) of the best images/s."),
         "- Cost per 1,000 images = price per hour / (images/s x 3600) x 1000, i.e. billed while busy.",
         f"- Started {result.started_at}, took {format_duration(result.elapsed_s)}"
-        + (", stopped early by --max-time" if result.stopped else "") + ".",
+        + (", interrupted (Ctrl-C): partial results" if result.stopped == "interrupted"
+           else ", stopped early by --max-time" if result.stopped else "") + ".",
         (f"- batchcap {v.get('batchcap')} (commit {v.get('git_commit') or 'unknown'}), Python {v.get('python')}, "
         f"aiohttp {v.get('aiohttp')}, event loop {v.get('event_loop')}; {m.get('platform')}, "
         f"{m.get('cpu_count')} CPUs."),

@@ -311,3 +311,31 @@ async def test_a_step_without_successes_ends_the_closed_sweep(emulator: Emulator
     assert t.steps[0].stats.errors["429"] == t.steps[0].stats.requests == 1  # the 429 said "retry in 10 s": honoured
     assert t.notes == ("nothing succeeded at concurrency 1: higher concurrency was not tried",)
     assert t.knee is None
+
+
+async def test_ctrl_c_writes_the_partial_report_and_exits_130(tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "batchcap", "bench", "--demo", "--out", str(out), "--concurrency", "1,2,4,8,16",
+           "--images", "10"]
+    seen = b""
+    with anyio.fail_after(60):
+        async with await anyio.open_process(cmd) as proc:
+            assert proc.stderr is not None
+            async for chunk in proc.stderr:
+                seen += chunk
+                if b"free c=1:" in seen:  # one step measured
+                    proc.send_signal(signal.SIGINT)
+                    break
+            seen += b"".join([chunk async for chunk in proc.stderr])
+            await proc.wait()
+    assert proc.returncode == 130, seen.decode()
+    assert b"Traceback" not in seen
+    report = orjson.loads((out / "bench.json").read_bytes())
+    assert report["stopped"] == "interrupted"
+    free = report["targets"][0]
+    assert free["name"] == "free"
+    assert len(free["steps"]) >= 1
+    assert any("interrupted" in note for note in free["notes"])
+    assert "interrupted (Ctrl-C)" in (out / "bench.md").read_text()
