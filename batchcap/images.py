@@ -25,8 +25,10 @@ pipeline runs ``load_batch`` via ``anyio.to_thread.run_sync``. Measured on the d
 
 Warm, the batch hop is 5-10x cheaper than aiofiles (3 thread hops per file). Cold, the
 disk dominates and parallel readers help, so the pipeline should run 2+ readers. The
-read that confirms end-of-file costs nothing measurable and catches a file that grew
-since the scan (still being copied in), so it stays.
+read that confirms end-of-file catches a file that grew since the scan (still being
+copied in), so it stays; it asks for 1 byte, because os.read allocates what it is asked
+for and a 1 MB request was an mmap + munmap per file (10.8 -> 7.7 us per file in
+load_batch with the CLI's malloc settings, benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -160,8 +162,18 @@ def _read_all(fd: int, size_hint: int, max_bytes: int) -> bytes:
     first = os.read(fd, want)
     if not first:
         return first
-    chunks = [first]
-    total = len(first)
+    if len(first) > max_bytes:
+        raise InputError(_too_big(len(first), max_bytes, grew=True))
+    # End of file is confirmed by a 1-byte read: os.read allocates the size it is asked for, and the 1 MB it used
+    # to ask for here was an mmap + munmap per file under tune_malloc's 1 MB mmap threshold (~2.4 us per file,
+    # benchmarks/README.md). A file that grew since the scan is read on exactly as before: the rest of a
+    # ``max(want, 1 MB)`` chunk, then 1 MB chunks.
+    more = os.read(fd, 1)
+    if not more:
+        return first
+    more += os.read(fd, max(want, 1 << 20) - 1)
+    chunks = [first, more]
+    total = len(first) + len(more)
     while True:
         if total > max_bytes:
             raise InputError(_too_big(total, max_bytes, grew=True))
@@ -170,7 +182,7 @@ def _read_all(fd: int, size_hint: int, max_bytes: int) -> bytes:
             break
         chunks.append(more)
         total += len(more)
-    return first if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 def _too_big(size: int, max_bytes: int, *, grew: bool = False) -> str:

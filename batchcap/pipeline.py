@@ -147,6 +147,8 @@ async def run(
         raise JournalError(f"cannot write the run manifest beside {cfg.out}: {exc.strerror or exc}") from None
 
     limiter = RateLimiter(cfg.rate, cfg.burst)
+    try_acquire = limiter.try_acquire  # unlimited and unpaused: a token without a coroutine
+    target = cfg.target  # a property that formats the URL: once per run, not per record
     rng = random.Random(seed)
     max_bytes = int(cfg.max_image_mb * 1024 * 1024)
     last_progress = [time.monotonic()]
@@ -180,7 +182,7 @@ async def run(
                 else:
                     job, err = item
                     sink.put(Record(job.path, "error", error=_error_info(err, retryable=False),
-                                    target=cfg.target, ts=time.time()))
+                                    target=target, ts=time.time()))
             if good:
                 await feed.put(good)
         if not scan_done.is_set():
@@ -206,8 +208,8 @@ async def run(
             feed.close()
 
     async def sender(client: CaptionClient) -> None:
-        next_image, put, room = feed.next, sink.put, sink.wait_room
-        while (image := await next_image()) is not None:
+        pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
+        while (image := pop()) is not None or (image := await next_image()) is not None:
             put(await caption_one(client, image))
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
@@ -217,7 +219,8 @@ async def run(
         waited = 0.0
         while True:
             attempts += 1
-            await limiter.acquire()
+            if not try_acquire():
+                await limiter.acquire()
             stats.attempts += 1
             try:
                 reply = await client.caption(image)
@@ -247,7 +250,7 @@ async def run(
                     return Record(
                         image.job.path, "error",
                         error=_error_info(exc, retryable=isinstance(exc, TransientError)),
-                        attempts=attempts, bytes_sent=len(image.data), target=cfg.target,
+                        attempts=attempts, bytes_sent=len(image.data), target=target,
                         request_id=exc.request_id, ts=time.time(),
                     )
                 stats.retries += 1
@@ -265,7 +268,7 @@ async def run(
             stats.latencies_sum += reply.latency_s
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
-                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=cfg.target,
+                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=target,
                 request_id=reply.request_id, ts=time.time(),
             )
 
@@ -407,9 +410,9 @@ def _write_sidecar(cfg: RunConfig, rec: Record) -> bool:
 class _Feed:
     """Images for the sender pool: readers ``put`` whole batches, senders take them one at a time.
 
-    ``next()`` returns at once while images wait (no checkpoint, no task switch, no lock); only a sender that
-    finds the queue empty sleeps until the next batch. Readers wait while ``capacity`` images are queued.
-    None once ``close``d and empty.
+    ``pop()`` (or ``next()``) returns at once while images wait (no checkpoint, no task switch, no lock, and
+    ``pop`` no coroutine); only a sender that finds the queue empty sleeps until the next batch. Readers wait
+    while ``capacity`` images are queued. None once ``close``d and empty.
     """
 
     __slots__ = ("_closed", "_items", "_ready", "_space", "capacity")
@@ -434,6 +437,17 @@ class _Feed:
         self._closed = True
         self._ready.set()
 
+    def pop(self) -> LoadedImage | None:
+        """The next image if one is queued now, else None (then ``await next()``): no coroutine at all."""
+        items = self._items
+        if not items:
+            return None
+        image = items.popleft()
+        if self._space is not None and len(items) < self.capacity:
+            self._space.set()
+            self._space = None
+        return image
+
     async def next(self) -> LoadedImage | None:
         items = self._items
         while not items:
@@ -442,11 +456,7 @@ class _Feed:
             if self._ready.is_set():
                 self._ready = anyio.Event()
             await self._ready.wait()
-        image = items.popleft()
-        if self._space is not None and len(items) < self.capacity:
-            self._space.set()
-            self._space = None
-        return image
+        return self.pop()
 
 
 class _Sink:

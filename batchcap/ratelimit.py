@@ -209,6 +209,19 @@ class TokenBucket:
             self._pending.append(_Slot(now + delay, n))
         return delay
 
+    def take_free(self, now: float) -> bool:
+        """Take one token if it is free ``now`` (unlimited and not paused): what ``reserve(now)`` would do
+        when it returns 0.0, without its checks. False, and nothing changed, otherwise.
+
+        The per-request fast path of an unlimited run (``RateLimiter.try_acquire``).
+        """
+        if self._rate is not None or now < self._paused_until:
+            return False
+        self._stamp = max(self._stamp, now)
+        self._granted += 1
+        self._recent.append((self._stamp, 1))
+        return True
+
     def cancel(self, now: float, due: float) -> bool:
         """Give back the reservation due at ``due`` (plus ``postponed`` growth) if its wait has not ended.
 
@@ -270,10 +283,11 @@ class TokenBucket:
         measures the pool's real rate afresh (a limit far above what the pool achieves would take many
         halvings to bite).
         """
+        if self._rate is None:  # nothing to grow; only the clock guard moves (what _refill would do)
+            self._stamp = max(self._stamp, now)
+            return
         self._refill(now)
         now = self._stamp
-        if self._rate is None:
-            return
         start = max(self._grown_at, self._calm_at, self._paused_until)
         if now <= start:
             return
@@ -391,10 +405,20 @@ class RateLimiter:
         """Counters for the run summary."""
         return LimiterStats(self._bucket.granted, self._bucket.throttles, self._bucket.rate)
 
+    def try_acquire(self) -> bool:
+        """Take a token without waiting if one is free right now; False (nothing taken) if it would wait.
+
+        True only for an unlimited, unpaused bucket: the per-request cost of ``--rate unlimited`` is then one
+        clock read and a counter, and no coroutine. A caller that gets False awaits ``acquire()``.
+        """
+        return self._bucket.take_free(self._clock())
+
     async def acquire(self) -> float:
         """Wait for one token; return the seconds waited."""
         bucket = self._bucket
         start = self._clock()
+        if bucket.take_free(start):
+            return 0.0
         due = start + bucket.reserve(start)
         seen = bucket.postponed
         self._waiters += 1

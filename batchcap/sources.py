@@ -20,6 +20,7 @@ valid UTF-8 cannot be a JSON key: it is reported through ``on_error`` and skippe
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -188,17 +189,20 @@ class _Walker:
                 if is_dir is None:
                     continue
                 if buffered is None:
-                    yield from self._emit(entry, is_dir, prefix, subdirs)
+                    if (job := self._emit(entry, is_dir, prefix, subdirs)) is not None:
+                        yield job
                     continue
                 buffered.append((entry.name, entry, is_dir))
                 if len(buffered) > self.sort_limit:  # too big to sort: stream in listing order
                     for _, e, d in buffered:
-                        yield from self._emit(e, d, prefix, subdirs)
+                        if (job := self._emit(e, d, prefix, subdirs)) is not None:
+                            yield job
                     buffered = None
         if buffered is not None:
             buffered.sort(key=_name)
             for _, e, d in buffered:
-                yield from self._emit(e, d, prefix, subdirs)
+                if (job := self._emit(e, d, prefix, subdirs)) is not None:
+                    yield job
 
     def _classify(self, entry: os.DirEntry[str], prefix: str) -> bool | None:
         """True for a folder to visit, False for an image file, None to skip."""
@@ -208,7 +212,7 @@ class _Walker:
                 return None
             if entry.is_dir():
                 is_dir = True
-            elif os.path.splitext(name)[1].lower() in self.exts and entry.is_file():
+            elif _ext(name) in self.exts and entry.is_file():
                 is_dir = False
             else:
                 return None
@@ -224,19 +228,32 @@ class _Walker:
                 return None
         return is_dir
 
-    def _emit(
-        self, entry: os.DirEntry[str], is_dir: bool, prefix: str, subdirs: list[str]
-    ) -> Iterator[ImageJob]:
+    def _emit(self, entry: os.DirEntry[str], is_dir: bool, prefix: str, subdirs: list[str]) -> ImageJob | None:
+        """The job for an image (None for a folder, noted in ``subdirs``, or a file gone since the listing).
+
+        A plain function, not a generator: a generator per file cost ~0.3 us of the scan's ~4 us.
+        """
         if is_dir:
             subdirs.append(entry.name)
-            return
+            return None
         try:
             size = entry.stat(follow_symlinks=self.follow).st_size
         except OSError as exc:  # vanished since the listing
             self.on_error(_printable(prefix + entry.name), exc)
-            return
-        yield ImageJob(path=prefix + entry.name, abspath=entry.path, size=size)
+            return None
+        return ImageJob(prefix + entry.name, entry.path, size)
 
 
-def _name(item: tuple[str, os.DirEntry[str], bool]) -> str:
-    return item[0]
+#: The sort key of a buffered folder entry: its name (names are unique in a folder).
+_name = operator.itemgetter(0)
+
+
+def _ext(name: str) -> str:
+    """``os.path.splitext(name)[1].lower()`` for a bare file name, at a third of its cost (it runs per file).
+
+    As splitext: the last dot starts the extension unless only dots come before it (``.jpg``, ``..jpg``: none).
+    """
+    i = name.rfind(".")
+    if i <= 0 or (name[0] == "." and not name[:i].strip(".")):
+        return ""
+    return name[i:].lower()

@@ -3,7 +3,8 @@
     python benchmarks/rate_probe.py INPUT_DIR OUT URL --rate 200 --burst 10 --concurrency 16
 
 The same pipeline ``batchcap run`` drives (uvloop, one ClientSession), with ``RateLimiter`` swapped for a subclass
-that notes ``time.monotonic()`` each time ``acquire()`` returns, i.e. just before the request is sent. Prints one
+that notes ``time.monotonic()`` each time ``acquire()`` returns or ``try_acquire()`` grants (the no-wait path of an
+unlimited bucket), i.e. just before the request is sent. Prints one
 JSON line: ``{"ok": N, "grants": [...]}``.
 """
 
@@ -24,6 +25,11 @@ GRANTS: list[float] = []
 
 
 class RecordingLimiter(RateLimiter):
+    def try_acquire(self) -> bool:  # the pipeline's no-wait path (unlimited buckets only)
+        if got := super().try_acquire():
+            GRANTS.append(time.monotonic())
+        return got
+
     async def acquire(self) -> float:
         waited = await super().acquire()
         GRANTS.append(time.monotonic())
