@@ -625,7 +625,11 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached (ulimit -f, or the filesystem's largest file)",
+}
 
 
 def _write_error(path: Path, exc: OSError) -> JournalError:

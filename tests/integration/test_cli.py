@@ -180,3 +180,30 @@ async def test_config_profile_and_flags_override(emulator: Emulator, many: Path,
     manifest = orjson.loads((tmp_path / "out.manifest.json").read_bytes())
     assert manifest["config"]["concurrency"] == 3
     assert manifest["config"]["api_base"].startswith(server.url)
+
+
+async def test_a_full_disk_stops_with_one_line_and_loses_nothing(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    """The journal hits a file-size limit (as a full disk would): exit 3, one line, no torn record, resumable."""
+    import shlex
+
+    server = await emulator(EmulatorSettings())
+    out = tmp_path / "out.jsonl"
+    cmd = command(server, many, out, "--quiet")
+    with anyio.fail_after(60):
+        # ulimit -f counts 1 KiB blocks; Python ignores SIGXFSZ, so write() fails with EFBIG as on a full disk
+        full = await anyio.run_process(["bash", "-c", f"ulimit -f 24 && exec {shlex.join(cmd)}"], env=env(),
+                                       check=False)
+    err = full.stderr.decode()
+    assert full.returncode == EXIT_ABORTED, err
+    assert "file size limit reached" in err
+    assert "run the same command" in err
+    assert "Traceback" not in err
+    written = journal_lines(out)
+    assert len(written) < 150  # (how many batches fit before the limit depends on timing)
+    assert all(orjson.loads(line)["status"] == "ok" for line in written)  # every line whole
+    with anyio.fail_after(60):
+        again = await anyio.run_process(cmd, env=env(), check=False)
+    assert again.returncode == EXIT_OK, again.stderr.decode()
+    oks = Counter(orjson.loads(line)["path"] for line in journal_lines(out))
+    assert len(oks) == 150
+    assert set(oks.values()) == {1}
