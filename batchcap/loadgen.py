@@ -86,6 +86,20 @@ def _scope_deadline(clock: Clock, until: float) -> float:
     return anyio.current_time() + (until - clock())
 
 
+def _stop_reason(scope: anyio.CancelScope, clock: Clock, deadline: float, timed_out: bool) -> StopReason:
+    """Why a loop ended: the whole bench's deadline, the step's duration, or its request count."""
+    if scope.cancelled_caught and clock() >= deadline:
+        return "deadline"
+    if timed_out or scope.cancelled_caught:
+        return "duration"
+    return "count"
+
+
+def _finish(samples: list[Sample], elapsed: float, unsent: int, abandoned: int, stopped: StopReason) -> StepRun:
+    samples.sort(key=lambda s: s.index)
+    return StepRun(tuple(samples), elapsed, unsent, abandoned, stopped)
+
+
 def _sample(i: int, scheduled: float, sent: float, done: float, outcome: Outcome) -> Sample:
     return Sample(
         index=i,
@@ -148,14 +162,7 @@ async def closed_loop(
         async with anyio.create_task_group() as tg:
             for _ in range(min(concurrency, max(count, 0))):
                 tg.start_soon(worker)
-    elapsed = clock() - t0
-    stopped: StopReason = "count"
-    if scope.cancelled_caught and clock() >= deadline:
-        stopped = "deadline"
-    elif timed_out or scope.cancelled_caught:
-        stopped = "duration"
-    samples.sort(key=lambda s: s.index)
-    return StepRun(tuple(samples), elapsed, 0, abandoned, stopped)
+    return _finish(samples, clock() - t0, 0, abandoned, _stop_reason(scope, clock, deadline, timed_out))
 
 
 async def open_loop(
@@ -209,14 +216,9 @@ async def open_loop(
                 dispatched += 1
             # Everything is sent: what is still in flight gets `grace` seconds, not forever.
             scope.deadline = min(scope.deadline, anyio.current_time() + grace)
-    elapsed = clock() - t0
-    stopped: StopReason = "count"
-    if scope.cancelled_caught and clock() >= deadline:
-        stopped = "deadline"
-    elif timed_out or scope.cancelled_caught:
-        stopped = "duration"
-    samples.sort(key=lambda s: s.index)
-    return StepRun(tuple(samples), elapsed, len(schedule) - dispatched, abandoned, stopped)
+    return _finish(
+        samples, clock() - t0, len(schedule) - dispatched, abandoned, _stop_reason(scope, clock, deadline, timed_out)
+    )
 
 
 async def probe_until_ok(
