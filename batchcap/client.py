@@ -6,9 +6,7 @@ carry the Authorization header elsewhere), and nothing here logs headers.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -22,7 +20,7 @@ from .errors import APIError, TransportError
 from .models import LoadedImage
 from .protocols import Adapter, classify
 
-__all__ = ["CaptionClient", "Reply", "map_client_errors"]
+__all__ = ["CaptionClient", "Reply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +32,6 @@ class Reply:
     bytes_sent: int
     request_id: str | None
     status: int
-
-
-@contextlib.contextmanager
-def map_client_errors(host: str, timeout: float) -> Iterator[None]:
-    """Turn aiohttp/OS failures into TransportError with a message a user can act on."""
-    try:
-        yield
-    except _CLIENT_ERRORS as exc:
-        raise _transport_error(exc, host, timeout) from None
 
 
 #: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
@@ -118,7 +107,7 @@ class CaptionClient:
         assert self._session is not None, "use `async with CaptionClient(...)`"
         built = self.adapter.build(image)
         started = time.perf_counter()
-        try:  # map_client_errors, inlined: a generator context manager per request costs ~2 us
+        try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(
                 self.url, data=built.body, headers=built.headers, allow_redirects=False
             ) as resp:
