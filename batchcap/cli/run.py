@@ -75,7 +75,10 @@ def _summary(stats: RunStats, out: Path) -> None:
         file=err,
     )
     if stats.scan_problems:
-        print(f"batchcap: {stats.scan_problems} folders could not be read and were skipped", file=err)
+        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+                 ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
+        print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
+              file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)

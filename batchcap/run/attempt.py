@@ -44,7 +44,8 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("client", "guard", "limiter", "policy", "progress", "rng", "stats", "target", "try_acquire")
+    __slots__ = ("client", "guard", "limiter", "policy", "progress", "released", "rng", "stats", "target",
+                 "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
@@ -59,9 +60,13 @@ class Captioner:
         self.progress = progress
         self.target = target  # formatted once per run, not per record
         self.rng = random.Random(seed)
+        self.released: list[Record] = []  #: records the guard held back and released: the senders write them
 
-    async def caption(self, image: LoadedImage) -> Record:
-        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``)."""
+    async def caption(self, image: LoadedImage) -> Record | None:
+        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
+
+        None: the image's final error is held by the guard (see ``guard``), to be written later or never.
+        """
         attempts = retries_used = 0
         waited = 0.0
         while True:
@@ -78,9 +83,10 @@ class Captioner:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
                 if decision.action != "retry":
-                    if (stop := self.guard.before_record(exc)) is not None:
+                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+                    if stop is not None:
                         raise abort(stop) from None
-                    return self._failure(image, exc, attempts)
+                    return record
                 self.stats.retries += 1
                 if decision.spends_retry:
                     retries_used += 1
@@ -90,7 +96,10 @@ class Captioner:
                     await anyio.sleep(decision.delay)
                 continue
             self.limiter.succeeded()
-            self.guard.succeeded()
+            if not self.guard.ok_seen:
+                self.released.extend(self.guard.succeeded())
+            else:
+                self.guard.succeeded()
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
             return Record(

@@ -25,7 +25,8 @@ class RunStats:
     interrupted: bool = False
     aborted: str | None = None  #: the message of the run-level stop, if one stopped the run
     abort_kind: str | None = None  #: its cause as a value (``batchcap.run.guard.StopKind``)
-    scan_problems: int = 0
+    scan_problem_files: int = 0  #: files the scan could not name or read (each has an error record)
+    scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     latencies_sum: float = 0.0
@@ -35,6 +36,10 @@ class RunStats:
             f"RunStats(ok={self.ok}, failed={self.failed}, skipped={self.skipped}, retried={self.retries}, "
             f"elapsed={self.elapsed:.1f})"
         )
+
+    @property
+    def scan_problems(self) -> int:
+        return self.scan_problem_files + self.scan_problem_folders
 
     @property
     def rate(self) -> float:
