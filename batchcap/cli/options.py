@@ -7,7 +7,15 @@ import math
 from pathlib import Path
 
 from batchcap.argtypes import add_event_loop_flag, number
-from batchcap.config import API_CHOICES, DEFAULT_API_BASE, RunConfig, coerce, load_profile, parse_rate
+from batchcap.config import (
+    API_CHOICES,
+    DEFAULT_API_BASE,
+    SERVERLESS_RATE,
+    RunConfig,
+    coerce,
+    load_profile,
+    parse_rate,
+)
 from batchcap.errors import ConfigError
 
 __all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
@@ -29,7 +37,7 @@ _non_negative_int = number(int, 0)
 _positive_float = number(float, 0, strict=True)
 
 
-def _rate(text: str) -> float:
+def _rate(text: str) -> float | str:
     """``unlimited`` becomes inf here (argparse's None means "not given"); coerce() maps it to None."""
     try:
         value = parse_rate(text)
@@ -67,7 +75,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                         "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line")
     l = p.add_argument_group("limits")
     l.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default: {default('concurrency')})")
-    l.add_argument("--rate", type=_rate, help=f"requests per second, or 'unlimited'; lowered automatically on HTTP 429 (default: {default('rate')})")
+    l.add_argument("--rate", type=_rate, help="requests per second, 'unlimited', or 'auto' (the default: "
+                        f"{SERVERLESS_RATE:g}/s for the serverless API, unlimited for --endpoint and --api openai); "
+                        "lowered automatically on HTTP 429")
     l.add_argument("--burst", type=_positive_int, help=f"requests allowed at once above the rate (default: {default('burst')})")
     l.add_argument("--timeout", type=_positive_float, help=f"seconds per request before it is retried (default: {default('timeout')})")
     l.add_argument("--retries", type=_non_negative_int, help=f"extra attempts per image on 5xx/timeouts (default: {default('retries')})")

@@ -39,7 +39,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
     err = sys.stderr
     if not cfg.quiet:
-        rate = "unlimited" if cfg.rate is None else f"{cfg.rate:g}/s"
+        rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
         print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
               f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()

@@ -89,7 +89,7 @@ def _stages(
                            connections=cfg.concurrency)
     captioner = Captioner(
         client,
-        limiter=RateLimiter(cfg.rate, cfg.burst),
+        limiter=RateLimiter(cfg.request_rate, cfg.burst),
         policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
         guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
         stats=stats,
