@@ -65,6 +65,9 @@ class RunConfig:
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
+    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
+    route: Literal["failover", "spread"] = "failover"
+    price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
 
     @property
     def url(self) -> str:
@@ -111,12 +114,14 @@ class RunConfig:
             _check_url("--base-url", self.base_url)
         elif self.endpoint:
             _check_url("--endpoint", self.endpoint)
-        else:
+        elif not self.targets:
             if not self.model:
                 raise ConfigError(
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
                 )
             _check_url("--api-base", self.api_base)
+        if self.route not in ("failover", "spread"):
+            raise ConfigError(f"route must be failover or spread (got {self.route!r})")
         for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -150,6 +155,8 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
+        out["targets"] = list(self.targets)
+        out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
         out["request_rate"] = self.request_rate
         out["target"] = self.target
@@ -227,6 +234,10 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = parse_rate(value, source=source)
         elif key in ("endpoint", "base_url") and value == "":
             continue
+        elif key in ("targets", "price_per_hour"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
+            out[key] = tuple(value)
         elif key == "parameters" and not isinstance(value, Mapping):
             raise ConfigError(f"{source}: parameters must be a table of generation parameters")
         else:

@@ -65,6 +65,14 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--api-base", help=f"serverless API base; requests go to BASE/models/MODEL (default: {DEFAULT_API_BASE})")
     t.add_argument("--endpoint", help="dedicated Inference Endpoint URL, POSTed to as it is")
     t.add_argument("--base-url", help="OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 (with --api openai)")
+    t.add_argument("--target", dest="targets", action="append", metavar="NAME=SPEC",
+                   help="repeatable: several targets in one run; SPEC as in bench: hf:MODEL, an Endpoint URL, "
+                        "openai:MODEL@BASE_URL or a profile.toml (a profile keeps its own limits)")
+    t.add_argument("--route", choices=("failover", "spread"),
+                   help="with several --target: failover = the first until it fails run-level (credits, token, "
+                        "down), then the next; spread = each image to the target with room (default: failover)")
+    t.add_argument("--price-per-hour", dest="price_per_hour", action="append", metavar="NAME=DOLLARS",
+                   help="with --target: what target NAME costs per hour, for the per-target cost in the summary")
     t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
     t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {default('max_tokens')})")
     t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {default('temperature')})")
@@ -85,6 +93,7 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _RUN_FIELDS = (
+    "targets", "route", "price_per_hour",
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
