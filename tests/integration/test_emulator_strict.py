@@ -23,7 +23,13 @@ from PIL import ExifTags, Image, ImageOps
 
 from batchcap.client import CaptionClient
 from batchcap.config import RunConfig
-from batchcap.emulator import EmulatorSettings, RunningEmulator, add_arguments, caption_for, settings_from_args
+from batchcap.emulator import (
+    EmulatorSettings,
+    RunningEmulator,
+    add_arguments,
+    caption_for,
+    settings_from_args,
+)
 from batchcap.errors import BadResponse, ConfigError, ModelLoading, ServerError, TransportError
 from batchcap.models import ImageJob, LoadedImage
 from batchcap.protocols import make_adapter
