@@ -104,9 +104,9 @@ async def drive(
             if delay is not None:
                 pending.appendleft((i, time.monotonic() + delay))
 
-    async with CaptionClient(url, adapter, timeout=timeout, connections=workers + 4) as client:
-        async with anyio.create_task_group() as tg:
-            for _ in range(workers):
-                tg.start_soon(worker, client)
+    client = CaptionClient(url, adapter, timeout=timeout, connections=workers + 4)
+    async with client, anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker, client)
     result.wall = time.monotonic() - started
     return result
