@@ -404,6 +404,11 @@ class ConcurrencyLimiter:
             self._inflight += 1
         return Ticket(self._clock(), self._algorithm.epoch, self._inflight)
 
+    def restart(self, ticket: Ticket) -> Ticket:
+        """The same admission, its clock started now: for a caller that waited (for a rate token) after
+        ``acquire``, so that wait is not taken for the server's queueing."""
+        return Ticket(self._clock(), ticket.epoch, ticket.inflight)
+
     def release(self, ticket: Ticket, outcome: Outcome) -> None:
         """Count one attempt finished and feed its RTT and outcome to the limit."""
         self._inflight = max(0, self._inflight - 1)

@@ -161,6 +161,7 @@ class Captioner:
         try:
             if not self.try_acquire():
                 await self.limiter.acquire()
+                ticket = conc.restart(ticket)  # the RTT is the server's time, not our wait for a token
             self.stats.attempts += 1
             reply = await self.client.caption(image)
             outcome = "ok"
