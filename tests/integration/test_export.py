@@ -29,8 +29,7 @@ def export(*argv: str | Path) -> int:
 
 def append(journal: Path, *records: Record) -> None:
     with open(journal, "ab") as f:
-        for r in records:
-            f.write(encode_record(r))
+        f.writelines(encode_record(r) for r in records)
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
@@ -42,7 +41,7 @@ def test_imagefolder_loads_in_datasets_one_row_per_ok_image_with_its_own_caption
 ) -> None:
     datasets = pytest.importorskip("datasets")
     run = captioned_run
-    first = sorted(run.captions)[0]
+    first = min(run.captions)
     # A rerun appended more lines: an error after the ok must not hide it, and the latest ok wins.
     append(run.journal, Record(first, "error", error=ErrorInfo("ServerError", "503", 503, True), target="t"))
     out = tmp_path / "trainset"
@@ -71,7 +70,7 @@ def test_imagefolder_is_idempotent_and_defaults_to_the_input_root(captioned_run:
     assert export(run.journal, "--format", "imagefolder", "--out", out, "--text-column", "caption") == 0
     assert (out / "metadata.jsonl").read_bytes() == before
     assert {r["file_name"]: r["caption"] for r in jsonl(out / "metadata.jsonl")} == run.captions
-    assert not [p for p in out.rglob(".*.tmp")]
+    assert not list(out.rglob(".*.tmp"))
     # No --out: metadata.jsonl at the input folder's root (found through the run manifest).
     assert export(run.journal, "--format", "imagefolder") == 0
     assert {r["file_name"]: r["text"] for r in jsonl(run.images / "metadata.jsonl")} == run.captions
