@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def make_run(tmp_path: Path, count: int = 12) -> CaptionedRun:
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     journal = tmp_path / "run" / "results.jsonl"
     journal.parent.mkdir()
-    anyio.run(_caption, images, journal)
+    # A thread of its own: a test may already run an event loop here (Playwright's sync API does).
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, _caption, images, journal).result()
     captions = {
         p.relative_to(images).as_posix(): caption_for(p.read_bytes())
         for p in images.rglob("*")
