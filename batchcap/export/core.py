@@ -16,7 +16,7 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from batchcap.errors import ConfigError
+from batchcap.errors import UsageError
 
 from .fsio import atomic_bytes, atomic_text, place_image, replace_text
 from .paths import inside, safe_relpath
@@ -98,7 +98,7 @@ def input_dir_from_manifest(journal: Path) -> Path | None:
 
 
 def export(journal: Path, options: ExportOptions) -> ExportReport:
-    """Run one export. Raises ``OSError`` (unreadable journal, unwritable output), ``ConfigError`` (no input
+    """Run one export. Raises ``OSError`` (unreadable journal, unwritable output), ``UsageError`` (no input
     folder where one is needed, parquet without pyarrow)."""
     writer = WRITERS[options.format]
     needs_images = options.format in ("imagefolder", "kohya")
@@ -106,12 +106,12 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
     if images is None and needs_images:
         images = input_dir_from_manifest(journal)
         if images is None:
-            raise ConfigError(
+            raise UsageError(
                 f"no run manifest with the input folder beside {journal} ({manifest_path(journal).name}); "
                 "pass --images DIR"
             )
     if images is not None and needs_images and not images.is_dir():
-        raise ConfigError(f"the input folder {images} is not a folder; pass --images DIR")
+        raise UsageError(f"the input folder {images} is not a folder; pass --images DIR")
     if options.format == "parquet":
         _require_pyarrow()
     sel = select(journal)
@@ -268,7 +268,7 @@ def _require_pyarrow() -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise ConfigError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)") from None
+        raise UsageError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)") from None
 
 
 def _parquet(job: _Job) -> None:

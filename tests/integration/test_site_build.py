@@ -32,7 +32,7 @@ def test_site_is_a_static_space_with_a_strict_csp(captioned_run: CaptionedRun, t
     front = readme.split("---\n")[1]
     assert "sdk: static\n" in front
     assert "app_file: index.html\n" in front
-    assert re.search(r"^title: \S", front, re.M)
+    assert re.search(r"^title: \S", front, re.MULTILINE)
     index = (site / "index.html").read_text(encoding="utf-8")
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', index)
     assert csp is not None
@@ -46,7 +46,7 @@ def test_thumbnails_are_made_once_and_shared_by_identical_images(
     captioned_run: CaptionedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = captioned_run
-    first = sorted(run.captions)[0]
+    first = min(run.captions)
     shutil.copy(run.images / first, run.images / "copy_of_first.img")
     with open(run.journal, "ab") as f:
         f.write(encode_record(Record("copy_of_first.img", "ok", caption=run.captions[first])))
