@@ -292,7 +292,7 @@
     summary.appendChild(tile(fmtInt(ok), "captioned", "ok"));
     summary.appendChild(tile(fmtInt(errors), "errors", errors ? "err" : ""));
     summary.appendChild(tile(fmtBytes(META.bytes_sent), "sent"));
-    if (run.elapsed_s) summary.appendChild(tile(fmtSeconds(run.elapsed_s), "last run took"));
+    if (span > 0) summary.appendChild(tile(fmtSeconds(span), "first to last record"));
     if (span > 0 && ok) summary.appendChild(tile((ok / span).toFixed(1) + "/s", "images per second"));
     summary.appendChild(tile(fmtSeconds(META.latency.p50), "median latency"));
     summary.appendChild(tile(fmtSeconds(META.latency.p95), "p95 latency"));
