@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from .core import FORMATS, MODES, ExportOptions, ExportReport, export, input_dir_from_manifest, manifest_path
-from .paths import inside, safe_relpath
+from .paths import Inside, inside, safe_relpath
 from .select import Selection, read_records, select
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "MODES",
     "ExportOptions",
     "ExportReport",
+    "Inside",
     "Selection",
     "export",
     "input_dir_from_manifest",

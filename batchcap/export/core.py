@@ -11,7 +11,7 @@ import csv
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
 import orjson
@@ -19,7 +19,7 @@ import orjson
 from batchcap.errors import UsageError
 
 from .fsio import atomic_bytes, atomic_text, place_image, replace_text
-from .paths import inside, safe_relpath
+from .paths import Inside, safe_relpath
 from .select import Selection, read_records, select
 
 __all__ = [
@@ -129,6 +129,18 @@ class _Job:
     sel: Selection
     images: Path | None
     report: ExportReport
+    _guards: dict[Path, Inside] = field(default_factory=dict)
+
+    def source(self, rel: PurePosixPath) -> Path | None:
+        """The image in the input folder, unless a folder link leads it out."""
+        assert self.images is not None
+        return self.dest(self.images)(rel)
+
+    def dest(self, root: Path) -> Inside:
+        guard = self._guards.get(root)
+        if guard is None:
+            guard = self._guards[root] = Inside(root)
+        return guard
 
     def ok_records(self) -> Iterator[tuple[str, str]]:
         """(path, caption) of every ok image to export, in path order; flagged ones skipped on request."""
@@ -159,7 +171,7 @@ def _materialize(job: _Job, path: str, dest_root: Path) -> Path | None:
     assert job.images is not None
     rel = safe_relpath(path)
     assert rel is not None  # select() refused the others
-    src = inside(job.images, rel)
+    src = job.source(rel)
     if src is None or not src.is_file():
         if src is None:
             job.report.refused += 1
@@ -168,7 +180,7 @@ def _materialize(job: _Job, path: str, dest_root: Path) -> Path | None:
         return None
     if _same_folder(dest_root, job.images):
         return src
-    dest = inside(dest_root, rel)
+    dest = job.dest(dest_root)(rel)
     if dest is None:
         job.report.refused += 1
         return None

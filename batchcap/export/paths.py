@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-__all__ = ["inside", "safe_relpath"]
+__all__ = ["Inside", "inside", "safe_relpath"]
 
 
 def safe_relpath(path: str) -> PurePosixPath | None:
@@ -40,3 +40,22 @@ def inside(root: Path, rel: PurePosixPath) -> Path | None:
     if real_parent != real_root and not real_parent.startswith(real_root.rstrip(os.sep) + os.sep):
         return None
     return dest
+
+
+class Inside:
+    """:func:`inside` for many paths under one root, resolving each folder once (a folder holds many files)."""
+
+    __slots__ = ("_folders", "_real_root", "root")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = os.path.realpath(root).rstrip(os.sep) + os.sep
+        self._folders: dict[tuple[str, ...], bool] = {}
+
+    def __call__(self, rel: PurePosixPath) -> Path | None:
+        folder = rel.parts[:-1]
+        ok = self._folders.get(folder)
+        if ok is None:
+            real = os.path.realpath(self.root.joinpath(*folder)) + os.sep
+            ok = self._folders[folder] = real.startswith(self._real_root)
+        return self.root.joinpath(*rel.parts) if ok else None

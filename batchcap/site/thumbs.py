@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from PIL import Image, ImageOps
 
-from batchcap.export import inside, safe_relpath
+from batchcap.export import Inside, safe_relpath
 
 __all__ = ["THUMB_PX", "ThumbStats", "make_thumbnails"]
 
@@ -52,7 +52,7 @@ def _encode(data: bytes, dest: Path) -> None:
             small = small.convert("RGBA" if "transparency" in small.info or small.mode in ("LA", "PA") else "RGB")
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(data)}.tmp")
         try:
-            small.save(tmp, "WEBP", quality=_QUALITY, method=3)
+            small.save(tmp, "WEBP", quality=_QUALITY, method=0)  # method 0: 2.7x faster than 3, ~10% larger
             os.replace(tmp, dest)
         except BaseException:
             try:
@@ -95,6 +95,7 @@ def make_thumbnails(
         stats.made += 1
         existing.add(name)
 
+    guard = Inside(images)
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="thumb") as pool:
         for path in paths:
@@ -102,7 +103,7 @@ def make_thumbnails(
             if on_progress is not None and done % 1000 == 0:
                 on_progress(done)
             rel = safe_relpath(path)
-            src = inside(images, rel) if rel is not None else None
+            src = guard(rel) if rel is not None else None
             if src is None:
                 continue
             try:
