@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from batchcap.journal import encode_record
-from batchcap.models import Record
+from batchcap.models import ErrorInfo, Record
 from batchcap.site import SiteOptions, build_site
 from batchcap.site.command import add_arguments, run_from_args
 
@@ -102,3 +102,25 @@ def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report(journal, "--out", tmp_path / "s") == 0  # no manifest: a site without thumbnails
     assert "no thumbnails; pass --images DIR" in capsys.readouterr().err
     assert report(journal, "--out", tmp_path / "s", "--images", tmp_path / "nope") == 2
+
+
+def test_quality_flags_and_error_types_feed_the_status_filter(tmp_path: Path) -> None:
+    import orjson
+
+    journal = tmp_path / "results.jsonl"
+    journal.write_bytes(
+        encode_record(Record("a.jpg", "ok", caption="fine"))
+        + orjson.dumps({"path": "b.jpg", "status": "ok", "caption": "an image", "flags": ["boilerplate", "short"]})
+        + b"\n" + encode_record(Record("c.jpg", "error", error=ErrorInfo("RejectedImage", "too big", 413)))
+    )
+    site = tmp_path / "site"
+    build_site(journal, SiteOptions(out=site))
+    raw = (site / "data" / "meta.js").read_bytes()
+    meta = orjson.loads(raw.removeprefix(b"self.BATCHCAP_META = ").rstrip(b";\n"))
+    assert meta["kinds"] == ["ok", "RejectedImage"]
+    assert meta["kind_counts"] == [2, 1]
+    assert meta["flags"] == ["boilerplate", "short"]
+    assert meta["flag_counts"] == [1, 1]
+    rows = orjson.loads((site / "data" / "c0.js").read_bytes().split(b").c0 = ", 1)[1].rstrip(b";\n"))
+    assert [(r[0], r[1], r[5], r[6]) for r in rows] == [("a.jpg", 0, [], None), ("b.jpg", 0, [0, 1], None),
+                                                        ("c.jpg", 1, [], 413)]
