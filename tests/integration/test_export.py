@@ -7,18 +7,16 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import pytest
+from captioned import CaptionedRun, make_run
 
 from batchcap.emulator import caption_for
 from batchcap.export.command import add_arguments, run_from_args
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
-
-if TYPE_CHECKING:
-    from conftest import CaptionedRun
 
 
 def export(*argv: str | Path) -> int:
@@ -34,6 +32,12 @@ def append(journal: Path, *records: Record) -> None:
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def captioned_run(tmp_path: Path) -> CaptionedRun:
+    """12 images and a broken file, captioned by the real pipeline against the emulator."""
+    return make_run(tmp_path)
 
 
 def test_imagefolder_loads_in_datasets_one_row_per_ok_image_with_its_own_caption(

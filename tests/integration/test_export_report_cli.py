@@ -6,16 +6,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from conftest import CaptionedRun
+import pytest
+from captioned import CaptionedRun, make_run
 
 
 def batchcap(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "batchcap", *map(str, argv)], capture_output=True, text=True,
                           timeout=60, env=env, check=False)
+
+
+@pytest.fixture
+def captioned_run(tmp_path: Path) -> CaptionedRun:
+    """12 images and a broken file, captioned by the real pipeline against the emulator."""
+    return make_run(tmp_path)
 
 
 def test_export_and_report_from_the_command_line(captioned_run: CaptionedRun, tmp_path: Path) -> None:

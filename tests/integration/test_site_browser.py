@@ -7,17 +7,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
+from captioned import CaptionedRun, make_run
 
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
 from batchcap.samples import generate
 from batchcap.site.command import add_arguments, run_from_args
-
-if TYPE_CHECKING:
-    from conftest import CaptionedRun
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,6 +95,12 @@ def page(browser: Any) -> Iterator[Page]:
         yield p
     finally:
         p.page.close()
+
+
+@pytest.fixture
+def captioned_run(tmp_path: Path) -> CaptionedRun:
+    """12 images and a broken file, captioned by the real pipeline against the emulator."""
+    return make_run(tmp_path)
 
 
 def test_page_from_file_shows_thumbnails_captions_search_and_errors(

@@ -6,23 +6,26 @@ import argparse
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from captioned import CaptionedRun, make_run
 
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
 from batchcap.site import SiteOptions, build_site
 from batchcap.site.command import add_arguments, run_from_args
 
-if TYPE_CHECKING:
-    from conftest import CaptionedRun
-
 
 def report(*argv: str | Path) -> int:
     parser = argparse.ArgumentParser(prog="batchcap report")
     add_arguments(parser)
     return run_from_args(parser.parse_args([str(a) for a in argv]))
+
+
+@pytest.fixture
+def captioned_run(tmp_path: Path) -> CaptionedRun:
+    """12 images and a broken file, captioned by the real pipeline against the emulator."""
+    return make_run(tmp_path)
 
 
 def test_site_is_a_static_space_with_a_strict_csp(captioned_run: CaptionedRun, tmp_path: Path) -> None:

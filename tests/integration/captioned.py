@@ -1,4 +1,8 @@
-"""A real captioned run (sample images -> emulator -> journal + manifest) for the export and report tests."""
+"""A real captioned run (sample images -> emulator -> journal + manifest) for the export and report tests.
+
+A plain module, not a conftest: `from conftest import ...` in other tests must find tests/conftest.py.
+Each test module wraps ``make_run`` in its own ``captioned_run`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import pytest
 
 from batchcap import run
 from batchcap.config import RunConfig
@@ -52,8 +55,3 @@ def make_run(tmp_path: Path, count: int = 12) -> CaptionedRun:
         if p.is_file() and p.name != "broken.jpg"
     }
     return CaptionedRun(images, journal, captions, "broken.jpg")
-
-
-@pytest.fixture
-def captioned_run(tmp_path: Path) -> CaptionedRun:
-    return make_run(tmp_path)
