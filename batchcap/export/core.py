@@ -130,6 +130,15 @@ class _Job:
     images: Path | None
     report: ExportReport
     _guards: dict[Path, Inside] = field(default_factory=dict)
+    _same: dict[Path, bool] = field(default_factory=dict)
+
+    def in_place(self, root: Path) -> bool:
+        """True when ``root`` is the input folder itself (nothing to link); resolved once per root."""
+        same = self._same.get(root)
+        if same is None:
+            assert self.images is not None
+            same = self._same[root] = _same_folder(root, self.images)
+        return same
 
     def source(self, rel: PurePosixPath) -> Path | None:
         """The image in the input folder, unless a folder link leads it out."""
@@ -178,7 +187,7 @@ def _materialize(job: _Job, path: str, dest_root: Path) -> Path | None:
         else:
             job.report.missing += 1
         return None
-    if _same_folder(dest_root, job.images):
+    if job.in_place(dest_root):
         return src
     dest = job.dest(dest_root)(rel)
     if dest is None:
