@@ -92,12 +92,12 @@ def run_from_args(ns: argparse.Namespace) -> int:
 def summary(report: ExportReport, fmt: str) -> list[str]:
     """What the export did, as short lines: the count, where, and each kind of thing left out."""
     where = ", ".join(str(p) for p in report.outputs)
-    lines = [f"{report.written} captions written ({fmt}) to {where}"]
+    lines = [f"{report.written} captions exported ({fmt}) to {where}"]
     extra = []
     if report.kept:
         extra.append(f"{report.kept} existing sidecars kept (--mode overwrite/append/prepend to change them)")
     if report.unchanged:
-        extra.append(f"{report.unchanged} files already up to date")
+        extra.append(f"{report.unchanged} files already up to date (not rewritten)")
     if report.linked or report.copied:
         extra.append(f"images: {report.linked} hard-linked, {report.copied} copied")
     if report.errors:

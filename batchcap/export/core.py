@@ -18,7 +18,7 @@ import orjson
 
 from batchcap.errors import UsageError
 
-from .fsio import atomic_bytes, atomic_text, place_image, replace_text
+from .fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
 from .paths import Inside, safe_relpath
 from .select import Selection, read_records, select
 
@@ -59,7 +59,7 @@ class ExportReport:
     """What an export did; ``left_out`` items are the ones worth a look (exit 1 from the command)."""
 
     outputs: list[Path] = field(default_factory=list)
-    written: int = 0  #: ok images exported
+    written: int = 0  #: ok images exported (their line or sidecar holds the caption now)
     errors: int = 0  #: images whose latest record is an error (left out, or in the errors file)
     flagged: int = 0  #: ok images left out by --skip-flagged
     refused: int = 0  #: paths that would land outside the folder
@@ -244,10 +244,12 @@ def _kohya(job: _Job) -> None:
         text = _sidecar_text(sidecar, caption, mode)
         if text is None:
             job.report.kept += 1
-        elif replace_text(sidecar, text):
-            job.report.written += 1
         else:
-            job.report.unchanged += 1
+            job.report.written += 1
+            if not replace_text(sidecar, text):
+                job.report.unchanged += 1
+    if job.report.written > job.report.unchanged:
+        sync_all()
     job.report.outputs.append(root)
 
 

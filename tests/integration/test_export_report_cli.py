@@ -27,7 +27,7 @@ def test_export_and_report_from_the_command_line(captioned_run: CaptionedRun, tm
     run = captioned_run
     done = batchcap("export", run.journal, "--format", "kohya", "--out", tmp_path / "kohya")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith(f"batchcap export: {len(run.captions)} captions written (kohya)")
+    assert done.stderr.startswith(f"batchcap export: {len(run.captions)} captions exported (kohya)")
     name = min(run.captions)
     assert (tmp_path / "kohya" / Path(name).with_suffix(".txt")).read_text("utf-8") == run.captions[name]
     site = tmp_path / "site"

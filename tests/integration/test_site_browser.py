@@ -24,7 +24,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 if not os.access(CHROMIUM, os.X_OK):
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run does it)",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (the dev extra)")
 
 
 def report(*argv: str | Path) -> int:
@@ -35,7 +34,9 @@ def report(*argv: str | Path) -> int:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
+    from playwright.sync_api import sync_playwright  # the dev extra: a missing one is a failure, not a skip
+
+    with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             yield b
