@@ -132,6 +132,9 @@ def test_page_from_file_shows_thumbnails_captions_search_and_errors(
     assert err["path"] == run.broken
     assert err["badge"] == "InputError"
     assert "truncated" in err["cap"]
+    assert page.search("no caption says this", 0) == []
+    assert page.page.is_visible("#empty")
+    assert page.page.text_content("#count") == "0 of 13 records match"
     page.page.fill("input[type=search]", "")
     page.page.select_option("#status", "e:InputError")
     page.wait("() => document.querySelectorAll('article.card').length === 1")

@@ -162,14 +162,17 @@
   }
 
   var token = 0;
+  var filtering = false; // true while the chunks a search needs are loading: "no match" is not known yet
   function apply() {
     writeHash();
     var mine = ++token;
-    if (isDefault()) { view = null; layout(); return; }
+    if (isDefault()) { filtering = false; view = null; layout(); return; }
+    filtering = true;
     view = [];
     layout();
     loadAll().then(function () {
       if (mine !== token) return;
+      filtering = false;
       var keep = matcher(), out = [];
       for (var c = 0; c < chunks.length; c++) {
         var rows = chunks[c] || [];
@@ -203,7 +206,7 @@
   function layout() {
     var n = total(), cols = columns();
     grid.style.height = Math.ceil(n / cols) * ROW_H + "px";
-    var busy = view !== null && view.length === 0 && allLoaded && !chunks.every(Boolean);
+    var busy = filtering;
     emptyEl.hidden = n > 0 || busy;
     if (!busy) {
       countEl.textContent = view === null
