@@ -207,6 +207,7 @@
     var n = total(), cols = columns();
     grid.style.height = Math.ceil(n / cols) * ROW_H + "px";
     var busy = filtering;
+    grid.setAttribute("aria-busy", busy ? "true" : "false");
     emptyEl.hidden = n > 0 || busy;
     if (!busy) {
       countEl.textContent = view === null
