@@ -9,7 +9,8 @@ smallest round-trip time seen) is the server's own work; latency well above it i
 The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished request:
 
 * ``ok`` (an answer that measured the server: 2xx, or a refusal of the image): update the floor and a smoothed
-  RTT. If ``srtt > tolerance * floor`` the server is queueing: cut the limit to ``limit * max(backoff,
+  RTT. If ``srtt > tolerance * floor`` (and by more than ``min_queue``, 50 ms: below that it is the client's
+  own event loop on a fast server, not a queue) the server is queueing: cut the limit to ``limit * max(backoff,
   tolerance * floor / srtt)``. Else, if the pool was using at least half the limit, grow: by 1 per answer
   (slow start, doubling per round trip) while ``srtt <= near * floor`` and no cut has happened yet, else by
   ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor``.
@@ -146,6 +147,7 @@ class AdaptiveLimit:
         "cuts",
         "floor",
         "floor_window",
+        "min_queue",
         "minimum",
         "near",
         "slow_start",
@@ -165,6 +167,7 @@ class AdaptiveLimit:
         backoff: float = 0.5,
         smoothing: float = 0.3,
         floor_window: float = 30.0,
+        min_queue: float = 0.05,
     ) -> None:
         if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 1:
             raise ConfigError(f"concurrency must be an integer >= 1 (got {ceiling!r}); pass --concurrency N")
@@ -182,6 +185,9 @@ class AdaptiveLimit:
         self.backoff = backoff
         self.smoothing = smoothing
         self.floor_window = floor_window
+        #: seconds of latency above the floor that count as queueing at all: against a server answering in
+        #: a millisecond, the client's own event loop adds more than that, and it is no server queue.
+        self.min_queue = min_queue
         self.floor: float | None = None
         self.srtt: float | None = None
         self.slow_start = True
@@ -223,12 +229,13 @@ class AdaptiveLimit:
         self._forget_stale_floor(rtt, now)
         floor = max(self.floor, 1e-6)
         ratio = self.srtt / floor
-        if ratio > self.tolerance:
+        excess = self.srtt - floor
+        if ratio > self.tolerance and excess > self.min_queue:
             self._cut(ticket, max(self.backoff, self.tolerance / ratio))
             return
         if ticket.inflight * 2 < self.value:
             return  # the pool was not using the limit: its latency says nothing about a higher one
-        if self.slow_start and ratio <= self.near:
+        if self.slow_start and (ratio <= self.near or excess <= self.min_queue / 2):
             self._limit += 1.0
         else:
             self._limit += 1.0 / max(self._limit, 1.0)
