@@ -18,6 +18,7 @@ from .config import RunConfig, Secret, find_token
 from .errors import (
     APIError,
     AuthError,
+    BadCaption,
     BadResponse,
     BatchcapError,
     ConfigError,
@@ -38,6 +39,7 @@ from .pipeline import RunAborted, RunStats, run
 __all__ = [
     "APIError",
     "AuthError",
+    "BadCaption",
     "BadResponse",
     "BatchcapError",
     "ConfigError",

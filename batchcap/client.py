@@ -18,7 +18,7 @@ from . import __version__
 from .config import Secret
 from .errors import APIError, TransportError
 from .models import LoadedImage
-from .protocols import Adapter, classify
+from .protocols import Adapter, classify, parse_reply
 
 __all__ = ["CaptionClient", "Reply"]
 
@@ -32,6 +32,7 @@ class Reply:
     bytes_sent: int
     request_id: str | None
     status: int
+    finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
 
 
 #: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
@@ -119,12 +120,12 @@ class CaptionClient:
         latency = time.perf_counter() - started
         if 200 <= status < 300:
             try:
-                text = self.adapter.parse(body)
+                text, finish_reason = parse_reply(self.adapter, body)
             except APIError as exc:
                 exc.status = status
                 exc.request_id = headers.get("x-request-id")
                 raise
-            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status)
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason)
         error = classify(status, headers, body, url_host=self.host)
         if self._token is not None:  # a server that echoes the token must not make us log it
             error.message = error.message.replace(self._token.reveal(), "***")

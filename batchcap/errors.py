@@ -16,7 +16,9 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
             ├── AuthError                  401/403 -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
             ├── RejectedImage              400/404/413/415/422 -> error record
-            └── BadResponse                2xx with a body we cannot read -> error record
+            ├── BadResponse                2xx with a body we cannot read -> error record
+            └── BadCaption(flags)          2xx caption that failed the quality gates after its retries
+                                           (--on-bad-caption error) -> error record
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "APIError",
     "AuthError",
+    "BadCaption",
     "BadResponse",
     "BatchcapError",
     "ConfigError",
@@ -126,3 +129,21 @@ class RejectedImage(PermanentError):
 
 class BadResponse(PermanentError):
     """A 2xx answer whose body is not the shape the protocol promises."""
+
+
+class BadCaption(PermanentError):
+    """A caption that still failed a quality gate (empty, refusal, cut off...) after ``--quality-retries``.
+
+    ``flags`` names the gates it failed (``batchcap.quality``); raised only with ``--on-bad-caption error``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flags: tuple[str, ...] = (),
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.flags = flags
