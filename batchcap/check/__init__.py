@@ -7,12 +7,14 @@ preparation: the seam for ``batchcap.prepare``), ``estimate`` (wall time and cos
 
 from __future__ import annotations
 
-from .command import add_arguments, run_from_args
+from .command import MAX_PROBE, CheckReport, add_arguments, check_from_args, render
 from .estimate import Estimate, estimate
 from .inventory import FileFacts, Inventory, inspect, inventory
 from .upload import ResizeModel, Sampled, UploadModel
 
 __all__ = [
+    "MAX_PROBE",
+    "CheckReport",
     "Estimate",
     "FileFacts",
     "Inventory",
@@ -20,8 +22,9 @@ __all__ = [
     "Sampled",
     "UploadModel",
     "add_arguments",
+    "check_from_args",
     "estimate",
     "inspect",
     "inventory",
-    "run_from_args",
+    "render",
 ]

@@ -1,46 +1,30 @@
-"""``batchcap check DIR``: the CLI glue of the pre-flight check (flags in, report and exit code out).
+"""``batchcap check DIR``: its flags, the report they ask for, and the report as text.
 
-Exit codes: 0 the report was made (unreadable files are findings, not failures), 2 bad flags, 3 the folder
-or the journal cannot be read. Registered by the CLI with ``add_arguments(parser)`` and
-``run_from_args(ns)``; the only module of ``check`` that prints.
+``batchcap.cli.check`` registers the command and prints; this module raises from the one error tree
+(``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or journal
+that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-import orjson
-
-from ..benchspec import UsageError, parse_target
+from ..aio import run_async
+from ..argtypes import number
+from ..bench import parse_target
 from ..config import RunConfig, find_token, parse_rate
-from ..errors import BatchcapError, ConfigError
+from ..errors import ConfigError, UsageError
 from ..quality import QualitySettings
 from .estimate import Estimate, estimate
 from .inventory import Inventory, inventory
 
-__all__ = ["EXIT_ABORTED", "EXIT_OK", "EXIT_USAGE", "add_arguments", "run_from_args"]
+__all__ = ["MAX_PROBE", "CheckReport", "add_arguments", "check_from_args", "render", "target_config"]
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
 MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memory
-
-
-def _count(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def _price(text: str) -> float:
@@ -69,22 +53,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL "
                         "or a profile .toml (as in bench)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    p.add_argument("--probe", type=_count(1), metavar="N",
+    p.add_argument("--probe", type=number(int, 1), metavar="N",
                    help=f"send N real requests (at most {MAX_PROBE}) to measure the target's latency; "
                         "without it check sends nothing")
     p.add_argument("--price-per-hour", type=_price, metavar="P", help="the target's price in dollars per hour")
     p.add_argument("--dedupe", choices=("exact", "near", "off"), default="exact",
                    help="copies to find: exact (same bytes, default), near (also resized / re-saved), off")
     p.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")
-    p.add_argument("--concurrency", type=_count(1), help="requests in flight for the estimate (default: the target's)")
+    p.add_argument("--concurrency", type=number(int, 1), help="requests in flight for the estimate (default: the target's)")
     p.add_argument("--rate", type=_rate, help="requests per second for the estimate, or 'unlimited' (default: the target's)")
-    p.add_argument("--burst", type=_count(1), help="burst for the estimate (default: the target's)")
+    p.add_argument("--burst", type=number(int, 1), help="burst for the estimate (default: the target's)")
     p.add_argument("--token-file", type=Path, help="token for --probe (default: $HF_TOKEN, then the HF token file)")
     p.add_argument("--retry-failed", action="store_true", help="count earlier final errors as to do, as run would")
     p.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links (default: skip them)")
     p.add_argument("--max-image-mb", type=float, default=RunConfig().max_image_mb,
                    help="larger files count as unreadable, as run records them (default: %(default)s)")
-    p.add_argument("--readers", type=_count(1), default=2, help="reader threads (default: %(default)s)")
+    p.add_argument("--readers", type=number(int, 1), default=2, help="reader threads (default: %(default)s)")
 
 
 def target_config(ns: argparse.Namespace) -> RunConfig | None:
@@ -107,59 +91,54 @@ def target_config(ns: argparse.Namespace) -> RunConfig | None:
     return cfg.merged(overrides).validate()
 
 
-def run_from_args(ns: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Take stock, maybe probe, print; return the exit code."""
-    out_stream = stdout or sys.stdout
-    err = stderr or sys.stderr
-    try:
-        if ns.probe is not None and ns.target is None:
-            raise UsageError("--probe needs --target: the probe measures that target")
-        if ns.probe is not None and ns.probe > MAX_PROBE:
-            raise UsageError(f"--probe {ns.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
-        cfg = target_config(ns)
-        if ns.out is not None and ns.out.is_dir():
-            raise ConfigError(f"--out {ns.out} is a folder; pass the JSONL results file")
-        inv = inventory(
-            ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
-            follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
-            retry_failed=ns.retry_failed,
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``check`` found; ``data`` is the ``--json`` object (keys are a contract, see issue 12)."""
+
+    inventory: Inventory
+    estimate: Estimate | None
+    probe: dict[str, Any] | None
+    data: dict[str, Any]
+
+
+def check_from_args(ns: argparse.Namespace) -> CheckReport:
+    """Take stock of the folder, probe if asked, estimate if there is a target. Raises from the error tree."""
+    if ns.probe is not None and ns.target is None:
+        raise UsageError("--probe needs --target: the probe measures that target")
+    if ns.probe is not None and ns.probe > MAX_PROBE:
+        raise UsageError(f"--probe {ns.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
+    cfg = target_config(ns)
+    if ns.out is not None and ns.out.is_dir():
+        raise ConfigError(f"--out {ns.out} is a folder; pass the JSONL results file")
+    inv = inventory(
+        ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
+        follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
+        retry_failed=ns.retry_failed,
+    )
+    probed: dict[str, Any] | None = None
+    est: Estimate | None = None
+    if cfg is not None:
+        latency = None
+        throttled = False
+        if ns.probe:
+            probed, latency, throttled = _probe(cfg, inv)
+        est = estimate(
+            inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.rate, burst=cfg.burst,
+            latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
         )
-        probed: dict[str, Any] | None = None
-        est: Estimate | None = None
-        if cfg is not None:
-            latency = None
-            throttled = False
-            if ns.probe:
-                probed, latency, throttled = _probe(cfg, inv)
-            est = estimate(
-                inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.rate, burst=cfg.burst,
-                latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
-            )
-    except UsageError as exc:
-        print(f"batchcap check: {exc}", file=err)
-        return EXIT_USAGE
-    except BatchcapError as exc:
-        print(f"batchcap check: {exc}", file=err)
-        return EXIT_ABORTED
-    report = inv.to_dict()
-    report["estimate"] = None if est is None else est.to_dict()
-    report["probe"] = probed
-    if ns.json:
-        out_stream.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        out_stream.write(render(ns.input_dir, ns.out, inv, est, probed))
-    return EXIT_OK
+    data = inv.to_dict()
+    data["estimate"] = None if est is None else est.to_dict()
+    data["probe"] = probed
+    return CheckReport(inv, est, probed, data)
 
 
 def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
-    import anyio
-
     from .probe import probe
 
     token, _ = find_token(cfg.token_file)
     images = list(inv.probe_images)
     inv.probe_images.clear()
-    result = anyio.run(lambda: probe(cfg, images, token=token, quality=QualitySettings()))
+    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings()))
     return result.to_dict(), result.latency_s, result.throttled > 0
 
 

@@ -1,6 +1,6 @@
 """The pre-flight pass over a folder: what is there, what is broken, what is a copy, what is left to do.
 
-Nothing is sent. The folder is streamed exactly as ``run`` streams it (``sources.scan``, in batches), each
+Nothing is sent. The folder is streamed exactly as ``run`` streams it (``scan.scan_batches``), each
 file is read and judged by ``images.load`` (so unreadable files get the very reasons ``run`` records),
 hashed for exact copies, and its header parsed by Pillow (``Image.open`` is lazy: dimensions and format,
 no pixel decode) for the size buckets and the upload estimate. ``--dedupe near`` adds a reduced-size decode
@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..images import load_batch
 from ..journal import JournalIndex, load_index
 from ..models import ImageJob, LoadedImage
-from ..sources import scan_batches
+from ..scan import scan_batches
 from .upload import ResizeModel, UploadModel
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "inspect", "inventory"]

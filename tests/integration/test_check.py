@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +18,6 @@ import pytest
 from PIL import Image, ImageFilter
 
 from batchcap import RunConfig, run
-from batchcap.check import add_arguments, run_from_args
 from batchcap.emulator import EmulatorSettings, RunningEmulator
 from batchcap.samples import generate
 
@@ -26,21 +25,19 @@ Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = "Salesforce/blip-image-captioning-base"
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="batchcap check")
-    add_arguments(parser)
-    return parser.parse_args([str(a) for a in argv])
-
-
 def check_json(*argv: str | Path) -> tuple[int, dict[str, Any], str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = run_from_args(parse(*map(str, argv), "--json"), stdout=out, stderr=err)
-    return code, (orjson.loads(out.getvalue()) if out.getvalue() else {}), err.getvalue()
+    """``batchcap check ARGV --json`` as a subprocess: exit code, the JSON object (or {}), stderr."""
+    proc = subprocess.run([sys.executable, "-m", "batchcap", "check", *map(str, argv), "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc.returncode, (orjson.loads(proc.stdout) if proc.stdout.strip() else {}), proc.stderr
 
 
 async def acheck(*argv: str | Path) -> tuple[int, dict[str, Any], str]:
-    """In a worker thread: check runs its own event loop for --probe."""
-    return await anyio.to_thread.run_sync(lambda: check_json(*argv))
+    """The same, awaited: the test's emulator keeps serving meanwhile."""
+    proc = await anyio.run_process([sys.executable, "-m", "batchcap", "check", *map(str, argv), "--json"],
+                                   check=False)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    return proc.returncode, (orjson.loads(out) if out.strip() else {}), err
 
 
 @pytest.fixture
@@ -92,13 +89,14 @@ async def test_counts_and_nothing_sent(emulator: Emulator, messy: Path, tmp_path
     assert server.log.count() == 0  # nothing was sent
 
 
-async def test_no_target_no_estimate_and_human_report(messy: Path) -> None:
+def test_no_target_no_estimate_and_human_report(messy: Path) -> None:
     code, report, _ = check_json(messy)
     assert code == 0
     assert report["estimate"] is None
-    out = io.StringIO()
-    assert run_from_args(parse(messy), stdout=out, stderr=io.StringIO()) == 0
-    text = out.getvalue()
+    proc = subprocess.run([sys.executable, "-m", "batchcap", "check", str(messy)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0
+    text = proc.stdout
     assert "44 image files" in text
     assert "10 exact copies" in text
     assert "truncated JPEG" in text
@@ -157,6 +155,7 @@ def test_usage_errors(messy: Path, argv: list[str], code: int, says: str) -> Non
     assert says in err
     assert report == {}
     assert len(err.strip().splitlines()) == 1
+    assert err.startswith("batchcap check: error:")
 
 
 def test_missing_folder_is_one_line_exit_3(tmp_path: Path) -> None:
