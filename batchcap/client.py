@@ -103,10 +103,14 @@ class CaptionClient:
             await self._session.close()
             self._session = None
 
-    async def caption(self, image: LoadedImage) -> Reply:
-        """One attempt. Raises an APIError subclass; the retry policy decides what comes next."""
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+        """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
+
+        ``adapter`` replaces the client's own for this request (a quality retry at a higher temperature).
+        """
         assert self._session is not None, "use `async with CaptionClient(...)`"
-        built = self.adapter.build(image)
+        adapter = adapter or self.adapter
+        built = adapter.build(image)
         started = time.perf_counter()
         try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(
@@ -120,7 +124,7 @@ class CaptionClient:
         latency = time.perf_counter() - started
         if 200 <= status < 300:
             try:
-                text, finish_reason = parse_reply(self.adapter, body)
+                text, finish_reason = parse_reply(adapter, body)
             except APIError as exc:
                 exc.status = status
                 exc.request_id = headers.get("x-request-id")

@@ -1,7 +1,9 @@
 """One image's attempts: acquire a token, ask once, and let the policy and the guard judge each failure.
 
     while True:
-        await limiter            -> client.caption(image) -> ok: Record("ok")
+        await limiter            -> client.caption(image) -> ok: quality.judge(caption)
+                                    good: Record("ok"); flagged: again (up to --quality-retries, a chat target
+                                    a little warmer each time), then Record("ok", flags) or BadCaption
         failure: guard.after_attempt (run-level stop?) -> policy.decide (retry or record)
                  -> record: guard.before_record (N identical refusals?) -> Record("error")
                  -> retry: sleep the decision's delay
@@ -12,15 +14,18 @@ ends as exactly one ``Record``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
 import anyio
 
-from batchcap.client import CaptionClient
-from batchcap.errors import APIError, BatchcapError, RateLimited, RunAborted, TransientError
+from batchcap.client import CaptionClient, Reply
+from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
+from batchcap.protocols import Adapter, OpenAIChat
+from batchcap.quality import QualitySettings, judge
 from batchcap.ratelimit import RateLimiter
 from batchcap.retry import RetryPolicy
 
@@ -44,11 +49,13 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("client", "guard", "limiter", "policy", "progress", "rng", "stats", "target", "try_acquire")
+    __slots__ = ("_warmer", "client", "guard", "limiter", "policy", "progress", "prompt", "quality", "rng", "stats",
+                 "target", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None,
+        quality: QualitySettings | None = None, prompt: str | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -59,10 +66,14 @@ class Captioner:
         self.progress = progress
         self.target = target  # formatted once per run, not per record
         self.rng = random.Random(seed)
+        #: None: no gate can flag anything, so captions are not judged at all
+        self.quality = quality if quality is not None and quality.any_gate else None
+        self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
+        self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
 
     async def caption(self, image: LoadedImage) -> Record:
         """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``)."""
-        attempts = retries_used = 0
+        attempts = retries_used = quality_used = 0
         waited = 0.0
         while True:
             attempts += 1
@@ -70,7 +81,10 @@ class Captioner:
                 await self.limiter.acquire()
             self.stats.attempts += 1
             try:
-                reply = await self.client.caption(image)
+                if quality_used:
+                    reply = await self.client.caption(image, adapter=self._adapter_for(quality_used))
+                else:
+                    reply = await self.client.caption(image)
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
@@ -93,11 +107,42 @@ class Captioner:
             self.guard.succeeded()
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
+            flags: tuple[str, ...] = ()
+            if self.quality is not None:
+                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
+                              settings=self.quality)
+                if flags and quality_used < self.quality.quality_retries:
+                    quality_used += 1
+                    self.stats.quality_retries += 1
+                    continue
+                if flags and self.quality.on_bad_caption == "error":
+                    return self._bad_caption(image, reply, flags, attempts)
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(),
+                request_id=reply.request_id, ts=time.time(), flags=flags,
             )
+
+    def _adapter_for(self, quality_retry: int) -> Adapter:
+        """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
+        base = self.client.adapter
+        if self.quality is None or not isinstance(base, OpenAIChat):
+            return base
+        adapter = self._warmer.get(quality_retry)
+        if adapter is None:
+            warmer = self.quality.temperature_for(base.temperature, quality_retry)
+            adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
+        return adapter
+
+    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
+        """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
+        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {attempts} attempts: "
+                         f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
+        return Record(
+            image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
+            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
+            request_id=reply.request_id, ts=time.time(), flags=flags,
+        )
 
     def _throttled(self, exc: RateLimited) -> None:
         """A 429: the whole pool slows down (and pauses, given a hint)."""

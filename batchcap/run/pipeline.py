@@ -96,6 +96,8 @@ def _stages(
         progress=progress,
         target=cfg.target,
         seed=seed,
+        quality=cfg.quality(),
+        prompt=cfg.prompt if cfg.api == "openai" else None,
     )
     return Stages(cfg, index=index, writer=writer, captioner=captioner, stats=stats, progress=progress,
                   on_scan_done=on_scan_done)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batchcap.quality import BoilerplateCounter
+
 __all__ = ["RunStats"]
 
 
@@ -29,6 +31,10 @@ class RunStats:
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     latencies_sum: float = 0.0
+    duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
+    quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
+    flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
+    boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)  #: captions of sent images
 
     def __repr__(self) -> str:
         return (
