@@ -74,6 +74,16 @@ def _summary(stats: RunStats, out: Path) -> None:
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
+    if stats.duplicates:
+        print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
+              "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
+    if stats.flags or stats.quality_retries:
+        flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
+        print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)
+    for b in stats.boilerplate.top():
+        examples = ", ".join(b.examples)
+        print(f"batchcap: the same caption for {b.count} distinct images ({100 * b.share:.0f}%): {b.caption[:100]!r}"
+              + (f" (e.g. {examples})" if examples else ""), file=err)
     if stats.scan_problems:
         print(f"batchcap: {stats.scan_problems} folders could not be read and were skipped", file=err)
     if stats.sidecar_errors:
