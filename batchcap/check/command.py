@@ -37,7 +37,7 @@ def _price(text: str) -> float:
     return value
 
 
-def _rate(text: str) -> float:
+def _rate(text: str) -> float | str:
     try:
         value = parse_rate(text)
     except ConfigError as exc:
@@ -83,7 +83,7 @@ def target_config(ns: argparse.Namespace) -> RunConfig | None:
     if ns.concurrency is not None:
         overrides["concurrency"] = ns.concurrency
     if ns.rate is not None:
-        overrides["rate"] = None if math.isinf(ns.rate) else ns.rate
+        overrides["rate"] = None if ns.rate == math.inf else ns.rate
     if ns.burst is not None:
         overrides["burst"] = ns.burst
     if ns.token_file is not None:
@@ -123,7 +123,8 @@ def check_from_args(ns: argparse.Namespace) -> CheckReport:
         if ns.probe:
             probed, latency, throttled = _probe(cfg, inv)
         est = estimate(
-            inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.rate, burst=cfg.burst,
+            inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.request_rate,
+            burst=cfg.burst,
             latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
         )
     data = inv.to_dict()

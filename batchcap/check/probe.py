@@ -73,7 +73,7 @@ async def probe(
     result = ProbeResult()
     if not images:
         return result
-    limiter = RateLimiter(cfg.rate, cfg.burst)
+    limiter = RateLimiter(cfg.request_rate, cfg.burst)
     prompt = cfg.prompt if cfg.api == "openai" else None
     queue = list(reversed(images))
     started = time.monotonic()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from types import TracebackType
+from typing import Protocol, Self
 
 import anyio
 
@@ -32,7 +34,28 @@ from batchcap.retry import RetryPolicy
 from .guard import RunGuard, Stop
 from .stats import RunStats
 
-__all__ = ["Captioner", "error_info"]
+__all__ = ["Captioner", "Captions", "error_info"]
+
+
+class Captions(Protocol):
+    """What the senders call: one target (``Captioner``) or several (``route.Router``)."""
+
+    #: records the guard held back and released: the senders write them.
+    released: list[Record]
+    #: the name written into records that belong to no request (unreadable files).
+    target: str
+    #: how many senders keep it busy.
+    senders: int
+
+    async def caption(self, image: LoadedImage) -> Record | None: ...
+
+    def release_held(self) -> list[Record]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
@@ -49,13 +72,14 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("_warmer", "client", "guard", "limiter", "policy", "progress", "prompt", "quality", "rng", "stats",
+    __slots__ = ("_warmer", "client", "guard", "limiter", "policy", "progress", "prompt", "quality", "released",
+                 "rng", "senders", "stats",
                  "target", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
-        stats: RunStats, progress: Progress, target: str, seed: int | None = None,
-        quality: QualitySettings | None = None, prompt: str | None = None,
+        stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
+        released: list[Record] | None = None, quality: QualitySettings | None = None, prompt: str | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -66,13 +90,31 @@ class Captioner:
         self.progress = progress
         self.target = target  # formatted once per run, not per record
         self.rng = random.Random(seed)
+        self.released: list[Record] = [] if released is None else released
+        self.senders = senders
         #: None: no gate can flag anything, so captions are not judged at all
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
 
-    async def caption(self, image: LoadedImage) -> Record:
-        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``)."""
+    async def __aenter__(self) -> Self:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.close()
+
+    def release_held(self) -> list[Record]:
+        """At the end of a run without a stop: the final errors the guard held back are real."""
+        return self.guard.release()
+
+    async def caption(self, image: LoadedImage) -> Record | None:
+        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
+
+        None: the image's final error is held by the guard (see ``guard``), to be written later or never.
+        """
         attempts = retries_used = quality_used = 0
         waited = 0.0
         while True:
@@ -92,9 +134,10 @@ class Captioner:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
                 if decision.action != "retry":
-                    if (stop := self.guard.before_record(exc)) is not None:
+                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+                    if stop is not None:
                         raise abort(stop) from None
-                    return self._failure(image, exc, attempts)
+                    return record
                 self.stats.retries += 1
                 if decision.spends_retry:
                     retries_used += 1
@@ -104,7 +147,10 @@ class Captioner:
                     await anyio.sleep(decision.delay)
                 continue
             self.limiter.succeeded()
-            self.guard.succeeded()
+            if not self.guard.ok_seen:
+                self.released.extend(self.guard.succeeded())
+            else:
+                self.guard.succeeded()
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
             flags: tuple[str, ...] = ()

@@ -62,6 +62,8 @@ class Manifest:
             boilerplate=[{"caption": b.caption, "images": b.count, "share": round(b.share, 4),
                           "examples": list(b.examples)} for b in stats.boilerplate.top()],
             errors_by_type=dict(stats.errors_by_type),
+            targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
+                     for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
         try:
