@@ -20,7 +20,6 @@ import anyio
 
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
-from batchcap.dedupe import NearKey, content_digest, near_key
 from batchcap.errors import InputError
 from batchcap.images import load_batch
 from batchcap.journal import JournalIndex, JournalWriter
@@ -29,7 +28,7 @@ from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
 from .attempt import Captions, error_info
-from .dedupe import Deduper
+from .dedupe import Admitted, Deduper
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
@@ -37,8 +36,6 @@ from .stats import RunStats
 __all__ = ["Stages"]
 
 Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
-#: An image with its content digest and (``--dedupe near``) its near key, as the reader thread made them.
-Keyed: TypeAlias = tuple[LoadedImage, bytes, NearKey | None]
 
 
 class Stages:
@@ -65,7 +62,7 @@ class Stages:
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.dedupe) if cfg.dedupe != "off" else None
+        self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -146,8 +143,8 @@ class Stages:
 
     def next_batch(
         self, batches: Iterator[list[ImageJob]]
-    ) -> tuple[list[ImageJob], list[Loaded], list[Keyed] | None] | None:
-        """In a worker thread: the scan's next batch, read (and hashed, for dedupe). One hop per batch does all."""
+    ) -> tuple[list[ImageJob], list[Loaded], list[Admitted] | None] | None:
+        """In a worker thread: the scan's next batch, read (and deduped). One hop per batch does all."""
         with self.scan_lock:
             jobs = next(batches, None)
         if jobs is None:
@@ -155,10 +152,7 @@ class Stages:
         loaded = load_batch(jobs, max_bytes=self.max_bytes)
         if self.deduper is None:
             return jobs, loaded, None
-        near = self.cfg.dedupe == "near"
-        keyed = [(item, content_digest(item.data), near_key(item.data) if near else None)
-                 for item in loaded if isinstance(item, LoadedImage)]
-        return jobs, loaded, keyed
+        return jobs, loaded, self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
@@ -175,13 +169,11 @@ class Stages:
                                          target=self.captioner.target, ts=time.time()))
                 elif keyed is None:
                     good.append(item)
-            if keyed is not None and self.deduper is not None:
-                admit = self.deduper.admit
-                for image, digest, near in keyed:
-                    send, record = admit(image, digest, near)
+            if keyed is not None:
+                for image, send, record in keyed:
                     if send:
                         good.append(image)
-                    elif record is not None:
+                    elif record is not None:  # a copy whose original is already back
                         self.sink.put(record)
             if good:
                 await self.feed.put(good)
