@@ -16,6 +16,7 @@ import anyio
 
 from batchcap.aio import first_leaf, leaves
 from batchcap.client import CaptionClient
+from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
 from batchcap.journal import JournalWriter, load_index
@@ -115,6 +116,7 @@ def _captioner(
         seed=seed,
         senders=cfg.concurrency,
         released=released,
+        concurrency=ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency)) if cfg.concurrency_mode == "adaptive" else None,
         quality=cfg.quality(),
         prompt=cfg.prompt if cfg.api == "openai" else None,
     )
