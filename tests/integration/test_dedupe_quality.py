@@ -281,3 +281,19 @@ async def test_the_summary_names_boilerplate(pictures: Path, tmp_path: Path) -> 
     assert "'A photo.'" in err
     manifest = orjson.loads((tmp_path / "out.manifest.json").read_bytes())
     assert manifest["boilerplate"][0]["images"] == same
+
+
+async def test_retry_failed_retries_bad_captions(chat: tuple[Chat, str], pictures: Path, tmp_path: Path) -> None:
+    handler, base = chat
+    out = tmp_path / "out.jsonl"
+    with anyio.fail_after(30):
+        first = await run(chat_cfg(base, pictures, out, quality_retries=0, on_bad_caption="error"))
+        assert first.failed > 10
+        again = await run(chat_cfg(base, pictures, out))  # BadCaption is final: skipped like any final error
+        assert again.ok == again.failed == 0
+        retried = await run(chat_cfg(base, pictures, out, retry_failed=True))
+    assert retried.ok == first.failed
+    final = {r["path"]: r for r in lines(out) if r["status"] == "ok"}
+    assert len(final) == 60
+    assert all(r["caption"].startswith("A good caption") for r in final.values())
+    assert handler.requests == 60 + first.failed
