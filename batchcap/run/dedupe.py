@@ -14,9 +14,10 @@ server, ``benchmarks/bench_dedupe_cost.py``) is wasted work. The first file of e
 a second file of that size comes, both are hashed (the first is read again from disk, once). ``--dedupe
 near`` decodes every image anyway, so it hashes every image.
 
-Bounded: ``max_entries`` originals are remembered, each with its path and, once back, its record (~300
-bytes with a 100-character caption; 1,000,000 by default, so ~300 MB at most, reached only past a million
-distinct images); past that, new contents are sent without being remembered. On resume, a copy whose
+Bounded: ``max_entries`` originals are remembered, each with its path and, once back, its record (measured:
+260 bytes per original, 514 with its record for a 45-character path and a 100-character caption; 500,000 by
+default, so ~250 MB at most, reached only past half a million distinct images); past that, new contents are
+sent without being remembered (``overflow``), and their later copies are sent too. On resume, a copy whose
 original was done by an earlier run is sent once more (the journal keeps no digests): one request, never a
 wrong caption.
 
@@ -63,7 +64,7 @@ class Deduper:
     __slots__ = ("_by_digest", "_by_path", "_by_size", "_in_flight", "_lock", "_near", "count", "max_entries",
                  "mode", "overflow", "root")
 
-    def __init__(self, mode: Dedupe = "exact", *, root: Path | str = ".", max_entries: int = 1_000_000) -> None:
+    def __init__(self, mode: Dedupe = "exact", *, root: Path | str = ".", max_entries: int = 500_000) -> None:
         self.mode = mode
         self.root = os.fspath(root)
         self.max_entries = max_entries
