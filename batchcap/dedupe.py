@@ -28,10 +28,8 @@ Memory is bounded and stated, for runs of 10M images:
 * :class:`DigestSet` (``check``: "is this content new?") keeps 8 bytes of each digest in an open-addressing
   table: 16-32 bytes per distinct image (160-320 MB for 10M); two different files share 8 bytes with
   probability ~n^2 / 2^65 (3e-6 for 10M), and then ``check`` would count one copy too many.
-* :class:`DuplicateIndex` (``run``: "which image was sent for this content?") maps the 16-byte digest to
-  the first path: ~200 bytes per distinct image with a 60-character path. It remembers ``max_entries``
-  (default 1,000,000: ~200 MB); past that, new contents are still captioned but no longer remembered, so
-  their later copies are sent too (``overflow`` counts them). Nothing is lost but a request.
+* ``run`` keeps its own table of originals (``batchcap/run/dedupe.py``: digest -> the first path and its
+  record, bounded, hashing only sizes seen twice).
 * :class:`NearIndex` keeps (hash, colour, path) per image with detail, looked up through 5 bands of the
   hash (pigeonhole: two hashes within 4 bits agree on at least one band), capped the same way.
 """
@@ -50,7 +48,6 @@ __all__ = [
     "MIN_DETAIL",
     "NEAR_DISTANCE",
     "DigestSet",
-    "DuplicateIndex",
     "NearIndex",
     "NearKey",
     "content_digest",
@@ -146,37 +143,6 @@ class DigestSet:
 
     def __repr__(self) -> str:
         return f"<DigestSet members={self.count} slots={len(self._slots)} {self.nbytes / 1e6:.1f} MB>"
-
-
-class DuplicateIndex:
-    """Content digest -> the first path seen with it, for up to ``max_entries`` distinct contents."""
-
-    __slots__ = ("_first", "max_entries", "overflow")
-
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._first: dict[bytes, str] = {}
-        self.max_entries = max_entries
-        self.overflow = 0  #: distinct contents seen after the index was full (their copies are not found)
-
-    def original(self, digest: bytes, path: str) -> str | None:
-        """The path first seen with ``digest`` (``path`` is a copy of it), or None: ``path`` is new.
-
-        A new path is remembered as the original while there is room.
-        """
-        first = self._first.get(digest)
-        if first is not None:
-            return first
-        if len(self._first) < self.max_entries:
-            self._first[digest] = path
-        else:
-            self.overflow += 1
-        return None
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-    def __repr__(self) -> str:
-        return f"<DuplicateIndex contents={len(self._first)}/{self.max_entries} overflow={self.overflow}>"
 
 
 @dataclass(frozen=True, slots=True)

@@ -297,3 +297,16 @@ async def test_retry_failed_retries_bad_captions(chat: tuple[Chat, str], picture
     assert len(final) == 60
     assert all(r["caption"].startswith("A good caption") for r in final.values())
     assert handler.requests == 60 + first.failed
+
+
+def test_run_and_check_help_show_the_new_flags() -> None:
+    import subprocess
+
+    run_help = subprocess.run([sys.executable, "-m", "batchcap", "run", "--help"], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+    for flag in ("--dedupe", "--no-dedupe", "--quality-retries", "--on-bad-caption", "--min-words", "--max-words"):
+        assert flag in run_help
+    check_help = subprocess.run([sys.executable, "-m", "batchcap", "check", "--help"], capture_output=True,
+                                text=True, timeout=60, check=True).stdout
+    for flag in ("--out", "--target", "--json", "--probe", "--price-per-hour", "--dedupe"):
+        assert flag in check_help

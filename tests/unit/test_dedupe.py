@@ -10,7 +10,6 @@ from PIL import Image, ImageFilter
 
 from batchcap.dedupe import (
     DigestSet,
-    DuplicateIndex,
     NearIndex,
     NearKey,
     content_digest,
@@ -56,18 +55,6 @@ def test_digest_set_zero_prefix_is_stored() -> None:
     assert s.add(bytes(16))
     assert not s.add(bytes(16))
     assert bytes(16) in s
-
-
-def test_duplicate_index_names_the_first_and_is_bounded() -> None:
-    idx = DuplicateIndex(max_entries=2)
-    a, b, c = (content_digest(x) for x in (b"a", b"b", b"c"))
-    assert idx.original(a, "one/a.jpg") is None
-    assert idx.original(a, "two/a.jpg") == "one/a.jpg"
-    assert idx.original(b, "b.jpg") is None
-    assert idx.original(c, "c.jpg") is None  # full: not remembered
-    assert idx.original(c, "c2.jpg") is None
-    assert idx.overflow == 2
-    assert idx.original(a, "three/a.jpg") == "one/a.jpg"
 
 
 @pytest.mark.parametrize(
