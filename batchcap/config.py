@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 from .concurrency import parse_concurrency
 from .errors import ConfigError
+from .quality import QualitySettings
 
 __all__ = [
     "API_CHOICES",
+    "DEDUPE_CHOICES",
     "DEFAULT_API_BASE",
     "SERVERLESS_RATE",
     "RunConfig",
@@ -34,6 +36,8 @@ API_CHOICES = ("hf", "hf-json", "openai")
 #: The serverless API's rate when none is set: conservative, for a shared free tier (protocol.md 7).
 SERVERLESS_RATE = 2.0
 Api = Literal["hf", "hf-json", "openai"]
+DEDUPE_CHOICES = ("exact", "near", "off")
+Dedupe = Literal["exact", "near", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,16 @@ class RunConfig:
     targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
     route: Literal["failover", "spread"] = "failover"
     price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
+    dedupe: Dedupe = "exact"  #: send identical images once (near: also resized / re-saved copies; off)
+    quality_retries: int = 2  #: extra attempts for a caption that fails a quality gate
+    on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
+    min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
+    max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+
+    def quality(self) -> QualitySettings:
+        """The caption quality gates this run applies (``batchcap.quality``)."""
+        return QualitySettings(quality_retries=self.quality_retries, on_bad_caption=self.on_bad_caption,
+                               min_words=self.min_words, max_words=self.max_words)
 
     @property
     def url(self) -> str:
@@ -144,6 +158,9 @@ class RunConfig:
             raise ConfigError(f"max_wait must be >= 0 seconds (got {self.max_wait!r})")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be between 0 and 2 (got {self.temperature!r})")
+        if self.dedupe not in DEDUPE_CHOICES:
+            raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
+        self.quality().validate()
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
         return self
