@@ -8,13 +8,14 @@ smallest round-trip time seen) is the server's own work; latency well above it i
 
 The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished request:
 
-* ``ok`` (an answer that measured the server: 2xx, or a refusal of the image): update the floor and a smoothed
+* ``ok`` (a caption: the only answer that measures the server's work): update the floor and a smoothed
   RTT. If ``srtt > tolerance * floor`` the server is queueing: cut the limit to ``limit * max(backoff,
   tolerance * floor / srtt)``. Else, if the pool was using at least half the limit, grow: by 1 per answer
   (slow start, doubling per round trip) while ``srtt <= near * floor`` and no cut has happened yet, else by
   ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor``.
 * ``timeout`` or ``overload`` (429, 503): cut to ``limit * backoff``, whichever signal comes first.
-* ``error`` (reset, 5xx, unreadable body) and ``ignore``: no sample, no change.
+* ``error`` (reset, 5xx, unreadable body) and ``ignore`` (refusals, run-level stops, cancellation): no sample,
+  no change.
 
 Only requests sent after the last cut can cause another one (their RTTs reflect the new limit), so one burst of
 timeouts halves the limit once, not once per request. Against a one-at-a-time server the limit settles at 2-3
@@ -285,26 +286,25 @@ def timeout_retry_delay(floor: float | None, inflight: int, limit: int, *, cap: 
 
 
 def outcome_of(exc: BaseException | None) -> Outcome:
-    """The outcome kind of an attempt, by error class: None is ``ok``; see the module docstring for the rest."""
-    from .errors import ModelLoading, PermanentError, RateLimited, ServerError, TransportError
+    """The outcome kind of an attempt, by error class (None is ``ok``).
+
+    Only a caption is an RTT sample: a refusal (400, 413, 422) can come back in a millisecond without any model
+    work (a Content-Type check, a proxy's size limit), and one such sample as the floor would make every real
+    answer look like queueing. 429 and 503 (and a 502 while a replica wakes) are push-back; a timeout is a
+    timeout by the class of its cause (``client.py`` raises ``TransportError`` from aiohttp's ``TimeoutError``);
+    other transport faults, 5xx and unreadable bodies say nothing about capacity.
+    """
+    from .errors import ModelLoading, RateLimited, ServerError, TransportError
 
     if exc is None:
         return "ok"
     if isinstance(exc, RateLimited | ModelLoading):
         return "overload"
     if isinstance(exc, TransportError):
-        return "timeout" if _is_timeout(exc) else "error"
+        return "timeout" if isinstance(exc.__cause__ or exc.__context__, TimeoutError) else "error"
     if isinstance(exc, ServerError):
         return "overload" if exc.status == 503 else "error"
-    if isinstance(exc, PermanentError):
-        return "ok" if exc.status is not None and 400 <= exc.status < 500 else "error"
     return "ignore"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """TransportError carries no subclass for timeouts; its cause (or message from client.py) tells."""
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, TimeoutError) or str(exc).startswith("no answer from ")
 
 
 @dataclass(frozen=True, slots=True)
