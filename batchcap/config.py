@@ -20,6 +20,7 @@ from .errors import ConfigError
 __all__ = [
     "API_CHOICES",
     "DEFAULT_API_BASE",
+    "SERVERLESS_RATE",
     "RunConfig",
     "Secret",
     "find_token",
@@ -29,6 +30,8 @@ __all__ = [
 DEFAULT_API_BASE = "https://router.huggingface.co/hf-inference"
 LEGACY_HOST = "api-inference.huggingface.co"
 API_CHOICES = ("hf", "hf-json", "openai")
+#: The serverless API's rate when none is set: conservative, for a shared free tier (protocol.md 7).
+SERVERLESS_RATE = 2.0
 Api = Literal["hf", "hf-json", "openai"]
 
 
@@ -48,7 +51,7 @@ class RunConfig:
     temperature: float = 0.0
     parameters: Mapping[str, Any] | None = None
     concurrency: int = 4
-    rate: float | None = 2.0
+    rate: float | Literal["auto"] | None = "auto"  #: requests/s; None = unlimited; see ``request_rate``
     burst: int = 4
     timeout: float = 60.0
     retries: int = 5
@@ -62,6 +65,9 @@ class RunConfig:
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
+    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
+    route: Literal["failover", "spread"] = "failover"
+    price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
 
     @property
     def url(self) -> str:
@@ -72,6 +78,19 @@ class RunConfig:
         if self.endpoint:
             return self.endpoint
         return f"{self.api_base.rstrip('/')}/models/{self.model}"
+
+    @property
+    def serverless(self) -> bool:
+        """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
+        return self.api != "openai" and not self.endpoint
+
+    @property
+    def request_rate(self) -> float | None:
+        """The rate the limiter starts at: the setting, or for "auto" a conservative one for the free
+        serverless API and none for an Endpoint or a chat server (they still adapt on 429)."""
+        if self.rate == "auto":
+            return SERVERLESS_RATE if self.serverless else None
+        return self.rate
 
     @property
     def target(self) -> str:
@@ -95,19 +114,23 @@ class RunConfig:
             _check_url("--base-url", self.base_url)
         elif self.endpoint:
             _check_url("--endpoint", self.endpoint)
-        else:
+        elif not self.targets:
             if not self.model:
                 raise ConfigError(
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
                 )
             _check_url("--api-base", self.api_base)
+        if self.route not in ("failover", "spread"):
+            raise ConfigError(f"route must be failover or spread (got {self.route!r})")
         for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0 (got {self.retries!r})")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+        if self.rate not in (None, "auto") and not (
+            isinstance(self.rate, int | float) and self.rate > 0 and math.isfinite(self.rate)
+        ):
             raise ConfigError(f"rate must be > 0 requests/s, or 'unlimited' (got {self.rate!r})")
         for name in ("timeout", "max_image_mb"):
             value = getattr(self, name)
@@ -132,7 +155,10 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
+        out["targets"] = list(self.targets)
+        out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
+        out["request_rate"] = self.request_rate
         out["target"] = self.target
         return out
 
@@ -208,6 +234,10 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = parse_rate(value, source=source)
         elif key in ("endpoint", "base_url") and value == "":
             continue
+        elif key in ("targets", "price_per_hour"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
+            out[key] = tuple(value)
         elif key == "parameters" and not isinstance(value, Mapping):
             raise ConfigError(f"{source}: parameters must be a table of generation parameters")
         else:
@@ -215,11 +245,14 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     return out
 
 
-def parse_rate(value: Any, *, source: str = "--rate") -> float | None:
-    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429)."""
+def parse_rate(value: Any, *, source: str = "--rate") -> float | Literal["auto"] | None:
+    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429); ``auto``
+    is the target-aware default (see ``RunConfig.request_rate``)."""
     if isinstance(value, str):
         if value.strip().lower() in ("unlimited", "inf", "none", "off"):
             return None
+        if value.strip().lower() == "auto":
+            return "auto"
         try:
             value = float(value)
         except ValueError:

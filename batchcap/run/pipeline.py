@@ -1,0 +1,163 @@
+"""``run()``: caption every image of a folder that the journal does not hold yet, as a table of contents.
+
+    read the journal's index -> take the journal -> write the manifest -> start the writer and the stages
+    -> drain -> close the journal, write the manifest, report the stop (if any)
+
+The stages are in ``stages``; one image's attempts in ``attempt``; the run-level stop rule in ``guard``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import anyio
+
+from batchcap.aio import first_leaf, leaves
+from batchcap.client import CaptionClient
+from batchcap.config import RunConfig, Secret, find_token
+from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
+from batchcap.journal import JournalWriter, load_index
+from batchcap.models import Record
+from batchcap.progress import NullProgress, Progress
+from batchcap.protocols import make_adapter
+from batchcap.ratelimit import RateLimiter
+from batchcap.retry import RetryPolicy
+from batchcap.targets import Target, resolve_targets
+
+from .attempt import Captioner, Captions
+from .guard import RunGuard
+from .manifest import Manifest
+from .route import Lane, Router
+from .stages import Stages
+from .stats import RunStats
+
+__all__ = ["run"]
+
+
+async def run(
+    cfg: RunConfig,
+    *,
+    token: Secret | None = None,
+    progress: Progress | None = None,
+    policy: RetryPolicy | None = None,
+    handle_signals: bool = False,
+    on_scan_done: Callable[[], None] | None = None,
+    seed: int | None = None,
+) -> RunStats:
+    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault."""
+    progress = progress or NullProgress()
+    stats = RunStats()
+    started = time.monotonic()
+    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed)  # checks --target first
+    index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
+    stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
+    writer = JournalWriter(cfg.out)
+    writer.open()
+    manifest = Manifest(cfg, index, started_at=time.time())
+    try:
+        manifest.write_start()
+    except JournalError:
+        writer.close()
+        raise
+    stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
+                    on_scan_done=on_scan_done)
+    try:
+        async with stages.captioner, anyio.create_task_group() as tg:
+            tg.start_soon(stages.write_until_drained)
+            await stages.produce_until_stopped(handle_signals=handle_signals)
+    except JournalError as exc:
+        raise RunAborted(str(exc), kind="journal") from None
+    except BaseExceptionGroup as group:
+        if (journal := first_leaf(group, JournalError)) is not None:
+            raise RunAborted(str(journal), kind="journal") from None
+        raise
+    finally:
+        stats.elapsed = time.monotonic() - started
+        writer.close()
+        if not stages.writer_failed:
+            stats.aborted, stats.abort_kind = _first_stop(stages.failures)
+        if isinstance(stages.captioner, Router):
+            stats.drained = stages.captioner.drained
+            stats.targets = stages.captioner.summary()
+        manifest.write_end(stats)
+        progress.close()
+    if stats.aborted:
+        raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
+    return stats
+
+
+def _captions(
+    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
+    seed: int | None,
+) -> Captions:
+    """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
+    if cfg.targets:
+        return _router(cfg, stats, progress, policy=policy, seed=seed)
+    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target)
+
+
+def _captioner(
+    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
+    seed: int | None, target: str, released: list[Record] | None = None,
+) -> Captioner:
+    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
+                           connections=cfg.concurrency)
+    return Captioner(
+        client,
+        limiter=RateLimiter(cfg.request_rate, cfg.burst),
+        policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
+        guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
+        stats=stats,
+        progress=progress,
+        target=target,
+        seed=seed,
+        senders=cfg.concurrency,
+        released=released,
+    )
+
+
+def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
+            seed: int | None) -> Router:
+    """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
+    released: list[Record] = []
+    lanes = []
+    for target in lane_targets(cfg):
+        token, _ = find_token(target.token_file)
+        lane_cfg = target.cfg
+        captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
+                               target=f"{target.name}={lane_cfg.target}", released=released)
+        lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
+    return Router(lanes, route=cfg.route, released=released)
+
+
+def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
+    """The run's ``--target``s as configs: a bare SPEC takes the run's limits; a profile keeps its own."""
+    try:
+        targets = resolve_targets(cfg.targets, api_base=cfg.api_base, prices=cfg.price_per_hour)
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
+    out = []
+    for t in targets:
+        if not t.spec.endswith(".toml"):
+            lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
+                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
+            t = replace(t, cfg=lane.validate())
+        out.append(t)
+    return tuple(out)
+
+
+def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:
+    """The first run-level stop (message, kind); anything unexpected is re-raised (a bug, not a user error)."""
+    for exc in failures:
+        found = leaves(exc)
+        for leaf in found:
+            if isinstance(leaf, RunAborted):
+                return str(leaf), leaf.kind
+            if isinstance(leaf, JournalError):
+                return str(leaf), "journal"
+        for leaf in found:
+            if not isinstance(leaf, anyio.get_cancelled_exc_class() | anyio.BrokenResourceError):
+                raise leaf
+    return None, None
