@@ -148,7 +148,9 @@ class EmulatorSettings:
                 raise bad(f"{name} must be within [0, 1] (got {value})", "--" + name.replace("_", "-"))
         total = sum(getattr(self, name) for name in FAULT_KNOBS)
         if total > 1.0 + 1e-9:
-            raise bad(f"the fault rates add up to {total:g}, more than 1", "set of --*-rate flags")
+            raise ConfigError(
+                f"emulator fault rates add up to {total:g}, more than 1; lower --fail-rate and the --*-rate flags"
+            )
         for name in ("max_body_bytes", "chat_max_body_bytes", "endpoint_max_body_bytes"):
             value = getattr(self, name)
             if value is not None and value < 1:
