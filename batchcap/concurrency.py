@@ -11,8 +11,9 @@ The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished reque
 * ``ok`` (a caption: the only answer that measures the server's work): update the floor and a smoothed
   RTT. If ``srtt > tolerance * floor`` the server is queueing: cut the limit to ``limit * max(backoff,
   tolerance * floor / srtt)``. Else, if the pool was using at least half the limit, grow: by 1 per answer
-  (slow start, doubling per round trip) while ``srtt <= near * floor`` and no cut has happened yet, else by
-  ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor``.
+  (slow start, doubling per round trip) while ``srtt <= near * floor`` (latency at its floor: nothing queues,
+  so there is room, also right after a cut for a cold start or a burst of 429s), else by ``1 / limit`` per
+  answer (one per round trip) while ``srtt <= tolerance * floor`` (latency rising: probe gently).
 * ``timeout`` or ``overload`` (429, 503): cut to ``limit * backoff``, whichever signal comes first.
 * ``error`` (reset, 5xx, unreadable body) and ``ignore`` (refusals, run-level stops, cancellation): no sample,
   no change.
@@ -149,7 +150,6 @@ class AdaptiveLimit:
         "floor_window",
         "minimum",
         "near",
-        "slow_start",
         "smoothing",
         "srtt",
         "tolerance",
@@ -185,7 +185,6 @@ class AdaptiveLimit:
         self.floor_window = floor_window
         self.floor: float | None = None
         self.srtt: float | None = None
-        self.slow_start = True
         self.cuts = 0
         self._epoch = 0
         self._at_min_since: float | None = None
@@ -229,7 +228,7 @@ class AdaptiveLimit:
             return
         if ticket.inflight * 2 < self.value:
             return  # the pool was not using the limit: its latency says nothing about a higher one
-        if self.slow_start and ratio <= self.near:
+        if ratio <= self.near:
             self._limit += 1.0
         else:
             self._limit += 1.0 / max(self._limit, 1.0)
@@ -240,7 +239,6 @@ class AdaptiveLimit:
             return  # sent before the last cut: its fate was sealed by the old limit
         self._limit = max(float(self.minimum), self._limit * factor)
         self._epoch += 1
-        self.slow_start = False
         self.cuts += 1
 
     def _forget_stale_floor(self, rtt: float, now: float) -> None:
@@ -263,11 +261,7 @@ class AdaptiveLimit:
     def __repr__(self) -> str:
         floor = "-" if self.floor is None else f"{self.floor:.3f}s"
         srtt = "-" if self.srtt is None else f"{self.srtt:.3f}s"
-        phase = " slow-start" if self.slow_start else ""
-        return (
-            f"<AdaptiveLimit limit={self._limit:.2f}/{self._ceiling} floor={floor} srtt={srtt} "
-            f"cuts={self.cuts}{phase}>"
-        )
+        return f"<AdaptiveLimit limit={self._limit:.2f}/{self._ceiling} floor={floor} srtt={srtt} cuts={self.cuts}>"
 
 
 def timeout_retry_delay(floor: float | None, inflight: int, limit: int, *, cap: float = 60.0) -> float:
