@@ -438,3 +438,18 @@ async def test_serverless_profile_has_no_endpoint_routes(emulator: Emulator) -> 
             assert status == 200  # the legacy route still answers unless legacy_gone
             status, _, _ = await post(session, server.url + "/", jpeg(), {"Content-Type": "image/jpeg"})
             assert status in (404, 405)
+
+
+async def test_answer_shapes_of_custom_handlers(emulator: Emulator) -> None:
+    with anyio.fail_after(10):
+        data = jpeg()
+        expected = caption_for(data)
+        adapter = make_adapter(RunConfig(api="hf", model=MODEL))
+        for shape in ("list", "object", "string"):
+            server = await emulator(EmulatorSettings(answer_shape=shape))  # type: ignore[arg-type]
+            async with CaptionClient(server.url + "/", adapter, timeout=5) as client:
+                if shape == "string":
+                    with pytest.raises(BadResponse):  # every image alike: a systematic bad response
+                        await client.caption(loaded(data))
+                else:
+                    assert (await client.caption(loaded(data))).caption == expected
