@@ -9,11 +9,13 @@ smallest round-trip time seen) is the server's own work; latency well above it i
 The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished request:
 
 * ``ok`` (a caption: the only answer that measures the server's work): update the floor and a smoothed
-  RTT. If ``srtt > tolerance * floor`` the server is queueing: cut the limit to ``limit * max(backoff,
+  RTT. If ``srtt > tolerance * floor`` (and by more than ``min_queue``, 50 ms: below that it is the client's
+  own event loop on a fast server, not a queue) the server is queueing: cut the limit to ``limit * max(backoff,
   tolerance * floor / srtt)``. Else, if the pool was using at least half the limit, grow: by 1 per answer
-  (slow start, doubling per round trip) while ``srtt <= near * floor`` (latency at its floor: nothing queues,
-  so there is room, also right after a cut for a cold start or a burst of 429s), else by ``1 / limit`` per
-  answer (one per round trip) while ``srtt <= tolerance * floor`` (latency rising: probe gently).
+  (slow start, doubling per round trip) while ``srtt <= near * floor`` or within ``min_queue / 2`` of it
+  (latency at its floor: nothing queues, so there is room, also right after a cut for a cold start or a burst of
+  429s), else by ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor`` (latency
+  rising: probe gently).
 * ``timeout`` or ``overload`` (429, 503): cut to ``limit * backoff``, whichever signal comes first.
 * ``error`` (reset, 5xx, unreadable body) and ``ignore`` (refusals, run-level stops, cancellation): no sample,
   no change.
@@ -148,6 +150,7 @@ class AdaptiveLimit:
         "cuts",
         "floor",
         "floor_window",
+        "min_queue",
         "minimum",
         "near",
         "smoothing",
@@ -166,6 +169,7 @@ class AdaptiveLimit:
         backoff: float = 0.5,
         smoothing: float = 0.3,
         floor_window: float = 30.0,
+        min_queue: float = 0.05,
     ) -> None:
         if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 1:
             raise ConfigError(f"concurrency must be an integer >= 1 (got {ceiling!r}); pass --concurrency N")
@@ -183,6 +187,9 @@ class AdaptiveLimit:
         self.backoff = backoff
         self.smoothing = smoothing
         self.floor_window = floor_window
+        #: seconds of latency above the floor that count as queueing at all: against a server answering in
+        #: a millisecond, the client's own event loop adds more than that, and it is no server queue.
+        self.min_queue = min_queue
         self.floor: float | None = None
         self.srtt: float | None = None
         self.cuts = 0
@@ -223,12 +230,13 @@ class AdaptiveLimit:
         self._forget_stale_floor(rtt, now)
         floor = max(self.floor, 1e-6)
         ratio = self.srtt / floor
-        if ratio > self.tolerance:
+        excess = self.srtt - floor
+        if ratio > self.tolerance and excess > self.min_queue:
             self._cut(ticket, max(self.backoff, self.tolerance / ratio))
             return
         if ticket.inflight * 2 < self.value:
             return  # the pool was not using the limit: its latency says nothing about a higher one
-        if ratio <= self.near:
+        if ratio <= self.near or excess <= self.min_queue / 2:
             self._limit += 1.0
         else:
             self._limit += 1.0 / max(self._limit, 1.0)
@@ -397,6 +405,11 @@ class ConcurrencyLimiter:
         else:
             self._inflight += 1
         return Ticket(self._clock(), self._algorithm.epoch, self._inflight)
+
+    def restart(self, ticket: Ticket) -> Ticket:
+        """The same admission, its clock started now: for a caller that waited (for a rate token) after
+        ``acquire``, so that wait is not taken for the server's queueing."""
+        return Ticket(self._clock(), ticket.epoch, ticket.inflight)
 
     def release(self, ticket: Ticket, outcome: Outcome) -> None:
         """Count one attempt finished and feed its RTT and outcome to the limit."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .concurrency import parse_concurrency
 from .errors import ConfigError
 
 __all__ = [
@@ -50,7 +51,8 @@ class RunConfig:
     max_tokens: int = 64
     temperature: float = 0.0
     parameters: Mapping[str, Any] | None = None
-    concurrency: int = 4
+    concurrency: int = 4  #: the ceiling of requests in flight (adaptive below it), or the fixed pool size
+    concurrency_mode: Literal["adaptive", "fixed"] = "adaptive"  #: ``--concurrency N`` / ``fixed:N``
     rate: float | Literal["auto"] | None = "auto"  #: requests/s; None = unlimited; see ``request_rate``
     burst: int = 4
     timeout: float = 60.0
@@ -120,6 +122,8 @@ class RunConfig:
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
                 )
             _check_url("--api-base", self.api_base)
+        if self.concurrency_mode not in ("adaptive", "fixed"):
+            raise ConfigError(f"concurrency_mode must be adaptive or fixed (got {self.concurrency_mode!r})")
         if self.route not in ("failover", "spread"):
             raise ConfigError(f"route must be failover or spread (got {self.route!r})")
         for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
@@ -234,6 +238,9 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = parse_rate(value, source=source)
         elif key in ("endpoint", "base_url") and value == "":
             continue
+        elif key == "concurrency" and isinstance(value, str):
+            spec = parse_concurrency(value)
+            out["concurrency"], out["concurrency_mode"] = spec.n, spec.mode
         elif key in ("targets", "price_per_hour"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")

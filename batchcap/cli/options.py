@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from batchcap.argtypes import add_event_loop_flag, number
+from batchcap.concurrency import parse_concurrency
 from batchcap.config import (
     API_CHOICES,
     DEFAULT_API_BASE,
@@ -46,6 +47,15 @@ def _rate(text: str) -> float | str:
     return math.inf if value is None else value
 
 
+def _concurrency(text: str) -> str:
+    """Checked here (exit 2 for a typo); split into the count and the mode by ``coerce``."""
+    try:
+        parse_concurrency(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--concurrency {text!r}: ")) from None
+    return text
+
+
 class _RefuseToken(argparse.Action):
     """A token on the command line shows in the process list and shell history: refuse it and say why."""
 
@@ -82,7 +92,10 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding the token (default: $HF_TOKEN, then $HUGGING_FACE_HUB_TOKEN, then "
                         "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line")
     l = p.add_argument_group("limits")
-    l.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default: {default('concurrency')})")
+    l.add_argument("--concurrency", type=_concurrency, metavar="N|fixed:N",
+                   help="requests in flight: N = adaptive up to N (finds the server's capacity from latency, "
+                        "cuts back on timeouts, queueing and 429/503), fixed:N = always N "
+                        f"(default: {default('concurrency')})")
     l.add_argument("--rate", type=_rate, help="requests per second, 'unlimited', or 'auto' (the default: "
                         f"{SERVERLESS_RATE:g}/s for the serverless API, unlimited for --endpoint and --api openai); "
                         "lowered automatically on HTTP 429")

@@ -19,7 +19,8 @@ from typing import Protocol, Self
 
 import anyio
 
-from batchcap.client import CaptionClient
+from batchcap.client import CaptionClient, Reply
+from batchcap.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
 from batchcap.errors import APIError, BatchcapError, RateLimited, RunAborted, TransientError
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
@@ -46,6 +47,8 @@ class Captions(Protocol):
 
     def release_held(self) -> list[Record]: ...
 
+    def concurrency_note(self) -> str | None: ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -67,13 +70,13 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("client", "guard", "limiter", "policy", "progress", "released", "rng", "senders", "stats",
-                 "target", "try_acquire")
+    __slots__ = ("client", "concurrency", "guard", "limiter", "policy", "progress", "released", "rng", "senders",
+                 "stats", "target", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
-        released: list[Record] | None = None,
+        released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -86,6 +89,7 @@ class Captioner:
         self.rng = random.Random(seed)
         self.released: list[Record] = [] if released is None else released
         self.senders = senders
+        self.concurrency = concurrency  #: the adaptive limit in front of every attempt (None for fixed:N)
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -109,11 +113,8 @@ class Captioner:
         waited = 0.0
         while True:
             attempts += 1
-            if not self.try_acquire():
-                await self.limiter.acquire()
-            self.stats.attempts += 1
             try:
-                reply = await self.client.caption(image)
+                reply = await self._ask(image)
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
@@ -130,8 +131,8 @@ class Captioner:
                     retries_used += 1
                 else:
                     waited += decision.delay
-                if decision.delay > 0:
-                    await anyio.sleep(decision.delay)
+                if (delay := self._retry_delay(exc, decision.delay)) > 0:
+                    await anyio.sleep(delay)
                 continue
             self.limiter.succeeded()
             if not self.guard.ok_seen:
@@ -145,6 +146,43 @@ class Captioner:
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
                 request_id=reply.request_id, ts=time.time(),
             )
+
+    async def _ask(self, image: LoadedImage) -> Reply:
+        """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
+        feed the concurrency limit."""
+        conc = self.concurrency
+        if conc is None:  # fixed:N: the N senders are the limit, nothing to count
+            if not self.try_acquire():
+                await self.limiter.acquire()
+            self.stats.attempts += 1
+            return await self.client.caption(image)
+        ticket = await conc.acquire()
+        outcome: Outcome = "ignore"
+        try:
+            if not self.try_acquire():
+                await self.limiter.acquire()
+                ticket = conc.restart(ticket)  # the RTT is the server's time, not our wait for a token
+            self.stats.attempts += 1
+            reply = await self.client.caption(image)
+            outcome = "ok"
+            return reply
+        except APIError as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            conc.release(ticket, outcome)
+
+    def _retry_delay(self, exc: APIError, delay: float) -> float:
+        """After a timeout, wait until the server is likely free of our abandoned request, not on top of it."""
+        conc = self.concurrency
+        if conc is None or outcome_of(exc) != "timeout":
+            return delay
+        return max(delay, timeout_retry_delay(conc.stats().floor, conc.inflight, conc.limit))
+
+    def concurrency_note(self) -> str | None:
+        """``c=3/16`` for the progress bar while the limit is adaptive."""
+        conc = self.concurrency
+        return None if conc is None else f"c={conc.limit}/{conc.algorithm.ceiling}"
 
     def _throttled(self, exc: RateLimited) -> None:
         """A 429: the whole pool slows down (and pauses, given a hint)."""

@@ -16,6 +16,7 @@ import anyio
 
 from batchcap.aio import first_leaf, leaves
 from batchcap.client import CaptionClient
+from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
 from batchcap.journal import JournalWriter, load_index
@@ -115,6 +116,7 @@ def _captioner(
         seed=seed,
         senders=cfg.concurrency,
         released=released,
+        concurrency=_adaptive(cfg),
     )
 
 
@@ -130,6 +132,15 @@ def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: Retr
                                target=f"{target.name}={lane_cfg.target}", released=released)
         lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
     return Router(lanes, route=cfg.route, released=released)
+
+
+def _adaptive(cfg: RunConfig) -> ConcurrencyLimiter | None:
+    """The adaptive limit for ``--concurrency N`` (None for ``fixed:N``). It starts at 4 (or N if lower), not 1:
+    two round trips of slow start saved, and 4 requests queued on a one-at-a-time server still answer well
+    within any sane timeout."""
+    if cfg.concurrency_mode != "adaptive":
+        return None
+    return ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency, initial=min(4, cfg.concurrency)))
 
 
 def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:

@@ -135,6 +135,10 @@ class Router:
                                           "price_per_hour": lane.price_per_hour, "cost": cost}
         return out
 
+    def concurrency_note(self) -> str | None:
+        notes = [f"{lane.name} {note}" for lane in self.lanes if (note := lane.captioner.concurrency_note())]
+        return " ".join(notes) or None
+
     def release_held(self) -> list[Record]:
         return [record for lane in self.lanes for record in lane.captioner.release_held()]
 

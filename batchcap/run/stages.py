@@ -200,6 +200,8 @@ class Stages:
                     stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
             stats.ok += ok
             stats.failed += len(batch) - ok
+            if (note := self.captioner.concurrency_note()) is not None:
+                progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
     def write_batch(self, batch: list[Record]) -> int:
