@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -75,7 +76,15 @@ class JobStats:
         )
 
 
-def _import_ray() -> Any:
+#: Read by Ray when it is imported: off, a node's IP is loopback and every Ray server binds 127.0.0.1 only.
+#: (``_node_ip_address="127.0.0.1"`` alone is not enough: Ray 2.60 resolves it to the external address and
+#: binds its gRPC servers to all interfaces; measured with ``ss -ltnp``.)
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _import_ray(local: bool) -> Any:
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -83,8 +92,11 @@ def _import_ray() -> Any:
     return ray
 
 
-def _init(ray: Any, address: str | None, workers: int) -> None:
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
+def _address(address: str | None) -> str:
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def _init(ray: Any, address: str, workers: int) -> None:
     if address == "local":
         # Loopback only, no dashboard: a private cluster for this job, sized to --workers.
         ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -123,7 +135,8 @@ def run_distributed(
     """Caption ``cfg.input_dir`` into ``cfg.out`` with ``workers`` Ray workers; raises ``JobAborted``."""
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {workers})")
-    ray = _import_ray()
+    address = _address(address)
+    ray = _import_ray(address == "local")
     progress = progress or NullProgress()
     plan = plan_job(cfg.out, cfg.input_dir, workers, shards=shards)
     stats = JobStats()
@@ -131,12 +144,15 @@ def run_distributed(
     abort: str | None = None
     with _sigterm_as_interrupt():
         try:
-            _init(ray, address, workers)
+            owned = not ray.is_initialized()  # a caller (a test session) may have started Ray already
+            if owned:
+                _init(ray, address, workers)
             try:
                 abort = _drive(ray, cfg, plan, workers, token, progress, stats, poll)
             finally:
                 try:
-                    ray.shutdown()
+                    if owned:
+                        ray.shutdown()
                 finally:
                     stats.elapsed = time.monotonic() - started
                     stats.merge = _merge(plan)

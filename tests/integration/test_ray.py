@@ -1,0 +1,90 @@
+"""Ray on a local cluster (127.0.0.1, started once per test session): the job's shared limiter and progress."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from batchcap.emulator.log import busiest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only: see distributed/driver.py
+ray = pytest.importorskip("ray")
+
+from batchcap.distributed.limiter import RemoteLimiter, SharedLimiter
+from batchcap.distributed.progress import ProgressHub, RemoteProgress
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import a test module
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _hammer(actor: Any, rate: float, n: int) -> list[float]:  # pickled by value: see the fixture
+    """In a Ray worker: take ``n`` tokens as a run's senders would, 4 at a time; the grant times."""
+    import anyio
+
+    limiter = RemoteLimiter(actor, rate)
+    times: list[float] = []
+
+    async def sender(k: int) -> None:
+        for _ in range(k):
+            if not limiter.try_acquire():
+                await limiter.acquire()
+            times.append(time.monotonic())  # CLOCK_MONOTONIC: one clock for every process on this machine
+            limiter.succeeded()
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(sender, n // 4)
+
+    anyio.run(main)
+    return times
+
+
+def test_two_workers_share_one_rate(ray_cluster: Any) -> None:
+    rate, burst = 40.0, 4
+    actor = ray.remote(SharedLimiter).options(num_cpus=0).remote(rate, burst)
+    task = ray.remote(_hammer).options(num_cpus=1)
+    got = ray.get([task.remote(actor, rate, 60), task.remote(actor, rate, 60)], timeout=60)
+    times = sorted(t for part in got for t in part)
+    assert len(times) == 120
+    assert busiest(times, 1.0) <= rate + burst  # the job, not each worker, holds --rate
+    span = times[-1] - times[0]
+    assert span >= (120 - burst) / rate * 0.95
+    granted, throttles, now_rate = ray.get(actor.stats.remote())
+    assert (granted, throttles, now_rate) == (120, 0, rate)
+
+
+def test_a_429_in_one_worker_slows_the_job(ray_cluster: Any) -> None:
+    actor = ray.remote(SharedLimiter).options(num_cpus=0).remote(40.0, 4)
+    RemoteLimiter(actor, 40.0).throttled(None)
+    assert ray.get(actor.stats.remote())[2] == 20.0
+
+
+def test_progress_hub_adds_up_workers(ray_cluster: Any) -> None:
+    hub = ray.remote(ProgressHub).options(num_cpus=0).remote()
+    a, b = RemoteProgress(hub, "shard 1/2: "), RemoteProgress(hub)
+    a.found(5)
+    a.done(3, 1)
+    b.found(2)
+    b.note("rate-limited")
+    a.close()
+    b.close()
+    time.sleep(0.2)  # the adds are fire-and-forget
+    assert ray.get(hub.take.remote()) == (7, 3, 1, "rate-limited")
+    assert ray.get(hub.take.remote()) == (0, 0, 0, "")
