@@ -76,9 +76,9 @@ def test_backoff_is_always_within_zero_and_cap(attempt: int, r: float) -> None:
 @pytest.mark.parametrize(
     ("exc", "action", "spends"),
     [
-        (AuthError("401", status=401), "abort", False),
-        (ConfigError("no token"), "abort", False),
-        (JournalError("disk full"), "abort", False),
+        (AuthError("401", status=401), "fail", False),  # the run guard, not the policy, stops the run
+        (ConfigError("no token"), "fail", False),
+        (JournalError("disk full"), "fail", False),
         (RejectedImage("413", status=413), "fail", False),
         (BadResponse("not JSON", status=200), "fail", False),
         (PermanentError("410", status=410), "fail", False),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchcap.errors import ConfigError
-from batchcap.sources import scan, scan_batches
+from batchcap.scan import scan, scan_batches
 
 
 def touch(root: Path, *rels: str, size: int = 3) -> None:
@@ -130,7 +130,7 @@ def test_unreadable_subfolder_reported_and_scan_continues(
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_scandir(path)
 
-    monkeypatch.setattr("batchcap.sources.os.scandir", scandir)
+    monkeypatch.setattr("batchcap.scan.os.scandir", scandir)
     errors: list[tuple[str, OSError]] = []
     found = paths(tree, on_error=lambda rel, exc: errors.append((rel, exc)))
     assert "m/2.gif" not in found
