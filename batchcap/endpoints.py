@@ -18,21 +18,20 @@ translation point.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
 import orjson
 
-from . import __version__
+from .aio import watch_signals
 from .client import _CLIENT_ERRORS, _transport_error
-from .config import Secret
+from .config import DEFAULT_ENDPOINTS_API, AfterRun, RunConfig, Secret, parse_endpoint_name
 from .errors import (
     APIError,
     AuthError,
@@ -43,7 +42,12 @@ from .errors import (
     TransportError,
     WrongTarget,
 )
+from .progress import Progress
 from .protocols import classify
+from .version import __version__
+
+if TYPE_CHECKING:
+    from .run import RunStats
 
 __all__ = [
     "DEFAULT_ENDPOINTS_API",
@@ -52,17 +56,16 @@ __all__ = [
     "EndpointLifecycle",
     "EndpointName",
     "EndpointsAPI",
+    "run_with_endpoint",
     "wait_until_ready",
 ]
 
-DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
-AfterRun = Literal["pause", "scale-to-zero"]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 OnProgress = Callable[[str], None]
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: States a resume wakes from; "failed"/"updateFailed" need a person, the others are on their way.
+_SAY_EVERY = 30.0
 _ASLEEP = frozenset({"paused", "scaledToZero"})
 _BROKEN = frozenset({"failed", "updateFailed"})
 
@@ -76,13 +79,7 @@ class EndpointName:
 
     @classmethod
     def parse(cls, spec: str) -> EndpointName:
-        parts = spec.strip().split("/")
-        if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts):
-            raise ConfigError(
-                f"--endpoint-name must be NAMESPACE/NAME, e.g. acme/captioner (your user or org, then the "
-                f"Endpoint's name as the Endpoints page shows it; got {spec!r})"
-            )
-        return cls(parts[0], parts[1])
+        return cls(*parse_endpoint_name(spec))
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -270,6 +267,7 @@ async def wait_until_ready(
     seconds (``max_wait``) without becoming ready (run again later: nothing was captioned yet), and whatever the API raises.
     """
     started = clock()
+    said = ("", 0.0)  # the state last reported, and when: a line per change, and one per _SAY_EVERY
     info = await api.get(name)
     if info.state in _ASLEEP:
         if progress:
@@ -292,7 +290,8 @@ async def wait_until_ready(
                 "or raise --max-wait",
                 status=None,
             )
-        if progress:
+        if progress and (info.state != said[0] or waited - said[1] >= _SAY_EVERY):
+            said = (info.state, waited)
             progress(f"waking {name}: {info.state}, {_elapsed(waited)}")
         await sleep(min(poll, max(0.0, max_wait - waited)))
         info = await api.get(name)
@@ -329,20 +328,25 @@ class EndpointLifecycle:
         self.slept: EndpointInfo | None = None  #: what the exit's pause/scale-to-zero returned
 
     async def __aenter__(self) -> EndpointInfo:
+        return await self.wake()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.sleep(raise_errors=et is None)
+
+    async def wake(self) -> EndpointInfo:
+        """Resume if asleep and wait until ready; on failure (or cancellation) put it back to sleep first."""
         try:
             return await wait_until_ready(
                 self.api, self.name, max_wait=self.max_wait, poll=self.poll, progress=self.progress
             )
         except BaseException:
-            await self._sleep_endpoint(raise_errors=False)  # woken but never used: do not leave it billing
+            await self.sleep(raise_errors=False)  # woken but never used: do not leave it billing
             raise
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._sleep_endpoint(raise_errors=et is None)
-
-    async def _sleep_endpoint(self, *, raise_errors: bool) -> None:
+    async def sleep(self, *, raise_errors: bool) -> None:
+        """Pause or scale to zero as ``after`` says (nothing if None), shielded and bounded in time."""
         if self.after is None:
             return
         verb = "pause" if self.after == "pause" else "scale to zero"
@@ -367,3 +371,54 @@ class EndpointLifecycle:
                 self.progress(message)
         elif self.progress and self.slept is not None:
             self.progress(f"Endpoint {self.name} is {self.slept.state}")
+
+
+async def run_with_endpoint(
+    cfg: RunConfig,
+    *,
+    token: Secret | None,
+    progress: Progress | None = None,
+    notes: OnProgress | None = None,
+    handle_signals: bool = False,
+    on_scan_done: Callable[[], None] | None = None,
+    poll: float = 5.0,
+) -> RunStats:
+    """``batchcap.run`` at the Endpoint ``cfg.endpoint_name`` names: woken first, put to sleep after (``after_run``).
+
+    One signal watcher covers the whole of it (the wake, the run, the pause), so Ctrl-C or SIGTERM at any point
+    ends the run as an interruption and the Endpoint still goes to sleep. ``notes`` hears the lifecycle lines.
+    """
+    from batchcap.run import RunStats, run
+
+    if not cfg.endpoint_name:
+        raise ConfigError("run_with_endpoint needs cfg.endpoint_name (NAMESPACE/NAME)")
+    api = EndpointsAPI(cfg.endpoints_api, token=token)
+    lifecycle = EndpointLifecycle(api, EndpointName.parse(cfg.endpoint_name), after=cfg.after_run,
+                                  max_wait=cfg.max_wait, poll=poll, progress=notes)
+    stop = anyio.Event()
+    wake_scope = anyio.CancelScope()
+
+    def on_signal() -> None:
+        stop.set()
+        wake_scope.cancel()
+
+    async with api, anyio.create_task_group() as tg:
+        if handle_signals:
+            tg.start_soon(watch_signals, on_signal)
+        try:
+            info: EndpointInfo | None = None
+            with wake_scope:
+                info = await lifecycle.wake()
+            if info is None:  # interrupted while waking (and already put back to sleep by wake())
+                stats = RunStats()
+                stats.interrupted = True
+                tg.cancel_scope.cancel()
+                return stats
+            stats = await run(replace(cfg, endpoint=info.url), token=token, progress=progress, stop=stop,
+                              on_scan_done=on_scan_done)
+        except BaseException:
+            await lifecycle.sleep(raise_errors=False)
+            raise
+        await lifecycle.sleep(raise_errors=True)
+        tg.cancel_scope.cancel()
+    return stats

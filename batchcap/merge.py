@@ -35,9 +35,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from batchcap import __version__
 from batchcap.errors import ConfigError, JournalError
 from batchcap.journal import decode_line, write_json_atomic
+from batchcap.run import manifest_path
+from batchcap.version import __version__
 
 __all__ = ["MergeStats", "manifest_path", "merge_journals"]
 
@@ -56,11 +57,6 @@ class MergeStats:
     lines: int  #: records read from all parts
     superseded: int  #: records dropped because a better one for the same path won
     torn: int  #: unfinished last lines skipped (a part whose run was killed mid-write)
-
-
-def manifest_path(journal: Path) -> Path:
-    """``results.jsonl`` -> ``results.manifest.json``, the run manifest's place beside its journal."""
-    return journal.with_name(journal.stem + ".manifest.json")
 
 
 @dataclass(slots=True)

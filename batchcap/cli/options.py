@@ -7,8 +7,17 @@ import math
 from pathlib import Path
 
 from batchcap.argtypes import add_event_loop_flag, number
-from batchcap.config import API_CHOICES, DEFAULT_API_BASE, RunConfig, coerce, load_profile, parse_rate
+from batchcap.config import (
+    API_CHOICES,
+    DEFAULT_API_BASE,
+    DEFAULT_ENDPOINTS_API,
+    RunConfig,
+    coerce,
+    load_profile,
+    parse_rate,
+)
 from batchcap.errors import ConfigError
+from batchcap.shard import Shard, parse_shard
 
 __all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
 
@@ -36,6 +45,13 @@ def _rate(text: str) -> float:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--rate: ")) from None
     return math.inf if value is None else value
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard: ")) from None
 
 
 class _RefuseToken(argparse.Action):
@@ -77,7 +93,8 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
 _RUN_FIELDS = (
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
-    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
+    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet", "shard", "endpoint_name",
+    "endpoints_api", "after_run",
 )
 
 
@@ -105,4 +122,22 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    o.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
+                        "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`")
     add_event_loop_flag(o)
+    e = r.add_argument_group("Inference Endpoint lifecycle")
+    e.add_argument("--endpoint-name", metavar="NAMESPACE/NAME",
+                   help="look the Endpoint up through the management API, resume it if paused or scaled to zero, "
+                        "wait until it is running and healthy, then caption at its URL (instead of --endpoint)")
+    e.add_argument("--endpoints-api", metavar="URL", help=f"management API base (default: {DEFAULT_ENDPOINTS_API})")
+    after = e.add_mutually_exclusive_group()
+    after.add_argument("--pause-after", dest="after_run", action="store_const", const="pause",
+                       help="pause the Endpoint when the run ends, is interrupted or aborts (it stops billing)")
+    after.add_argument("--scale-to-zero-after", dest="after_run", action="store_const", const="scale-to-zero",
+                       help="scale the Endpoint to zero at the end instead (the next request wakes it)")
+    d = r.add_argument_group("distributed (Ray; pip install 'batchcap[ray]')")
+    d.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the shards as Ray tasks: on a private local cluster (no ADDRESS, or 'local'), or on "
+                        "the cluster at ADDRESS (or $RAY_ADDRESS); every node must see INPUT_DIR and --out")
+    d.add_argument("--workers", type=_positive_int, help="shards captioned at once with --ray (default: 2)")

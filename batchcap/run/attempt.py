@@ -21,7 +21,7 @@ from batchcap.client import CaptionClient
 from batchcap.errors import APIError, BatchcapError, RateLimited, RunAborted, TransientError
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.ratelimit import RateLimiter
+from batchcap.ratelimit import Limiter
 from batchcap.retry import RetryPolicy
 
 from .guard import RunGuard, Stop
@@ -47,7 +47,7 @@ class Captioner:
     __slots__ = ("client", "guard", "limiter", "policy", "progress", "rng", "stats", "target", "try_acquire")
 
     def __init__(
-        self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
+        self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None,
     ) -> None:
         self.client = client

@@ -20,7 +20,7 @@ from batchcap.errors import JournalError, RunAborted
 from batchcap.journal import JournalIndex, JournalWriter, load_index
 from batchcap.progress import NullProgress, Progress
 from batchcap.protocols import make_adapter
-from batchcap.ratelimit import RateLimiter
+from batchcap.ratelimit import Limiter, RateLimiter
 from batchcap.retry import RetryPolicy
 
 from .attempt import Captioner
@@ -41,8 +41,15 @@ async def run(
     handle_signals: bool = False,
     on_scan_done: Callable[[], None] | None = None,
     seed: int | None = None,
+    stop: anyio.Event | None = None,
+    limiter: Limiter | None = None,
 ) -> RunStats:
-    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault."""
+    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
+
+    ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
+    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
+    (a Ray job shares one across its workers).
+    """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
@@ -57,11 +64,11 @@ async def run(
         writer.close()
         raise
     stages = _stages(cfg, index, writer, stats, progress, token=token, policy=policy, seed=seed,
-                     on_scan_done=on_scan_done)
+                     on_scan_done=on_scan_done, limiter=limiter)
     try:
         async with stages.captioner.client, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
-            await stages.produce_until_stopped(handle_signals=handle_signals)
+            await stages.produce_until_stopped(handle_signals=handle_signals, stop=stop)
     except JournalError as exc:
         raise RunAborted(str(exc), kind="journal") from None
     except BaseExceptionGroup as group:
@@ -83,13 +90,14 @@ async def run(
 def _stages(
     cfg: RunConfig, index: JournalIndex, writer: JournalWriter, stats: RunStats, progress: Progress, *,
     token: Secret | None, policy: RetryPolicy | None, seed: int | None, on_scan_done: Callable[[], None] | None,
+    limiter: Limiter | None = None,
 ) -> Stages:
     """Wire one run: the client, the limiter, the policy and the guard behind the senders."""
     client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
                            connections=cfg.concurrency)
     captioner = Captioner(
         client,
-        limiter=RateLimiter(cfg.rate, cfg.burst),
+        limiter=limiter if limiter is not None else RateLimiter(cfg.rate, cfg.burst),
         policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
         guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
         stats=stats,
