@@ -66,6 +66,7 @@ OnProgress = Callable[[str], None]
 
 #: States a resume wakes from; "failed"/"updateFailed" need a person, the others are on their way.
 _SAY_EVERY = 30.0
+_FIRST_POLL = 0.5
 _ASLEEP = frozenset({"paused", "scaledToZero"})
 _BROKEN = frozenset({"failed", "updateFailed"})
 
@@ -263,10 +264,13 @@ async def wait_until_ready(
 ) -> EndpointInfo:
     """Resume ``name`` if it sleeps, then poll until running with a URL and a healthy health route.
 
+    Polls after 0.5 s, then twice as long each time up to ``poll`` seconds (huggingface_hub polls every 5 s).
+
     Raises ``WrongTarget`` if the Endpoint is failed (a person must look), ``ModelLoading`` after ``max_wait``
     seconds (``max_wait``) without becoming ready (run again later: nothing was captioned yet), and whatever the API raises.
     """
     started = clock()
+    interval = min(poll, _FIRST_POLL)
     said = ("", 0.0)  # the state last reported, and when: a line per change, and one per _SAY_EVERY
     info = await api.get(name)
     if info.state in _ASLEEP:
@@ -293,7 +297,8 @@ async def wait_until_ready(
         if progress and (info.state != said[0] or waited - said[1] >= _SAY_EVERY):
             said = (info.state, waited)
             progress(f"waking {name}: {info.state}, {_elapsed(waited)}")
-        await sleep(min(poll, max(0.0, max_wait - waited)))
+        await sleep(min(interval, max(0.0, max_wait - waited)))
+        interval = min(poll, interval * 2)  # 0.5, 1, 2, 4, 5, 5 ...: a warm Endpoint is seen at once
         info = await api.get(name)
         if info.state in _ASLEEP:  # paused again by someone else, or scaled to zero meanwhile
             info = await api.resume(name)

@@ -137,7 +137,8 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     after.add_argument("--scale-to-zero-after", dest="after_run", action="store_const", const="scale-to-zero",
                        help="scale the Endpoint to zero at the end instead (the next request wakes it)")
     d = r.add_argument_group("distributed (Ray; pip install 'batchcap[ray]')")
-    d.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run the shards as Ray tasks: on a private local cluster (no ADDRESS, or 'local'), or on "
-                        "the cluster at ADDRESS (or $RAY_ADDRESS); every node must see INPUT_DIR and --out")
+    d.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the shards as Ray tasks on the cluster at ADDRESS, or with no ADDRESS at $RAY_ADDRESS, "
+                        "else on a private local cluster ('local': always that); every node must see INPUT_DIR "
+                        "and --out")
     d.add_argument("--workers", type=_positive_int, help="shards captioned at once with --ray (default: 2)")

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any
 
 from batchcap.config import RunConfig, Secret
-from batchcap.errors import BatchcapError, ConfigError
+from batchcap.errors import Aborted, BatchcapError, ConfigError
 from batchcap.merge import MergeStats, merge_journals
 from batchcap.progress import NullProgress, Progress
 
@@ -41,7 +41,7 @@ from .worker import STAT_FIELDS, run_shard, supports_shared_limiter
 __all__ = ["JobAborted", "JobStats", "part_paths", "run_distributed"]
 
 
-class JobAborted(BatchcapError):
+class JobAborted(Aborted):
     """A shard stopped the job on purpose (bad token, wrong URL, journal fault); the message says why."""
 
 
@@ -93,7 +93,10 @@ def _import_ray(local: bool) -> Any:
 
 
 def _address(address: str | None) -> str:
-    return address or os.environ.get("RAY_ADDRESS") or "local"
+    """``--ray`` alone (``auto``): ``$RAY_ADDRESS`` if set, else a private local cluster."""
+    if address in (None, "", "auto"):
+        return os.environ.get("RAY_ADDRESS") or "local"
+    return address
 
 
 def _init(ray: Any, address: str, workers: int) -> None:
