@@ -145,24 +145,24 @@ def run_distributed(
     stats = JobStats()
     started = time.monotonic()
     abort: str | None = None
-    with _sigterm_as_interrupt():
+    try:
+        owned = not ray.is_initialized()  # a caller (a test session) may have started Ray already
+        if owned:
+            _init(ray, address, workers)
         try:
-            owned = not ray.is_initialized()  # a caller (a test session) may have started Ray already
-            if owned:
-                _init(ray, address, workers)
-            try:
+            with _sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
                 abort = _drive(ray, cfg, plan, workers, token, progress, stats, poll)
-            finally:
-                try:
-                    if owned:
-                        ray.shutdown()
-                finally:
-                    stats.elapsed = time.monotonic() - started
-                    stats.merge = _merge(plan)
-        except KeyboardInterrupt:
-            stats.interrupted = True
         finally:
-            progress.close()
+            try:
+                if owned:
+                    ray.shutdown()
+            finally:
+                stats.elapsed = time.monotonic() - started
+                stats.merge = _merge(plan)
+    except KeyboardInterrupt:
+        stats.interrupted = True
+    finally:
+        progress.close()
     if abort:
         raise JobAborted(abort)
     return stats
