@@ -108,7 +108,9 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
     breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
     print(f"batchcap: {c['ok']} ok, {c['failed']} errors, {c['skipped']} already done, in {job.elapsed:.1f} s "
-          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers; {c['retries']} retries, "
+          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers, Ray start-up {job.startup:.1f} s, "
+          f"stop and merge {job.shutdown:.1f} s; "
+          f"{c['retries']} retries, "
           f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
     if job.merge is not None:
         m = job.merge

@@ -54,6 +54,8 @@ class JobStats:
         self.shards_done = 0
         self.interrupted = False
         self.elapsed = 0.0
+        self.startup = 0.0  #: seconds to start (or join) the cluster, included in ``elapsed``
+        self.shutdown = 0.0  #: seconds to stop it (and merge), included in ``elapsed``
         self.merge: MergeStats | None = None
         self.shared_limiter = False
 
@@ -149,16 +151,19 @@ def run_distributed(
         owned = not ray.is_initialized()  # a caller (a test session) may have started Ray already
         if owned:
             _init(ray, address, workers)
+        stats.startup = time.monotonic() - started
         try:
             with _sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
                 abort = _drive(ray, cfg, plan, workers, token, progress, stats, poll)
         finally:
+            ended = time.monotonic()
             try:
                 if owned:
                     ray.shutdown()
             finally:
-                stats.elapsed = time.monotonic() - started
                 stats.merge = _merge(plan)
+                stats.elapsed = time.monotonic() - started
+                stats.shutdown = time.monotonic() - ended
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:

@@ -11,8 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from batchcap.aio import run_async
 from batchcap.config import RunConfig, Secret
 from batchcap.errors import ConfigError
 from batchcap.shard import Shard
@@ -61,7 +60,7 @@ def run_shard(
         changes.update(rate=split.rate, burst=split.burst)  # no shared bucket: each worker its share
     progress = RemoteProgress(hub, prefix=f"shard {shard}: ")
     try:
-        stats = anyio.run(partial(run, replace(cfg, **changes), token=token, progress=progress, **kwargs))
+        stats = run_async(partial(run, replace(cfg, **changes), token=token, progress=progress, **kwargs))
     finally:
         progress.close()
     out = {name: getattr(stats, name) for name in STAT_FIELDS}
