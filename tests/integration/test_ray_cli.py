@@ -43,6 +43,7 @@ def part_lines(out: Path) -> int:
     return sum(len(p.read_bytes().splitlines()) for p in out.with_name(out.name + ".parts").glob("part-*.jsonl"))
 
 
+@pytest.mark.slow  # ~20 s: two Ray cluster starts and 4 s of rate-bound work (pytest -m slow runs it)
 async def test_two_workers_hold_one_rate_then_resume_after_the_driver_is_stopped(
     emulator: Emulator, tmp_path: Path
 ) -> None:
