@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from batchcap.config import DEFAULT_API_BASE, RunConfig, load_profile
+from batchcap.config import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, RunConfig, load_profile
 from batchcap.errors import ConfigError, UsageError
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
@@ -80,9 +80,10 @@ class BenchSettings:
 
 
 def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
-    """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``."""
+    """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``
+    | ``NAME=endpoint:NAMESPACE/NAME[@MANAGEMENT_API]`` (woken through the Endpoints API: its true cold start)."""
     name, sep, spec = text.partition("=")
-    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:")):
+    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:", "endpoint:")):
         if text.endswith(".toml"):  # a bare profile is named after its file
             name, spec = Path(text).stem, text
         else:
@@ -98,6 +99,11 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
         cfg = RunConfig(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
     elif spec.startswith(("http://", "https://")):
         cfg = RunConfig(api="hf", endpoint=spec)
+    elif spec.startswith("endpoint:"):
+        endpoint_name, at, api = spec.removeprefix("endpoint:").partition("@")
+        if at and not api.startswith(("http://", "https://")):
+            raise UsageError(f"--target {name}={spec}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
+        cfg = RunConfig(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
@@ -107,7 +113,8 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = RunConfig().merged(load_profile(Path(spec)))
     else:
-        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai: or be a .toml profile")
+        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
+                         ".toml profile")
     try:
         cfg.validate()
     except ConfigError as exc:
