@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import anyio
+import orjson
 import pytest
 
 from batchcap.emulator.log import busiest
@@ -88,3 +91,49 @@ def test_progress_hub_adds_up_workers(ray_cluster: Any) -> None:
     time.sleep(0.2)  # the adds are fire-and-forget
     assert ray.get(hub.take.remote()) == (7, 3, 1, "rate-limited")
     assert ray.get(hub.take.remote()) == (0, 0, 0, "")
+
+
+async def test_driver_on_the_session_cluster_captions_each_image_once_at_one_rate(
+    ray_cluster: Any, emulator: Any, tmp_path: Path
+) -> None:
+    from batchcap import RunConfig
+    from batchcap.distributed import part_paths, run_distributed
+    from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
+    from batchcap.samples import generate
+
+    server = await emulator(EmulatorSettings(latency=0.01))
+    folder = tmp_path / "imgs"
+    paths = [p.relative_to(folder).as_posix() for p in generate(folder, 120, seed=8)]
+    out = tmp_path / "captions.jsonl"
+    cfg = RunConfig(input_dir=folder, out=out, model=DEFAULT_MODEL_ID, api_base=f"{server.url}/hf-inference",
+                    rate=30.0, burst=3, concurrency=6, quiet=True).validate()
+    # In a thread: the emulator answers on this event loop while the driver blocks on Ray.
+    job = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=4))
+    assert job.shared_limiter
+    assert (job.counts["ok"], job.counts["failed"], job.shards_done) == (120, 0, 4)
+    assert job.merge is not None
+    assert job.merge.images == 120
+    merged = [orjson.loads(x)["path"] for x in out.read_bytes().splitlines()]
+    assert sorted(merged) == sorted(paths)
+    assert len(part_paths(out)) == 4
+    assert server.log.count(200) == 120
+    assert server.log.max_per_second() <= 30 + 3
+    again = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2))  # shard count read back
+    assert (again.counts["ok"], again.counts["skipped"]) == (0, 120)
+
+
+async def test_a_refused_token_aborts_the_job_with_the_reason(
+    ray_cluster: Any, emulator: Any, tmp_path: Path
+) -> None:
+    from batchcap import RunConfig
+    from batchcap.distributed import JobAborted, run_distributed
+    from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
+    from batchcap.samples import generate
+
+    server = await emulator(EmulatorSettings(auth="protected"))
+    folder = tmp_path / "imgs"
+    generate(folder, 20, seed=8)
+    cfg = RunConfig(input_dir=folder, out=tmp_path / "c.jsonl", model=DEFAULT_MODEL_ID,
+                    api_base=f"{server.url}/hf-inference", rate=None, quiet=True).validate()
+    with pytest.raises(JobAborted, match="token"):
+        await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=2))
