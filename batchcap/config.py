@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .concurrency import parse_concurrency
 from .errors import ConfigError
 from .shard import Shard, parse_shard
 
@@ -23,6 +24,7 @@ __all__ = [
     "API_CHOICES",
     "DEFAULT_API_BASE",
     "DEFAULT_ENDPOINTS_API",
+    "SERVERLESS_RATE",
     "RunConfig",
     "Secret",
     "find_token",
@@ -32,6 +34,8 @@ __all__ = [
 DEFAULT_API_BASE = "https://router.huggingface.co/hf-inference"
 LEGACY_HOST = "api-inference.huggingface.co"
 API_CHOICES = ("hf", "hf-json", "openai")
+#: The serverless API's rate when none is set: conservative, for a shared free tier (protocol.md 7).
+SERVERLESS_RATE = 2.0
 Api = Literal["hf", "hf-json", "openai"]
 DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
 AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
@@ -54,8 +58,9 @@ class RunConfig:
     max_tokens: int = 64
     temperature: float = 0.0
     parameters: Mapping[str, Any] | None = None
-    concurrency: int = 4
-    rate: float | None = 2.0
+    concurrency: int = 4  #: the ceiling of requests in flight (adaptive below it), or the fixed pool size
+    concurrency_mode: Literal["adaptive", "fixed"] = "adaptive"  #: ``--concurrency N`` / ``fixed:N``
+    rate: float | Literal["auto"] | None = "auto"  #: requests/s; None = unlimited; see ``request_rate``
     burst: int = 4
     timeout: float = 60.0
     retries: int = 5
@@ -69,6 +74,9 @@ class RunConfig:
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
+    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
+    route: Literal["failover", "spread"] = "failover"
+    price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
     #: Caption only this shard of the folder (``--shard I/N``); None = all of it.
     shard: Shard | None = None
     #: ``NAMESPACE/NAME`` of an Inference Endpoint to look up, wake and use (its URL replaces ``endpoint``).
@@ -88,6 +96,19 @@ class RunConfig:
         if self.endpoint_name:
             return ""  # known once the management API has been asked (batchcap.endpoints)
         return f"{self.api_base.rstrip('/')}/models/{self.model}"
+
+    @property
+    def serverless(self) -> bool:
+        """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
+        return self.api != "openai" and not self.endpoint
+
+    @property
+    def request_rate(self) -> float | None:
+        """The rate the limiter starts at: the setting, or for "auto" a conservative one for the free
+        serverless API and none for an Endpoint or a chat server (they still adapt on 429)."""
+        if self.rate == "auto":
+            return SERVERLESS_RATE if self.serverless else None
+        return self.rate
 
     @property
     def target(self) -> str:
@@ -115,19 +136,25 @@ class RunConfig:
             _check_url("--endpoint", self.endpoint)
         elif self.endpoint_name:
             pass  # checked below; the URL comes from the management API at run time
-        else:
+        elif not self.targets:
             if not self.model:
                 raise ConfigError(
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
                 )
             _check_url("--api-base", self.api_base)
+        if self.concurrency_mode not in ("adaptive", "fixed"):
+            raise ConfigError(f"concurrency_mode must be adaptive or fixed (got {self.concurrency_mode!r})")
+        if self.route not in ("failover", "spread"):
+            raise ConfigError(f"route must be failover or spread (got {self.route!r})")
         for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0 (got {self.retries!r})")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+        if self.rate not in (None, "auto") and not (
+            isinstance(self.rate, int | float) and self.rate > 0 and math.isfinite(self.rate)
+        ):
             raise ConfigError(f"rate must be > 0 requests/s, or 'unlimited' (got {self.rate!r})")
         for name in ("timeout", "max_image_mb"):
             value = getattr(self, name)
@@ -152,6 +179,8 @@ class RunConfig:
                 )
             return
         parse_endpoint_name(self.endpoint_name)
+        if self.targets:
+            raise ConfigError("give --target NAME=SPEC or --endpoint-name NAMESPACE/NAME, not both")
         if self.endpoint:
             raise ConfigError("give --endpoint URL or --endpoint-name NAMESPACE/NAME, not both")
         if self.api == "openai":
@@ -172,7 +201,10 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path | Shard) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
+        out["targets"] = list(self.targets)
+        out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
+        out["request_rate"] = self.request_rate
         out["target"] = self.target
         return out
 
@@ -250,6 +282,13 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = parse_shard(value)
         elif key in ("endpoint", "base_url") and value == "":
             continue
+        elif key == "concurrency" and isinstance(value, str):
+            spec = parse_concurrency(value)
+            out["concurrency"], out["concurrency_mode"] = spec.n, spec.mode
+        elif key in ("targets", "price_per_hour"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
+            out[key] = tuple(value)
         elif key == "parameters" and not isinstance(value, Mapping):
             raise ConfigError(f"{source}: parameters must be a table of generation parameters")
         else:
@@ -269,11 +308,14 @@ def parse_endpoint_name(spec: str) -> tuple[str, str]:
     return namespace, name
 
 
-def parse_rate(value: Any, *, source: str = "--rate") -> float | None:
-    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429)."""
+def parse_rate(value: Any, *, source: str = "--rate") -> float | Literal["auto"] | None:
+    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429); ``auto``
+    is the target-aware default (see ``RunConfig.request_rate``)."""
     if isinstance(value, str):
         if value.strip().lower() in ("unlimited", "inf", "none", "off"):
             return None
+        if value.strip().lower() == "auto":
+            return "auto"
         try:
             value = float(value)
         except ValueError:

@@ -18,9 +18,11 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
         │   └── TransportError             connect/read timeout, reset, refused
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
+            ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
             ├── RejectedImage              400/404/413/415/422 -> error record
-            └── BadResponse                2xx with a body we cannot read -> error record
+            └── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
+                                           an error record; the same one for many images stops the run
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "BatchcapError",
     "BenchAborted",
     "ConfigError",
+    "CreditsExhausted",
     "InputError",
     "JournalError",
     "ModelLoading",
@@ -145,6 +148,10 @@ class PermanentError(APIError):
 
 class AuthError(PermanentError):
     """HTTP 401/403: the token is missing or refused. Stops the whole run."""
+
+
+class CreditsExhausted(PermanentError):
+    """HTTP 402: the account's monthly credits are spent; every later request gets the same. Stops the run."""
 
 
 class WrongTarget(PermanentError):

@@ -12,10 +12,10 @@ in, not a global: ``RetryPolicy.immediate()`` is the test mode, in the spirit of
 Whether the *whole run* must stop (a refused token, a wrong target, ...) is not decided here: that is
 ``batchcap.run.guard``'s one job, so the two never disagree.
 
-Two kinds of retry. A fault (5xx, timeout, reset) spends one of ``retries`` and backs off exponentially with
-full jitter. A wait the service asked for (model loading 503, 429) does not spend a retry, so a cold model
-or a busy hour does not turn into a failed image; those waits are bounded per image by ``wait_budget``
-instead.
+Two kinds of retry. A fault (5xx, timeout, reset, a 2xx with a cut or garbled body) spends one of
+``retries`` and backs off exponentially with full jitter. A wait the service asked for (model loading 503,
+429) does not spend a retry, so a cold model or a busy hour does not turn into a failed image; those waits
+are bounded per image by ``wait_budget`` instead.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from datetime import UTC
 from typing import Literal
 
 from batchcap.errors import (
+    BadResponse,
     InputError,
     ModelLoading,
     PermanentError,
@@ -99,6 +100,8 @@ class RetryPolicy:
         zero wait (``immediate()``) always spends a retry, so a loop of them still ends.
         """
         name = type(exc).__name__
+        if isinstance(exc, BadResponse):  # a 2xx whose body was cut or garbled: usually a proxy's hiccup
+            return self._spend(exc, retries_used, self.backoff(retries_used + 1, rand), "backoff")
         if isinstance(exc, PermanentError | InputError):
             return Decision("fail", 0.0, False, f"{name}: retrying the same request cannot help")
         if isinstance(exc, ModelLoading | RateLimited):

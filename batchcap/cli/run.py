@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from batchcap.aio import run_async
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
-from batchcap.run import RunStats, manifest_path, run, tune_malloc
+from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
 
 from .exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -39,13 +40,17 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
-    err = sys.stderr
-    if not cfg.quiet:
-        rate = "unlimited" if cfg.rate is None else f"{cfg.rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
-              f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
+    err = sys.stderr
+    if not cfg.quiet:
+        if cfg.targets:
+            via = f"{len(cfg.targets)} targets ({cfg.route}: {', '.join(t.name for t in lane_targets(cfg))})"
+            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
+        else:
+            rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
+            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
+                  f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
@@ -92,10 +97,12 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     if cfg.endpoint_name:
         raise ConfigError("--ray with --endpoint-name is not supported yet; wake the Endpoint with a plain run "
                           "(or pass its --endpoint URL)")
+    if cfg.targets:
+        raise ConfigError("--ray with --target is not supported yet: give one target (--model, --endpoint, ...)")
     workers = ns.workers or 2
     err = sys.stderr
     if not cfg.quiet:
-        rate = "unlimited" if cfg.rate is None else f"{cfg.rate:g}/s"
+        rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
         print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({workers} workers; "
               f"concurrency {cfg.concurrency}, rate {rate} for the whole job)", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
@@ -134,7 +141,16 @@ def _summary(stats: RunStats, out: Path) -> None:
         file=err,
     )
     if stats.scan_problems:
-        print(f"batchcap: {stats.scan_problems} folders could not be read and were skipped", file=err)
+        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+                 ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
+        print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
+              file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+    for target, info in stats.targets.items():
+        counts: Counter[str] = stats.by_target.get(target, Counter())
+        cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
+        spent = f"; spent: {info['drained']}" if info.get("drained") else ""
+        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
+              file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)

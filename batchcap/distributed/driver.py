@@ -179,10 +179,10 @@ def _drive(
 ) -> str | None:
     """Submit shards ``workers`` at a time until all are done; the first abort reason, if any."""
     hub = ray.remote(ProgressHub).options(num_cpus=0).remote()
-    split = split_limits(cfg.rate, cfg.burst, cfg.concurrency, workers)
+    split = split_limits(cfg.request_rate, cfg.burst, cfg.concurrency, workers)
     limiter = None
     if supports_shared_limiter():
-        limiter = ray.remote(SharedLimiter).options(num_cpus=0).remote(cfg.rate, cfg.burst)
+        limiter = ray.remote(SharedLimiter).options(num_cpus=0).remote(cfg.request_rate, cfg.burst)
         stats.shared_limiter = True
     task = ray.remote(run_shard).options(num_cpus=1, max_retries=0)
     queue = list(plan.shards)

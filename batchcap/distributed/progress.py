@@ -60,6 +60,9 @@ class RemoteProgress:
         self._note = f"{self._prefix}{text}"
         self._maybe_flush()
 
+    def concurrency(self, text: str) -> None:
+        """Each worker's adaptive concurrency is its own; the job's progress line does not show it."""
+
     def close(self) -> None:
         self._flush()
 

@@ -55,7 +55,7 @@ def run_shard(
     changes: dict[str, Any] = {"out": part, "shard": shard, "quiet": True, "concurrency": split.concurrency}
     kwargs: dict[str, Any] = {}
     if limiter is not None:
-        kwargs["limiter"] = RemoteLimiter(limiter, cfg.rate)  # one bucket for the job: full rate and burst
+        kwargs["limiter"] = RemoteLimiter(limiter, cfg.request_rate)  # one bucket for the job: full rate and burst
     else:
         changes.update(rate=split.rate, burst=split.burst)  # no shared bucket: each worker its share
     progress = RemoteProgress(hub, prefix=f"shard {shard}: ")

@@ -58,6 +58,8 @@ class Manifest:
             counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
                     "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
             errors_by_type=dict(stats.errors_by_type),
+            targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
+                     for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
         try:

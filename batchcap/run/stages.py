@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
@@ -21,11 +22,11 @@ from batchcap.config import RunConfig
 from batchcap.errors import InputError
 from batchcap.images import load_batch
 from batchcap.journal import JournalIndex, JournalWriter
-from batchcap.models import ImageJob, LoadedImage, Record
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.scan import scan_batches
+from batchcap.scan import problem_reason, scan_batches
 
-from .attempt import Captioner, error_info
+from .attempt import Captions, error_info
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
@@ -39,7 +40,7 @@ class Stages:
     """Readers, senders and the writer of one run, and the state they share."""
 
     def __init__(
-        self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captioner, stats: RunStats,
+        self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
         progress: Progress, on_scan_done: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -50,13 +51,16 @@ class Stages:
         self.progress = progress
         self.on_scan_done = on_scan_done
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
-        self.feed = Feed(capacity=max(2 * cfg.concurrency, cfg.read_batch))
-        self.sink = Sink(flush_at=max(64, 4 * cfg.concurrency), high_water=max(4096, 64 * cfg.concurrency))
+        senders = captioner.senders
+        self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
+        self.sink = Sink(flush_at=max(64, 4 * senders), high_water=max(4096, 64 * senders))
+        self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
+        self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
@@ -75,6 +79,9 @@ class Stages:
                 if isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise
                 self.failures.append(exc)
+        if not self.failures:  # no run-level stop: the final errors the guard held back are real
+            for record in self.captioner.release_held():
+                self.sink.put(record)
         self.sink.close()
 
     def interrupt(self) -> None:
@@ -102,7 +109,7 @@ class Stages:
         """Readers and senders until the scan is exhausted and every image has a record (or a stop)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.readers)
-            for _ in range(self.cfg.concurrency):
+            for _ in range(self.captioner.senders):
                 tg.start_soon(self.sender)
 
     async def readers(self) -> None:
@@ -129,7 +136,21 @@ class Stages:
         return self.cfg.shard.skip_others(done)
 
     def scan_error(self, path: str, exc: OSError) -> None:
-        self.stats.scan_problems += 1
+        """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
+        if path in self.index:  # recorded by an earlier run: skipped like any done image
+            return
+        info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
+        self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))
+
+    def flush_scan_records(self) -> None:
+        """On the event loop: hand the scan's error records to the writer, and count them."""
+        records, self.scan_records = self.scan_records, []
+        for record in records:
+            if record.path.endswith("/"):
+                self.stats.scan_problem_folders += 1
+            else:
+                self.stats.scan_problem_files += 1
+            self.sink.put(record)
 
     def next_batch(self, batches: Iterator[list[ImageJob]]) -> tuple[list[ImageJob], list[Loaded]] | None:
         """In a worker thread: the scan's next batch, read. One hop per batch does both."""
@@ -139,6 +160,8 @@ class Stages:
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
+            if self.scan_records:
+                self.flush_scan_records()
             jobs, loaded = got
             self.stats.found += len(jobs)
             self.progress.found(len(jobs))
@@ -152,6 +175,8 @@ class Stages:
                                          target=self.captioner.target, ts=time.time()))
             if good:
                 await self.feed.put(good)
+        if self.scan_records:
+            self.flush_scan_records()
         if not self.scan_done.is_set():
             self.scan_done.set()
             index = self.index
@@ -160,10 +185,15 @@ class Stages:
                 self.on_scan_done()
 
     async def sender(self) -> None:
-        feed, sink, caption = self.feed, self.sink, self.captioner.caption
+        captioner = self.captioner
+        feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
         while (image := pop()) is not None or (image := await next_image()) is not None:
-            put(await caption(image))
+            if (record := await caption(image)) is not None:
+                put(record)
+            if released:  # held-back errors, now safe to write (the first caption arrived)
+                while released:
+                    put(released.pop())
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
 
@@ -180,8 +210,12 @@ class Stages:
                     ok += 1
                 else:
                     stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+                if self.count_targets:
+                    stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
             stats.ok += ok
             stats.failed += len(batch) - ok
+            if (note := self.captioner.concurrency_note()) is not None:
+                progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
     def write_batch(self, batch: list[Record]) -> int:

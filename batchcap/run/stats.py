@@ -25,9 +25,13 @@ class RunStats:
     interrupted: bool = False
     aborted: str | None = None  #: the message of the run-level stop, if one stopped the run
     abort_kind: str | None = None  #: its cause as a value (``batchcap.run.guard.StopKind``)
-    scan_problems: int = 0
+    scan_problem_files: int = 0  #: files the scan could not name or read (each has an error record)
+    scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
+    by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
+    drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
+    targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0
 
     def __repr__(self) -> str:
@@ -35,6 +39,10 @@ class RunStats:
             f"RunStats(ok={self.ok}, failed={self.failed}, skipped={self.skipped}, retried={self.retries}, "
             f"elapsed={self.elapsed:.1f})"
         )
+
+    @property
+    def scan_problems(self) -> int:
+        return self.scan_problem_files + self.scan_problem_folders
 
     @property
     def rate(self) -> float:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
 
 from batchcap.client import CaptionClient
 from batchcap.config import Secret
@@ -22,19 +21,8 @@ TOKEN = "hf_secret_token_value"
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """``url = await serve(handler)``: a raw aiohttp server on 127.0.0.1, closed at teardown."""
-    servers: list[RawTestServer] = []
-
-    async def start(handler: Handler) -> str:
-        server = RawTestServer(handler, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/"))
-
-    yield start
-    for server in servers:
-        await server.close()
+def serve(raw_server: Serve) -> Serve:
+    return raw_server
 
 
 async def caption(url: str, *, token: str | None = TOKEN, timeout: float = 2.0) -> str:

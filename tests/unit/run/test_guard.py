@@ -7,6 +7,7 @@ import pytest
 from batchcap.errors import (
     AuthError,
     BadResponse,
+    CreditsExhausted,
     ModelLoading,
     RateLimited,
     RejectedImage,
@@ -14,7 +15,9 @@ from batchcap.errors import (
     TransportError,
     WrongTarget,
 )
+from batchcap.models import ErrorInfo, Record
 from batchcap.run import REFUSAL_LIMIT, RunGuard
+from batchcap.run.guard import refusal_key
 
 URL = "https://router.example/hf-inference/models/org/m"
 
@@ -25,6 +28,10 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def rec(i: int) -> Record:
+    return Record(f"{i}.jpg", "error", error=ErrorInfo("RejectedImage", "no", 400, False))
 
 
 def guard(*, has_token: bool = True, max_wait: float = 60.0, clock: Clock | None = None) -> RunGuard:
@@ -72,28 +79,78 @@ def test_loading_forever_stops_only_after_max_wait_without_a_caption() -> None:
     assert g.after_attempt(loading) is None
 
 
-def test_identical_refusals_before_any_success_stop_at_the_limit() -> None:
+def test_exhausted_credits_stop_at_once() -> None:
+    stop = guard().after_attempt(CreditsExhausted("HTTP 402 from router.example: You have exceeded", status=402))
+    assert stop is not None
+    assert stop.kind == "credits"
+    assert "credits of this account ran out" in stop.message
+    assert "run the same command" in stop.message
+
+
+def test_identical_refusals_before_any_success_are_held_then_stop_without_a_record() -> None:
     g = guard()
     refusal = RejectedImage("HTTP 400: unsupported task", status=400)
-    for _ in range(REFUSAL_LIMIT - 1):
-        assert g.before_record(refusal) is None
-    stop = g.before_record(refusal)
+    for i in range(REFUSAL_LIMIT - 1):
+        assert g.before_record(refusal, rec(i)) == (None, None)  # held, not written
+    assert len(g.held) == REFUSAL_LIMIT - 1
+    stop, record = g.before_record(refusal, rec(99))
     assert stop is not None
+    assert record is None
     assert stop.kind == "refusals"
     assert f"the first {REFUSAL_LIMIT} images were all refused with the same answer" in stop.message
+    assert g.release() == []  # the images given up on get no final record: the next run retries them
 
 
-def test_different_refusals_or_a_success_do_not_add_up() -> None:
+def test_held_refusals_are_released_by_the_first_caption_and_later_ones_are_written() -> None:
+    g = guard()
+    refusal = RejectedImage("HTTP 400: bad image", status=400)
+    for i in range(3):
+        g.before_record(refusal, rec(i))
+    assert [r.path for r in g.succeeded()] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert g.before_record(refusal, rec(7)) == (None, rec(7))
+    for _ in range(2 * REFUSAL_LIMIT):
+        assert g.before_record(refusal, rec(8))[0] is None
+
+
+def test_refusals_that_differ_only_in_volatile_text_are_the_same() -> None:
+    a = RejectedImage("HTTP 400: handler failed on <PIL.Image object at 0x7f3a2c> with body 'aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ='",
+                      status=400)
+    b = RejectedImage("HTTP 400: handler failed on <PIL.Image object at 0x7f99f0> with body 'c29tZXRoaW5nIGVsc2UgZW50aXJlbHkh'",
+                      status=400)
+    assert refusal_key(a) == refusal_key(b)
+    assert refusal_key(a) != refusal_key(RejectedImage("HTTP 400: image too small", status=400))
+    assert refusal_key(a) != refusal_key(RejectedImage(a.message, status=422))
+    g = guard()
+    for i in range(REFUSAL_LIMIT - 1):
+        g.before_record(a if i % 2 else b, rec(i))
+    assert g.before_record(a, rec(50))[0] is not None
+
+
+def test_the_same_unreadable_answer_stops_the_run_too() -> None:
+    g = guard()
+    bad = BadResponse("answer has no \"generated_text\": b'\"just a string\"'", status=200)
+    stops = [g.before_record(bad, rec(i))[0] for i in range(REFUSAL_LIMIT)]
+    assert stops[:-1] == [None] * (REFUSAL_LIMIT - 1)
+    assert stops[-1] is not None
+    assert "same unreadable body" in stops[-1].message
+
+
+def test_different_refusals_do_not_add_up_and_the_held_list_is_bounded() -> None:
     g = guard()
     for i in range(3 * (REFUSAL_LIMIT - 1)):  # three different answers, each one short of the limit
-        assert g.before_record(RejectedImage(f"HTTP 400: bad image {i % 3}", status=400)) is None
+        assert g.before_record(RejectedImage(f"HTTP 400: bad image kind {'abc'[i % 3]}", status=400), rec(i))[0] is None
     g = guard()
-    g.succeeded()
-    for _ in range(2 * REFUSAL_LIMIT):
-        assert g.before_record(RejectedImage("HTTP 400: same", status=400)) is None
+    written = 0
+    for i in range(10 * REFUSAL_LIMIT):  # all different: held up to a bound, then written at once
+        stop, record = g.before_record(RejectedImage(f"HTTP 400: reason {chr(65 + i % 26)}{chr(65 + i // 26)}",
+                                                     status=400), rec(i))
+        assert stop is None
+        written += record is not None
+    assert len(g.held) <= 4 * REFUSAL_LIMIT
+    assert written + len(g.held) == 10 * REFUSAL_LIMIT
 
 
 def test_only_refusals_count() -> None:
     g = guard()
-    for _ in range(2 * REFUSAL_LIMIT):
-        assert g.before_record(ServerError("HTTP 500", status=500)) is None
+    for i in range(2 * REFUSAL_LIMIT):
+        assert g.before_record(ServerError("HTTP 500", status=500), rec(i)) == (None, rec(i))
