@@ -260,7 +260,7 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     summed[k] = summed.get(k, 0) + v
         entries.append({"journal": str(part), "lines": c.lines, "torn": c.torn, "manifest": manifest})
-    body = {
+    body: dict[str, Any] = {
         "tool": "batchcap",
         "version": __version__,
         "state": "merged",
@@ -269,10 +269,24 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
         "runs_counts": summed,
         "parts": entries,
     }
+    if (config := _common_config([e["manifest"] for e in entries])) is not None:
+        body["config"] = config  # what export and report read (config.input_dir), as in a run's manifest
     try:
         write_json_atomic(manifest_path(out), body)
     except OSError as exc:
         raise JournalError(f"merged {out}, but cannot write its manifest: {exc.strerror or exc}") from None
+
+
+def _common_config(manifests: Sequence[Any]) -> dict[str, Any] | None:
+    """The first part's config without its shard; ``input_dir`` only if every part captioned the same folder."""
+    configs = [m["config"] for m in manifests if isinstance(m, dict) and isinstance(m.get("config"), dict)]
+    if not configs:
+        return None
+    config = dict(configs[0])
+    config["shard"] = None
+    if len({str(c.get("input_dir")) for c in configs}) > 1:
+        config["input_dir"] = None
+    return config
 
 
 def _read_manifest(path: Path) -> Any:

@@ -55,6 +55,11 @@ async def test_three_shards_of_400_then_merge(emulator: Emulator, tmp_path: Path
     assert all(r["status"] == "ok" for r in merged)
     manifest = orjson.loads(out.with_name("all.manifest.json").read_bytes())
     assert [p["manifest"]["config"]["shard"] for p in manifest["parts"]] == ["1/3", "2/3", "3/3"]
+    assert manifest["config"]["input_dir"] == str(folder)
+    exported = await anyio.run_process([sys.executable, "-m", "batchcap", "export", str(out), "--format", "csv",
+                                        "--out", str(tmp_path / "csv")], check=False)
+    assert exported.returncode == EXIT_OK, exported.stderr  # export takes the merged file (and finds the folder)
+    assert len((tmp_path / "csv" / "metadata.csv").read_bytes().splitlines()) == 1 + 1200
 
 
 def test_shard_flag_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
