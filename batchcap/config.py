@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 
 from .concurrency import parse_concurrency
 from .errors import ConfigError
+from .quality import QualitySettings
 from .shard import Shard, parse_shard
 
 __all__ = [
     "API_CHOICES",
+    "DEDUPE_CHOICES",
     "DEFAULT_API_BASE",
     "DEFAULT_ENDPOINTS_API",
     "SERVERLESS_RATE",
@@ -41,6 +43,8 @@ DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
 AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
 AfterRun = Literal["pause", "scale-to-zero"]
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+DEDUPE_CHOICES = ("exact", "near", "off")
+Dedupe = Literal["exact", "near", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,16 @@ class RunConfig:
     endpoints_api: str = DEFAULT_ENDPOINTS_API
     #: Put the named Endpoint to sleep when the run ends, is interrupted or aborts.
     after_run: AfterRun | None = None
+    dedupe: Dedupe = "exact"  #: send identical images once (near: also resized / re-saved copies; off)
+    quality_retries: int = 2  #: extra attempts for a caption that fails a quality gate
+    on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
+    min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
+    max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+
+    def quality(self) -> QualitySettings:
+        """The caption quality gates this run applies (``batchcap.quality``)."""
+        return QualitySettings(quality_retries=self.quality_retries, on_bad_caption=self.on_bad_caption,
+                               min_words=self.min_words, max_words=self.max_words)
 
     @property
     def url(self) -> str:
@@ -164,6 +178,9 @@ class RunConfig:
             raise ConfigError(f"max_wait must be >= 0 seconds (got {self.max_wait!r})")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be between 0 and 2 (got {self.temperature!r})")
+        if self.dedupe not in DEDUPE_CHOICES:
+            raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
+        self.quality().validate()
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
         if self.shard is not None and not isinstance(self.shard, Shard):

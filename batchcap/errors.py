@@ -21,8 +21,10 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
             ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
             ├── RejectedImage              400/404/413/415/422 -> error record
-            └── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
-                                           an error record; the same one for many images stops the run
+            ├── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
+            │                              an error record; the same one for many images stops the run
+            └── BadCaption(flags)          2xx caption that failed the quality gates after its retries
+                                           (--on-bad-caption error) -> error record
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "APIError",
     "Aborted",
     "AuthError",
+    "BadCaption",
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
@@ -164,6 +167,24 @@ class RejectedImage(PermanentError):
 
 class BadResponse(PermanentError):
     """A 2xx answer whose body is not the shape the protocol promises."""
+
+
+class BadCaption(PermanentError):
+    """A caption that still failed a quality gate (empty, refusal, cut off...) after ``--quality-retries``.
+
+    ``flags`` names the gates it failed (``batchcap.quality``); raised only with ``--on-bad-caption error``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flags: tuple[str, ...] = (),
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.flags = flags
 
 
 def abort_message(exc: APIError, *, where: str, has_token: bool, token_flag: str, check: str) -> str:

@@ -52,3 +52,5 @@ class Record:
     target: str = ""
     request_id: str | None = None
     ts: float = 0.0
+    flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.quality``), kept with --on-bad-caption flag
+    duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy

@@ -10,6 +10,7 @@ from batchcap.argtypes import add_event_loop_flag, number
 from batchcap.concurrency import parse_concurrency
 from batchcap.config import (
     API_CHOICES,
+    DEDUPE_CHOICES,
     DEFAULT_API_BASE,
     DEFAULT_ENDPOINTS_API,
     SERVERLESS_RATE,
@@ -118,8 +119,9 @@ _RUN_FIELDS = (
     "targets", "route", "price_per_hour",
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
-    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet", "shard", "endpoint_name",
-    "endpoints_api", "after_run",
+    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
+    "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
+    "shard", "endpoint_name", "endpoints_api", "after_run",
 )
 
 
@@ -150,6 +152,19 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--shard", type=_shard, metavar="I/N",
                    help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
                         "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`")
+    d = r.add_argument_group("copies and caption quality")
+    d.add_argument("--dedupe", choices=DEDUPE_CHOICES,
+                   help="send identical images once, every copy gets the caption and \"duplicate_of\"; near = also "
+                        f"resized / re-saved copies (perceptual hash); off = send every file (default: {default('dedupe')})")
+    d.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")
+    d.add_argument("--quality-retries", type=_non_negative_int,
+                   help="extra attempts for a caption that is empty, a refusal, cut off (finish_reason length), only "
+                        f"the prompt, or outside --min/--max-words (default: {default('quality_retries')})")
+    d.add_argument("--on-bad-caption", choices=("flag", "error"),
+                   help="after the retries: keep it as ok with \"flags\", or record a BadCaption error "
+                        f"(default: {default('on_bad_caption')})")
+    d.add_argument("--min-words", type=_positive_int, help="captions with fewer words fail the quality gates (default: off)")
+    d.add_argument("--max-words", type=_positive_int, help="captions with more words fail the quality gates (default: off)")
     add_event_loop_flag(o)
     e = r.add_argument_group("Inference Endpoint lifecycle")
     e.add_argument("--endpoint-name", metavar="NAMESPACE/NAME",

@@ -56,7 +56,11 @@ class Manifest:
             abort_reason=reason,
             abort_kind=stats.abort_kind,
             counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
-                    "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
+                    "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled,
+                    "duplicates": stats.duplicates, "quality_retries": stats.quality_retries},
+            flags=dict(stats.flags),
+            boilerplate=[{"caption": b.caption, "images": b.count, "share": round(b.share, 4),
+                          "examples": list(b.examples)} for b in stats.boilerplate.top()],
             errors_by_type=dict(stats.errors_by_type),
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,

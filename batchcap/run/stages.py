@@ -1,6 +1,7 @@
 """The stages of a run, as methods of one object that holds what they share.
 
-    readers x R (one thread hop per batch: the scan's next batch, then its files read)  --Feed-->
+    readers x R (one thread hop per batch: the scan's next batch, then its files read and hashed)
+        --Deduper: copies wait for their original-->  --Feed-->
     senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
 
 Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
@@ -27,6 +28,7 @@ from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
 from .attempt import Captions, error_info
+from .dedupe import Admitted, Deduper
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
@@ -60,6 +62,7 @@ class Stages:
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
+        self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -152,27 +155,40 @@ class Stages:
                 self.stats.scan_problem_files += 1
             self.sink.put(record)
 
-    def next_batch(self, batches: Iterator[list[ImageJob]]) -> tuple[list[ImageJob], list[Loaded]] | None:
-        """In a worker thread: the scan's next batch, read. One hop per batch does both."""
+    def next_batch(
+        self, batches: Iterator[list[ImageJob]]
+    ) -> tuple[list[ImageJob], list[Loaded], list[Admitted] | None] | None:
+        """In a worker thread: the scan's next batch, read (and deduped). One hop per batch does all."""
         with self.scan_lock:
             jobs = next(batches, None)
-        return None if jobs is None else (jobs, load_batch(jobs, max_bytes=self.max_bytes))
+        if jobs is None:
+            return None
+        loaded = load_batch(jobs, max_bytes=self.max_bytes)
+        if self.deduper is None:
+            return jobs, loaded, None
+        return jobs, loaded, self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
             if self.scan_records:
                 self.flush_scan_records()
-            jobs, loaded = got
+            jobs, loaded, keyed = got
             self.stats.found += len(jobs)
             self.progress.found(len(jobs))
             good: list[LoadedImage] = []
             for item in loaded:
-                if isinstance(item, LoadedImage):
-                    good.append(item)
-                else:
+                if not isinstance(item, LoadedImage):
                     job, err = item
                     self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
                                          target=self.captioner.target, ts=time.time()))
+                elif keyed is None:
+                    good.append(item)
+            if keyed is not None:
+                for image, send, record in keyed:
+                    if send:
+                        good.append(image)
+                    elif record is not None:  # a copy whose original is already back
+                        self.sink.put(record)
             if good:
                 await self.feed.put(good)
         if self.scan_records:
@@ -188,12 +204,20 @@ class Stages:
         captioner = self.captioner
         feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
+        resolved = self.deduper.resolved if self.deduper is not None else None
         while (image := pop()) is not None or (image := await next_image()) is not None:
             if (record := await caption(image)) is not None:
                 put(record)
+                if resolved is not None:
+                    for copy in resolved(record):  # copies that waited for this original
+                        put(copy)
             if released:  # held-back errors, now safe to write (the first caption arrived)
                 while released:
-                    put(released.pop())
+                    held = released.pop()
+                    put(held)
+                    if resolved is not None:
+                        for copy in resolved(held):
+                            put(copy)
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
 
@@ -202,12 +226,19 @@ class Stages:
     async def write_loop(self) -> None:
         """The writer task: journal each batch (in a thread), then count it and show it."""
         stats, progress = self.stats, self.progress
+        boilerplate = stats.boilerplate.add
         while (batch := await self.sink.take()) is not None:
             stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
             for rec in batch:
+                if rec.flags:
+                    stats.flags.update(rec.flags)
+                if rec.duplicate_of is not None:
+                    stats.duplicates += 1
                 if rec.status == "ok":
                     ok += 1
+                    if rec.duplicate_of is None and rec.caption:
+                        boilerplate(rec.caption, rec.path)
                 else:
                     stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
                 if self.count_targets:

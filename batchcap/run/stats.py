@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batchcap.quality import BoilerplateCounter
+
 __all__ = ["RunStats"]
 
 
@@ -33,6 +35,10 @@ class RunStats:
     drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
     targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0
+    duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
+    quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
+    flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
+    boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)  #: captions of sent images
 
     def __repr__(self) -> str:
         return (
