@@ -142,6 +142,8 @@ class Stages:
         """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
         if path in self.index:  # recorded by an earlier run: skipped like any done image
             return
+        if self.cfg.shard is not None and not self.cfg.shard.owns(path):  # one shard records it, once
+            return
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))
 

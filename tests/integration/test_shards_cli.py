@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,7 @@ import anyio
 import orjson
 import pytest
 
-from batchcap.cli import EXIT_OK, EXIT_USAGE, main
+from batchcap.cli import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, main
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.samples import generate
 from batchcap.shard import shard_of
@@ -29,14 +30,39 @@ def run_shard(server: RunningEmulator, folder: Path, out: Path, shard: str) -> l
             "--concurrency", "8", "--quiet"]
 
 
+async def run_three(server: RunningEmulator, folder: Path, parts: list[Path]) -> list[int]:
+    """The three shards at once, as three machines would run them; their exit codes in shard order."""
+    codes = [0, 0, 0]
+
+    async def shard(i: int) -> None:
+        done = await anyio.run_process(run_shard(server, folder, parts[i - 1], f"{i}/3"), check=False)
+        codes[i - 1] = done.returncode
+
+    async with anyio.create_task_group() as tg:
+        for i in (1, 2, 3):
+            tg.start_soon(shard, i)
+    return codes
+
+
+async def test_a_scan_problem_is_recorded_by_one_shard_only(emulator: Emulator, tmp_path: Path) -> None:
+    server = await emulator(EmulatorSettings())
+    folder = tmp_path / "imgs"
+    generate(folder, 30, seed=3)
+    with open(os.fsencode(folder) + b"/bad-\xff-name.jpg", "wb") as f:  # not UTF-8: a scan problem record
+        f.write(b"x")
+    parts = [tmp_path / f"part-{i}.jsonl" for i in (1, 2, 3)]
+    codes = await run_three(server, folder, parts)
+    problems = [[r for r in records(p) if r["status"] == "error"] for p in parts]
+    assert sorted(len(p) for p in problems) == [0, 0, 1]
+    assert sorted(codes) == [EXIT_OK, EXIT_OK, EXIT_ERRORS]  # the shard that owns it says so
+
+
 async def test_three_shards_of_400_then_merge(emulator: Emulator, tmp_path: Path) -> None:
     server = await emulator(EmulatorSettings())
     folder = tmp_path / "imgs"
     paths = [p.relative_to(folder).as_posix() for p in generate(folder, 1200, seed=11)]
     parts = [tmp_path / f"part-{i}.jsonl" for i in (1, 2, 3)]
-    async with anyio.create_task_group() as tg:  # three machines, one folder
-        for i, part in enumerate(parts, 1):
-            tg.start_soon(anyio.run_process, run_shard(server, folder, part, f"{i}/3"))
+    assert await run_three(server, folder, parts) == [EXIT_OK] * 3
     seen = [{r["path"] for r in records(p)} for p in parts]
     assert sum(map(len, seen)) == len(set().union(*seen))  # disjoint
     assert set().union(*seen) == set(paths)  # union = all
