@@ -103,23 +103,23 @@ async def test_driver_on_the_session_cluster_captions_each_image_once_at_one_rat
 
     server = await emulator(EmulatorSettings(latency=0.01))
     folder = tmp_path / "imgs"
-    paths = [p.relative_to(folder).as_posix() for p in generate(folder, 120, seed=8)]
+    paths = [p.relative_to(folder).as_posix() for p in generate(folder, 80, seed=8)]
     out = tmp_path / "captions.jsonl"
     cfg = RunConfig(input_dir=folder, out=out, model=DEFAULT_MODEL_ID, api_base=f"{server.url}/hf-inference",
-                    rate=30.0, burst=3, concurrency=6, quiet=True).validate()
+                    rate=20.0, burst=2, concurrency=6, quiet=True).validate()
     # In a thread: the emulator answers on this event loop while the driver blocks on Ray.
     job = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=4))
     assert job.shared_limiter
-    assert (job.counts["ok"], job.counts["failed"], job.shards_done) == (120, 0, 4)
+    assert (job.counts["ok"], job.counts["failed"], job.shards_done) == (80, 0, 4)
     assert job.merge is not None
-    assert job.merge.images == 120
+    assert job.merge.images == 80
     merged = [orjson.loads(x)["path"] for x in out.read_bytes().splitlines()]
     assert sorted(merged) == sorted(paths)
     assert len(part_paths(out)) == 4
-    assert server.log.count(200) == 120
-    assert server.log.max_per_second() <= 30 + 3
+    assert server.log.count(200) == 80
+    assert server.log.max_per_second() <= 20 + 2  # 20/s: one 50 ms interval of slack for a loaded machine
     again = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2))  # shard count read back
-    assert (again.counts["ok"], again.counts["skipped"]) == (0, 120)
+    assert (again.counts["ok"], again.counts["skipped"]) == (0, 80)
 
 
 async def test_a_refused_token_aborts_the_job_with_the_reason(
