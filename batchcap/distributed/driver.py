@@ -2,7 +2,7 @@
 
     stats = run_distributed(cfg, workers=2, address="local", token=token, progress=TqdmProgress())
 
-Tasks, not actors (measured, benchmarks/README.md): a task costs ~1.4 ms to schedule on a warm local cluster,
+Tasks, not actors (measured, README "Past one machine"): a task costs ~1.4 ms to schedule on a warm local cluster,
 Ray reuses its worker processes between tasks, and a task holds no state a failure could strand. At most
 ``workers`` shards run at once; the next starts when one finishes, so more shards than workers even out the
 end of the job. ``address``: ``"local"`` starts a private cluster on 127.0.0.1 (no dashboard) that ends with

@@ -5,7 +5,7 @@ runs one method call at a time on it, so the pure ``TokenBucket`` needs no lock.
 worker-side face with the methods a run's senders call on their own ``RateLimiter`` (``try_acquire``,
 ``acquire``, ``throttled``, ``succeeded``, ``bucket.rate``), so a 429 seen by one worker slows them all.
 
-Cost: one actor round trip per request (0.9 ms measured on loopback, benchmarks/README.md), paid only while a
+Cost: one actor round trip per request (0.9 ms measured on loopback, README "Past one machine"), paid only while a
 rate is in force: an unlimited bucket answers ``try_acquire`` locally until the first 429. Successes are
 reported in batches (every 0.5 s), which is how the bucket counts them anyway (per second, not per call).
 """
