@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .config import Secret
-from .errors import APIError, TransportError
+from .errors import APIError, RequestTimeout, TransportError
 from .models import LoadedImage
 from .protocols import Adapter, classify, parse_reply
 from .version import __version__
@@ -42,7 +42,7 @@ _CLIENT_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
     """The TransportError for one of ``_CLIENT_ERRORS``, most specific first."""
     if isinstance(exc, TimeoutError):
-        return TransportError(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
+        return RequestTimeout(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):

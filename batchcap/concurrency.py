@@ -293,17 +293,17 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     Only a caption is an RTT sample: a refusal (400, 413, 422) can come back in a millisecond without any model
     work (a Content-Type check, a proxy's size limit), and one such sample as the floor would make every real
     answer look like queueing. 429 and 503 (and a 502 while a replica wakes) are push-back; a timeout is a
-    timeout by the class of its cause (``client.py`` raises ``TransportError`` from aiohttp's ``TimeoutError``);
+    ``RequestTimeout`` (``client.py`` raises it for aiohttp's ``TimeoutError``);
     other transport faults, 5xx and unreadable bodies say nothing about capacity.
     """
-    from .errors import ModelLoading, RateLimited, ServerError, TransportError
+    from .errors import ModelLoading, RateLimited, RequestTimeout, ServerError, TransportError
 
     if exc is None:
         return "ok"
     if isinstance(exc, RateLimited | ModelLoading):
         return "overload"
     if isinstance(exc, TransportError):
-        return "timeout" if isinstance(exc.__cause__ or exc.__context__, TimeoutError) else "error"
+        return "timeout" if isinstance(exc, RequestTimeout) else "error"
     if isinstance(exc, ServerError):
         return "overload" if exc.status == 503 else "error"
     return "ignore"

@@ -15,7 +15,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
         │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
         │   ├── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes; waits do not spend retries
         │   ├── ServerError                5xx
-        │   └── TransportError             connect/read timeout, reset, refused
+        │   └── TransportError             reset, refused, broken stream
+        │       └── RequestTimeout         no answer within --timeout
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
             ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
@@ -45,6 +46,7 @@ __all__ = [
     "PermanentError",
     "RateLimited",
     "RejectedImage",
+    "RequestTimeout",
     "RunAborted",
     "ServerError",
     "TransientError",
@@ -143,6 +145,10 @@ class ServerError(TransientError):
 
 class TransportError(TransientError):
     """No HTTP answer: timeout, refused or reset connection, broken stream."""
+
+
+class RequestTimeout(TransportError):
+    """No answer within the request timeout (the server may still be working on it)."""
 
 
 class PermanentError(APIError):
