@@ -31,7 +31,14 @@ from batchcap.emulator import (
     caption_for,
     settings_from_args,
 )
-from batchcap.errors import BadResponse, ConfigError, ModelLoading, ServerError, TransportError
+from batchcap.errors import (
+    BadResponse,
+    ConfigError,
+    ModelLoading,
+    RequestTimeout,
+    ServerError,
+    TransportError,
+)
 from batchcap.models import ImageJob, LoadedImage
 from batchcap.protocols import make_adapter
 
@@ -245,7 +252,7 @@ def test_capacity_defaults_per_profile() -> None:
     [
         ("reset_rate", "reset", TransportError),
         ("truncate_rate", "truncated", TransportError),
-        ("hang_rate", "hang", TransportError),
+        ("hang_rate", "hang", RequestTimeout),
         ("garble_rate", "garbled", BadResponse),
         ("proxy_error_rate", "proxy", ServerError),  # 504 is a ServerError; 502 without a message a ModelLoading
     ],
