@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from batchcap.emulator import add_arguments as add_emulator_arguments
-from batchcap.emulator import serve, settings_from_args
+from batchcap.emulator import managed_from_args, serve, settings_from_args
 
 __all__ = ["HELP", "add_arguments", "main"]
 
@@ -20,4 +20,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    return serve(settings_from_args(ns), ns.host, ns.port)
+    return serve(settings_from_args(ns), ns.host, ns.port, managed_from_args(ns))

@@ -24,9 +24,10 @@ from __future__ import annotations
 from .app import make_app
 from .capacity import ModelPool
 from .captions import Decoded, caption_for
-from .command import add_arguments, serve, settings_from_args
+from .command import add_arguments, managed_from_args, serve, settings_from_args
 from .faults import CREDITS_EXHAUSTED, LEGACY_GONE
 from .log import LogEntry, RequestLog, RouteKind
+from .management import ManagedEndpointSettings, RunningManagedEndpoint, start_managed_endpoint
 from .server import RunningEmulator, start_emulator
 from .settings import (
     DEFAULT_MODEL_ID,
@@ -52,15 +53,19 @@ __all__ = [
     "Decoded",
     "EmulatorSettings",
     "LogEntry",
+    "ManagedEndpointSettings",
     "ModelPool",
     "Profile",
     "RequestLog",
     "RouteKind",
     "RunningEmulator",
+    "RunningManagedEndpoint",
     "add_arguments",
     "caption_for",
     "make_app",
+    "managed_from_args",
     "serve",
     "settings_from_args",
     "start_emulator",
+    "start_managed_endpoint",
 ]

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from batchcap.errors import ConfigError
 
+from .management import ManagedEndpointSettings, start_managed_endpoint
 from .server import start_emulator
 from .settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
 
-__all__ = ["add_arguments", "serve", "settings_from_args"]
+__all__ = ["add_arguments", "managed_from_args", "serve", "settings_from_args"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     add("--port", type=int, default=8080, help="TCP port, 0 for any free one (default: %(default)s)")
+    add("--managed-endpoint", metavar="NS/NAME",
+        help="also serve the Inference Endpoints management API for an Endpoint NS/NAME in front of this emulator "
+             "(its own ports, printed at start; token as --token-file, default the test token)")
+    add("--managed-state", choices=("paused", "scaledToZero", "running"), default="paused",
+        help="the state the managed Endpoint starts in (default: %(default)s)")
     add(
         "--auth",
         choices=("public", "protected"),
@@ -223,7 +229,20 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
     )
 
 
-async def _serve_until_signal(settings: EmulatorSettings, host: str, port: int) -> int:
+def managed_from_args(ns: argparse.Namespace) -> ManagedEndpointSettings | None:
+    """``--managed-endpoint NS/NAME``: the Inference Endpoints management API in front of the emulator."""
+    if not ns.managed_endpoint:
+        return None
+    namespace, sep, name = ns.managed_endpoint.partition("/")
+    if not sep or not namespace or not name:
+        raise ConfigError(f"--managed-endpoint {ns.managed_endpoint!r}: write NAMESPACE/NAME, e.g. acme/captioner")
+    tokens = _read_tokens(ns.token_file) if ns.token_file is not None else (DEFAULT_TOKEN,)
+    return ManagedEndpointSettings(namespace=namespace, name=name, state=ns.managed_state, tokens=tokens)
+
+
+async def _serve_until_signal(
+    settings: EmulatorSettings, host: str, port: int, managed: ManagedEndpointSettings | None = None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -239,11 +258,21 @@ async def _serve_until_signal(settings: EmulatorSettings, host: str, port: int) 
         return 1
     async with server:
         print(f"batchcap emulator listening on {server.url} ({settings.describe()})", flush=True)
-        await stop.wait()
+        if managed is None:
+            await stop.wait()
+            return 0
+        async with await start_managed_endpoint(managed, upstream=server.url, host=host) as endpoint:
+            print(f"batchcap emulator: Endpoint {managed.namespace}/{managed.name} ({endpoint.state}): management "
+                  f"API {endpoint.api_url} (--endpoints-api), the endpoint itself at {endpoint.endpoint_url}",
+                  flush=True)
+            await stop.wait()
     return 0
 
 
-def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8080) -> int:
+def serve(
+    settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8080,
+    managed: ManagedEndpointSettings | None = None,
+) -> int:
     """Run the emulator until SIGINT/SIGTERM; returns the exit code (0 after a signal, 1 if it cannot bind)."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
@@ -254,6 +283,6 @@ def serve(settings: EmulatorSettings, host: str = "127.0.0.1", port: int = 8080)
         pass
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve_until_signal(settings, host, port))
+            return runner.run(_serve_until_signal(settings, host, port, managed))
     except KeyboardInterrupt:  # a Ctrl-C that landed before the handlers were installed
         return 0
