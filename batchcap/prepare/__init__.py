@@ -1,0 +1,29 @@
+"""Image preparation: what the model needs of each file, and nothing else (issue 8).
+
+``prepare(data, settings, wire_size=...)`` is pure and blocking; ``PreparePool`` runs it off the event loop on
+every core with a bound on the images in flight.
+"""
+
+from __future__ import annotations
+
+from .engine import (
+    DEFAULT_MAX_PIXELS,
+    Base64WireSize,
+    PrepareSettings,
+    Prepared,
+    WireSize,
+    base64_wire_size,
+    prepare,
+    raw_wire_size,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Base64WireSize",
+    "PrepareSettings",
+    "Prepared",
+    "WireSize",
+    "base64_wire_size",
+    "prepare",
+    "raw_wire_size",
+]
