@@ -110,7 +110,10 @@ def _line_art(size: tuple[int, int] = (1600, 1000)) -> Image.Image:
     for i in range(0, size[0], 80):
         d.line((i, 0, i, size[1]), fill=(200, 200, 200), width=1)
     for k, colour in enumerate(((200, 30, 30), (30, 120, 200), (30, 160, 60))):
-        pts = [(x, size[1] // 2 + int((k + 1) * 120 * ((x * (k + 2)) % 400 - 200) / 400)) for x in range(0, size[0], 40)]
+        pts = [
+            (x, size[1] // 2 + int((k + 1) * 120 * ((x * (k + 2)) % 400 - 200) / 400))
+            for x in range(0, size[0], 40)
+        ]
         d.line(pts, fill=colour, width=4)
     for y in range(40, size[1], 60):
         d.text((20, y), f"label {y}: 12.5% of total, n=1024", fill="black")
@@ -130,11 +133,15 @@ def build(dest: Path) -> dict[str, Path]:
     rgba.putalpha(alpha)
     files["rgba.png"] = _save(rgba, "PNG")
     files["cmyk.jpg"] = _save(base.convert("CMYK"), "JPEG", quality=90)
-    deep = Image.frombytes("I;16", (640, 480), b"".join(((x * 100) % 65536).to_bytes(2, "little") for x in range(640 * 480)))
+    deep = Image.frombytes(
+        "I;16", (640, 480), b"".join(((x * 100) % 65536).to_bytes(2, "little") for x in range(640 * 480))
+    )
     files["gray16.png"] = _save(deep, "PNG")
     files["palette.png"] = _save(base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "PNG")
     frames = [Image.new("RGB", (320, 240), c) for c in (RED, (20, 200, 20), BLUE)]
-    files["animated.gif"] = _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    files["animated.gif"] = _save(
+        frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0
+    )
     files["animated.webp"] = _save(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100)
     files["still.webp"] = _save(base, "WEBP", quality=80)
     files["photo.avif"] = _save(_photo_pixels((1600, 1200), 3), "AVIF", quality=60)
@@ -147,7 +154,9 @@ def build(dest: Path) -> dict[str, Path]:
         files["iphone.heic"] = _save(_mark_upright(_photo_pixels((1512, 2016), 5)), "HEIF", quality=70)
     except ImportError:  # pragma: no cover - pillow-heif is a dependency
         pass
-    files["display_p3.jpg"] = _save(Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95, icc_profile=p3_icc())
+    files["display_p3.jpg"] = _save(
+        Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95, icc_profile=p3_icc()
+    )
     files["srgb_icc.jpg"] = _save(
         Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95,
         icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
@@ -181,7 +190,16 @@ def p3_icc() -> bytes:
         return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
 
     name = b"Display P3 (batchcap test)"
-    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(name) + 1) + name + b"\0" + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
+    desc = (
+        b"desc"
+        + b"\0" * 4
+        + struct.pack(">I", len(name) + 1)
+        + name
+        + b"\0"
+        + b"\0" * 8
+        + b"\0" * 3
+        + b"\0" * 67
+    )
     curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2 (u8Fixed8)
     tags = [
         (b"desc", desc),

@@ -9,21 +9,24 @@ from __future__ import annotations
 from .engine import (
     DEFAULT_MAX_PIXELS,
     Base64WireSize,
-    PrepareSettings,
     Prepared,
+    PrepareSettings,
     WireSize,
     base64_wire_size,
     prepare,
     raw_wire_size,
 )
+from .pool import PreparePool, default_workers
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Base64WireSize",
+    "PreparePool",
     "PrepareSettings",
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "default_workers",
     "prepare",
     "raw_wire_size",
 ]

@@ -37,7 +37,7 @@ from typing import Final
 from PIL import Image, ImageCms, ImageFile
 
 from batchcap.errors import InputError
-from batchcap.images import check
+from batchcap.images import check, sniff
 
 from .metadata import ORIENTATION, has_private_metadata, is_srgb, orientation
 
@@ -192,14 +192,11 @@ def prepare(data: bytes, settings: PrepareSettings, *, wire_size: WireSize = raw
 
 def _as_is(data: bytes) -> Prepared:
     """``--max-side 0``: no preparation; the header is read only to report the size."""
-    w = h = 0
-    mime = "application/octet-stream"
     try:
         im = _open(data)
-        w, h = im.size
-        mime = _MIME.get(im.format or "", mime)
-    except Exception:  # size unknown is fine: the file goes as it is either way
-        pass
+        (w, h), mime = im.size, _MIME.get(im.format or "", "application/octet-stream")
+    except Exception:  # noqa: BLE001  size unknown is fine: the file goes as it is either way
+        (w, h), mime = (0, 0), "application/octet-stream"
     return Prepared(data, mime, w, h, len(data), w, h, mime, prepared=False)
 
 
@@ -265,7 +262,7 @@ def _prepare_pixels(
         if im.info.get("xmp"):
             extra["xmp"] = im.info["xmp"]
     body, mime, (w, h) = _fit_budget(out, use_png, settings, wire_size, extra, steps)
-    original_mime = _MIME.get(fmt, "image/" + fmt.lower())
+    original_mime = sniff(data) or _MIME.get(fmt, "image/" + fmt.lower())
     return Prepared(body, mime, w, h, len(data), ow, oh, original_mime, prepared=True, steps=tuple(steps))
 
 
@@ -331,8 +328,8 @@ def _to_8bit(im: Image.Image, icc: bytes | None, steps: list[str]) -> tuple[Imag
 def _deep_to_l(im: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float greyscale to 8 bits: 16-bit by its range, the others by their extremes."""
     src = im if im.mode in ("I", "F") else im.convert("I")
-    lo, hi = src.getextrema()  # type: ignore[misc]
-    lo, hi = float(lo), float(hi)
+    extrema = src.getextrema()
+    lo, hi = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
     if im.mode.startswith("I;16") or (lo >= 0 and 255 < hi <= 65535 and im.mode == "I"):
         lo, hi = 0.0, 65535.0
     elif lo >= 0 and hi <= 255:
@@ -449,7 +446,7 @@ def _open(data: bytes) -> ImageFile.ImageFile:
             return factory(fp, "")  # type: ignore[no-any-return]
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # not this format after all (Pillow's own rule)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a fuzzed header raises anything; this is the boundary
             raise InputError(f"cannot read the {fmt} header: {_reason(exc)}") from None
     raise InputError(f"not an image format batchcap can prepare (starts with {data[:12]!r})")
 
@@ -482,7 +479,7 @@ def _pillow_errors(what: str) -> Iterator[None]:
         raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"refused by Pillow's decompression-bomb check: {_reason(exc)}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  the one translation of Pillow's errors (module docstring)
         raise InputError(f"cannot decode this {what}: {_reason(exc)}") from None
 
 

@@ -22,7 +22,7 @@ _EXIF_IFD = 0x8769
 #: Top-level EXIF tags that say nothing about who, where or with what: resolution, software, layout.
 _HARMLESS_IFD0 = frozenset(
     {
-        ORIENTATION,  # judged apart: only value 1 is harmless
+        ORIENTATION,  # not private; judged apart (anything but 1 means the pixels must be turned)
         0x011A,  # XResolution
         0x011B,  # YResolution
         0x0128,  # ResolutionUnit
@@ -60,7 +60,7 @@ def orientation(im: Image.Image) -> int:
     """The EXIF orientation (1-8; 1 when absent or nonsense), read from the header."""
     try:
         value = im.getexif().get(ORIENTATION, 1)
-    except Exception:  # a corrupt EXIF block is not a reason to refuse the pixels
+    except Exception:  # noqa: BLE001  a corrupt EXIF block is not a reason to refuse the pixels
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -76,10 +76,8 @@ def has_private_metadata(im: Image.Image) -> bool:
         exif = im.getexif()
         if any(tag not in _HARMLESS_IFD0 for tag in exif):
             return True
-        if exif.get(ORIENTATION, 1) != 1:
-            return True
         return _EXIF_IFD in exif and any(tag not in _HARMLESS_EXIF_IFD for tag in exif.get_ifd(_EXIF_IFD))
-    except Exception:  # unreadable EXIF: strip it rather than send it
+    except Exception:  # noqa: BLE001  unreadable EXIF: strip it rather than send it
         return True
 
 
