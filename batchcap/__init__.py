@@ -1,8 +1,8 @@
 """batchcap: caption whole image folders through hosted inference services, resumably.
 
-import anyio, batchcap
-cfg = batchcap.RunConfig(input_dir=Path("photos"), out=Path("captions.jsonl"), model="org/model").validate()
-stats = anyio.run(batchcap.run, cfg)   # RunStats(ok=950, failed=12, skipped=0, retried=40, elapsed=191.2)
+    import anyio, batchcap
+    cfg = batchcap.RunConfig(input_dir=Path("photos"), out=Path("captions.jsonl"), model="org/model").validate()
+    stats = anyio.run(batchcap.run, cfg)   # RunStats(ok=950, failed=12, skipped=0, retried=40, elapsed=191.2)
 """
 
 from __future__ import annotations

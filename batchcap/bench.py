@@ -61,9 +61,7 @@ def demo_settings() -> tuple[Any, Any]:
     """The "free API" (rate-limited, cold-starting, slower) and the "endpoint" (unlimited, faster)."""
     from .emulator import EmulatorSettings
 
-    free = EmulatorSettings(
-        rate=4.0, burst=2, cold_start=2.0, latency=0.25, latency_jitter=0.1, name="free-api"
-    )
+    free = EmulatorSettings(rate=4.0, burst=2, cold_start=2.0, latency=0.25, latency_jitter=0.1, name="free-api")
     endpoint = EmulatorSettings(latency=0.08, latency_jitter=0.02, name="endpoint")
     return free, endpoint
 
@@ -74,19 +72,12 @@ async def demo_targets() -> AsyncIterator[tuple[Target, ...]]:
     from .emulator import start_emulator
 
     free_settings, endpoint_settings = demo_settings()
-    async with (
-        await start_emulator(free_settings) as free,
-        await start_emulator(endpoint_settings) as endpoint,
-    ):
+    async with await start_emulator(free_settings) as free, await start_emulator(endpoint_settings) as endpoint:
         base = free.url + "/hf-inference"
         yield (
             Target("free", f"hf:{DEMO_MODEL}", RunConfig(api="hf", model=DEMO_MODEL, api_base=base), 0.0),
-            Target(
-                "endpoint",
-                endpoint.url + "/",
-                RunConfig(api="hf", endpoint=endpoint.url + "/"),
-                DEMO_ENDPOINT_PRICE,
-            ),
+            Target("endpoint", endpoint.url + "/", RunConfig(api="hf", endpoint=endpoint.url + "/"),
+                   DEMO_ENDPOINT_PRICE),
         )
 
 
@@ -101,23 +92,14 @@ async def _main(settings: BenchSettings, given_dir: Path | None, log: Callable[[
         demo = replace(settings, targets=targets)
         none = {t.name: (None, "none (local emulator)") for t in targets}
         if given_dir is not None:
-            return await run_bench(
-                replace(demo, images_dir=given_dir), tokens=none, log=log, handle_signals=True
-            )
+            return await run_bench(replace(demo, images_dir=given_dir), tokens=none, log=log, handle_signals=True)
         from .samples import generate
 
         with tempfile.TemporaryDirectory(prefix="batchcap-bench-") as tmp:
             await anyio.to_thread.run_sync(lambda: generate(Path(tmp), settings.images, seed=settings.seed))
-            return await run_bench(
-                replace(
-                    demo,
-                    images_dir=Path(tmp),
-                    extra={"images_note": f"{settings.images} generated sample images"},
-                ),
-                tokens=none,
-                log=log,
-                handle_signals=True,
-            )
+            return await run_bench(replace(demo, images_dir=Path(tmp),
+                                           extra={"images_note": f"{settings.images} generated sample images"}),
+                                   tokens=none, log=log, handle_signals=True)
 
 
 def run_from_args(ns: argparse.Namespace) -> int:

@@ -89,163 +89,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "exit codes: 0 report written; 1 report written but no target returned a caption; 2 bad flags;\n"
         "  3 aborted (token refused, wrong URL/model, no readable images)"
     )
-    p.add_argument(
-        "images_dir",
-        metavar="IMAGES_DIR",
-        type=Path,
-        nargs="?",
-        help="folder of your images (the first --images are used, in scan order)",
-    )
+    p.add_argument("images_dir", metavar="IMAGES_DIR", type=Path, nargs="?",
+                   help="folder of your images (the first --images are used, in scan order)")
     t = p.add_argument_group("targets")
-    t.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="NAME=SPEC",
-        help="repeatable. SPEC: hf:MODEL_ID (serverless API), https://... (Inference Endpoint URL), "
-        "openai:MODEL@BASE_URL (chat server), or path/to/profile.toml (see configs/)",
-    )
-    t.add_argument(
-        "--api-base",
-        default=DEFAULT_API_BASE,
-        metavar="URL",
-        help="serverless API base for hf: targets (default: %(default)s)",
-    )
-    t.add_argument(
-        "--token-file",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="file holding the token for target NAME (PATH alone: every target)",
-    )
-    t.add_argument(
-        "--price-per-hour",
-        action="append",
-        default=[],
-        metavar="NAME=DOLLARS",
-        help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar",
-    )
+    t.add_argument("--target", action="append", default=[], metavar="NAME=SPEC",
+                   help="repeatable. SPEC: hf:MODEL_ID (serverless API), https://... (Inference Endpoint URL), "
+                        "openai:MODEL@BASE_URL (chat server), or path/to/profile.toml (see configs/)")
+    t.add_argument("--api-base", default=DEFAULT_API_BASE, metavar="URL", help="serverless API base for hf: targets (default: %(default)s)")
+    t.add_argument("--token-file", action="append", default=[], metavar="NAME=PATH",
+                   help="file holding the token for target NAME (PATH alone: every target)")
+    t.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=DOLLARS",
+                   help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar")
     s = p.add_argument_group("sweep")
-    s.add_argument(
-        "--concurrency",
-        type=_positive_ints,
-        metavar="LIST",
-        help=f"closed loop: requests in flight per step ({_dflt('concurrency')})",
-    )
-    s.add_argument(
-        "--arrival-rate",
-        type=_positive_floats,
-        metavar="LIST",
-        help="open loop: Poisson arrivals per second per step, e.g. 5,10,20; latency counts from the "
-        "scheduled send time. Alone it replaces the closed loop; with --concurrency both run",
-    )
-    s.add_argument(
-        "--requests",
-        type=_number(int, 1),
-        metavar="N",
-        help=f"measured requests per step ({_dflt('requests')})",
-    )
-    s.add_argument(
-        "--duration",
-        type=_number(float, 0.1),
-        metavar="SECONDS",
-        help=f"seconds cap per step ({_dflt('duration')})",
-    )
-    s.add_argument(
-        "--warmup",
-        type=_number(int, 0),
-        metavar="N",
-        help=f"requests per step sent first and reported apart ({_dflt('warmup')})",
-    )
-    s.add_argument(
-        "--slo",
-        type=_number(float, 0.001),
-        default=2.0,
-        metavar="SECONDS",
-        help="p95 latency target in seconds; the knee is the best step within it (default: %(default)s)",
-    )
-    s.add_argument(
-        "--max-in-flight",
-        type=_number(int, 1),
-        default=256,
-        metavar="N",
-        help="open loop: cap on requests in flight (default: %(default)s)",
-    )
-    s.add_argument(
-        "--throttle-pause",
-        type=_number(float, 0.0),
-        default=1.0,
-        metavar="SECONDS",
-        help="closed loop: seconds a worker rests after a 429 without Retry-After (default: %(default)s)",
-    )
+    s.add_argument("--concurrency", type=_positive_ints, metavar="LIST",
+                   help=f"closed loop: requests in flight per step ({_dflt('concurrency')})")
+    s.add_argument("--arrival-rate", type=_positive_floats, metavar="LIST",
+                   help="open loop: Poisson arrivals per second per step, e.g. 5,10,20; latency counts from the "
+                        "scheduled send time. Alone it replaces the closed loop; with --concurrency both run")
+    s.add_argument("--requests", type=_number(int, 1), metavar="N", help=f"measured requests per step ({_dflt('requests')})")
+    s.add_argument("--duration", type=_number(float, 0.1), metavar="SECONDS", help=f"seconds cap per step ({_dflt('duration')})")
+    s.add_argument("--warmup", type=_number(int, 0), metavar="N",
+                   help=f"requests per step sent first and reported apart ({_dflt('warmup')})")
+    s.add_argument("--slo", type=_number(float, 0.001), default=2.0, metavar="SECONDS",
+                   help="p95 latency target in seconds; the knee is the best step within it (default: %(default)s)")
+    s.add_argument("--max-in-flight", type=_number(int, 1), default=256, metavar="N",
+                   help="open loop: cap on requests in flight (default: %(default)s)")
+    s.add_argument("--throttle-pause", type=_number(float, 0.0), default=1.0, metavar="SECONDS",
+                   help="closed loop: seconds a worker rests after a 429 without Retry-After (default: %(default)s)")
     b = p.add_argument_group("bounds and output")
-    b.add_argument(
-        "--images",
-        type=_number(int, 1),
-        metavar="N",
-        help=f"distinct images to load and cycle through ({_dflt('images')})",
-    )
-    b.add_argument(
-        "--images-dir",
-        type=Path,
-        dest="images_dir_opt",
-        metavar="DIR",
-        help="same as IMAGES_DIR (with --demo: use these instead of generated samples)",
-    )
-    b.add_argument(
-        "--max-image-mb",
-        type=_number(float, 0.001),
-        default=20.0,
-        metavar="MB",
-        help="skip larger files (default: %(default)s)",
-    )
-    b.add_argument(
-        "--timeout",
-        type=_number(float, 0.001),
-        metavar="SECONDS",
-        help="seconds per request (default: the target's, 60)",
-    )
-    b.add_argument(
-        "--cold-start-timeout",
-        type=_number(float, 0.0),
-        metavar="SECONDS",
-        help=f"seconds to wait for a target's first caption ({_dflt('cold_start_timeout')})",
-    )
-    b.add_argument(
-        "--max-time",
-        type=_number(float, 1.0),
-        metavar="SECONDS",
-        help=f"seconds for the whole bench ({_dflt('max_time')})",
-    )
-    b.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        metavar="N",
-        help="seed of the open-loop arrival schedules (default: %(default)s)",
-    )
-    b.add_argument(
-        "--out",
-        type=Path,
-        default=Path("bench-out"),
-        metavar="DIR",
-        help="folder for bench.json/.md/.png (default: %(default)s)",
-    )
-    b.add_argument(
-        "--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)"
-    )
-    b.add_argument(
-        "--demo",
-        action="store_true",
-        help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
-        "'endpoint' (no token, no network)",
-    )
-    b.add_argument(
-        "--event-loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="auto = uvloop where installed (default: auto)",
-    )
+    b.add_argument("--images", type=_number(int, 1), metavar="N", help=f"distinct images to load and cycle through ({_dflt('images')})")
+    b.add_argument("--images-dir", type=Path, dest="images_dir_opt", metavar="DIR",
+                   help="same as IMAGES_DIR (with --demo: use these instead of generated samples)")
+    b.add_argument("--max-image-mb", type=_number(float, 0.001), default=20.0, metavar="MB", help="skip larger files (default: %(default)s)")
+    b.add_argument("--timeout", type=_number(float, 0.001), metavar="SECONDS", help="seconds per request (default: the target's, 60)")
+    b.add_argument("--cold-start-timeout", type=_number(float, 0.0), metavar="SECONDS",
+                   help=f"seconds to wait for a target's first caption ({_dflt('cold_start_timeout')})")
+    b.add_argument("--max-time", type=_number(float, 1.0), metavar="SECONDS", help=f"seconds for the whole bench ({_dflt('max_time')})")
+    b.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the open-loop arrival schedules (default: %(default)s)")
+    b.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="folder for bench.json/.md/.png (default: %(default)s)")
+    b.add_argument("--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)")
+    b.add_argument("--demo", action="store_true",
+                   help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
+                        "'endpoint' (no token, no network)")
+    b.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="auto = uvloop where installed (default: auto)")
 
 
 def _images_dir(ns: argparse.Namespace) -> Path | None:
@@ -272,13 +159,9 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
     else:
         if not ns.target:
             raise UsageError("name at least one --target (e.g. --target free=hf:MODEL_ID), or try --demo")
-        targets = resolve_targets(
-            ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour
-        )
+        targets = resolve_targets(ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour)
         if images_dir is None:
-            raise UsageError(
-                "give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ..."
-            )
+            raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
     concurrency = ns.concurrency
     rates = ns.arrival_rate or ()
     if concurrency is None:

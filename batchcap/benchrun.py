@@ -131,23 +131,15 @@ def _pause(exc: APIError, throttle_pause: float) -> float:
 def _abort_message(target: Target, exc: APIError, token_source: str) -> str:
     if isinstance(exc, AuthError):
         if token_source == "none":
-            return (
-                f"target {target.name}: {target.cfg.target} requires a token (HTTP {exc.status}) and none "
-                f"was found: set HF_TOKEN or pass --token-file {target.name}=PATH"
-            )
-        return (
-            f"target {target.name}: the token from {token_source} was refused (HTTP {exc.status}); "
-            f"check it or pass --token-file {target.name}=PATH"
-        )
+            return (f"target {target.name}: {target.cfg.target} requires a token (HTTP {exc.status}) and none "
+                    f"was found: set HF_TOKEN or pass --token-file {target.name}=PATH")
+        return (f"target {target.name}: the token from {token_source} was refused (HTTP {exc.status}); "
+                f"check it or pass --token-file {target.name}=PATH")
     return f"target {target.name}: {exc.message} (check the URL or model: {target.cfg.target})"
 
 
 def _sender(
-    client: CaptionClient,
-    images: Sequence[LoadedImage],
-    sizes: Sequence[int],
-    target: Target,
-    token_source: str,
+    client: CaptionClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
     throttle_pause: float,
 ) -> Send:
     """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target."""
@@ -167,15 +159,8 @@ def _sender(
 
 def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None) -> StepRecord:
     stats = summarize_step(
-        run.samples,
-        mode=mode,
-        level=level,
-        price_per_hour=price,
-        window_s=run.window_s,
-        unsent=run.unsent,
-        abandoned=run.abandoned,
-        stopped_by=run.stopped_by,
-        warmup_samples=warm.samples,
+        run.samples, mode=mode, level=level, price_per_hour=price, window_s=run.window_s, unsent=run.unsent,
+        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples,
     )
     return StepRecord(stats, run.samples, warm.samples)
 
@@ -189,15 +174,8 @@ def _step_line(name: str, rec: StepRecord) -> str:
 
 
 async def _bench_target(
-    target: Target,
-    images: Sequence[LoadedImage],
-    settings: BenchSettings,
-    token: Secret | None,
-    token_source: str,
-    *,
-    until: float,
-    log: Callable[[str], None],
-    clock: Callable[[], float],
+    target: Target, images: Sequence[LoadedImage], settings: BenchSettings, token: Secret | None,
+    token_source: str, *, until: float, log: Callable[[str], None], clock: Callable[[], float],
     interrupt: _Interrupt | None = None,
 ) -> TargetResult:
     interrupt = interrupt or _Interrupt()
@@ -205,35 +183,25 @@ async def _bench_target(
     adapter = make_adapter(cfg)
     sizes = [len(adapter.build(img).body) for img in images]
     timeout = settings.timeout or cfg.timeout
-    connections = max(
-        max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1
-    )
+    connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
     notes: list[str] = []
     steps: list[StepRecord] = []
     log(f"batchcap bench: {target.name} -> {cfg.target} (token: {token_source})")
-    async with CaptionClient(
-        cfg.url, adapter, token=token, timeout=timeout, connections=connections
-    ) as client:
+    async with CaptionClient(cfg.url, adapter, token=token, timeout=timeout, connections=connections) as client:
         send = _sender(client, images, sizes, target, token_source, settings.throttle_pause)
         cold = None
         with interrupt.step():
-            cold = await probe_until_ok(
-                send, give_up_after=max(0.0, min(settings.cold_start_timeout, until - clock()))
-            )
+            cold = await probe_until_ok(send, give_up_after=max(0.0, min(settings.cold_start_timeout, until - clock())))
         if cold is None:
             cold = ColdStart(False, None, 0, {}, None, "interrupted")
             notes.append("interrupted before the first caption")
         elif cold.ok:
-            log(
-                f"  {target.name}: first caption after {cold.seconds:.2f} s "
-                f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})"
-            )
+            log(f"  {target.name}: first caption after {cold.seconds:.2f} s "
+                f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})")
         else:
             last = f"; last error: {cold.last_error}" if cold.last_error else ""
-            notes.append(
-                f"no caption within {settings.cold_start_timeout:g} s of the first request "
-                f"({cold.attempts} requests: {describe_errors(cold.errors)}{last}); sweep skipped"
-            )
+            notes.append(f"no caption within {settings.cold_start_timeout:g} s of the first request "
+                         f"({cold.attempts} requests: {describe_errors(cold.errors)}{last}); sweep skipped")
             log(f"  {target.name}: {notes[-1]}")
         loops: list[tuple[Mode, float]] = [("closed", c) for c in settings.concurrency] if cold.ok else []
         loops += [("open", r) for r in settings.arrival_rates] if cold.ok else []
@@ -245,39 +213,22 @@ async def _bench_target(
                 what = f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
                 notes.append(f"time limit reached (--max-time): steps from {what} on were not run")
                 break
-            common: dict[str, Any] = {
-                "duration": settings.duration,
-                "grace": timeout,
-                "deadline": until,
-                "clock": clock,
-            }
+            common: dict[str, Any] = {"duration": settings.duration, "grace": timeout, "deadline": until, "clock": clock}
             measured: tuple[StepRun, StepRun] | None = None
             with interrupt.step():
                 if mode == "closed":
                     c = int(level)
                     warm = await closed_loop(send, concurrency=c, count=settings.warmup, **common)
-                    measured = (
-                        warm,
-                        await closed_loop(send, concurrency=c, count=settings.requests, **common),
-                    )
+                    measured = (warm, await closed_loop(send, concurrency=c, count=settings.requests, **common))
                 else:  # every target gets the same arrival times for the same rate: a like-for-like comparison
                     seed = settings.seed * 1000 + 2 * settings.arrival_rates.index(level)
-                    warm_at = poisson_schedule(
-                        level, count=settings.warmup, duration=settings.duration, seed=seed
-                    )
-                    at = poisson_schedule(
-                        level, count=settings.requests, duration=settings.duration, seed=seed + 1
-                    )
+                    warm_at = poisson_schedule(level, count=settings.warmup, duration=settings.duration, seed=seed)
+                    at = poisson_schedule(level, count=settings.requests, duration=settings.duration, seed=seed + 1)
                     warm = await open_loop(send, warm_at, max_in_flight=settings.max_in_flight, **common)
-                    measured = (
-                        warm,
-                        await open_loop(send, at, max_in_flight=settings.max_in_flight, **common),
-                    )
+                    measured = (warm, await open_loop(send, at, max_in_flight=settings.max_in_flight, **common))
             if measured is None or interrupt.requested:
                 what = f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
-                notes.append(
-                    f"interrupted (Ctrl-C) during {what}: that step and the later ones were not measured"
-                )
+                notes.append(f"interrupted (Ctrl-C) during {what}: that step and the later ones were not measured")
                 log(f"  {target.name}: {notes[-1]}")
                 break
             warm, run = measured
@@ -315,9 +266,7 @@ async def _load_images(settings: BenchSettings) -> tuple[list[LoadedImage], dict
     images = [x for x in loaded if isinstance(x, LoadedImage)]
     skipped = [f"{job.path}: {err}" for job, err in (x for x in loaded if not isinstance(x, LoadedImage))]
     if not images:
-        raise ConfigError(
-            f"no readable images in {settings.images_dir}" + (f" ({skipped[0]})" if skipped else "")
-        )
+        raise ConfigError(f"no readable images in {settings.images_dir}" + (f" ({skipped[0]})" if skipped else ""))
     sizes = sorted(len(i.data) for i in images)
     info = {
         "dir": str(settings.images_dir),
@@ -359,16 +308,12 @@ async def run_bench(
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = clock()
     deadline = t0 + settings.max_time
-    tokens = (
-        dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
-    )
+    tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
     images, image_info = await _load_images(settings)
     interrupt = _Interrupt()
     if handle_signals:
         interrupt.install()
-    log(
-        f"batchcap bench: {len(images)} images ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}"
-    )
+    log(f"batchcap bench: {len(images)} images ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
     results: list[TargetResult] = []
     try:
         stopped = await _run_targets(settings, images, tokens, results, deadline, log, clock, interrupt)
@@ -390,13 +335,8 @@ async def run_bench(
 
 
 async def _run_targets(
-    settings: BenchSettings,
-    images: Sequence[LoadedImage],
-    tokens: Mapping[str, tuple[Secret | None, str]],
-    results: list[TargetResult],
-    deadline: float,
-    log: Callable[[str], None],
-    clock: Callable[[], float],
+    settings: BenchSettings, images: Sequence[LoadedImage], tokens: Mapping[str, tuple[Secret | None, str]],
+    results: list[TargetResult], deadline: float, log: Callable[[str], None], clock: Callable[[], float],
     interrupt: _Interrupt,
 ) -> str | None:
     stopped: str | None = None
@@ -407,19 +347,8 @@ async def _run_targets(
         until = clock() + max(0.0, remaining) / (len(settings.targets) - k)  # a fair share of what is left
         token, source = tokens.get(target.name, (None, "none"))
         try:
-            results.append(
-                await _bench_target(
-                    target,
-                    images,
-                    settings,
-                    token,
-                    source,
-                    until=until,
-                    log=log,
-                    clock=clock,
-                    interrupt=interrupt,
-                )
-            )
+            results.append(await _bench_target(target, images, settings, token, source, until=until, log=log,
+                                               clock=clock, interrupt=interrupt))
         except BaseExceptionGroup as group:
             if (aborted := _leaf(group, BenchAborted)) is not None:
                 raise aborted from None
@@ -430,11 +359,7 @@ async def _run_targets(
 
 
 def _versions(loop: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {
-        "batchcap": __version__,
-        "python": platform.python_version(),
-        "event_loop": loop,
-    }
+    out: dict[str, str | None] = {"batchcap": __version__, "python": platform.python_version(), "event_loop": loop}
     for dist in ("aiohttp", "anyio", "orjson", "pillow", "matplotlib", "uvloop"):
         try:
             out[dist] = importlib.metadata.version(dist)
@@ -447,12 +372,8 @@ def _versions(loop: str) -> dict[str, str | None]:
 def _git_commit() -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=2,
-            check=False,
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+            timeout=2, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None

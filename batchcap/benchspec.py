@@ -67,31 +67,17 @@ class BenchSettings:
         out: dict[str, Any] = {
             name: (str(value) if isinstance(value, Path) else value)
             for name, value in (
-                ("images_dir", self.images_dir),
-                ("images", self.images),
-                ("concurrency", list(self.concurrency)),
-                ("arrival_rates", list(self.arrival_rates)),
-                ("requests", self.requests),
-                ("duration_s", self.duration),
-                ("warmup", self.warmup),
-                ("slo_p95_s", self.slo),
-                ("timeout_s", self.timeout),
-                ("cold_start_timeout_s", self.cold_start_timeout),
-                ("max_time_s", self.max_time),
-                ("max_in_flight", self.max_in_flight),
-                ("throttle_pause_s", self.throttle_pause),
-                ("max_image_mb", self.max_image_mb),
-                ("seed", self.seed),
-                ("demo", self.demo),
+                ("images_dir", self.images_dir), ("images", self.images), ("concurrency", list(self.concurrency)),
+                ("arrival_rates", list(self.arrival_rates)), ("requests", self.requests),
+                ("duration_s", self.duration), ("warmup", self.warmup), ("slo_p95_s", self.slo),
+                ("timeout_s", self.timeout), ("cold_start_timeout_s", self.cold_start_timeout),
+                ("max_time_s", self.max_time), ("max_in_flight", self.max_in_flight),
+                ("throttle_pause_s", self.throttle_pause), ("max_image_mb", self.max_image_mb),
+                ("seed", self.seed), ("demo", self.demo),
             )
         }
         out["targets"] = [
-            {
-                "name": t.name,
-                "spec": t.spec,
-                "price_per_hour": t.price_per_hour,
-                "config": t.cfg.public_dict(),
-            }
+            {"name": t.name, "spec": t.spec, "price_per_hour": t.price_per_hour, "config": t.cfg.public_dict()}
             for t in self.targets
         ]
         return {**out, **self.extra}
@@ -119,17 +105,13 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
-            raise UsageError(
-                f"--target {name}={spec}: expected openai:MODEL@BASE_URL, e.g. "
-                "openai:Qwen/Qwen2.5-VL-7B-Instruct@https://router.huggingface.co/v1"
-            )
+            raise UsageError(f"--target {name}={spec}: expected openai:MODEL@BASE_URL, e.g. "
+                             "openai:Qwen/Qwen2.5-VL-7B-Instruct@https://router.huggingface.co/v1")
         cfg = RunConfig(api="openai", model=model, base_url=base)
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = RunConfig().merged(load_profile(Path(spec)))
     else:
-        raise UsageError(
-            f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai: or be a .toml profile"
-        )
+        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai: or be a .toml profile")
     try:
         cfg.validate()
     except ConfigError as exc:
@@ -137,9 +119,7 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     return Target(name=name, spec=spec, cfg=cfg, token_file=cfg.token_file)
 
 
-def _named_values(
-    values: Sequence[str], names: Sequence[str], flag: str
-) -> tuple[dict[str, str], str | None]:
+def _named_values(values: Sequence[str], names: Sequence[str], flag: str) -> tuple[dict[str, str], str | None]:
     """Split ``NAME=VALUE`` flags by target; a value without a known ``NAME=`` applies to every target."""
     named: dict[str, str] = {}
     everyone: str | None = None
@@ -158,9 +138,7 @@ def _price(text: str) -> float:
     try:
         value = float(text.removeprefix("$"))
     except ValueError:
-        raise UsageError(
-            f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {text!r})"
-        ) from None
+        raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {text!r})") from None
     if not (value >= 0 and math.isfinite(value)):
         raise UsageError(f"--price-per-hour must be >= 0 dollars (got {text!r}); 0 means free")
     return value
@@ -178,9 +156,7 @@ def resolve_targets(
     price_by, price_all = _named_values(prices, names, "--price-per-hour")
     if price_all is not None:
         if len(targets) != 1:
-            raise UsageError(
-                f"--price-per-hour {price_all}: say which target, e.g. --price-per-hour {names[0]}=0.60"
-            )
+            raise UsageError(f"--price-per-hour {price_all}: say which target, e.g. --price-per-hour {names[0]}=0.60")
         price_by[names[0]] = price_all
     out = []
     for t in targets:

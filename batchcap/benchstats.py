@@ -405,10 +405,8 @@ def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_0
     step = _knee(best)
     assert step.latency is not None
     parts = [
-        (
-            f"**{best.name}** is the faster choice: {step.images_per_s:.1f} images/s at {_level(step)} "
-            f"(p95 {step.latency.p95:.2f} s, within the {slo_s:g} s SLO)"
-        )
+        (f"**{best.name}** is the faster choice: {step.images_per_s:.1f} images/s at {_level(step)} "
+        f"(p95 {step.latency.p95:.2f} s, within the {slo_s:g} s SLO)")
     ]
     if len(ranked) > 1:
         other = ranked[1]
@@ -447,14 +445,8 @@ def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_0
                 else ""
             )
             unit = "concurrency" if t.steps and t.steps[0].stats.mode == "closed" else "arrival rate"
-            parts.append(
-                f"{t.name} answered 429 (rate limited) from {unit} {th.first_throttled_level:g} on{sustained}."
-            )
-    colds = [
-        f"{t.name} {t.cold_start.seconds:.1f} s"
-        for t in targets
-        if t.cold_start and t.cold_start.seconds is not None
-    ]
+            parts.append(f"{t.name} answered 429 (rate limited) from {unit} {th.first_throttled_level:g} on{sustained}.")
+    colds = [f"{t.name} {t.cold_start.seconds:.1f} s" for t in targets if t.cold_start and t.cold_start.seconds is not None]
     if colds:
         parts.append("Time to first caption from idle: " + ", ".join(colds) + ".")
     for t in targets:
@@ -466,9 +458,7 @@ def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_0
 def still_climbing(t: TargetResult, *, gain: float = 1.25) -> StepStats | None:
     """The knee when it is the top of the sweep and still gained ``gain``x over the step below, else None."""
     k = t.knee
-    steps = sorted(
-        (r.stats for r in t.steps if k is not None and r.stats.mode == k.mode), key=lambda s: s.level
-    )
+    steps = sorted((r.stats for r in t.steps if k is not None and r.stats.mode == k.mode), key=lambda s: s.level)
     if k is None or len(steps) < 2 or steps[-1].level != k.level:
         return None
     below = steps[-2].images_per_s

@@ -77,86 +77,36 @@ class _RefuseToken(argparse.Action):
     """A token on the command line shows in the process list and shell history: refuse it and say why."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
-        parser.error(
-            f"{args[-1] if args else '--token'}: tokens are never taken on the command line (they would "
-            "show in the process list); set HF_TOKEN or use --token-file"
-        )
+        parser.error(f"{args[-1] if args else '--token'}: tokens are never taken on the command line (they would "
+                     "show in the process list); set HF_TOKEN or use --token-file")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` (and reused by ``bench`` for its targets' limits)."""
     t = p.add_argument_group("target (one of --model, --endpoint, --api openai)")
     t.add_argument("--model", help="model id, e.g. Salesforce/blip-image-captioning-base")
-    t.add_argument(
-        "--api",
-        choices=API_CHOICES,
-        help="service shape: hf = raw image bytes (Inference API / Endpoint), hf-json = base64 JSON "
-        "with parameters (custom Endpoint handlers), openai = /v1/chat/completions "
-        f"(default: {_default('api')})",
-    )
-    t.add_argument(
-        "--api-base",
-        help=f"serverless API base; requests go to BASE/models/MODEL (default: {DEFAULT_API_BASE})",
-    )
+    t.add_argument("--api", choices=API_CHOICES,
+                   help="service shape: hf = raw image bytes (Inference API / Endpoint), hf-json = base64 JSON "
+                        "with parameters (custom Endpoint handlers), openai = /v1/chat/completions "
+                        f"(default: {_default('api')})")
+    t.add_argument("--api-base", help=f"serverless API base; requests go to BASE/models/MODEL (default: {DEFAULT_API_BASE})")
     t.add_argument("--endpoint", help="dedicated Inference Endpoint URL, POSTed to as it is")
-    t.add_argument(
-        "--base-url",
-        help="OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 (with --api openai)",
-    )
+    t.add_argument("--base-url", help="OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 (with --api openai)")
     t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
-    t.add_argument(
-        "--max-tokens",
-        type=_positive_int,
-        help=f"caption length limit (--api openai; default: {_default('max_tokens')})",
-    )
-    t.add_argument(
-        "--temperature",
-        type=float,
-        help=f"sampling temperature (--api openai; default: {_default('temperature')})",
-    )
-    t.add_argument(
-        "--token",
-        "--hf-token",
-        "--api-key",
-        dest="token_on_command_line",
-        action=_RefuseToken,
-        help=argparse.SUPPRESS,
-    )
-    t.add_argument(
-        "--token-file",
-        type=Path,
-        help="file holding the token (default: $HF_TOKEN, then $HUGGING_FACE_HUB_TOKEN, then "
-        "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line",
-    )
+    t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {_default('max_tokens')})")
+    t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {_default('temperature')})")
+    t.add_argument("--token", "--hf-token", "--api-key", dest="token_on_command_line", action=_RefuseToken,
+                   help=argparse.SUPPRESS)
+    t.add_argument("--token-file", type=Path,
+                   help="file holding the token (default: $HF_TOKEN, then $HUGGING_FACE_HUB_TOKEN, then "
+                        "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line")
     l = p.add_argument_group("limits")
-    l.add_argument(
-        "--concurrency", type=_positive_int, help=f"requests in flight (default: {_default('concurrency')})"
-    )
-    l.add_argument(
-        "--rate",
-        type=_rate,
-        help=f"requests per second, or 'unlimited'; lowered automatically on HTTP 429 (default: {_default('rate')})",
-    )
-    l.add_argument(
-        "--burst",
-        type=_positive_int,
-        help=f"requests allowed at once above the rate (default: {_default('burst')})",
-    )
-    l.add_argument(
-        "--timeout",
-        type=_positive_float,
-        help=f"seconds per request before it is retried (default: {_default('timeout')})",
-    )
-    l.add_argument(
-        "--retries",
-        type=_non_negative_int,
-        help=f"extra attempts per image on 5xx/timeouts (default: {_default('retries')})",
-    )
-    l.add_argument(
-        "--max-wait",
-        type=float,
-        help=f"seconds to wait for a loading model / rate limit per image before it counts as a retry; the run stops if no caption arrives for this long (default: {_default('max_wait')})",
-    )
+    l.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default: {_default('concurrency')})")
+    l.add_argument("--rate", type=_rate, help=f"requests per second, or 'unlimited'; lowered automatically on HTTP 429 (default: {_default('rate')})")
+    l.add_argument("--burst", type=_positive_int, help=f"requests allowed at once above the rate (default: {_default('burst')})")
+    l.add_argument("--timeout", type=_positive_float, help=f"seconds per request before it is retried (default: {_default('timeout')})")
+    l.add_argument("--retries", type=_non_negative_int, help=f"extra attempts per image on 5xx/timeouts (default: {_default('retries')})")
+    l.add_argument("--max-wait", type=float, help=f"seconds to wait for a loading model / rate limit per image before it counts as a retry; the run stops if no caption arrives for this long (default: {_default('max_wait')})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,65 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         help="caption every image under a folder into a JSONL file",
         description="Caption every image under INPUT_DIR (recursively) into a JSONL file that is also the resume "
-        "checkpoint: run the same command again after any interruption and it continues.",
+                    "checkpoint: run the same command again after any interruption and it continues.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
-    r.add_argument(
-        "input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)"
-    )
-    r.add_argument(
-        "--out",
-        type=Path,
-        help=f"JSONL results file, also the resume checkpoint (default: {_default('out')})",
-    )
+    r.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
+    r.add_argument("--out", type=Path, help=f"JSONL results file, also the resume checkpoint (default: {_default('out')})")
     r.add_argument("--config", type=Path, help="TOML profile (see configs/); flags given here override it")
     add_run_arguments(r)
     o = r.add_argument_group("input and output")
-    o.add_argument(
-        "--retry-failed",
-        action="store_true",
-        default=None,
-        help="also retry images whose earlier error was final",
-    )
-    o.add_argument(
-        "--follow-symlinks",
-        action="store_true",
-        default=None,
-        help="follow symbolic links (default: skip them)",
-    )
-    o.add_argument(
-        "--max-image-mb",
-        type=_positive_float,
-        help=f"larger files get an error record, unsent (default: {_default('max_image_mb')})",
-    )
-    o.add_argument(
-        "--sidecar",
-        action="store_true",
-        default=None,
-        help="also write each caption beside its image as NAME.txt (for training sets)",
-    )
+    o.add_argument("--retry-failed", action="store_true", default=None, help="also retry images whose earlier error was final")
+    o.add_argument("--follow-symlinks", action="store_true", default=None, help="follow symbolic links (default: skip them)")
+    o.add_argument("--max-image-mb", type=_positive_float, help=f"larger files get an error record, unsent (default: {_default('max_image_mb')})")
+    o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {_default('sidecar_ext')})")
-    o.add_argument(
-        "--quiet",
-        "-q",
-        action="store_true",
-        default=None,
-        help="no progress bar; only the summary and errors",
-    )
-    o.add_argument(
-        "--event-loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="auto = uvloop where installed, else asyncio (default: auto)",
-    )
+    o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    o.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="auto = uvloop where installed, else asyncio (default: auto)")
 
-    s = sub.add_parser(
-        "serve",
-        help="start the local emulator of the hosted services",
-        description="Start the local emulator of the HF Inference API, Inference Endpoints and "
-        "OpenAI-compatible chat servers (for the demo, tests and benchmarks).",
-    )
+    s = sub.add_parser("serve", help="start the local emulator of the hosted services",
+                       description="Start the local emulator of the HF Inference API, Inference Endpoints and "
+                                   "OpenAI-compatible chat servers (for the demo, tests and benchmarks).")
     from .emulator import add_arguments as add_emulator_arguments
 
     add_emulator_arguments(s)
@@ -243,11 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - bench lands with its own issue
         pass
     else:
-        b = sub.add_parser(
-            "bench",
-            help="benchmark targets (e.g. an Endpoint vs the free API) on the same images",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        b = sub.add_parser("bench", help="benchmark targets (e.g. an Endpoint vs the free API) on the same images",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         add_bench_arguments(b)
 
     d = sub.add_parser("samples", help="write a folder of varied sample images (for the demo)")
@@ -258,28 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RUN_FIELDS = (
-    "out",
-    "model",
-    "api",
-    "api_base",
-    "endpoint",
-    "base_url",
-    "prompt",
-    "max_tokens",
-    "temperature",
-    "token_file",
-    "concurrency",
-    "rate",
-    "burst",
-    "timeout",
-    "retries",
-    "max_wait",
-    "retry_failed",
-    "follow_symlinks",
-    "max_image_mb",
-    "sidecar",
-    "sidecar_ext",
-    "quiet",
+    "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
+    "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
+    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
 )
 
 
@@ -302,9 +192,7 @@ def run_async(fn: Callable[[], Awaitable[T]], loop: str = "auto") -> T:
             import uvloop  # noqa: F401
         except ImportError:
             if loop == "uvloop":
-                raise ConfigError(
-                    "--event-loop uvloop: uvloop is not installed (pip install uvloop)"
-                ) from None
+                raise ConfigError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
         else:
             use_uvloop = True
     return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
@@ -322,11 +210,8 @@ def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
     err = sys.stderr
     if not cfg.quiet:
-        print(
-            f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
-            f"(token: {source}; concurrency {cfg.concurrency}, rate {_default_rate(cfg.rate)})",
-            file=err,
-        )
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
+              f"(token: {source}; concurrency {cfg.concurrency}, rate {_default_rate(cfg.rate)})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
@@ -337,10 +222,7 @@ def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     except RunAborted as exc:
         print(f"batchcap: aborted: {exc}", file=err)
-        print(
-            f"batchcap: results so far are in {cfg.out}; fix the cause and run the same command to resume",
-            file=err,
-        )
+        print(f"batchcap: results so far are in {cfg.out}; fix the cause and run the same command to resume", file=err)
         return EXIT_ABORTED
     resume = "batchcap " + shlex.join(argv)
     breakdown = ", ".join(f"{k} {v}" for k, v in stats.errors_by_type.most_common())
@@ -360,11 +242,8 @@ def _cmd_run(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_INTERRUPTED
     if stats.failed or stats.earlier_errors:
         if stats.earlier_errors and not stats.failed:
-            print(
-                f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
-                "add --retry-failed to try them again",
-                file=err,
-            )
+            print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
+                  "add --retry-failed to try them again", file=err)
         return EXIT_ERRORS
     return EXIT_OK
 
@@ -419,3 +298,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     parser.error(f"unknown command {ns.command}")
     return EXIT_USAGE
+

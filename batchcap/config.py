@@ -223,9 +223,7 @@ def parse_rate(value: Any, *, source: str = "--rate") -> float | None:
         try:
             value = float(value)
         except ValueError:
-            raise ConfigError(
-                f"{source}: rate must be a number of requests/s or 'unlimited' (got {value!r})"
-            ) from None
+            raise ConfigError(f"{source}: rate must be a number of requests/s or 'unlimited' (got {value!r})") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{source}: rate must be a number of requests/s or 'unlimited' (got {value!r})")
     if math.isinf(value):
@@ -258,9 +256,7 @@ class Secret:
         return hash(self._value)
 
 
-def find_token(
-    token_file: Path | None = None, env: Mapping[str, str] | None = None
-) -> tuple[Secret | None, str]:
+def find_token(token_file: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[Secret | None, str]:
     """Find a token the way huggingface_hub does; return it with a secret-free description of its source.
 
     Order: ``--token-file``, ``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``, ``HF_TOKEN_PATH``, ``$HF_HOME/token``

@@ -27,16 +27,7 @@ import anyio
 
 from .benchstats import ColdStart, ErrorKind, Sample, StopReason
 
-__all__ = [
-    "Clock",
-    "Outcome",
-    "Send",
-    "StepRun",
-    "closed_loop",
-    "open_loop",
-    "poisson_schedule",
-    "probe_until_ok",
-]
+__all__ = ["Clock", "Outcome", "Send", "StepRun", "closed_loop", "open_loop", "poisson_schedule", "probe_until_ok"]
 
 Clock = Callable[[], float]
 
@@ -67,7 +58,9 @@ class StepRun:
     stopped_by: StopReason
 
 
-def poisson_schedule(rate: float, *, count: int, duration: float = math.inf, seed: int = 0) -> list[float]:
+def poisson_schedule(
+    rate: float, *, count: int, duration: float = math.inf, seed: int = 0
+) -> list[float]:
     """Arrival times (seconds from 0) of a Poisson process of ``rate``/s: at most ``count``, all < ``duration``.
 
     Gaps are exponential with mean ``1/rate`` from ``random.Random(seed)``, so a schedule is reproducible and
@@ -102,9 +95,7 @@ def _stop_reason(scope: anyio.CancelScope, clock: Clock, deadline: float, timed_
     return "count"
 
 
-def _finish(
-    samples: list[Sample], elapsed: float, unsent: int, abandoned: int, stopped: StopReason
-) -> StepRun:
+def _finish(samples: list[Sample], elapsed: float, unsent: int, abandoned: int, stopped: StopReason) -> StepRun:
     samples.sort(key=lambda s: s.index)
     return StepRun(tuple(samples), elapsed, unsent, abandoned, stopped)
 
@@ -226,11 +217,7 @@ async def open_loop(
             # Everything is sent: what is still in flight gets `grace` seconds, not forever.
             scope.deadline = min(scope.deadline, anyio.current_time() + grace)
     return _finish(
-        samples,
-        clock() - t0,
-        len(schedule) - dispatched,
-        abandoned,
-        _stop_reason(scope, clock, deadline, timed_out),
+        samples, clock() - t0, len(schedule) - dispatched, abandoned, _stop_reason(scope, clock, deadline, timed_out)
     )
 
 

@@ -137,12 +137,8 @@ async def run(
         "finished_at": None,
         "state": "running",
         "config": cfg.public_dict(),
-        "journal_before": {
-            "ok": index.ok,
-            "error_final": index.error_final,
-            "error_retryable": index.error_retryable,
-            "repaired_bytes": index.repaired_bytes,
-        },
+        "journal_before": {"ok": index.ok, "error_final": index.error_final,
+                           "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
     }
     try:
         write_json_atomic(manifest_path(cfg.out), manifest)
@@ -185,15 +181,8 @@ async def run(
                     good.append(item)
                 else:
                     job, err = item
-                    sink.put(
-                        Record(
-                            job.path,
-                            "error",
-                            error=_error_info(err, retryable=False),
-                            target=target,
-                            ts=time.time(),
-                        )
-                    )
+                    sink.put(Record(job.path, "error", error=_error_info(err, retryable=False),
+                                    target=target, ts=time.time()))
             if good:
                 await feed.put(good)
         if not scan_done.is_set():
@@ -259,14 +248,10 @@ async def run(
                                 f"({exc.message}); check --model / --api and the service, then run again"
                             ) from None
                     return Record(
-                        image.job.path,
-                        "error",
+                        image.job.path, "error",
                         error=_error_info(exc, retryable=isinstance(exc, TransientError)),
-                        attempts=attempts,
-                        bytes_sent=len(image.data),
-                        target=target,
-                        request_id=exc.request_id,
-                        ts=time.time(),
+                        attempts=attempts, bytes_sent=len(image.data), target=target,
+                        request_id=exc.request_id, ts=time.time(),
                     )
                 stats.retries += 1
                 if decision.spends_retry:
@@ -282,15 +267,9 @@ async def run(
             stats.bytes_sent += reply.bytes_sent
             stats.latencies_sum += reply.latency_s
             return Record(
-                image.job.path,
-                "ok",
-                caption=reply.caption,
-                attempts=attempts,
-                latency_s=round(reply.latency_s, 4),
-                bytes_sent=reply.bytes_sent,
-                target=target,
-                request_id=reply.request_id,
-                ts=time.time(),
+                image.job.path, "ok", caption=reply.caption, attempts=attempts,
+                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=target,
+                request_id=reply.request_id, ts=time.time(),
             )
 
     def write_batch(batch: list[Record]) -> int:
@@ -375,15 +354,8 @@ async def run(
             finished_at=time.time(),
             state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
             abort_reason=reason,
-            counts={
-                "found": stats.found,
-                "ok": stats.ok,
-                "failed": stats.failed,
-                "skipped": stats.skipped,
-                "attempts": stats.attempts,
-                "retries": stats.retries,
-                "throttled": stats.throttled,
-            },
+            counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
+                    "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
             errors_by_type=dict(stats.errors_by_type),
             elapsed_s=round(stats.elapsed, 3),
         )
@@ -578,3 +550,4 @@ def _abort_message(exc: APIError, cfg: RunConfig, token: Secret | None) -> str:
             )
         return f"the token was refused by {host} (HTTP {exc.status}): check HF_TOKEN or --token-file"
     return f"{exc.message}: check --model / --endpoint / --base-url ({cfg.url})"
+

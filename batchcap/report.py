@@ -95,7 +95,7 @@ def to_json(result: BenchResult) -> bytes:
             "images_per_s": "successes / step window (step start until the loop ended); warm-up excluded",
             "cost_per_1000": "price_per_hour / (images_per_s * 3600) * 1000",
             "knee": "among steps whose p95 <= slo_p95_s, the lowest level within max(5%, 1/sqrt(successes of the "
-            "best step)) of the best images/s",
+                    "best step)) of the best images/s",
             "error_kinds": {k: ERROR_LABELS[k] for k in ERROR_KINDS},
         },
         "config": result.config,
@@ -120,10 +120,8 @@ def _cost(t: TargetResult, s: StepStats) -> tuple[str, str]:
         return "–", "–"
     if t.price_per_hour == 0:
         return "free", "∞"
-    return (
-        f"${s.cost_per_1000:.4f}" if s.cost_per_1000 is not None else "–",
-        f"{s.images_per_dollar:,.0f}" if s.images_per_dollar is not None else "–",
-    )
+    return (f"${s.cost_per_1000:.4f}" if s.cost_per_1000 is not None else "–",
+            f"{s.images_per_dollar:,.0f}" if s.images_per_dollar is not None else "–")
 
 
 def _table(result: BenchResult, mode: str) -> list[str]:
@@ -136,10 +134,7 @@ def _table(result: BenchResult, mode: str) -> list[str]:
     if not closed:
         head += ["unsent", "max send lag s"]
     head += ["MB sent", "$ / 1k images", "images / $"]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" if i < 1 else "--:" for i in range(len(head))) + "|",
-    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 1 else "--:" for i in range(len(head))) + "|"]
     for t in result.targets:
         for rec in t.steps:
             s = rec.stats
@@ -153,12 +148,8 @@ def _table(result: BenchResult, mode: str) -> list[str]:
                 row += [f"{s.sent_per_s:.1f}"]
             row += [
                 f"**{s.images_per_s:.1f}**" if is_knee else f"{s.images_per_s:.1f}",
-                _f(lat.p50 if lat else None),
-                _f(lat.p90 if lat else None),
-                _f(lat.p95 if lat else None),
-                _f(lat.p99 if lat else None),
-                _f(lat.max if lat else None),
-                f"{s.ok} / {s.requests}",
+                _f(lat.p50 if lat else None), _f(lat.p90 if lat else None), _f(lat.p95 if lat else None),
+                _f(lat.p99 if lat else None), _f(lat.max if lat else None), f"{s.ok} / {s.requests}",
             ]
             row += [str(s.errors.get(k, 0)) for k in ERROR_KINDS]
             if not closed:
@@ -185,30 +176,18 @@ def render_results(result: BenchResult) -> str:
 
 
 def _target_line(t: TargetResult, slo: float) -> str:
-    price = (
-        "no price given"
-        if t.price_per_hour is None
-        else "free"
-        if t.price_per_hour == 0
-        else f"${t.price_per_hour:.2f}/h"
-    )
+    price = "no price given" if t.price_per_hour is None else "free" if t.price_per_hour == 0 else f"${t.price_per_hour:.2f}/h"
     bits = [f"**{t.name}**: `{t.description}` ({price}; token: {t.token_source})"]
     unit = "concurrency" if any(r.stats.mode == "closed" for r in t.steps) else "arrival rate"
     c = t.cold_start
     if c is not None:
         errs = describe_errors(c.errors)
         if c.ok and c.seconds is not None:
-            bits.append(
-                f"first caption {c.seconds:.2f} s after the first request ({_n(c.attempts, 'request')}"
-                + (f": {errs}" if errs else "")
-                + ")"
-            )
+            bits.append(f"first caption {c.seconds:.2f} s after the first request ({_n(c.attempts, 'request')}"
+                        + (f": {errs}" if errs else "") + ")")
         else:
-            bits.append(
-                f"no caption during the cold-start probe ({_n(c.attempts, 'request')}"
-                + (f": {errs}" if errs else "")
-                + ")"
-            )
+            bits.append(f"no caption during the cold-start probe ({_n(c.attempts, 'request')}"
+                        + (f": {errs}" if errs else "") + ")")
     k = t.knee
     if k is not None and k.latency is not None:
         where = f"concurrency {k.level:g}" if k.mode == "closed" else f"{k.level:g} arrivals/s"
@@ -236,10 +215,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def _warmup_table(result: BenchResult) -> list[str]:
-    lines = [
-        "| target | mode | level | requests | ok | p50 s | max s | errors |",
-        "|---|---|--:|--:|--:|--:|--:|---|",
-    ]
+    lines = ["| target | mode | level | requests | ok | p50 s | max s | errors |", "|---|---|--:|--:|--:|--:|--:|---|"]
     for t in result.targets:
         for rec in t.steps:
             w = rec.stats.warmup
@@ -253,9 +229,7 @@ def _warmup_table(result: BenchResult) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def render_markdown(
-    result: BenchResult, *, plot_name: str | None = None, plot_note: str | None = None
-) -> str:
+def render_markdown(result: BenchResult, *, plot_name: str | None = None, plot_note: str | None = None) -> str:
     """``bench.md``: verdict, picture, tables, per-target facts, warm-up, and how it was measured."""
     cfg = result.config
     v, m = result.versions, result.machine
@@ -274,35 +248,21 @@ def render_markdown(
     out += [
         "## How this was measured",
         "",
-        (
-            f"- {img.get('count')} images ({img.get('bytes_total', 0) / 1e6:.1f} MB, median "
-            f"{img.get('bytes_median', 0) / 1e3:.0f} kB) from {source}, cycled; each target got the same bytes."
-        ),
-        (
-            f"- Per step: up to {cfg.get('requests')} requests or {cfg.get('duration_s')} s, after {cfg.get('warmup')} "
-            f"warm-up requests. One HTTP attempt per request, no retries: errors are counted, not hidden. In closed "
-            f"loop a worker rests after a 429 (Retry-After, else {cfg.get('throttle_pause_s')} s)."
-        ),
-        (
-            f"- Latency: from the scheduled send time to the answer, successes only; percentiles by numpy's linear "
-            f"method. SLO: p95 <= {result.slo_s:g} s. Knee: among steps within the SLO, the lowest level within "
-            f"5 % (or 1/sqrt(successes), if larger) of the best images/s."
-        ),
+        (f"- {img.get('count')} images ({img.get('bytes_total', 0) / 1e6:.1f} MB, median "
+        f"{img.get('bytes_median', 0) / 1e3:.0f} kB) from {source}, cycled; each target got the same bytes."),
+        (f"- Per step: up to {cfg.get('requests')} requests or {cfg.get('duration_s')} s, after {cfg.get('warmup')} "
+        f"warm-up requests. One HTTP attempt per request, no retries: errors are counted, not hidden. In closed "
+        f"loop a worker rests after a 429 (Retry-After, else {cfg.get('throttle_pause_s')} s)."),
+        (f"- Latency: from the scheduled send time to the answer, successes only; percentiles by numpy's linear "
+        f"method. SLO: p95 <= {result.slo_s:g} s. Knee: among steps within the SLO, the lowest level within "
+         f"5 % (or 1/sqrt(successes), if larger) of the best images/s."),
         "- Cost per 1,000 images = price per hour / (images/s x 3600) x 1000, i.e. billed while busy.",
         f"- Started {result.started_at}, took {format_duration(result.elapsed_s)}"
-        + (
-            ", interrupted (Ctrl-C): partial results"
-            if result.stopped == "interrupted"
-            else ", stopped early by --max-time"
-            if result.stopped
-            else ""
-        )
-        + ".",
-        (
-            f"- batchcap {v.get('batchcap')} (commit {v.get('git_commit') or 'unknown'}), Python {v.get('python')}, "
-            f"aiohttp {v.get('aiohttp')}, event loop {v.get('event_loop')}; {m.get('platform')}, "
-            f"{m.get('cpu_count')} CPUs."
-        ),
+        + (", interrupted (Ctrl-C): partial results" if result.stopped == "interrupted"
+           else ", stopped early by --max-time" if result.stopped else "") + ".",
+        (f"- batchcap {v.get('batchcap')} (commit {v.get('git_commit') or 'unknown'}), Python {v.get('python')}, "
+        f"aiohttp {v.get('aiohttp')}, event loop {v.get('event_loop')}; {m.get('platform')}, "
+        f"{m.get('cpu_count')} CPUs."),
         "",
     ]
     return "\n".join(out)
@@ -326,17 +286,12 @@ def write_plot(result: BenchResult, path: Path) -> str | None:
     modes = [m for m in ("closed", "open") if any(r.stats.mode == m for t in result.targets for r in t.steps)]
     if not modes:
         return "no step ran, nothing to plot"
-    fig, axes = plt.subplots(
-        len(modes), 3, figsize=(16, 5.0 * len(modes)), squeeze=False, layout="constrained"
-    )
+    fig, axes = plt.subplots(len(modes), 3, figsize=(16, 5.0 * len(modes)), squeeze=False, layout="constrained")
     for row, mode in enumerate(modes):
         _plot_row(list(axes[row]), result, mode)
     names = " vs ".join(t.name for t in result.targets)
-    fig.suptitle(
-        f"batchcap bench: {names} on {result.images.get('count')} images "
-        f"(★ knee = lowest level reaching the best images/s with p95 ≤ {result.slo_s:g} s)",
-        fontsize=13,
-    )
+    fig.suptitle(f"batchcap bench: {names} on {result.images.get('count')} images "
+                 f"(★ knee = lowest level reaching the best images/s with p95 ≤ {result.slo_s:g} s)", fontsize=13)
     try:
         fig.savefig(path, dpi=110)
     finally:
@@ -369,22 +324,13 @@ def _plot_row(axes: list[Any], result: BenchResult, mode: str) -> None:
             cost = f", ${k.cost_per_1000:.4f}/1k img" if k.cost_per_1000 else ""
             at_right = k.level == levels[-1]
             ax_tp.plot([k.level], [k.images_per_s], "*", ms=20, color=colour, mec="black", zorder=5)
-            ax_tp.annotate(
-                f"knee {k.level:g}: {k.images_per_s:.1f} img/s{cost}",
-                (k.level, k.images_per_s),
-                textcoords="offset points",
-                xytext=(-12 if at_right else 12, 10),
-                ha="right" if at_right else "left",
-                fontsize=9,
-                color=colour,
-                fontweight="bold",
-            )
+            ax_tp.annotate(f"knee {k.level:g}: {k.images_per_s:.1f} img/s{cost}", (k.level, k.images_per_s),
+                           textcoords="offset points", xytext=(-12 if at_right else 12, 10),
+                           ha="right" if at_right else "left", fontsize=9, color=colour, fontweight="bold")
         for name, style, marker in _PERCENTILES:
             pts = [(s.level, getattr(s.latency, name)) for s in steps if s.latency is not None]
             if pts:
-                ax_lat.plot(
-                    *zip(*pts, strict=True), linestyle=style, marker=marker, color=colour, ms=5, lw=1.6
-                )
+                ax_lat.plot(*zip(*pts, strict=True), linestyle=style, marker=marker, color=colour, ms=5, lw=1.6)
         failed = [100.0 * s.failed / s.requests if s.requests else 0.0 for s in steps]
         kinds = {ERROR_LABELS[k]: sum(s.errors.get(k, 0) for s in steps) for k in ERROR_KINDS}
         seen = ", ".join(f"{count}x {name}" for name, count in kinds.items() if count) or "no errors"
@@ -392,9 +338,7 @@ def _plot_row(axes: list[Any], result: BenchResult, mode: str) -> None:
     if not closed and levels:
         ax_tp.plot(levels, levels, color="grey", lw=1, ls="--", label="offered load (nominal)")
         rates += levels
-    if (
-        rates and max(rates) / min(rates) > 20
-    ):  # targets an order of magnitude apart: linear would flatten one
+    if rates and max(rates) / min(rates) > 20:  # targets an order of magnitude apart: linear would flatten one
         ax_tp.set_yscale("log")
         ax_tp.set_ylim(min(rates) / 1.8, max(rates) * 2.2)
         ax_tp.set_ylabel("successful images / s (log scale)")
@@ -409,33 +353,14 @@ def _plot_row(axes: list[Any], result: BenchResult, mode: str) -> None:
     low, high = ax_lat.get_ylim()
     ax_lat.set_ylim(min(low, slo / 2), max(high, slo * 2.5))
     ax_lat.axhline(slo, color="crimson", lw=1.4, ls="-.")
-    ax_lat.annotate(
-        f"SLO: p95 ≤ {slo:g} s",
-        (0.98, slo),
-        xycoords=("axes fraction", "data"),
-        ha="right",
-        textcoords="offset points",
-        xytext=(0, 4),
-        color="crimson",
-        fontsize=9,
-        fontweight="bold",
-    )
-    ax_lat.legend(
-        handles=[
-            Line2D([], [], color="dimgrey", linestyle=st, marker=mk, label=nm) for nm, st, mk in _PERCENTILES
-        ],
-        title="percentile (colour = target)",
-        loc="center right",
-        fontsize=9,
-    )
-    ax_lat.set(
-        title=f"Latency of successes ({'closed loop' if closed else 'open loop'})",
-        ylabel="seconds (log scale)",
-    )
+    ax_lat.annotate(f"SLO: p95 ≤ {slo:g} s", (0.98, slo), xycoords=("axes fraction", "data"), ha="right",
+                    textcoords="offset points", xytext=(0, 4), color="crimson", fontsize=9, fontweight="bold")
+    ax_lat.legend(handles=[Line2D([], [], color="dimgrey", linestyle=st, marker=mk, label=nm)
+                           for nm, st, mk in _PERCENTILES], title="percentile (colour = target)",
+                  loc="center right", fontsize=9)
+    ax_lat.set(title=f"Latency of successes ({'closed loop' if closed else 'open loop'})", ylabel="seconds (log scale)")
 
-    ax_err.set(
-        title=f"Failed requests ({'closed loop' if closed else 'open loop'})", ylabel="% of measured requests"
-    )
+    ax_err.set(title=f"Failed requests ({'closed loop' if closed else 'open loop'})", ylabel="% of measured requests")
     ax_err.set_ylim(-3, 103)
     ax_err.legend(title="target: errors by kind", loc="best", fontsize=8)
     plain = FuncFormatter(lambda v, _pos: f"{v:g}")
@@ -466,8 +391,6 @@ def write_reports(result: BenchResult, out_dir: Path, *, plot_format: str = "png
     if note is not None:
         plot_path = None
     md_path = out_dir / "bench.md"
-    md_path.write_text(
-        render_markdown(result, plot_name=plot_path.name if plot_path else None, plot_note=note),
-        encoding="utf-8",
-    )
+    md_path.write_text(render_markdown(result, plot_name=plot_path.name if plot_path else None, plot_note=note),
+                       encoding="utf-8")
     return ReportPaths(json_path, md_path, plot_path, note)

@@ -230,9 +230,7 @@ class _Walker:
                 return None
         return is_dir
 
-    def _emit(
-        self, entry: os.DirEntry[str], is_dir: bool, prefix: str, subdirs: list[str]
-    ) -> ImageJob | None:
+    def _emit(self, entry: os.DirEntry[str], is_dir: bool, prefix: str, subdirs: list[str]) -> ImageJob | None:
         """The job for an image (None for a folder, noted in ``subdirs``, or a file gone since the listing).
 
         A plain function, not a generator: a generator per file cost ~0.3 us of the scan's ~4 us.

@@ -9,17 +9,7 @@ from .base import Adapter, Built, classify, error_message
 from .hf import HFJson, HFRaw
 from .openai import OpenAIChat
 
-__all__ = [
-    "REGISTRY",
-    "Adapter",
-    "Built",
-    "HFJson",
-    "HFRaw",
-    "OpenAIChat",
-    "classify",
-    "error_message",
-    "make_adapter",
-]
+__all__ = ["REGISTRY", "Adapter", "Built", "HFJson", "HFRaw", "OpenAIChat", "classify", "error_message", "make_adapter"]
 
 REGISTRY: dict[str, Callable[[RunConfig], Adapter]] = {
     "hf": lambda cfg: HFRaw(),

@@ -68,9 +68,7 @@ def error_message(headers: Mapping[str, str], body: bytes) -> str:
             elif isinstance(data.get("message"), str):  # vLLM flat
                 message = data["message"]
             elif isinstance(data.get("errors"), list):
-                message = "; ".join(
-                    str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in data["errors"]
-                )
+                message = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in data["errors"])
             if isinstance(data.get("error_description"), str):
                 message = f"{message}: {data['error_description']}" if message else data["error_description"]
         elif data is None:
@@ -104,18 +102,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: 
         return RateLimited(detail, status=status, request_id=request_id, retry_after=retry_hint(headers))
     if status == 503 or (status == 502 and not said):
         # A loading model (serverless) or a replica waking from zero (Endpoint): waiting is the cure.
-        return ModelLoading(
-            detail, status=status, request_id=request_id, estimated_time=_estimated_time(body)
-        )
+        return ModelLoading(detail, status=status, request_id=request_id, estimated_time=_estimated_time(body))
     if status in (404, 405, 410):
         return WrongTarget(detail, status=status, request_id=request_id)
     if status == 408 or status >= 500:
         return ServerError(detail, status=status, request_id=request_id)
     if 300 <= status < 400:
         where = headers.get("Location", "?")
-        return WrongTarget(
-            f"HTTP {status} redirect from {url_host} to {where}: use the final URL", status=status
-        )
+        return WrongTarget(f"HTTP {status} redirect from {url_host} to {where}: use the final URL", status=status)
     if 400 <= status < 500:
         return RejectedImage(detail, status=status, request_id=request_id)
     return BadResponse(f"unexpected HTTP {status} from {url_host}", status=status, request_id=request_id)

@@ -59,9 +59,7 @@ class HFJson:
         payload: dict[str, Any] = {"inputs": base64.b64encode(image.data).decode("ascii")}
         if self.parameters:
             payload["parameters"] = dict(self.parameters)
-        return Built(
-            {"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload)
-        )
+        return Built({"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload))
 
     def parse(self, body: bytes) -> str:
         return parse_generated_text(body)

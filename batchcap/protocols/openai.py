@@ -42,9 +42,7 @@ class OpenAIChat:
             "temperature": self.temperature,
             "stream": False,
         }
-        return Built(
-            {"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload)
-        )
+        return Built({"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload))
 
     def parse(self, body: bytes) -> str:
         try:
