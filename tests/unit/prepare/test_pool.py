@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import anyio
+import pytest
 
 from batchcap.errors import InputError
 from batchcap.prepare import PreparePool, PrepareSettings, default_workers, prepare
@@ -16,15 +18,20 @@ async def test_prepare_many_returns_in_order_with_errors_in_place(corpus: dict[s
     settings = PrepareSettings()
     pool = PreparePool(settings, workers=2)
     results = await pool.prepare_many([corpus[n] for n in names])
+    assert [type(r).__name__ for r in results] == [
+        "Prepared",
+        "InputError",
+        "Prepared",
+        "Prepared",
+        "InputError",
+        "Prepared",
+    ]
     for name, got in zip(names, results, strict=True):
-        try:
-            want = prepare(corpus[name], settings)
-        except InputError as exc:
-            assert isinstance(got, InputError), name
-            assert str(got) == str(exc)
+        if isinstance(got, InputError):
+            with pytest.raises(InputError, match=re.escape(str(got))):
+                prepare(corpus[name], settings)
         else:
-            assert not isinstance(got, InputError), name
-            assert got.data == want.data, name
+            assert got.data == prepare(corpus[name], settings).data, name
 
 
 async def test_no_more_than_workers_run_at_once_and_the_loop_stays_free(corpus: dict[str, bytes]) -> None:
