@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_prepare
 import bench_rate
 import bench_scale
 import bench_throughput
@@ -36,6 +37,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "rate": bench_rate.run,
     "little": bench_rate.run_little,
     "scale": bench_scale.run,
+    "prepare": bench_prepare.run,
 }
 
 

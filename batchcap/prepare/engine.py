@@ -39,6 +39,7 @@ from PIL import Image, ImageCms, ImageFile
 from batchcap.errors import InputError
 from batchcap.images import check, sniff
 
+from .headers import plain_size
 from .metadata import ORIENTATION, has_private_metadata, is_srgb, orientation
 
 __all__ = [
@@ -174,6 +175,17 @@ def prepare(data: bytes, settings: PrepareSettings, *, wire_size: WireSize = raw
     """
     if settings.max_side == 0:
         return _as_is(data)
+    plain = plain_size(data)
+    if plain is not None:
+        mime, w, h = plain
+        budget = settings.max_upload_bytes
+        if (
+            0 < max(w, h) <= settings.max_side
+            and 0 < w * h <= settings.max_pixels
+            and not (budget and wire_size(len(data)) > budget)
+        ):
+            check(data)
+            return Prepared(data, mime, w, h, len(data), w, h, mime, prepared=False)
     im = _open(data)
     with _pillow_errors(im.format or "image"):
         fmt = im.format or "?"
