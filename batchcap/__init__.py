@@ -7,40 +7,42 @@
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
-
-try:
-    __version__ = _metadata.version("batchcap")
-except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+local"
-
 from .config import RunConfig, Secret, find_token
 from .errors import (
+    Aborted,
     APIError,
     AuthError,
     BadResponse,
     BatchcapError,
+    BenchAborted,
     ConfigError,
+    CreditsExhausted,
     InputError,
     JournalError,
     ModelLoading,
     PermanentError,
     RateLimited,
     RejectedImage,
+    RunAborted,
     ServerError,
     TransientError,
     TransportError,
+    UsageError,
     WrongTarget,
 )
 from .models import ErrorInfo, ImageJob, LoadedImage, Record
-from .pipeline import RunAborted, RunStats, run
+from .run import RunStats, run
+from .version import __version__
 
 __all__ = [
     "APIError",
+    "Aborted",
     "AuthError",
     "BadResponse",
     "BatchcapError",
+    "BenchAborted",
     "ConfigError",
+    "CreditsExhausted",
     "ErrorInfo",
     "ImageJob",
     "InputError",
@@ -58,6 +60,7 @@ __all__ = [
     "ServerError",
     "TransientError",
     "TransportError",
+    "UsageError",
     "WrongTarget",
     "__version__",
     "find_token",

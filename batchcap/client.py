@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import __version__
 from .config import Secret
 from .errors import APIError, TransportError
 from .models import LoadedImage
 from .protocols import Adapter, classify
+from .version import __version__
 
 __all__ = ["CaptionClient", "Reply"]
 

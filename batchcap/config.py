@@ -20,6 +20,7 @@ from .errors import ConfigError
 __all__ = [
     "API_CHOICES",
     "DEFAULT_API_BASE",
+    "SERVERLESS_RATE",
     "RunConfig",
     "Secret",
     "find_token",
@@ -29,6 +30,8 @@ __all__ = [
 DEFAULT_API_BASE = "https://router.huggingface.co/hf-inference"
 LEGACY_HOST = "api-inference.huggingface.co"
 API_CHOICES = ("hf", "hf-json", "openai")
+#: The serverless API's rate when none is set: conservative, for a shared free tier (protocol.md 7).
+SERVERLESS_RATE = 2.0
 Api = Literal["hf", "hf-json", "openai"]
 
 
@@ -48,7 +51,7 @@ class RunConfig:
     temperature: float = 0.0
     parameters: Mapping[str, Any] | None = None
     concurrency: int = 4
-    rate: float | None = 2.0
+    rate: float | Literal["auto"] | None = "auto"  #: requests/s; None = unlimited; see ``request_rate``
     burst: int = 4
     timeout: float = 60.0
     retries: int = 5
@@ -72,6 +75,19 @@ class RunConfig:
         if self.endpoint:
             return self.endpoint
         return f"{self.api_base.rstrip('/')}/models/{self.model}"
+
+    @property
+    def serverless(self) -> bool:
+        """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
+        return self.api != "openai" and not self.endpoint
+
+    @property
+    def request_rate(self) -> float | None:
+        """The rate the limiter starts at: the setting, or for "auto" a conservative one for the free
+        serverless API and none for an Endpoint or a chat server (they still adapt on 429)."""
+        if self.rate == "auto":
+            return SERVERLESS_RATE if self.serverless else None
+        return self.rate
 
     @property
     def target(self) -> str:
@@ -107,7 +123,9 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a whole number >= 1 (got {value!r})")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0 (got {self.retries!r})")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+        if self.rate not in (None, "auto") and not (
+            isinstance(self.rate, int | float) and self.rate > 0 and math.isfinite(self.rate)
+        ):
             raise ConfigError(f"rate must be > 0 requests/s, or 'unlimited' (got {self.rate!r})")
         for name in ("timeout", "max_image_mb"):
             value = getattr(self, name)
@@ -133,6 +151,7 @@ class RunConfig:
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
         out["url"] = _strip_userinfo(self.url)
+        out["request_rate"] = self.request_rate
         out["target"] = self.target
         return out
 
@@ -215,11 +234,14 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     return out
 
 
-def parse_rate(value: Any, *, source: str = "--rate") -> float | None:
-    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429)."""
+def parse_rate(value: Any, *, source: str = "--rate") -> float | Literal["auto"] | None:
+    """``unlimited``/``inf``/``none`` mean no client-side limit (the limiter still backs off on 429); ``auto``
+    is the target-aware default (see ``RunConfig.request_rate``)."""
     if isinstance(value, str):
         if value.strip().lower() in ("unlimited", "inf", "none", "off"):
             return None
+        if value.strip().lower() == "auto":
+            return "auto"
         try:
             value = float(value)
         except ValueError:

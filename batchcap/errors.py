@@ -4,8 +4,12 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 
     BatchcapError
     ├── ConfigError            invalid or missing setting                    -> exit 3 (aborted)
+    │   └── UsageError         a malformed flag or argument                  -> exit 2
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
+    ├── Aborted                the whole command stopped on purpose          -> exit 3
+    │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
+    │   └── BenchAborted       a bench target refused the token or does not exist
     └── APIError(status, request_id)
         ├── TransientError     retried with backoff
         │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
@@ -14,29 +18,37 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
         │   └── TransportError             connect/read timeout, reset, refused
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
+            ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
             ├── RejectedImage              400/404/413/415/422 -> error record
-            └── BadResponse                2xx with a body we cannot read -> error record
+            └── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
+                                           an error record; the same one for many images stops the run
 """
 
 from __future__ import annotations
 
 __all__ = [
     "APIError",
+    "Aborted",
     "AuthError",
     "BadResponse",
     "BatchcapError",
+    "BenchAborted",
     "ConfigError",
+    "CreditsExhausted",
     "InputError",
     "JournalError",
     "ModelLoading",
     "PermanentError",
     "RateLimited",
     "RejectedImage",
+    "RunAborted",
     "ServerError",
     "TransientError",
     "TransportError",
+    "UsageError",
     "WrongTarget",
+    "abort_message",
 ]
 
 
@@ -48,12 +60,34 @@ class ConfigError(BatchcapError):
     """A setting is missing or invalid; the message names the setting and how to fix it."""
 
 
+class UsageError(ConfigError):
+    """A flag is malformed (exit 2), as opposed to a resource that cannot be used (exit 3)."""
+
+
 class InputError(BatchcapError):
     """One input file cannot be sent (unreadable, empty, truncated, not an image, too large)."""
 
 
 class JournalError(BatchcapError):
     """The results journal cannot be used: locked by another run, corrupt mid-file, or the disk is full."""
+
+
+class Aborted(BatchcapError):
+    """A whole command stopped on purpose; the message says why, ``advice`` (if set) what to do next."""
+
+    advice: str | None = None
+
+
+class RunAborted(Aborted):
+    """The run stopped on purpose: ``kind`` names the cause as a value (see ``batchcap.run.guard.StopKind``)."""
+
+    def __init__(self, message: str, *, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class BenchAborted(Aborted):
+    """A bench target refused the token or does not exist: every request would fail the same way."""
 
 
 class APIError(BatchcapError):
@@ -116,6 +150,10 @@ class AuthError(PermanentError):
     """HTTP 401/403: the token is missing or refused. Stops the whole run."""
 
 
+class CreditsExhausted(PermanentError):
+    """HTTP 402: the account's monthly credits are spent; every later request gets the same. Stops the run."""
+
+
 class WrongTarget(PermanentError):
     """HTTP 404/405/410 or a redirect: every image would fail the same way, so the run stops."""
 
@@ -126,3 +164,16 @@ class RejectedImage(PermanentError):
 
 class BadResponse(PermanentError):
     """A 2xx answer whose body is not the shape the protocol promises."""
+
+
+def abort_message(exc: APIError, *, where: str, has_token: bool, token_flag: str, check: str) -> str:
+    """The one line that stops a run or a bench on a target-level fault, decided by class.
+
+    ``where`` names the service (a host, or a bench target's description); ``token_flag`` is the flag that
+    supplies a token; ``check`` says what to look at when the URL or model is wrong.
+    """
+    if isinstance(exc, AuthError):
+        if not has_token:
+            return f"{where} requires a token (HTTP {exc.status}) and none was found: set HF_TOKEN or pass {token_flag}"
+        return f"the token was refused by {where} (HTTP {exc.status}): check HF_TOKEN or {token_flag}"
+    return f"{exc.message}: check {check}"

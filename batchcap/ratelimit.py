@@ -17,15 +17,13 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypedDict, Unpack
 
 import anyio
 
-__all__ = ["BucketOptions", "Clock", "LimiterStats", "RateLimiter", "Sleep", "TokenBucket"]
+from .types import Clock, Sleep
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+__all__ = ["BucketOptions", "LimiterStats", "RateLimiter", "TokenBucket"]
 
 #: Seconds to win back one decrease with the default additive step: slow enough that a service whose real
 #: limit is below ours is probed every ~10 s rather than every second, fast enough that a passing overload

@@ -1,4 +1,4 @@
-"""What to do after a failed attempt: retry (and after how long), record a failure, or abort the run.
+"""What to do with one image after a failed attempt: retry it (and after how long), or record a failure.
 
 Pure and decided by exception class, never by message text (see ``errors.py``). The policy is a value passed
 in, not a global: ``RetryPolicy.immediate()`` is the test mode, in the spirit of ``stamina.set_testing``::
@@ -9,10 +9,13 @@ in, not a global: ``RetryPolicy.immediate()`` is the test mode, in the spirit of
         waited += 0.0 if decision.spends_retry else decision.delay
         await sleep(decision.delay)
 
-Two kinds of retry. A fault (5xx, timeout, reset) spends one of ``retries`` and backs off exponentially with
-full jitter. A wait the service asked for (model loading 503, 429) does not spend a retry, so a cold model
-or a busy hour does not turn into a failed image; those waits are bounded per image by ``wait_budget``
-instead.
+Whether the *whole run* must stop (a refused token, a wrong target, ...) is not decided here: that is
+``batchcap.run.guard``'s one job, so the two never disagree.
+
+Two kinds of retry. A fault (5xx, timeout, reset, a 2xx with a cut or garbled body) spends one of
+``retries`` and backs off exponentially with full jitter. A wait the service asked for (model loading 503,
+429) does not spend a retry, so a cold model or a busy hour does not turn into a failed image; those waits
+are bounded per image by ``wait_budget`` instead.
 """
 
 from __future__ import annotations
@@ -26,10 +29,8 @@ from datetime import UTC
 from typing import Literal
 
 from batchcap.errors import (
-    AuthError,
-    ConfigError,
+    BadResponse,
     InputError,
-    JournalError,
     ModelLoading,
     PermanentError,
     RateLimited,
@@ -39,7 +40,7 @@ from batchcap.errors import (
 
 __all__ = ["Action", "Decision", "RetryPolicy", "parse_ratelimit", "parse_retry_after", "retry_hint"]
 
-Action = Literal["retry", "fail", "abort"]
+Action = Literal["retry", "fail"]
 
 #: Shortest wait that does not spend a retry: a 503 with ``estimated_time: 0`` (or a jitter draw near zero)
 #: must not become a hot loop of requests that the budget cannot even count.
@@ -99,8 +100,8 @@ class RetryPolicy:
         zero wait (``immediate()``) always spends a retry, so a loop of them still ends.
         """
         name = type(exc).__name__
-        if isinstance(exc, AuthError | ConfigError | JournalError):
-            return Decision("abort", 0.0, False, f"{name}: the whole run cannot succeed; stopping it")
+        if isinstance(exc, BadResponse):  # a 2xx whose body was cut or garbled: usually a proxy's hiccup
+            return self._spend(exc, retries_used, self.backoff(retries_used + 1, rand), "backoff")
         if isinstance(exc, PermanentError | InputError):
             return Decision("fail", 0.0, False, f"{name}: retrying the same request cannot help")
         if isinstance(exc, ModelLoading | RateLimited):

@@ -1,4 +1,4 @@
-"""``batchcap.pipeline.run`` with the rate limiter's grants recorded: when each request was let go.
+"""``batchcap.run.run`` with the rate limiter's grants recorded: when each request was let go.
 
     python benchmarks/rate_probe.py INPUT_DIR OUT URL --rate 200 --burst 10 --concurrency 16
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import anyio
 
-from batchcap import pipeline
 from batchcap.config import RunConfig
 from batchcap.ratelimit import RateLimiter
+from batchcap.run import pipeline
 
 GRANTS: list[float] = []
 

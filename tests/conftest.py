@@ -6,11 +6,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer
 
-from batchcap.emulator import EmulatorSettings, RunningEmulator, start_emulator
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, start_emulator
 from batchcap.samples import generate
 
 EmulatorFactory = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+RawServerFactory = Callable[[Handler], Awaitable[str]]
+#: The one model id every test uses (the emulator's default).
+MODEL = DEFAULT_MODEL_ID
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +47,21 @@ def sample_dir(tmp_path: Path) -> Path:
     dest = tmp_path / "samples"
     generate(dest, 20, seed=0)
     return dest
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServerFactory]:
+    """``url = await raw_server(handler)``: aiohttp's RawTestServer on 127.0.0.1 for a client edge case."""
+    servers: list[RawTestServer] = []
+
+    async def start(handler: Handler) -> str:
+        server = RawTestServer(handler, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/"))
+
+    try:
+        yield start
+    finally:
+        while servers:
+            await servers.pop().close()

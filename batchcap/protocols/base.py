@@ -16,6 +16,7 @@ from ..errors import (
     APIError,
     AuthError,
     BadResponse,
+    CreditsExhausted,
     ModelLoading,
     RateLimited,
     RejectedImage,
@@ -98,6 +99,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: 
     detail = f"HTTP {status} from {url_host}" + (f": {said}" if said else "")
     if status in (401, 403):
         return AuthError(detail, status=status, request_id=request_id)
+    if status == 402:
+        return CreditsExhausted(detail, status=status, request_id=request_id)
     if status == 429:
         return RateLimited(detail, status=status, request_id=request_id, retry_after=retry_hint(headers))
     if status == 503 or (status == 502 and not said):

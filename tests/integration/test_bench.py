@@ -14,21 +14,20 @@ import orjson
 import pytest
 
 from batchcap.bench import (
-    BenchAborted,
     BenchSettings,
-    UsageError,
     add_arguments,
     parse_target,
     resolve_targets,
     run_bench,
-    run_from_args,
 )
-from batchcap.benchstats import ColdStart, Latency, StepStats, ThrottleSummary, WarmupStats
-from batchcap.emulator import EmulatorSettings, RunningEmulator
-from batchcap.report import write_reports
+from batchcap.bench.report import write_reports
+from batchcap.bench.stats import ColdStart, Latency, StepStats, ThrottleSummary, WarmupStats
+from batchcap.cli import main as cli_main
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
+from batchcap.errors import BenchAborted, UsageError
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
-MODEL = "Salesforce/blip-image-captioning-base"
+MODEL = DEFAULT_MODEL_ID
 SECRET = "hf_bench_secret_token"
 
 
@@ -172,11 +171,15 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def test_demo_via_run_from_args(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def bench_cli(*argv: str) -> int:
+    """``batchcap bench ARGV`` in process, through the CLI's one parser and exit-code mapping."""
+    return cli_main(["bench", *argv])
+
+
+def test_demo_via_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench-out"
-    ns = parse("--demo", "--concurrency", "2,8", "--requests", "8", "--duration", "0.6", "--warmup", "1",
-               "--images", "6", "--out", str(out), "--plot-format", "svg", "--event-loop", "asyncio")
-    assert run_from_args(ns) == 0
+    assert bench_cli("--demo", "--concurrency", "2,8", "--requests", "8", "--duration", "0.6", "--warmup", "1",
+                     "--images", "6", "--out", str(out), "--plot-format", "svg", "--event-loop", "asyncio") == 0
     printed = capsys.readouterr()
     assert printed.out.startswith("**endpoint** is the faster choice")
     assert "| target | concurrency | images/s |" in printed.out
@@ -205,7 +208,7 @@ def test_demo_via_run_from_args(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ],
 )
 def test_usage_errors_exit_2(argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_from_args(parse(*argv)) == 2
+    assert bench_cli(*argv) == 2
     assert message in capsys.readouterr().err
 
 
@@ -260,9 +263,8 @@ def test_unreachable_target_still_reports_and_exits_1(sample_dir: Path, tmp_path
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = tmp_path / "out"
-    ns = parse(str(sample_dir), "--target", f"dead=http://127.0.0.1:{port}/", "--cold-start-timeout", "0.6",
-               "--images", "2", "--out", str(out), "--event-loop", "asyncio")
-    assert run_from_args(ns) == 1
+    assert bench_cli(str(sample_dir), "--target", f"dead=http://127.0.0.1:{port}/", "--cold-start-timeout", "0.6",
+                     "--images", "2", "--out", str(out), "--event-loop", "asyncio") == 1
     printed = capsys.readouterr()
     assert printed.out.startswith("No target returned a single caption (dead: ")
     assert "last error: cannot connect to 127.0.0.1" in printed.out
@@ -288,7 +290,7 @@ async def test_max_time_cuts_the_sweep_and_says_so(emulator: Emulator, sample_di
 
 
 def test_report_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from batchcap.report import write_plot
+    from batchcap.bench.report import write_plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     note = write_plot(None, tmp_path / "x.png")  # type: ignore[arg-type]

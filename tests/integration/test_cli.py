@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from batchcap.cli import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, main
-from batchcap.emulator import EmulatorSettings, RunningEmulator
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
-MODEL = "Salesforce/blip-image-captioning-base"
+MODEL = DEFAULT_MODEL_ID
 
 
 def command(server: RunningEmulator, folder: Path, out: Path, *extra: str) -> list[str]:

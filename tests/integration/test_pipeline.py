@@ -13,13 +13,14 @@ import orjson
 import pytest
 
 from batchcap.config import RunConfig, Secret
-from batchcap.emulator import EmulatorSettings, RunningEmulator, caption_for
-from batchcap.pipeline import RunAborted, manifest_path, run
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, caption_for
+from batchcap.errors import RunAborted
 from batchcap.retry import RetryPolicy
+from batchcap.run import manifest_path, run
 from batchcap.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
-MODEL = "Salesforce/blip-image-captioning-base"
+MODEL = DEFAULT_MODEL_ID
 TOKEN = "hf_emulator_token"
 
 

@@ -98,3 +98,13 @@ def test_secret_never_renders() -> None:
     assert "hf_abcdef" not in repr(s)
     assert "hf_abcdef" not in f"{s} {s!r} {[s]}"
     assert s.reveal() == "hf_abcdef"
+
+
+def test_rate_defaults_to_the_target() -> None:
+    assert RunConfig(model="m").request_rate == 2.0  # the shared free serverless API: conservative
+    assert RunConfig(endpoint="https://x.endpoints.huggingface.cloud").request_rate is None  # paid: no cap
+    assert RunConfig(api="openai", model="m", base_url="http://127.0.0.1:1/v1").request_rate is None
+    assert RunConfig(endpoint="https://x.example", rate=5.0).request_rate == 5.0  # what the user set wins
+    assert RunConfig(model="m", rate=None).request_rate is None
+    assert parse_rate("auto") == "auto"
+    assert RunConfig(model="m").public_dict()["request_rate"] == 2.0

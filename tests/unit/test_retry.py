@@ -17,6 +17,7 @@ from batchcap.errors import (
     BadResponse,
     BatchcapError,
     ConfigError,
+    CreditsExhausted,
     InputError,
     JournalError,
     ModelLoading,
@@ -76,11 +77,12 @@ def test_backoff_is_always_within_zero_and_cap(attempt: int, r: float) -> None:
 @pytest.mark.parametrize(
     ("exc", "action", "spends"),
     [
-        (AuthError("401", status=401), "abort", False),
-        (ConfigError("no token"), "abort", False),
-        (JournalError("disk full"), "abort", False),
+        (AuthError("401", status=401), "fail", False),  # the run guard, not the policy, stops the run
+        (ConfigError("no token"), "fail", False),
+        (JournalError("disk full"), "fail", False),
         (RejectedImage("413", status=413), "fail", False),
-        (BadResponse("not JSON", status=200), "fail", False),
+        (BadResponse("not JSON", status=200), "retry", True),  # a proxy hiccup; bounded by --retries
+        (CreditsExhausted("402", status=402), "fail", False),
         (PermanentError("410", status=410), "fail", False),
         (InputError("truncated PNG"), "fail", False),
         (ModelLoading("loading", estimated_time=20.0), "retry", False),

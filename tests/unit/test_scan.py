@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchcap.errors import ConfigError
-from batchcap.sources import scan, scan_batches
+from batchcap.scan import scan, scan_batches
 
 
 def touch(root: Path, *rels: str, size: int = 3) -> None:
@@ -130,12 +130,12 @@ def test_unreadable_subfolder_reported_and_scan_continues(
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_scandir(path)
 
-    monkeypatch.setattr("batchcap.sources.os.scandir", scandir)
+    monkeypatch.setattr("batchcap.scan.os.scandir", scandir)
     errors: list[tuple[str, OSError]] = []
     found = paths(tree, on_error=lambda rel, exc: errors.append((rel, exc)))
     assert "m/2.gif" not in found
     assert "z/deep/er/x.webp" in found
-    assert [(rel, type(exc)) for rel, exc in errors] == [("m", PermissionError)]
+    assert [(rel, type(exc)) for rel, exc in errors] == [("m/", PermissionError)]
 
 
 def test_unreadable_subfolder_for_real_when_not_root(tree: Path) -> None:
@@ -146,7 +146,7 @@ def test_unreadable_subfolder_for_real_when_not_root(tree: Path) -> None:
             pytest.skip("running as root: chmod 000 does not stop reads (covered by the monkeypatched test)")
         errors: list[str] = []
         found = paths(tree, on_error=lambda rel, exc: errors.append(rel))
-        assert errors == ["m"]
+        assert errors == ["m/"]
         assert "y.bmp" in found
     finally:
         locked.chmod(0o755)

@@ -15,17 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_API_BASE, RunConfig, load_profile
-from .errors import ConfigError
+from batchcap.config import DEFAULT_API_BASE, RunConfig, load_profile
+from batchcap.errors import ConfigError, UsageError
 
-__all__ = ["DEMO_MODEL", "BenchSettings", "Target", "UsageError", "parse_target", "resolve_targets"]
+__all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
 
 DEMO_MODEL = "Salesforce/blip-image-captioning-base"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-
-
-class UsageError(ConfigError):
-    """A flag is malformed (exit 2), as opposed to a resource that cannot be used (exit 3)."""
 
 
 @dataclass(frozen=True, slots=True)

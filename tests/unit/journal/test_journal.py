@@ -12,16 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchcap import journal
 from batchcap.errors import JournalError
 from batchcap.journal import (
     JournalIndex,
     JournalWriter,
     decode_line,
     encode_record,
+    fsio,
     load_index,
     write_json_atomic,
 )
+from batchcap.journal import index as index_module
 from batchcap.models import ErrorInfo, Record
 
 
@@ -233,7 +234,7 @@ def test_chunk_boundaries_do_not_matter(tmp_path: Path, monkeypatch: pytest.Monk
     whole = load_index(p, repair=False)
     good = p.read_bytes()
     p.write_bytes(good + b"\n\n" + b"torn line")
-    monkeypatch.setattr(journal, "_CHUNK", 7)  # lines straddle every chunk
+    monkeypatch.setattr(index_module, "CHUNK", 7)  # lines straddle every chunk
     small = load_index(p)
     assert [n in small for n in names] == [n in whole for n in names]
     assert (small.ok, small.error_final, small.error_retryable) == (
@@ -271,7 +272,7 @@ def test_index_matches_a_plain_model(
 
 
 def test_key_set_behaves_like_a_set() -> None:
-    ks = journal._KeySet(100)
+    ks = index_module.KeySet(100)
     keys = [0, 1, -1, 2**63 - 1, -(2**63), 12345, 12345 + 16 * 1024, 7]
     for k in keys:
         ks.add(k)
@@ -346,7 +347,7 @@ def test_failed_write_after_a_repair_cuts_back_to_the_repaired_size(
 
     with JournalWriter(p) as w:
         load_index(p)  # cuts the torn tail under the writer's feet
-        monkeypatch.setattr("batchcap.journal.os.write", short_then_full)
+        monkeypatch.setattr("batchcap.journal.fsio.os.write", short_then_full)
         with pytest.raises(JournalError):
             w.write([ok("c.jpg")])
         monkeypatch.undo()
@@ -391,7 +392,7 @@ def test_partial_write_is_cut_back_so_no_half_line_remains(
 
     w = JournalWriter(p)
     w.open()
-    monkeypatch.setattr("batchcap.journal.os.write", write_then_fill)
+    monkeypatch.setattr("batchcap.journal.fsio.os.write", write_then_fill)
     with pytest.raises(JournalError, match="no space left on device"):
         w.write([ok("b.jpg"), ok("c.jpg")])
     monkeypatch.undo()
@@ -408,7 +409,7 @@ def test_other_errors_keep_the_system_text(tmp_path: Path, monkeypatch: pytest.M
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     with JournalWriter(p) as w:
-        monkeypatch.setattr("batchcap.journal.os.write", eio)
+        monkeypatch.setattr("batchcap.journal.fsio.os.write", eio)
         with pytest.raises(
             JournalError, match=r"Input/output error; fix the disk and run the same command again"
         ):
@@ -418,7 +419,7 @@ def test_other_errors_keep_the_system_text(tmp_path: Path, monkeypatch: pytest.M
 def test_fsync_runs_on_the_interval_and_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     synced: list[float] = []
-    monkeypatch.setattr(journal, "_sync", lambda fd: synced.append(now[0]))
+    monkeypatch.setattr(fsio, "sync", lambda fd: synced.append(now[0]))
     w = JournalWriter(tmp_path / "j.jsonl", fsync_interval=1.0, clock=lambda: now[0])
     w.open()
     w.write([ok("a")])
@@ -464,7 +465,7 @@ def test_write_json_atomic_failure_keeps_the_old_file(
     def no_replace(src: object, dst: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr("batchcap.journal.os.replace", no_replace)
+    monkeypatch.setattr("batchcap.journal.fsio.os.replace", no_replace)
     with pytest.raises(OSError, match="Input/output"):
         write_json_atomic(p, {"v": 2})
     assert orjson.loads(p.read_bytes()) == {"v": 1}

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
+from bench_builders import s, step
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchcap.benchstats import (
-    ColdStart,
+from batchcap.bench.stats import (
     Sample,
-    StepRecord,
-    StepStats,
-    TargetResult,
     cost_per_1000,
-    format_duration,
     images_per_dollar,
     knee,
     percentile,
-    still_climbing,
     summarize_latency,
     summarize_step,
     throttle_summary,
-    verdict,
 )
 
 # --- percentiles: numpy's default "linear" method, h = (n - 1) * q / 100 -------------------------------------
@@ -108,11 +101,6 @@ def test_cost_and_images_per_dollar_are_inverse(price: float, rate: float) -> No
 # --- one step ------------------------------------------------------------------------------------------------
 
 
-def s(i: int, sched: float, done: float, ok: bool = True, kind: str | None = None, sent: float | None = None) -> Sample:
-    return Sample(i, sched, sched if sent is None else sent, done, ok, kind if not ok else None,  # type: ignore[arg-type]
-                  200 if ok else 429, 1000)
-
-
 def test_summarize_step_by_hand() -> None:
     samples = [
         s(0, 0.0, 0.5),
@@ -159,20 +147,7 @@ def test_throttle_too_early_to_measure() -> None:
     assert st_.images_per_hour_before_429 is None  # a 10 ms window says nothing about an hour
 
 
-# --- knee, throttling, verdict -------------------------------------------------------------------------------
-
-_BASE = summarize_step([s(i, 0, 0.1) for i in range(100)], mode="closed", level=1, window_s=1.0)
-
-
-def step(level: float, ips: float, p95: float, *, ok: int = 400, n429: int = 0, price: float | None = None,
-         mode: str = "closed") -> StepStats:
-    assert _BASE.latency is not None
-    return replace(
-        _BASE, mode=mode, level=level, images_per_s=ips, ok=ok, requests=ok + n429,  # type: ignore[arg-type]
-        latency=replace(_BASE.latency, p95=p95),
-        errors={**_BASE.errors, "429": n429},
-        cost_per_1000=cost_per_1000(price, ips), images_per_dollar=images_per_dollar(price, ips),
-    )
+# --- knee, throttling -----------------------------------------------------------------------------------------
 
 
 def test_knee_is_best_throughput_within_slo() -> None:
@@ -207,56 +182,6 @@ def test_throttle_summary() -> None:
     assert th.images_per_hour_unthrottled == pytest.approx(3.9 * 3600)
     assert th.images_per_hour_throttled == pytest.approx(4.1 * 3600)
     assert not throttle_summary([step(1, 10, 0.1)]).throttled
-
-
-def target(name: str, steps: list[StepStats], price: float | None, slo: float = 2.0) -> TargetResult:
-    return TargetResult(
-        name=name, description=name, url="http://x", api="hf", price_per_hour=price, token_source="none",
-        cold_start=ColdStart(True, 1.5, 3, {"503": 2}, 0.2),
-        steps=tuple(StepRecord(x, (), ()) for x in steps), knee=knee(steps, slo), throttle=throttle_summary(steps),
-        notes=(),
-    )
-
-
-def test_verdict_names_the_faster_target_its_concurrency_and_cost() -> None:
-    free = target("free", [step(1, 3.5, 0.3, price=0.0), step(2, 3.9, 0.3, n429=10, price=0.0)], 0.0)
-    paid = target("endpoint", [step(1, 12, 0.1, price=0.6), step(8, 90, 0.12, price=0.6),
-                               step(16, 100, 0.5, price=0.6)], 0.6)
-    text = verdict([free, paid], 2.0)
-    assert text.startswith("**endpoint** is the faster choice: 100.0 images/s at concurrency 16")
-    assert "25.6x free's best of 3.9 images/s at concurrency 2" in text
-    assert "$0.60/h" in text
-    assert "$0.0017 per 1,000 images" in text  # 0.6 / (100 * 3600) * 1000
-    assert "600,000 images per dollar" in text
-    assert "free is free" in text
-    assert "rate limited) from concurrency 2 on" in text
-    assert "12,600 images/hour before being rate limited" in text
-    assert "Time to first caption from idle: free 1.5 s, endpoint 1.5 s" in text
-    assert "still rising" not in text  # 90 -> 100 is not a climb
-
-
-def test_verdict_says_when_the_sweep_stopped_too_early() -> None:
-    paid = target("endpoint", [step(4, 40, 0.1), step(8, 80, 0.1)], None)
-    text = verdict([paid], 2.0)
-    assert "still rising at concurrency 8" in text
-    assert still_climbing(paid) is not None
-    assert "no --price-per-hour" in text
-
-
-def test_verdict_without_any_step_in_slo() -> None:
-    slow = target("slow", [step(1, 1, 5.0), step(2, 2, 9.0)], None)
-    text = verdict([slow], 2.0)
-    assert text.startswith("No target kept its p95 latency within the 2 s SLO")
-    assert "5.00 s (slow at concurrency 1)" in text
-    assert verdict([], 2.0).startswith("No target returned")
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(42, "42 s"), (89.4, "89 s"), (600, "10.0 min"), (3 * 3600, "3.0 h"), (5 * 86400, "5.0 days")],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert format_duration(seconds) == text
 
 
 def test_sample_latency_is_from_schedule() -> None:

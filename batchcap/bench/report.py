@@ -13,16 +13,15 @@ from typing import Any
 
 import orjson
 
-from .benchstats import (
+from .stats import (
     ERROR_KINDS,
     ERROR_LABELS,
     BenchResult,
     Sample,
     StepStats,
     TargetResult,
-    describe_errors,
-    format_duration,
 )
+from .verdict import describe_errors, format_duration
 
 __all__ = ["ReportPaths", "render_markdown", "render_results", "to_json", "write_plot", "write_reports"]
 

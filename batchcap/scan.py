@@ -13,8 +13,10 @@ folder of millions of files costs the memory of one folder listing at most (see
   single folder of millions of files. Resume does not depend on order anyway: the
   journal is keyed by path.
 
-``ImageJob.path`` (the journal key) is POSIX and relative to the root. A name that is not
-valid UTF-8 cannot be a JSON key: it is reported through ``on_error`` and skipped.
+``ImageJob.path`` (the journal key) is POSIX and relative to the root. Whatever the scan must skip goes
+to ``on_error(path, exc)`` with a printable path (undecodable bytes escaped as ``\xff``) and, for a folder,
+a trailing ``/``: a name that is not valid UTF-8 (it cannot be a JSON key), an unreadable folder, a file that
+vanished. The run turns each into an error record, so nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from pathlib import Path
 from batchcap.errors import ConfigError
 from batchcap.models import ImageJob
 
-__all__ = ["DEFAULT_EXTENSIONS", "OnError", "scan", "scan_batches"]
+__all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
 
 DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
 
-#: Called with a relative path (printable) and the error for anything the scan had to skip.
+#: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]
 
 
@@ -134,6 +136,23 @@ def _printable(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace") if rel else "."
 
 
+def _folder(rel: str) -> str:
+    """A folder's printable path, marked as a folder by its trailing slash."""
+    return _printable(rel) + "/"
+
+
+def problem_reason(path: str, exc: OSError) -> str:
+    """The short reason an error record keeps for something the scan skipped."""
+    what = "folder" if path.endswith("/") else "file"
+    if exc.errno == errno.EILSEQ:
+        return f"{what} name is not valid UTF-8, so it cannot be a journal key; rename it"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot read {what}: permission denied"
+    if exc.errno == errno.ENOENT:
+        return f"cannot read {what}: it vanished during the scan"
+    return f"cannot read {what}: {(exc.strerror or str(exc)).lower()}"
+
+
 class _Walker:
     """One scan's settings and loop guard; ``walk`` is the generator."""
 
@@ -156,7 +175,7 @@ class _Walker:
                 try:
                     st = os.stat(dirpath)
                 except OSError as exc:
-                    self.on_error(_printable(rel), exc)
+                    self.on_error(_folder(rel), exc)
                     continue
                 if (st.st_dev, st.st_ino) in seen:
                     continue
@@ -175,7 +194,7 @@ class _Walker:
         try:
             it = os.scandir(dirpath)
         except OSError as exc:
-            self.on_error(_printable(rel), exc)
+            self.on_error(_folder(rel), exc)
             return
         buffered: list[tuple[str, os.DirEntry[str], bool]] | None = []
         with it:
@@ -183,7 +202,7 @@ class _Walker:
                 try:
                     entry = next(it, None)
                 except OSError as exc:  # the folder went away or the disk failed mid-listing
-                    self.on_error(_printable(rel), exc)
+                    self.on_error(_folder(rel), exc)
                     break
                 if entry is None:
                     break
@@ -226,7 +245,8 @@ class _Walker:
                 name.encode("utf-8")
             except UnicodeEncodeError:
                 msg = "name is not valid UTF-8, so it cannot be a journal key; rename it"
-                self.on_error(_printable(prefix + name), OSError(errno.EILSEQ, msg))
+                path = _folder(prefix + name) if is_dir else _printable(prefix + name)
+                self.on_error(path, OSError(errno.EILSEQ, msg))
                 return None
         return is_dir
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchcap.loadgen import Outcome, closed_loop, open_loop, poisson_schedule, probe_until_ok
+from batchcap.bench.loadgen import Outcome, closed_loop, open_loop, poisson_schedule, probe_until_ok
 
 # --- the open-loop schedule (pure) ---------------------------------------------------------------------------
 

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import anyio
 
-from .benchstats import ColdStart, ErrorKind, Sample, StopReason
+from batchcap.types import Clock
 
-__all__ = ["Clock", "Outcome", "Send", "StepRun", "closed_loop", "open_loop", "poisson_schedule", "probe_until_ok"]
+from .stats import ColdStart, ErrorKind, Sample, StopReason
 
-Clock = Callable[[], float]
+__all__ = ["Outcome", "Send", "StepRun", "closed_loop", "open_loop", "poisson_schedule", "probe_until_ok"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .benchspec import DEMO_MODEL, BenchSettings, Target, UsageError, resolve_targets
-from .config import DEFAULT_API_BASE
+from batchcap.argtypes import add_event_loop_flag, number
+from batchcap.config import DEFAULT_API_BASE
+from batchcap.errors import UsageError
 
-__all__ = ["add_arguments", "settings_from_args"]
+from .spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
+
+__all__ = ["add_arguments", "images_dir", "settings_from_args"]
 
 _DEFAULTS = {  # flag: (real run, --demo)
     "concurrency": ((1, 2, 4, 8, 16, 32), (1, 2, 4, 8, 16)),
@@ -46,19 +48,6 @@ def _positive_floats(text: str) -> tuple[float, ...]:
     if not values or values[0] <= 0 or not math.isfinite(values[-1]):
         raise argparse.ArgumentTypeError(f"expected numbers > 0 like 5,10,20 (got {text!r})")
     return tuple(values)
-
-
-def _number(kind: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < minimum or (isinstance(value, float) and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text}")
-        return value
-
-    return parse
 
 
 def _show(value: Any) -> str:
@@ -106,36 +95,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--arrival-rate", type=_positive_floats, metavar="LIST",
                    help="open loop: Poisson arrivals per second per step, e.g. 5,10,20; latency counts from the "
                         "scheduled send time. Alone it replaces the closed loop; with --concurrency both run")
-    s.add_argument("--requests", type=_number(int, 1), metavar="N", help=f"measured requests per step ({_dflt('requests')})")
-    s.add_argument("--duration", type=_number(float, 0.1), metavar="SECONDS", help=f"seconds cap per step ({_dflt('duration')})")
-    s.add_argument("--warmup", type=_number(int, 0), metavar="N",
+    s.add_argument("--requests", type=number(int, 1), metavar="N", help=f"measured requests per step ({_dflt('requests')})")
+    s.add_argument("--duration", type=number(float, 0.1), metavar="SECONDS", help=f"seconds cap per step ({_dflt('duration')})")
+    s.add_argument("--warmup", type=number(int, 0), metavar="N",
                    help=f"requests per step sent first and reported apart ({_dflt('warmup')})")
-    s.add_argument("--slo", type=_number(float, 0.001), default=2.0, metavar="SECONDS",
+    s.add_argument("--slo", type=number(float, 0.001), default=2.0, metavar="SECONDS",
                    help="p95 latency target in seconds; the knee is the best step within it (default: %(default)s)")
-    s.add_argument("--max-in-flight", type=_number(int, 1), default=256, metavar="N",
+    s.add_argument("--max-in-flight", type=number(int, 1), default=256, metavar="N",
                    help="open loop: cap on requests in flight (default: %(default)s)")
-    s.add_argument("--throttle-pause", type=_number(float, 0.0), default=1.0, metavar="SECONDS",
+    s.add_argument("--throttle-pause", type=number(float, 0.0), default=1.0, metavar="SECONDS",
                    help="closed loop: seconds a worker rests after a 429 without Retry-After (default: %(default)s)")
     b = p.add_argument_group("bounds and output")
-    b.add_argument("--images", type=_number(int, 1), metavar="N", help=f"distinct images to load and cycle through ({_dflt('images')})")
+    b.add_argument("--images", type=number(int, 1), metavar="N", help=f"distinct images to load and cycle through ({_dflt('images')})")
     b.add_argument("--images-dir", type=Path, dest="images_dir_opt", metavar="DIR",
                    help="same as IMAGES_DIR (with --demo: use these instead of generated samples)")
-    b.add_argument("--max-image-mb", type=_number(float, 0.001), default=20.0, metavar="MB", help="skip larger files (default: %(default)s)")
-    b.add_argument("--timeout", type=_number(float, 0.001), metavar="SECONDS", help="seconds per request (default: the target's, 60)")
-    b.add_argument("--cold-start-timeout", type=_number(float, 0.0), metavar="SECONDS",
+    b.add_argument("--max-image-mb", type=number(float, 0.001), default=20.0, metavar="MB", help="skip larger files (default: %(default)s)")
+    b.add_argument("--timeout", type=number(float, 0.001), metavar="SECONDS", help="seconds per request (default: the target's, 60)")
+    b.add_argument("--cold-start-timeout", type=number(float, 0.0), metavar="SECONDS",
                    help=f"seconds to wait for a target's first caption ({_dflt('cold_start_timeout')})")
-    b.add_argument("--max-time", type=_number(float, 1.0), metavar="SECONDS", help=f"seconds for the whole bench ({_dflt('max_time')})")
+    b.add_argument("--max-time", type=number(float, 1.0), metavar="SECONDS", help=f"seconds for the whole bench ({_dflt('max_time')})")
     b.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the open-loop arrival schedules (default: %(default)s)")
     b.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="folder for bench.json/.md/.png (default: %(default)s)")
     b.add_argument("--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)")
     b.add_argument("--demo", action="store_true",
                    help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
-    b.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                   help="auto = uvloop where installed (default: auto)")
+    add_event_loop_flag(b)
 
 
-def _images_dir(ns: argparse.Namespace) -> Path | None:
+def images_dir(ns: argparse.Namespace) -> Path | None:
     positional: Path | None = ns.images_dir
     option: Path | None = ns.images_dir_opt
     if positional is not None and option is not None and positional != option:
@@ -151,7 +139,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         value = getattr(ns, name, None)
         return value if value is not None else _DEFAULTS[name][1 if demo else 0]
 
-    images_dir = _images_dir(ns)
+    given = images_dir(ns)
     if demo:
         if ns.target:
             raise UsageError("--demo makes its own two targets; drop --target (or drop --demo)")
@@ -160,7 +148,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         if not ns.target:
             raise UsageError("name at least one --target (e.g. --target free=hf:MODEL_ID), or try --demo")
         targets = resolve_targets(ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour)
-        if images_dir is None:
+        if given is None:
             raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
     concurrency = ns.concurrency
     rates = ns.arrival_rate or ()
@@ -168,7 +156,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         concurrency = () if rates else pick("concurrency")
     return BenchSettings(
         targets=targets,
-        images_dir=Path(images_dir) if images_dir is not None else Path("."),
+        images_dir=Path(given) if given is not None else Path("."),
         images=pick("images"),
         concurrency=tuple(concurrency),
         arrival_rates=tuple(rates),

@@ -1,0 +1,62 @@
+"""Event-loop plumbing that ``run`` and ``bench`` share: picking the loop, signals, exception-group leaves.
+
+Both commands stop the same way on Ctrl-C / SIGTERM: a task watches the signals through anyio and calls back,
+and the command decides what "stop" means (the run drains its writer; the bench keeps its finished steps).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from .errors import ConfigError
+
+__all__ = ["EVENT_LOOPS", "first_leaf", "leaves", "run_async", "watch_signals"]
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def run_async(fn: Callable[[], Awaitable[T]], loop: str = "auto") -> T:
+    """Run ``fn`` on uvloop where it installs (cheaper per request), else on plain asyncio."""
+    use_uvloop = False
+    if loop in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            if loop == "uvloop":
+                raise ConfigError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            use_uvloop = True
+    return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+
+
+async def watch_signals(on_signal: Callable[[], None]) -> None:
+    """Call ``on_signal`` at the first SIGINT or SIGTERM, then return. Run it as a task; cancel it when done."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            on_signal()
+            return
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; a plain exception is its own leaf."""
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(leaves(sub))
+        return out
+    return [exc]
+
+
+def first_leaf(exc: BaseException, kind: type[E]) -> E | None:
+    """The first leaf of ``exc`` that is a ``kind``, or None."""
+    for leaf in leaves(exc):
+        if isinstance(leaf, kind):
+            return leaf
+    return None

@@ -1,0 +1,287 @@
+"""One bench, measured: every target in turn, cold start first, then the closed- and open-loop sweeps.
+
+Each target is driven with the project's own ``CaptionClient`` and protocol adapters on the same images (loaded
+once, into memory), so the numbers are what ``batchcap run`` would get. Failed requests are data, summarized
+per step; only the failures that would doom every request (a refused token, a wrong URL or model) stop the bench.
+
+    run_bench -> for each target: TargetBench.cold_start() -> .sweep() (one .step() per level) -> .result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import anyio
+
+from batchcap.aio import first_leaf, watch_signals
+from batchcap.client import CaptionClient
+from batchcap.config import Secret, find_token
+from batchcap.errors import BenchAborted, ConfigError
+from batchcap.images import load_batch
+from batchcap.models import LoadedImage
+from batchcap.protocols import make_adapter
+from batchcap.scan import scan
+from batchcap.types import Clock
+
+from .environment import machine, versions
+from .interrupt import Interrupt
+from .loadgen import Send, StepRun, closed_loop, open_loop, poisson_schedule, probe_until_ok
+from .send import make_sender
+from .spec import BenchSettings, Target
+from .stats import (
+    BenchResult,
+    ColdStart,
+    Mode,
+    StepRecord,
+    TargetResult,
+    knee,
+    summarize_step,
+    throttle_summary,
+)
+from .verdict import describe_errors, verdict
+
+__all__ = ["run_bench"]
+
+Log = Callable[[str], None]
+Tokens = Mapping[str, tuple[Secret | None, str]]
+
+
+async def run_bench(
+    settings: BenchSettings,
+    *,
+    tokens: Tokens | None = None,
+    log: Log = lambda line: None,
+    clock: Clock = time.perf_counter,
+    handle_signals: bool = False,
+) -> BenchResult:
+    """Benchmark every target in turn; raise BenchAborted when one refuses the token or does not exist.
+
+    With ``handle_signals``, Ctrl-C / SIGTERM stops the bench and returns what was measured so far
+    (``stopped="interrupted"``), so the report is still written.
+
+    ``tokens`` maps target names to ``(token, source description)``; by default each target's token is found
+    as ``batchcap run`` finds it (``--token-file``, ``HF_TOKEN``, the huggingface_hub token file).
+    """
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = clock()
+    tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
+    images, image_info = await _load_images(settings)
+    log(f"batchcap bench: {len(images)} images ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
+    interrupt = Interrupt()
+    results: list[TargetResult] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(watch_signals, interrupt.fire)
+            stopped = await _run_targets(settings, images, tokens, results, t0 + settings.max_time, log, clock,
+                                         interrupt)
+            tg.cancel_scope.cancel()  # the signal watcher
+    except BaseExceptionGroup as group:
+        if (aborted := first_leaf(group, BenchAborted)) is not None:
+            raise aborted from None
+        raise
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    return BenchResult(
+        targets=tuple(results),
+        slo_s=settings.slo,
+        verdict=verdict(results, settings.slo),
+        config=settings.public_dict(),
+        versions=versions(loop),
+        machine=machine(),
+        images=image_info,
+        started_at=started_at,
+        elapsed_s=clock() - t0,
+        stopped=stopped,
+    )
+
+
+async def _run_targets(
+    settings: BenchSettings, images: Sequence[LoadedImage], tokens: Tokens, results: list[TargetResult],
+    deadline: float, log: Log, clock: Clock, interrupt: Interrupt,
+) -> str | None:
+    """Each target in turn, each given a fair share of the time left; the bench's stop reason, if any."""
+    stopped: str | None = None
+    for k, target in enumerate(settings.targets):
+        if interrupt.requested:
+            return "interrupted"
+        remaining = deadline - clock()
+        until = clock() + max(0.0, remaining) / (len(settings.targets) - k)
+        token, source = tokens.get(target.name, (None, "none"))
+        bench = TargetBench(target, images, settings, token, source, until=until, log=log, clock=clock,
+                            interrupt=interrupt)
+        results.append(await bench.measure())
+        if bench.out_of_time or clock() >= deadline:
+            stopped = "max_time"
+    return "interrupted" if interrupt.requested else stopped
+
+
+class TargetBench:
+    """The measurement of one target: its client, the notes it gathers, the steps it measured."""
+
+    def __init__(
+        self, target: Target, images: Sequence[LoadedImage], settings: BenchSettings, token: Secret | None,
+        token_source: str, *, until: float, log: Log, clock: Clock, interrupt: Interrupt | None = None,
+    ) -> None:
+        self.target = target
+        self.images = images
+        self.settings = settings
+        self.token = token
+        self.token_source = token_source
+        self.until = until
+        self.log = log
+        self.clock = clock
+        self.interrupt = interrupt or Interrupt()
+        self.timeout = settings.timeout or target.cfg.timeout
+        self.notes: list[str] = []
+        self.steps: list[StepRecord] = []
+        self.out_of_time = False  #: the time share ran out before every step had run
+
+    async def measure(self) -> TargetResult:
+        cfg, settings = self.target.cfg, self.settings
+        adapter = make_adapter(cfg)
+        sizes = [len(adapter.build(img).body) for img in self.images]
+        connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
+        self.log(f"batchcap bench: {self.target.name} -> {cfg.target} (token: {self.token_source})")
+        async with CaptionClient(cfg.url, adapter, token=self.token, timeout=self.timeout,
+                                 connections=connections) as client:
+            send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
+            cold = await self.cold_start(send)
+            if cold.ok:
+                await self.sweep(send)
+        return self.result(cold)
+
+    async def cold_start(self, send: Send) -> ColdStart:
+        """Time to the first caption, probing one request at a time."""
+        name, settings = self.target.name, self.settings
+        cold = None
+        with self.interrupt.step():
+            cold = await probe_until_ok(
+                send, give_up_after=max(0.0, min(settings.cold_start_timeout, self.until - self.clock()))
+            )
+        if cold is None:
+            self.notes.append("interrupted before the first caption")
+            return ColdStart(False, None, 0, {}, None, "interrupted")
+        if cold.ok:
+            self.log(f"  {name}: first caption after {cold.seconds:.2f} s "
+                     f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})")
+        else:
+            last = f"; last error: {cold.last_error}" if cold.last_error else ""
+            self.note(f"no caption within {settings.cold_start_timeout:g} s of the first request "
+                      f"({cold.attempts} requests: {describe_errors(cold.errors)}{last}); sweep skipped")
+        return cold
+
+    async def sweep(self, send: Send) -> None:
+        """Every closed-loop level, then every open-loop rate, while time is left and nothing interrupts."""
+        settings = self.settings
+        loops: list[tuple[Mode, float]] = [("closed", c) for c in settings.concurrency]
+        loops += [("open", r) for r in settings.arrival_rates]
+        skip_closed = False
+        for mode, level in loops:
+            if mode == "closed" and skip_closed:
+                continue
+            if self.clock() >= self.until:
+                self.out_of_time = True
+                self.notes.append(f"time limit reached (--max-time): steps from {_what(mode, level)} on were not run")
+                return
+            measured = await self.step(send, mode, level)
+            if measured is None or self.interrupt.requested:
+                self.note(f"interrupted (Ctrl-C) during {_what(mode, level)}: that step and the later ones were "
+                          "not measured")
+                return
+            warm, run = measured
+            self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour))
+            self.log(_step_line(self.target.name, self.steps[-1]))
+            if mode == "closed" and self.steps[-1].stats.ok == 0 and level != max(settings.concurrency):
+                skip_closed = True
+                self.note(f"nothing succeeded at concurrency {level:g}: higher concurrency was not tried")
+
+    async def step(self, send: Send, mode: Mode, level: float) -> tuple[StepRun, StepRun] | None:
+        """Warm-up then measurement at one level; None when an interrupt cut it."""
+        s = self.settings
+        common: dict[str, Any] = {"duration": s.duration, "grace": self.timeout, "deadline": self.until,
+                                  "clock": self.clock}
+        measured: tuple[StepRun, StepRun] | None = None
+        with self.interrupt.step():
+            if mode == "closed":
+                c = int(level)
+                warm = await closed_loop(send, concurrency=c, count=s.warmup, **common)
+                measured = (warm, await closed_loop(send, concurrency=c, count=s.requests, **common))
+            else:  # every target gets the same arrival times for the same rate: a like-for-like comparison
+                seed = s.seed * 1000 + 2 * s.arrival_rates.index(level)
+                warm_at = poisson_schedule(level, count=s.warmup, duration=s.duration, seed=seed)
+                at = poisson_schedule(level, count=s.requests, duration=s.duration, seed=seed + 1)
+                warm = await open_loop(send, warm_at, max_in_flight=s.max_in_flight, **common)
+                measured = (warm, await open_loop(send, at, max_in_flight=s.max_in_flight, **common))
+        return measured
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.log(f"  {self.target.name}: {text}")
+
+    def result(self, cold: ColdStart) -> TargetResult:
+        cfg = self.target.cfg
+        main = [s.stats for s in self.steps if s.stats.mode == "closed"] or [s.stats for s in self.steps]
+        return TargetResult(
+            name=self.target.name,
+            description=cfg.target,
+            url=cfg.public_dict()["url"],
+            api=cfg.api,
+            price_per_hour=self.target.price_per_hour,
+            token_source=self.token_source,
+            cold_start=cold,
+            steps=tuple(self.steps),
+            knee=knee(main, self.settings.slo),
+            throttle=throttle_summary(main),
+            notes=tuple(self.notes),
+        )
+
+
+def _what(mode: Mode, level: float) -> str:
+    return f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
+
+
+def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None) -> StepRecord:
+    stats = summarize_step(
+        run.samples, mode=mode, level=level, price_per_hour=price, window_s=run.window_s, unsent=run.unsent,
+        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples,
+    )
+    return StepRecord(stats, run.samples, warm.samples)
+
+
+def _step_line(name: str, rec: StepRecord) -> str:
+    s = rec.stats
+    what = f"c={s.level:g}" if s.mode == "closed" else f"{s.level:g}/s"
+    lat = f"p50 {s.latency.p50:.3f} s p95 {s.latency.p95:.3f} s" if s.latency else "no successes"
+    err = f", {describe_errors(s.errors)}" if s.failed else ""
+    return f"  {name} {what}: {s.ok}/{s.requests} ok, {s.images_per_s:.1f} img/s, {lat}{err} ({s.window_s:.1f} s)"
+
+
+async def _load_images(settings: BenchSettings) -> tuple[list[LoadedImage], dict[str, Any]]:
+    """The first ``settings.images`` readable images, in memory: every target gets exactly these bytes."""
+    max_bytes = int(settings.max_image_mb * 1024 * 1024)
+
+    def load() -> list[Any]:
+        jobs = list(islice(scan(settings.images_dir), settings.images))
+        return load_batch(jobs, max_bytes=max_bytes)
+
+    loaded = await anyio.to_thread.run_sync(load)
+    images = [x for x in loaded if isinstance(x, LoadedImage)]
+    skipped = [f"{job.path}: {err}" for job, err in (x for x in loaded if not isinstance(x, LoadedImage))]
+    if not images:
+        raise ConfigError(f"no readable images in {settings.images_dir}" + (f" ({skipped[0]})" if skipped else ""))
+    sizes = sorted(len(i.data) for i in images)
+    info = {
+        "dir": str(settings.images_dir),
+        "count": len(images),
+        "bytes_total": sum(sizes),
+        "bytes_median": sizes[len(sizes) // 2],
+        "types": dict(Counter(i.mime for i in images)),
+        "skipped": skipped,
+    }
+    return images, info

@@ -1,0 +1,118 @@
+"""The flags of ``batchcap run`` (some reused by ``bench`` for its targets), and the config they make."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from batchcap.argtypes import add_event_loop_flag, number
+from batchcap.config import (
+    API_CHOICES,
+    DEFAULT_API_BASE,
+    SERVERLESS_RATE,
+    RunConfig,
+    coerce,
+    load_profile,
+    parse_rate,
+)
+from batchcap.errors import ConfigError
+
+__all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
+
+
+_D = RunConfig()
+
+
+def default(name: str) -> str:
+    """A ``RunConfig`` default as the help text shows it."""
+    value = getattr(_D, name)
+    if name == "rate" and value is None:
+        return "unlimited"
+    return str(value)
+
+
+_positive_int = number(int, 1)
+_non_negative_int = number(int, 0)
+_positive_float = number(float, 0, strict=True)
+
+
+def _rate(text: str) -> float | str:
+    """``unlimited`` becomes inf here (argparse's None means "not given"); coerce() maps it to None."""
+    try:
+        value = parse_rate(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--rate: ")) from None
+    return math.inf if value is None else value
+
+
+class _RefuseToken(argparse.Action):
+    """A token on the command line shows in the process list and shell history: refuse it and say why."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error(f"{args[-1] if args else '--token'}: tokens are never taken on the command line (they would "
+                     "show in the process list); set HF_TOKEN or use --token-file")
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """Where to send and how hard: the target and limits flag groups."""
+    t = p.add_argument_group("target (one of --model, --endpoint, --api openai)")
+    t.add_argument("--model", help="model id, e.g. Salesforce/blip-image-captioning-base")
+    t.add_argument("--api", choices=API_CHOICES,
+                   help="service shape: hf = raw image bytes (Inference API / Endpoint), hf-json = base64 JSON "
+                        "with parameters (custom Endpoint handlers), openai = /v1/chat/completions "
+                        f"(default: {default('api')})")
+    t.add_argument("--api-base", help=f"serverless API base; requests go to BASE/models/MODEL (default: {DEFAULT_API_BASE})")
+    t.add_argument("--endpoint", help="dedicated Inference Endpoint URL, POSTed to as it is")
+    t.add_argument("--base-url", help="OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 (with --api openai)")
+    t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
+    t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {default('max_tokens')})")
+    t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {default('temperature')})")
+    t.add_argument("--token", "--hf-token", "--api-key", dest="token_on_command_line", action=_RefuseToken,
+                   help=argparse.SUPPRESS)
+    t.add_argument("--token-file", type=Path,
+                   help="file holding the token (default: $HF_TOKEN, then $HUGGING_FACE_HUB_TOKEN, then "
+                        "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line")
+    l = p.add_argument_group("limits")
+    l.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default: {default('concurrency')})")
+    l.add_argument("--rate", type=_rate, help="requests per second, 'unlimited', or 'auto' (the default: "
+                        f"{SERVERLESS_RATE:g}/s for the serverless API, unlimited for --endpoint and --api openai); "
+                        "lowered automatically on HTTP 429")
+    l.add_argument("--burst", type=_positive_int, help=f"requests allowed at once above the rate (default: {default('burst')})")
+    l.add_argument("--timeout", type=_positive_float, help=f"seconds per request before it is retried (default: {default('timeout')})")
+    l.add_argument("--retries", type=_non_negative_int, help=f"extra attempts per image on 5xx/timeouts (default: {default('retries')})")
+    l.add_argument("--max-wait", type=float, help=f"seconds to wait for a loading model / rate limit per image before it counts as a retry; the run stops if no caption arrives for this long (default: {default('max_wait')})")
+
+
+_RUN_FIELDS = (
+    "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
+    "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
+    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
+)
+
+
+def config_from_args(ns: argparse.Namespace) -> RunConfig:
+    """Profile first, then every flag the user actually gave."""
+    cfg = RunConfig(input_dir=ns.input_dir)
+    if ns.config is not None:
+        cfg = cfg.merged(load_profile(ns.config))
+    flags = {name: getattr(ns, name) for name in _RUN_FIELDS if getattr(ns, name, None) is not None}
+    return cfg.merged(coerce(flags, source="command line")).validate()
+
+
+
+
+def add_run_arguments(r: argparse.ArgumentParser) -> None:
+    """Every ``batchcap run`` flag."""
+    r.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
+    r.add_argument("--out", type=Path, help=f"JSONL results file, also the resume checkpoint (default: {default('out')})")
+    r.add_argument("--config", type=Path, help="TOML profile (see configs/); flags given here override it")
+    add_target_arguments(r)
+    o = r.add_argument_group("input and output")
+    o.add_argument("--retry-failed", action="store_true", default=None, help="also retry images whose earlier error was final")
+    o.add_argument("--follow-symlinks", action="store_true", default=None, help="follow symbolic links (default: skip them)")
+    o.add_argument("--max-image-mb", type=_positive_float, help=f"larger files get an error record, unsent (default: {default('max_image_mb')})")
+    o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
+    o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
+    o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    add_event_loop_flag(o)

@@ -1,0 +1,84 @@
+"""``batchcap run``: caption a folder, print the summary, pick the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from batchcap.aio import run_async
+from batchcap.config import find_token
+from batchcap.errors import ConfigError, RunAborted
+from batchcap.progress import NullProgress, Progress, TqdmProgress
+from batchcap.run import RunStats, manifest_path, run, tune_malloc
+from batchcap.version import __version__
+
+from .exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from .options import add_run_arguments, config_from_args
+
+__all__ = ["HELP", "add_arguments", "main"]
+
+HELP = "caption every image under a folder into a JSONL file"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Caption every image under INPUT_DIR (recursively) into a JSONL file that is also the resume "
+                     "checkpoint: run the same command again after any interruption and it continues.")
+    p.epilog = EXIT_CODES_HELP
+    add_run_arguments(p)
+
+
+def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
+    cfg = config_from_args(ns)
+    token, source = find_token(cfg.token_file)
+    if not cfg.input_dir.is_dir():
+        raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
+    if not cfg.out.parent.exists():
+        raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
+    err = sys.stderr
+    if not cfg.quiet:
+        rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
+              f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
+    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
+    scan_done = getattr(progress, "scan_finished", None)
+    tune_malloc()
+    try:
+        stats = run_async(
+            lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+            ns.event_loop,
+        )
+    except RunAborted as exc:
+        exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        raise
+    _summary(stats, cfg.out)
+    if stats.interrupted:
+        print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
+        return EXIT_INTERRUPTED
+    if stats.failed or stats.earlier_errors:
+        if stats.earlier_errors and not stats.failed:
+            print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
+                  "add --retry-failed to try them again", file=err)
+        return EXIT_ERRORS
+    return EXIT_OK
+
+
+def _summary(stats: RunStats, out: Path) -> None:
+    err = sys.stderr
+    breakdown = ", ".join(f"{k} {v}" for k, v in stats.errors_by_type.most_common())
+    print(
+        f"batchcap: {stats.ok} ok, {stats.failed} errors, {stats.skipped} already done, in {stats.elapsed:.1f} s "
+        f"({stats.rate:.1f} img/s; {stats.retries} retries, {stats.throttled} rate-limited)"
+        + (f"; errors: {breakdown}" if breakdown else ""),
+        file=err,
+    )
+    if stats.scan_problems:
+        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+                 ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
+        print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
+              file=err)
+    if stats.sidecar_errors:
+        print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+    print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)

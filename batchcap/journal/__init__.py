@@ -1,0 +1,23 @@
+"""The JSONL journal: one line per finished image, and the checkpoint a rerun resumes from.
+
+Four jobs, a module each: ``codec`` (the line format), ``index`` (what is done, read once at start, a
+torn last line repaired), ``writer`` (the single locked appender), ``fsio`` (lock, whole writes, fsync,
+atomic files, the disk-error messages). Other packages import from here.
+"""
+
+from __future__ import annotations
+
+from .codec import decode_line, encode_record
+from .fsio import write_json_atomic
+from .index import JournalIndex, load_index, path_key
+from .writer import JournalWriter
+
+__all__ = [
+    "JournalIndex",
+    "JournalWriter",
+    "decode_line",
+    "encode_record",
+    "load_index",
+    "path_key",
+    "write_json_atomic",
+]

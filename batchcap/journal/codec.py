@@ -1,0 +1,78 @@
+"""The journal's line format: one JSON object per finished image, written and read here only.
+
+Line shape (key order is fixed; ``request_id`` is left out when unknown)::
+
+    {"path":"a/b.jpg","status":"ok","caption":"...","attempts":1,"latency_s":0.8,
+     "bytes_sent":51234,"target":"hf:blip","request_id":"r-1","ts":1732579200.1}
+    {"path":"c.png","status":"error","error":{"type":"InputError","message":"empty file",
+     "http_status":null,"retryable":false},"attempts":1,...}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from batchcap.models import Record
+
+__all__ = ["OK_PREFIX", "STATUSES", "STATUS_SEP", "decode_line", "encode_record"]
+
+#: How every line begins, and what separates the path from the status: the index's fast path for ok lines.
+OK_PREFIX = b'{"path":"'
+STATUS_SEP = b'","status":"'
+STATUSES = ("ok", "error")
+
+
+def encode_record(r: Record) -> bytes:
+    """One journal line, newline included: a single ``orjson.dumps`` on the hot path."""
+    line: dict[str, Any] = {"path": r.path, "status": r.status}
+    if r.status == "ok":
+        line["caption"] = r.caption
+    else:
+        e = r.error
+        line["error"] = (
+            None
+            if e is None
+            else {
+                "type": e.type,
+                "message": e.message,
+                "http_status": e.http_status,
+                "retryable": e.retryable,
+            }
+        )
+    line["attempts"] = r.attempts
+    line["latency_s"] = r.latency_s
+    line["bytes_sent"] = r.bytes_sent
+    line["target"] = r.target
+    if r.request_id is not None:
+        line["request_id"] = r.request_id
+    line["ts"] = r.ts
+    try:
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        # A lone surrogate (e.g. "\ud800" decoded from a service's JSON) is not UTF-8; keep the
+        # record and replace the bad code point rather than lose a paid-for caption.
+        return orjson.dumps(_scrub(line), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_line(line: bytes) -> dict[str, Any]:
+    """Parse one journal line; ``ValueError`` unless it is an object with a string path and a status."""
+    obj = orjson.loads(line)
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("path"), str)
+        or obj.get("status") not in STATUSES
+    ):
+        raise ValueError("not a batchcap journal record")
+    return obj
+
+
+
+def _scrub(obj: Any) -> Any:
+    """Replace lone surrogates in every string so the record can be UTF-8 JSON."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,154 @@
+"""File helpers the journal and the run manifest share: the lock, whole writes, fsync, atomic replace.
+
+One exclusive ``flock`` on the journal itself guards it: ``JournalWriter`` holds it for the run, and
+``load_index`` takes it while it repairs, so two runs on one ``--out`` fail fast instead of interleaving
+lines or cutting each other's. Every OS error becomes a ``JournalError`` that says what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchcap.errors import JournalError
+
+__all__ = [
+    "HELD",
+    "append_newline",
+    "file_id",
+    "lock",
+    "sync",
+    "sync_dir",
+    "truncate",
+    "write_all",
+    "write_error",
+    "write_json_atomic",
+]
+
+sync = getattr(os, "fdatasync", os.fsync)  # the size change is flushed too; inode times are not needed
+
+#: (st_dev, st_ino) of the journals this process's JournalWriters hold locked.
+HELD: set[tuple[int, int]] = set()
+
+
+def file_id(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def lock(fd: int, path: Path) -> None:
+    """Take the journal's exclusive lock without waiting; ``JournalError`` if another run has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalError(
+            f"another batchcap run is writing to {path}; wait for it to finish or choose another --out"
+        ) from None
+    except OSError as exc:  # e.g. a filesystem without locks: refuse rather than risk interleaving
+        raise JournalError(f"cannot lock {path}: {exc.strerror}; put --out on a local disk") from None
+
+
+def truncate(path: Path, size: int) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            sync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise JournalError(f"cannot repair the torn last line of {path}: {exc.strerror}") from None
+
+
+def append_newline(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            write_all(fd, b"\n")
+            sync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as indented JSON, all or nothing (tmp file, fsync, ``os.replace``).
+
+    For the run manifest beside the journal: a reader sees the old file or the new one,
+    never half of one. Raises ``OSError`` (the tmp file is removed); ``TypeError`` if
+    orjson cannot serialise ``obj``.
+    """
+    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    sync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all is written (a write may be partial near a full disk)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        done += os.write(fd, view[done:])
+
+
+def sync_dir(folder: Path) -> None:
+    """fsync a folder so a new or renamed entry survives a power cut (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached (ulimit -f, or the filesystem's largest file)",
+}
+
+
+def write_error(path: Path, exc: OSError) -> JournalError:
+    """The one message per failure class; results already written stay valid either way."""
+    code = exc.errno or 0
+    if code in SPACE:
+        return JournalError(
+            f"cannot write {path}: {SPACE[code]}; free some space and run the same command again "
+            "(results so far are kept)"
+        )
+    if code == errno.EISDIR:
+        return JournalError(f"cannot write {path}: it is a folder; give --out a file name")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return JournalError(
+            f"cannot write {path}: {exc.strerror}; check the folder's permissions or choose another --out"
+        )
+    reason = exc.strerror or os.strerror(code) or str(exc)
+    return JournalError(
+        f"cannot write {path}: {reason}; fix the disk and run the same command again (results so far are kept)"
+    )
+

@@ -1,0 +1,66 @@
+"""The run manifest beside the journal: settings, version, times, counts, the error breakdown, the stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from batchcap.config import RunConfig
+from batchcap.errors import JournalError
+from batchcap.journal import JournalIndex, write_json_atomic
+from batchcap.version import __version__
+
+from .stats import RunStats
+
+__all__ = ["Manifest", "manifest_path"]
+
+
+def manifest_path(out: Path) -> Path:
+    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
+    return out.with_name(out.stem + ".manifest.json")
+
+
+class Manifest:
+    """Written atomically when the run starts (state "running") and again when it ends, however it ends."""
+
+    __slots__ = ("doc", "out", "path")
+
+    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
+        self.out = cfg.out
+        self.path = manifest_path(cfg.out)
+        self.doc: dict[str, Any] = {
+            "tool": "batchcap",
+            "version": __version__,
+            "started_at": started_at,
+            "finished_at": None,
+            "state": "running",
+            "config": cfg.public_dict(),
+            "journal_before": {"ok": index.ok, "error_final": index.error_final,
+                               "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
+        }
+
+    def write_start(self) -> None:
+        """The first write; a failure here stops the run before anything is sent."""
+        try:
+            write_json_atomic(self.path, self.doc)
+        except OSError as exc:
+            raise JournalError(f"cannot write the run manifest beside {self.out}: {exc.strerror or exc}") from None
+
+    def write_end(self, stats: RunStats) -> None:
+        """The last write (best effort: the journal, not the manifest, is the record of what was done)."""
+        reason = stats.aborted
+        self.doc.update(
+            finished_at=time.time(),
+            state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
+            abort_reason=reason,
+            abort_kind=stats.abort_kind,
+            counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
+                    "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
+            errors_by_type=dict(stats.errors_by_type),
+            elapsed_s=round(stats.elapsed, 3),
+        )
+        try:
+            write_json_atomic(self.path, self.doc)
+        except OSError:
+            pass

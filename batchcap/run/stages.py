@@ -1,0 +1,211 @@
+"""The stages of a run, as methods of one object that holds what they share.
+
+    readers x R (one thread hop per batch: the scan's next batch, then its files read)  --Feed-->
+    senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
+
+Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
+journal, and it drains whatever the senders produced even when the run is interrupted or aborted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeAlias
+
+import anyio
+
+from batchcap.aio import watch_signals
+from batchcap.config import RunConfig
+from batchcap.errors import InputError
+from batchcap.images import load_batch
+from batchcap.journal import JournalIndex, JournalWriter
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.progress import Progress
+from batchcap.scan import problem_reason, scan_batches
+
+from .attempt import Captioner, error_info
+from .queues import Feed, Sink
+from .sidecar import write_sidecar
+from .stats import RunStats
+
+__all__ = ["Stages"]
+
+Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
+
+
+class Stages:
+    """Readers, senders and the writer of one run, and the state they share."""
+
+    def __init__(
+        self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captioner, stats: RunStats,
+        progress: Progress, on_scan_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.writer = writer
+        self.captioner = captioner
+        self.stats = stats
+        self.progress = progress
+        self.on_scan_done = on_scan_done
+        self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
+        self.feed = Feed(capacity=max(2 * cfg.concurrency, cfg.read_batch))
+        self.sink = Sink(flush_at=max(64, 4 * cfg.concurrency), high_water=max(4096, 64 * cfg.concurrency))
+        self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
+        self.scan_done = anyio.Event()
+        self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
+        self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
+        self.writer_failed = False
+        self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
+
+    # -- the run as a whole ----------------------------------------------------------------------------------
+
+    async def produce_until_stopped(self, *, handle_signals: bool) -> None:
+        """Produce until done, interrupted or stopped; then close the sink so the writer drains and ends."""
+        with self.work_scope:
+            try:
+                async with anyio.create_task_group() as tg:
+                    if handle_signals:
+                        tg.start_soon(watch_signals, self.interrupt)
+                    await self.produce()
+                    tg.cancel_scope.cancel()  # the signal watcher
+            except BaseException as exc:
+                if isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise
+                self.failures.append(exc)
+        if not self.failures:  # no run-level stop: the final errors the guard held back are real
+            for record in self.captioner.guard.release():
+                self.sink.put(record)
+        self.sink.close()
+
+    def interrupt(self) -> None:
+        """Ctrl-C / SIGTERM: stop producing; what the senders finished is still written."""
+        self.stats.interrupted = True
+        self.work_scope.cancel()
+
+    async def write_until_drained(self) -> None:
+        """The writer task; if the journal fails, producing stops too (nothing more could be recorded)."""
+        try:
+            await self.write_loop()
+        except BaseException:
+            self.writer_failed = True
+            self.work_scope.cancel()
+            raise
+
+    # -- producing -------------------------------------------------------------------------------------------
+
+    async def produce(self) -> None:
+        """Readers and senders until the scan is exhausted and every image has a record (or a stop)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.readers)
+            for _ in range(self.cfg.concurrency):
+                tg.start_soon(self.sender)
+
+    async def readers(self) -> None:
+        cfg = self.cfg
+        try:
+            batches = scan_batches(
+                cfg.input_dir,
+                batch_size=cfg.read_batch,
+                skip=self.index.__contains__ if len(self.index) else None,  # a fresh run: no per-file lookup
+                follow_symlinks=cfg.follow_symlinks,
+                on_error=self.scan_error,
+            )
+            async with anyio.create_task_group() as tg:
+                for _ in range(cfg.readers):
+                    tg.start_soon(self.reader, batches)
+        finally:
+            self.feed.close()
+
+    def scan_error(self, path: str, exc: OSError) -> None:
+        """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
+        if path in self.index:  # recorded by an earlier run: skipped like any done image
+            return
+        info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
+        self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))
+
+    def flush_scan_records(self) -> None:
+        """On the event loop: hand the scan's error records to the writer, and count them."""
+        records, self.scan_records = self.scan_records, []
+        for record in records:
+            if record.path.endswith("/"):
+                self.stats.scan_problem_folders += 1
+            else:
+                self.stats.scan_problem_files += 1
+            self.sink.put(record)
+
+    def next_batch(self, batches: Iterator[list[ImageJob]]) -> tuple[list[ImageJob], list[Loaded]] | None:
+        """In a worker thread: the scan's next batch, read. One hop per batch does both."""
+        with self.scan_lock:
+            jobs = next(batches, None)
+        return None if jobs is None else (jobs, load_batch(jobs, max_bytes=self.max_bytes))
+
+    async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
+        while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
+            if self.scan_records:
+                self.flush_scan_records()
+            jobs, loaded = got
+            self.stats.found += len(jobs)
+            self.progress.found(len(jobs))
+            good: list[LoadedImage] = []
+            for item in loaded:
+                if isinstance(item, LoadedImage):
+                    good.append(item)
+                else:
+                    job, err = item
+                    self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
+                                         target=self.captioner.target, ts=time.time()))
+            if good:
+                await self.feed.put(good)
+        if self.scan_records:
+            self.flush_scan_records()
+        if not self.scan_done.is_set():
+            self.scan_done.set()
+            index = self.index
+            self.stats.skipped = index.ok + index.error_final if not self.cfg.retry_failed else index.ok
+            if self.on_scan_done:
+                self.on_scan_done()
+
+    async def sender(self) -> None:
+        captioner = self.captioner
+        feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
+        pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
+        while (image := pop()) is not None or (image := await next_image()) is not None:
+            if (record := await caption(image)) is not None:
+                put(record)
+            if released:  # held-back errors, now safe to write (the first caption arrived)
+                while released:
+                    put(released.pop())
+            if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
+                await room()
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    async def write_loop(self) -> None:
+        """The writer task: journal each batch (in a thread), then count it and show it."""
+        stats, progress = self.stats, self.progress
+        while (batch := await self.sink.take()) is not None:
+            stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
+            ok = 0
+            for rec in batch:
+                if rec.status == "ok":
+                    ok += 1
+                else:
+                    stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+            stats.ok += ok
+            stats.failed += len(batch) - ok
+            progress.done(ok, len(batch) - ok)
+
+    def write_batch(self, batch: list[Record]) -> int:
+        """In a worker thread: append to the journal (and its periodic fdatasync), write sidecars.
+
+        Returns how many sidecars failed. Only the writer task calls this, one call at a time.
+        """
+        self.writer.write(batch)
+        failed = 0
+        if self.cfg.sidecar:
+            for rec in batch:
+                if rec.status == "ok" and rec.caption is not None and not write_sidecar(self.cfg, rec):
+                    failed += 1
+        return failed

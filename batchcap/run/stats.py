@@ -1,0 +1,46 @@
+"""What a run did, counted by the writer (and the senders for attempts); ``repr`` is the one-line summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["RunStats"]
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What a run did; ``repr`` is the one-line summary."""
+
+    found: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    attempts: int = 0
+    retries: int = 0
+    throttled: int = 0
+    bytes_sent: int = 0
+    elapsed: float = 0.0
+    earlier_errors: int = 0
+    interrupted: bool = False
+    aborted: str | None = None  #: the message of the run-level stop, if one stopped the run
+    abort_kind: str | None = None  #: its cause as a value (``batchcap.run.guard.StopKind``)
+    scan_problem_files: int = 0  #: files the scan could not name or read (each has an error record)
+    scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
+    sidecar_errors: int = 0
+    errors_by_type: Counter[str] = field(default_factory=Counter)
+    latencies_sum: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"RunStats(ok={self.ok}, failed={self.failed}, skipped={self.skipped}, retried={self.retries}, "
+            f"elapsed={self.elapsed:.1f})"
+        )
+
+    @property
+    def scan_problems(self) -> int:
+        return self.scan_problem_files + self.scan_problem_folders
+
+    @property
+    def rate(self) -> float:
+        return (self.ok + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
