@@ -95,10 +95,12 @@ def make_web(dest: Path) -> Path:
 
 def _load_resizer() -> object:
     spec = importlib.util.find_spec("img2dataset")
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None
+    assert spec.submodule_search_locations
     path = Path(next(iter(spec.submodule_search_locations))) / "resizer.py"
     mod_spec = importlib.util.spec_from_file_location("_i2d_resizer", path)
-    assert mod_spec is not None and mod_spec.loader is not None
+    assert mod_spec is not None
+    assert mod_spec.loader is not None
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)
     return module.Resizer(  # type: ignore[attr-defined]
@@ -106,7 +108,7 @@ def _load_resizer() -> object:
     )
 
 
-def child(spec: dict[str, object]) -> dict[str, object]:  # noqa: PLR0915 - one measurement script, read top down
+def child(spec: dict[str, object]) -> dict[str, object]:
     import io
     import warnings
     from concurrent.futures import ProcessPoolExecutor
