@@ -13,10 +13,12 @@ from .engine import (
     PrepareSettings,
     WireSize,
     base64_wire_size,
+    pass_through,
     prepare,
     raw_wire_size,
 )
-from .pool import PreparePool, default_workers
+from .pool import PreparePool, default_workers, prepared_image
+from .wire import wire_size_for
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -27,6 +29,9 @@ __all__ = [
     "WireSize",
     "base64_wire_size",
     "default_workers",
+    "pass_through",
     "prepare",
+    "prepared_image",
     "raw_wire_size",
+    "wire_size_for",
 ]

@@ -21,10 +21,17 @@ import anyio
 import anyio.to_thread
 
 from batchcap.errors import InputError
+from batchcap.models import LoadedImage, Preparation
 
-from .engine import Prepared, PrepareSettings, WireSize, prepare, raw_wire_size
+from .engine import Prepared, PrepareSettings, WireSize, pass_through, prepare, raw_wire_size
 
-__all__ = ["PreparePool", "default_workers"]
+__all__ = ["PreparePool", "default_workers", "prepared_image"]
+
+
+def prepared_image(image: LoadedImage, p: Prepared) -> LoadedImage:
+    """``image`` with the bytes to send, and what the file was (for the journal's ok line)."""
+    prep = Preparation(p.prepared, p.original_bytes, p.original_width, p.original_height, p.width, p.height)
+    return LoadedImage(image.job, p.data, p.mime, prep=prep)
 
 
 def default_workers() -> int:
@@ -54,6 +61,7 @@ class PreparePool:
         self.workers = workers or default_workers()
         self._limiter = anyio.CapacityLimiter(self.workers)
         self._fn = partial(prepare, settings=settings, wire_size=wire_size)
+        self._pass = partial(pass_through, settings=settings, wire_size=wire_size)
 
     def __repr__(self) -> str:
         busy = self._limiter.borrowed_tokens
@@ -63,6 +71,15 @@ class PreparePool:
     async def prepare(self, data: bytes) -> Prepared:
         """Prepare one image off the loop; raises ``InputError`` like ``prepare``."""
         return await anyio.to_thread.run_sync(self._fn, data, limiter=self._limiter)
+
+    def triage(self, image: LoadedImage) -> LoadedImage | InputError:
+        """Blocking, header only (2-20 us; call it in the reader's thread): the image ready to send as it is
+        (``prep`` set), the same image (``prep`` None: it needs ``await prepare``), or why it cannot be sent."""
+        try:
+            p = self._pass(image.data)
+        except InputError as exc:
+            return exc
+        return image if p is None else prepared_image(image, p)
 
     async def prepare_many(
         self, items: Sequence[bytes], *, in_flight: int | None = None

@@ -105,7 +105,7 @@ class Captioner:
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(),
+                request_id=reply.request_id, ts=time.time(), prep=image.prep,
             )
 
     def _throttled(self, exc: RateLimited) -> None:

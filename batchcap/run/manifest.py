@@ -58,6 +58,9 @@ class Manifest:
             counts={"found": stats.found, "ok": stats.ok, "failed": stats.failed, "skipped": stats.skipped,
                     "attempts": stats.attempts, "retries": stats.retries, "throttled": stats.throttled},
             errors_by_type=dict(stats.errors_by_type),
+            preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
+                         "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
+                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
             elapsed_s=round(stats.elapsed, 3),
         )
         try:

@@ -18,6 +18,7 @@ from batchcap.client import CaptionClient
 from batchcap.config import RunConfig, Secret
 from batchcap.errors import JournalError, RunAborted
 from batchcap.journal import JournalIndex, JournalWriter, load_index
+from batchcap.prepare import PreparePool, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.protocols import make_adapter
 from batchcap.ratelimit import RateLimiter
@@ -85,8 +86,8 @@ def _stages(
     token: Secret | None, policy: RetryPolicy | None, seed: int | None, on_scan_done: Callable[[], None] | None,
 ) -> Stages:
     """Wire one run: the client, the limiter, the policy and the guard behind the senders."""
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
-                           connections=cfg.concurrency)
+    adapter = make_adapter(cfg)
+    client = CaptionClient(cfg.url, adapter, token=token, timeout=cfg.timeout, connections=cfg.concurrency)
     captioner = Captioner(
         client,
         limiter=RateLimiter(cfg.request_rate, cfg.burst),
@@ -97,8 +98,11 @@ def _stages(
         target=cfg.target,
         seed=seed,
     )
+    preparer = None
+    if cfg.max_side:  # issue 8: every image prepared before it is sent; 0 = files as they are
+        preparer = PreparePool(cfg.prepare_settings(), wire_size=wire_size_for(adapter))
     return Stages(cfg, index=index, writer=writer, captioner=captioner, stats=stats, progress=progress,
-                  on_scan_done=on_scan_done)
+                  on_scan_done=on_scan_done, preparer=preparer)
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

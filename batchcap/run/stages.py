@@ -1,6 +1,7 @@
 """The stages of a run, as methods of one object that holds what they share.
 
-    readers x R (one thread hop per batch: the scan's next batch, then its files read)  --Feed-->
+    readers x R (one thread hop per batch: the scan's next batch, its files read, each header triaged)
+        -> files that need pixel work: PreparePool (threads, one per core)  --Feed-->
     senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
 
 Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
@@ -22,6 +23,7 @@ from batchcap.errors import InputError
 from batchcap.images import load_batch
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.prepare import PreparePool, prepared_image
 from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
@@ -40,7 +42,7 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captioner, stats: RunStats,
-        progress: Progress, on_scan_done: Callable[[], None] | None = None,
+        progress: Progress, on_scan_done: Callable[[], None] | None = None, preparer: PreparePool | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -49,6 +51,7 @@ class Stages:
         self.stats = stats
         self.progress = progress
         self.on_scan_done = on_scan_done
+        self.preparer = preparer  #: None: files go as they are (--max-side 0)
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
         self.feed = Feed(capacity=max(2 * cfg.concurrency, cfg.read_batch))
         self.sink = Sink(flush_at=max(64, 4 * cfg.concurrency), high_water=max(4096, 64 * cfg.concurrency))
@@ -139,7 +142,18 @@ class Stages:
         """In a worker thread: the scan's next batch, read. One hop per batch does both."""
         with self.scan_lock:
             jobs = next(batches, None)
-        return None if jobs is None else (jobs, load_batch(jobs, max_bytes=self.max_bytes))
+        if jobs is None:
+            return None
+        loaded = load_batch(jobs, max_bytes=self.max_bytes)
+        if self.preparer is not None:  # the header decides, in this thread: as it is, refused, or for the pool
+            triage = self.preparer.triage
+            loaded = [
+                item if not isinstance(item, LoadedImage) else (
+                    (item.job, got) if isinstance(got := triage(item), InputError) else got
+                )
+                for item in loaded
+            ]  # fmt: skip
+        return jobs, loaded
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
@@ -149,15 +163,18 @@ class Stages:
             self.stats.found += len(jobs)
             self.progress.found(len(jobs))
             good: list[LoadedImage] = []
+            heavy: list[LoadedImage] = []
             for item in loaded:
                 if isinstance(item, LoadedImage):
-                    good.append(item)
+                    (heavy if item.prep is None and self.preparer is not None else good).append(item)
                 else:
                     job, err = item
                     self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
                                          target=self.captioner.target, ts=time.time()))
             if good:
                 await self.feed.put(good)
+            if heavy:
+                await self.prepare_all(heavy)
         if self.scan_records:
             self.flush_scan_records()
         if not self.scan_done.is_set():
@@ -166,6 +183,25 @@ class Stages:
             self.stats.skipped = index.ok + index.error_final if not self.cfg.retry_failed else index.ok
             if self.on_scan_done:
                 self.on_scan_done()
+
+    async def prepare_all(self, images: list[LoadedImage]) -> None:
+        """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
+        the senders as soon as it is ready, so sending never waits for a whole batch."""
+        assert self.preparer is not None
+        pool = self.preparer
+
+        async def one(image: LoadedImage) -> None:
+            try:
+                p = await pool.prepare(image.data)
+            except InputError as err:
+                self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
+                                     target=self.captioner.target, ts=time.time()))
+                return
+            await self.feed.put([prepared_image(image, p)])
+
+        async with anyio.create_task_group() as tg:
+            for image in images:
+                tg.start_soon(one, image)
 
     async def sender(self) -> None:
         captioner = self.captioner
@@ -191,6 +227,13 @@ class Stages:
             for rec in batch:
                 if rec.status == "ok":
                     ok += 1
+                    if (prep := rec.prep) is not None:
+                        if prep.prepared:
+                            stats.prepared += 1
+                        else:
+                            stats.passed += 1
+                        stats.original_bytes += prep.original_bytes
+                        stats.prepared_bytes_sent += rec.bytes_sent
                 else:
                     stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
             stats.ok += ok

@@ -30,6 +30,10 @@ class RunStats:
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
     latencies_sum: float = 0.0
+    prepared: int = 0  #: ok images that were re-encoded (resized, turned, converted or stripped)
+    passed: int = 0  #: ok images sent byte for byte by the preparation stage
+    original_bytes: int = 0  #: file bytes of the ok images that went through preparation
+    prepared_bytes_sent: int = 0  #: request bytes of those same images (``bytes_sent`` counts every attempt)
 
     def __repr__(self) -> str:
         return (
