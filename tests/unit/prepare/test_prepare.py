@@ -270,3 +270,18 @@ def test_settings_are_checked() -> None:
         PrepareSettings(jpeg_quality=0)
     with pytest.raises(ValueError, match="max_side"):
         PrepareSettings(max_side=-1)
+
+
+def test_run_config_carries_the_preparation_settings() -> None:
+    from batchcap.config import DEFAULT_MAX_PIXELS as CONFIG_DEFAULT
+    from batchcap.config import RunConfig
+    from batchcap.errors import ConfigError
+
+    assert CONFIG_DEFAULT == DEFAULT_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
+    cfg = RunConfig(model="m", max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_mb=1.5)
+    assert cfg.validate().prepare_settings() == PrepareSettings(
+        max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_bytes=1_500_000
+    )
+    for bad in ({"jpeg_quality": 101}, {"max_side": -1}, {"max_upload_mb": -1}, {"max_pixels": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            RunConfig(model="m", **bad).validate()  # type: ignore[arg-type]
