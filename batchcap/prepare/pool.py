@@ -23,7 +23,7 @@ import anyio.to_thread
 from batchcap.errors import InputError
 from batchcap.models import LoadedImage, Preparation
 
-from .engine import Prepared, PrepareSettings, WireSize, pass_through, prepare, raw_wire_size
+from .engine import Prepared, PrepareSettings, WireSize, pass_through, plain_fit, prepare, raw_wire_size
 
 __all__ = ["PreparePool", "default_workers", "prepared_image"]
 
@@ -74,7 +74,15 @@ class PreparePool:
 
     def triage(self, image: LoadedImage) -> LoadedImage | InputError:
         """Blocking, header only (2-20 us; call it in the reader's thread): the image ready to send as it is
-        (``prep`` set), the same image (``prep`` None: it needs ``await prepare``), or why it cannot be sent."""
+        (``prep`` set), the same image (``prep`` None: it needs ``await prepare``), or why it cannot be sent.
+
+        ``image`` must come from ``images.load`` (structurally checked): the plain JPEG/PNG path relies on it.
+        """
+        data = image.data
+        plain = plain_fit(data, self.settings, self.wire_size)
+        if plain is not None:  # the small-file hot path: ~2 us
+            _, w, h = plain
+            return LoadedImage(image.job, data, plain[0], Preparation(False, len(data), w, h, w, h))
         try:
             p = self._pass(image.data)
         except InputError as exc:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +12,29 @@ import orjson
 import pytest
 
 from batchcap import RunConfig, run
-from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.run import manifest_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for corpus.py
 
-from conftest import EmulatorFactory
 from corpus import build
 
-NAMES = ("phone_portrait.jpg", "tiny.jpg", "rgba.png", "iphone.heic", "photo.avif", "bomb.png", "animated.gif")
+EmulatorFactory = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
+NAMES = (
+    "phone_portrait.jpg",
+    "tiny.jpg",
+    "rgba.png",
+    "iphone.heic",
+    "photo.avif",
+    "bomb.png",
+    "animated.gif",
+)
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    everything = build(tmp_path_factory.mktemp("corpus"))
     folder = tmp_path_factory.mktemp("photos")
-    for name in NAMES:
-        shutil.copy(everything[name], folder / name)
+    build(folder, only=NAMES)
     return folder
 
 
@@ -37,8 +43,15 @@ def lines(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def cfg(url: str, folder: Path, out: Path, **kw: Any) -> RunConfig:
-    base: dict[str, Any] = {"input_dir": folder, "out": out, "model": DEFAULT_MODEL_ID,
-                            "api_base": f"{url}/hf-inference", "concurrency": 4, "rate": None, "timeout": 10.0}
+    base: dict[str, Any] = {
+        "input_dir": folder,
+        "out": out,
+        "model": DEFAULT_MODEL_ID,
+        "api_base": f"{url}/hf-inference",
+        "concurrency": 4,
+        "rate": None,
+        "timeout": 10.0,
+    }
     return RunConfig(**(base | kw)).validate()
 
 
@@ -95,7 +108,9 @@ async def test_openai_bodies_stay_under_the_upload_limit(
 
 # aiohttp warns about a raw body over 1 MB (the 3.8 MB photo sent as it is): the client's business, not this test's.
 @pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
-async def test_max_side_zero_sends_files_as_they_are(emulator: EmulatorFactory, photos: Path, tmp_path: Path) -> None:
+async def test_max_side_zero_sends_files_as_they_are(
+    emulator: EmulatorFactory, photos: Path, tmp_path: Path
+) -> None:
     server = await emulator(EmulatorSettings())
     out = tmp_path / "out.jsonl"
     with anyio.fail_after(60):
@@ -109,9 +124,28 @@ async def test_max_side_zero_sends_files_as_they_are(emulator: EmulatorFactory, 
 async def test_cli_flags_and_summary(emulator: EmulatorFactory, photos: Path, tmp_path: Path) -> None:
     server = await emulator(EmulatorSettings())
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "batchcap", "run", str(photos), "--out", str(out), "--model", DEFAULT_MODEL_ID,
-           "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited", "--quiet", "--max-side", "512",
-           "--jpeg-quality", "80", "--max-pixels", "20000000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchcap",
+        "run",
+        str(photos),
+        "--out",
+        str(out),
+        "--model",
+        DEFAULT_MODEL_ID,
+        "--api-base",
+        f"{server.url}/hf-inference",
+        "--rate",
+        "unlimited",
+        "--quiet",
+        "--max-side",
+        "512",
+        "--jpeg-quality",
+        "80",
+        "--max-pixels",
+        "20000000",
+    ]
     with anyio.fail_after(60):
         result = await anyio.run_process(cmd, check=False)
     err = result.stderr.decode()
