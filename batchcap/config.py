@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from .concurrency import parse_concurrency
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class RunConfig:
     max_tokens: int = 64
     temperature: float = 0.0
     parameters: Mapping[str, Any] | None = None
-    concurrency: int = 4
+    concurrency: int = 4  #: the ceiling of requests in flight (adaptive below it), or the fixed pool size
+    concurrency_mode: Literal["adaptive", "fixed"] = "adaptive"  #: ``--concurrency N`` / ``fixed:N``
     rate: float | Literal["auto"] | None = "auto"  #: requests/s; None = unlimited; see ``request_rate``
     burst: int = 4
     timeout: float = 60.0
@@ -71,6 +73,9 @@ class RunConfig:
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
+    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
+    route: Literal["failover", "spread"] = "failover"
+    price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
     #: Image preparation (issue 8, ``batchcap.prepare``): long side in px (0 = send files as they are) ...
     max_side: int = 1024
     jpeg_quality: int = 90
@@ -133,12 +138,16 @@ class RunConfig:
             _check_url("--base-url", self.base_url)
         elif self.endpoint:
             _check_url("--endpoint", self.endpoint)
-        else:
+        elif not self.targets:
             if not self.model:
                 raise ConfigError(
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"
                 )
             _check_url("--api-base", self.api_base)
+        if self.concurrency_mode not in ("adaptive", "fixed"):
+            raise ConfigError(f"concurrency_mode must be adaptive or fixed (got {self.concurrency_mode!r})")
+        if self.route not in ("failover", "spread"):
+            raise ConfigError(f"route must be failover or spread (got {self.route!r})")
         for name in ("concurrency", "burst", "readers", "read_batch", "max_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -180,6 +189,8 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
+        out["targets"] = list(self.targets)
+        out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
         out["request_rate"] = self.request_rate
         out["target"] = self.target
@@ -257,6 +268,13 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = parse_rate(value, source=source)
         elif key in ("endpoint", "base_url") and value == "":
             continue
+        elif key == "concurrency" and isinstance(value, str):
+            spec = parse_concurrency(value)
+            out["concurrency"], out["concurrency_mode"] = spec.n, spec.mode
+        elif key in ("targets", "price_per_hour"):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
+            out[key] = tuple(value)
         elif key == "parameters" and not isinstance(value, Mapping):
             raise ConfigError(f"{source}: parameters must be a table of generation parameters")
         else:

@@ -20,6 +20,9 @@ class Progress(Protocol):
     def note(self, text: str) -> None:
         """A short status (``paused 12 s: rate limited``); shown beside the bar."""
 
+    def concurrency(self, text: str) -> None:
+        """The adaptive concurrency now (``c=3/16``), shown beside the bar."""
+
     def close(self) -> None: ...
 
 
@@ -33,6 +36,9 @@ class NullProgress:
         pass
 
     def note(self, text: str) -> None:
+        pass
+
+    def concurrency(self, text: str) -> None:
         pass
 
     def close(self) -> None:
@@ -58,6 +64,7 @@ class TqdmProgress:
         self._failed = 0
         self._skipped = skipped
         self._note = ""
+        self._concurrency = ""
         self._scanning = True
 
     def found(self, n: int) -> None:
@@ -77,10 +84,15 @@ class TqdmProgress:
         self._note = text
         self._postfix()
 
+    def concurrency(self, text: str) -> None:
+        self._concurrency = text  # shown at the next update; the writer calls this once per batch
+
     def _postfix(self, refresh: bool = True) -> None:
         parts = [f"ok={self._ok}", f"err={self._failed}"]
         if self._skipped:
             parts.append(f"skipped={self._skipped}")
+        if self._concurrency:
+            parts.append(self._concurrency)
         if self._scanning:
             parts.append("scanning")
         if self._note:

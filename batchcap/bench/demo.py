@@ -28,9 +28,11 @@ DEMO_ENDPOINT_PRICE = 0.60  # made up, in the range of a small CPU/T4 Endpoint
 
 
 def demo_settings() -> tuple[EmulatorSettings, EmulatorSettings]:
-    """The "free API" (rate-limited, cold-starting, slower) and the "endpoint" (unlimited, faster)."""
+    """The "free API" (rate-limited, cold-starting, slower) and the "endpoint": one replica of a batching server
+    (up to 8 requests together, each batch a little slower than one alone), as a realistic paid Endpoint is."""
     free = EmulatorSettings(rate=4.0, burst=2, cold_start=2.0, latency=0.25, latency_jitter=0.1, name="free-api")
-    endpoint = EmulatorSettings(latency=0.08, latency_jitter=0.02, name="endpoint")
+    endpoint = EmulatorSettings(profile="endpoint", replicas=1, max_batch=8, latency=0.08, latency_jitter=0.02,
+                                name="endpoint")
     return free, endpoint
 
 

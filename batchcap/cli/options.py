@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from batchcap.argtypes import add_event_loop_flag, number
+from batchcap.concurrency import parse_concurrency
 from batchcap.config import (
     API_CHOICES,
     DEFAULT_API_BASE,
@@ -46,6 +47,15 @@ def _rate(text: str) -> float | str:
     return math.inf if value is None else value
 
 
+def _concurrency(text: str) -> str:
+    """Checked here (exit 2 for a typo); split into the count and the mode by ``coerce``."""
+    try:
+        parse_concurrency(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--concurrency {text!r}: ")) from None
+    return text
+
+
 class _RefuseToken(argparse.Action):
     """A token on the command line shows in the process list and shell history: refuse it and say why."""
 
@@ -65,6 +75,14 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--api-base", help=f"serverless API base; requests go to BASE/models/MODEL (default: {DEFAULT_API_BASE})")
     t.add_argument("--endpoint", help="dedicated Inference Endpoint URL, POSTed to as it is")
     t.add_argument("--base-url", help="OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 (with --api openai)")
+    t.add_argument("--target", dest="targets", action="append", metavar="NAME=SPEC",
+                   help="repeatable: several targets in one run; SPEC as in bench: hf:MODEL, an Endpoint URL, "
+                        "openai:MODEL@BASE_URL or a profile.toml (a profile keeps its own limits)")
+    t.add_argument("--route", choices=("failover", "spread"),
+                   help="with several --target: failover = the first until it fails run-level (credits, token, "
+                        "down), then the next; spread = each image to the target with room (default: failover)")
+    t.add_argument("--price-per-hour", dest="price_per_hour", action="append", metavar="NAME=DOLLARS",
+                   help="with --target: what target NAME costs per hour, for the per-target cost in the summary")
     t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
     t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {default('max_tokens')})")
     t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {default('temperature')})")
@@ -74,7 +92,10 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding the token (default: $HF_TOKEN, then $HUGGING_FACE_HUB_TOKEN, then "
                         "$HF_HOME/token, i.e. ~/.cache/huggingface/token); tokens are never taken on the command line")
     l = p.add_argument_group("limits")
-    l.add_argument("--concurrency", type=_positive_int, help=f"requests in flight (default: {default('concurrency')})")
+    l.add_argument("--concurrency", type=_concurrency, metavar="N|fixed:N",
+                   help="requests in flight: N = adaptive up to N (finds the server's capacity from latency, "
+                        "cuts back on timeouts, queueing and 429/503), fixed:N = always N "
+                        f"(default: {default('concurrency')})")
     l.add_argument("--rate", type=_rate, help="requests per second, 'unlimited', or 'auto' (the default: "
                         f"{SERVERLESS_RATE:g}/s for the serverless API, unlimited for --endpoint and --api openai); "
                         "lowered automatically on HTTP 429")
@@ -85,6 +106,7 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _RUN_FIELDS = (
+    "targets", "route", "price_per_hour",
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",

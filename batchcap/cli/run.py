@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from batchcap.aio import run_async
 from batchcap.config import find_token
 from batchcap.errors import ConfigError, RunAborted
 from batchcap.progress import NullProgress, Progress, TqdmProgress
-from batchcap.run import RunStats, manifest_path, run, tune_malloc
+from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
 
 from .exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
@@ -39,9 +40,13 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
     err = sys.stderr
     if not cfg.quiet:
-        rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
-              f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
+        if cfg.targets:
+            via = f"{len(cfg.targets)} targets ({cfg.route}: {', '.join(t.name for t in lane_targets(cfg))})"
+            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
+        else:
+            rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
+            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
+                  f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
@@ -84,6 +89,12 @@ def _summary(stats: RunStats, out: Path) -> None:
               f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+    for target, info in stats.targets.items():
+        counts: Counter[str] = stats.by_target.get(target, Counter())
+        cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
+        spent = f"; spent: {info['drained']}" if info.get("drained") else ""
+        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
+              file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
 
 

@@ -1,11 +1,14 @@
-"""The emulator's aiohttp application: its routes, and the order in which a captioning request is checked.
+"""The emulator's aiohttp application: its routes per profile, and the order in which a request is checked.
 
 Each captioning request goes through the checks in the order a real proxy and model would apply them::
 
-    auth -> body size -> rate limit -> cold start -> fault -> decode + caption -> latency -> answer
+    auth -> body size -> rate limit -> credits (402) -> parse -> cold start -> proxy faults (502/504, hang)
+         -> decode + caption -> model time (queue for a replica slot, then latency) -> Accept (endpoint)
+         -> network faults on the answer (reset, cut body, garbled body)
 
-Latency is paid only by requests that reach the model (a fault, an undecodable image, or a caption). The proxy in
-front of a real model answers 401, 413, 429 and 503 without waiting for it, and these answers stay fast here too.
+Model time is paid only by requests that reach the model (a fault, an undecodable image, or a caption; on the
+``endpoint`` profile a body the container cannot deserialise is refused before it). The proxy in front of a real
+model answers 401, 402, 413, 429, 502/504 and 503 without waiting for it, and these answers stay fast here too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .captions import _CACHE, _caption_async
+from . import faults, toolkit
+from .capacity import ModelPool
+from .captions import _CACHE, _decode_async
 from .log import LogEntry, RequestLog, RouteKind
 from .proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
 from .settings import EmulatorSettings
@@ -31,51 +36,114 @@ from .wire import (
     _parse_chat,
     _parse_endpoint,
     _parse_serverless,
+    _Payload,
     _tgi_error,
 )
 
 __all__ = ["make_app"]
 
 
-async def _model_route(request: web.Request, kind: RouteKind, parse: _Parse, answer: _Answer) -> web.Response:
-    """The check sequence from the module docstring, shared by every captioning route."""
+async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Response | None]:
+    """The proxy's part: auth, body size, rate limit and credits. Returns the body, or the refusal."""
     state, ctx = request.app[_STATE], request[_CTX]
     settings = state.settings
-    ctx.kind = kind
     if (refused := _auth_error(request, settings)) is not None:
-        return refused
-    if (request.content_length or 0) > settings.max_body_bytes:
-        return web.Response(status=413, text=_TOO_LARGE)
+        return b"", refused
+    limit = settings.body_limit(kind)
+    if (request.content_length or 0) > limit:
+        return b"", web.Response(status=413, text=_TOO_LARGE)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return web.Response(status=413, text=_TOO_LARGE)
+        return b"", web.Response(status=413, text=_TOO_LARGE)
+    if len(body) > limit:
+        return b"", web.Response(status=413, text=_TOO_LARGE)
     ctx.nbytes = len(body)
     ctx.t = now = time.monotonic()
     if state.bucket is not None and (wait := state.bucket.take(now)) > 0:
-        return _rate_limited(wait, settings)
-    payload = parse(request, body)
+        return body, _rate_limited(wait, settings)
+    if settings.credits is not None:
+        if state.credits_used >= settings.credits:
+            return body, _json(402, {"error": faults.CREDITS_EXHAUSTED})
+        state.credits_used += 1
+    return body, None
+
+
+async def _infer(request: web.Request, kind: RouteKind, payload: _Payload, answer: _Answer) -> web.Response:
+    """Decode and caption (or fail the way the route's server fails); no model time yet."""
+    state, ctx = request.app[_STATE], request[_CTX]
+    settings = state.settings
+    strict = settings.profile == "endpoint"
+    if ctx.fault == "error" and not strict:
+        return _json(500, {"error": f"Emulated server error (fail_rate={settings.fail_rate:g})"})
+    if payload.error is not None:
+        return payload.error
+    try:
+        decoded = await _decode_async(payload.image or b"")
+    except ValueError as exc:
+        if strict:
+            return toolkit.handler_error(toolkit.not_an_image(ctx.n))
+        if kind == "chat":
+            return _tgi_error(422, f"Input validation error: {exc}")
+        return _json(400, {"error": str(exc)})
+    ctx.decoded = decoded
+    if ctx.fault == "error":  # strict: the handler raised, and the container turns that into a 400
+        return toolkit.handler_error(toolkit.oom_error(ctx.n, decoded.width, decoded.height))
+    return answer(request, decoded.caption)
+
+
+async def _model_route(request: web.Request, kind: RouteKind, parse: _Parse, answer: _Answer) -> web.StreamResponse:
+    """The check sequence from the module docstring, shared by every captioning route."""
+    state, ctx = request.app[_STATE], request[_CTX]
+    settings = state.settings
+    strict = settings.profile == "endpoint"
+    ctx.kind = kind
+    body, refused = await _admit(request, kind)
+    if refused is not None:
+        return refused
+    payload = toolkit.parse_strict(request, body, ctx.n) if strict else parse(request, body)
     if settings.cold_start > 0 and (loading := await _cold_error(request, state, payload)) is not None:
         return loading
-    if settings.fail_rate and state.rng.random() < settings.fail_rate:
-        response = _json(500, {"error": f"Emulated server error (fail_rate={settings.fail_rate:g})"})
-    elif payload.error is not None:
-        response = payload.error
-    else:
-        try:
-            response = answer(request, await _caption_async(payload.image or b""))
-        except ValueError as exc:
-            if kind == "chat":
-                response = _tgi_error(422, f"Input validation error: {exc}")
-            else:
-                response = _json(400, {"error": str(exc)})
-    if (delay := state.delay()) > 0:
+    ctx.fault = faults.draw(state.rng, settings)
+    if ctx.fault == "proxy":
+        return faults.gateway_error(state.rng)
+    if ctx.fault == "hang":
+        await faults.hang(request)
+        return web.Response(status=504, text="")  # nobody is listening any more
+    if strict and payload.error is not None:  # refused while deserialising, before the handler runs
+        return payload.error
+    response = await _infer(request, kind, payload, answer)
+    if strict and response.status == 400 and ctx.decoded is None:
+        return response  # the image did not open: refused before inference too
+    delay = state.delay()
+    if state.pool is not None:
+        ctx.queued = await state.pool.run(delay)
+    elif delay > 0:
         await asyncio.sleep(delay)
+    if strict and response.status == 200:
+        accept = request.headers.get("Accept")
+        if accept is not None and (wrong := toolkit.accept_error(accept)) is not None:
+            return wrong
+    if ctx.fault == "reset":
+        faults.reset(request)
+        return response
+    if ctx.fault == "truncated":
+        return await faults.truncated(request, response)
+    if ctx.fault == "garbled":
+        return faults.garbled(response)
     return response
 
 
 async def _serverless(request: web.Request) -> web.StreamResponse:
     return await _model_route(request, "serverless", _parse_serverless, _answer_pipeline)
+
+
+async def _legacy(request: web.Request) -> web.StreamResponse:
+    """``/models/<id>`` on the retired api-inference host: 410 when ``legacy_gone``, else the serverless route."""
+    if request.app[_STATE].settings.legacy_gone:
+        request[_CTX].kind = "serverless"
+        return web.Response(status=410, text=faults.LEGACY_GONE)
+    return await _serverless(request)
 
 
 async def _endpoint(request: web.Request) -> web.StreamResponse:
@@ -90,6 +158,17 @@ async def _health(request: web.Request) -> web.StreamResponse:
     request[_CTX].kind = "health"
     refused = _auth_error(request, request.app[_STATE].settings)
     return refused if refused is not None else web.Response(text="Ok")
+
+
+async def _tgi_health(request: web.Request) -> web.StreamResponse:
+    request[_CTX].kind = "health"
+    return web.Response(status=200)
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    request[_CTX].kind = "health"
+    log = request.app[REQUEST_LOG]
+    return web.Response(text=toolkit.metrics_text(log.count(), log.count(200)), content_type="text/plain")
 
 
 async def _hub_model(request: web.Request) -> web.StreamResponse:
@@ -121,19 +200,28 @@ async def _stats(request: web.Request) -> web.StreamResponse:
 async def _track(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Give every answer an ``x-request-id`` and log it (``/stats`` polls are not logged)."""
+    """Give every answer an ``x-request-id`` (not on the endpoint port) and log it (``/stats`` polls are not).
+
+    On the endpoint port a missing route is Starlette's plain ``Not Found`` (and ``Method Not Allowed``).
+    """
     state = request.app[_STATE]
-    ctx = _Ctx(rid=f"emu-{next(state.ids)}", t=time.monotonic())
+    n = next(state.ids)
+    ctx = _Ctx(n=n, rid=f"emu-{n}", t=time.monotonic())
     request[_CTX] = ctx
+    tag = state.settings.profile != "endpoint"
     status = 500
     try:
         response = await handler(request)
         status = response.status
-        response.headers["x-request-id"] = ctx.rid
+        if tag and not response.prepared:
+            response.headers["x-request-id"] = ctx.rid
         return response
     except web.HTTPException as exc:
         status = exc.status
-        exc.headers["x-request-id"] = ctx.rid
+        if not tag and status in (404, 405):
+            return web.Response(status=status, text="Not Found" if status == 404 else "Method Not Allowed")
+        if tag:
+            exc.headers["x-request-id"] = ctx.rid
         raise
     except asyncio.CancelledError:
         status = 499  # the client went away before the answer
@@ -141,7 +229,41 @@ async def _track(
     finally:
         if ctx.kind != "stats":
             auth_present = "Authorization" in request.headers
-            request.app[REQUEST_LOG].record(LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present))
+            entry = LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present, ctx.decoded, ctx.fault, ctx.queued)
+            request.app[REQUEST_LOG].record(entry)
+
+
+def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
+    """The routes of the chosen profile (see :class:`EmulatorSettings`)."""
+    add_post, add_get = app.router.add_post, app.router.add_get
+    profile = settings.profile
+    if profile in ("all", "serverless", "tgi"):
+        add_post("/v1/chat/completions", _chat)
+    if profile in ("all", "serverless"):
+        # Chat first: the serverless pattern below would otherwise swallow ".../v1/chat/completions".
+        add_post("/hf-inference/models/{model_id:.+}/v1/chat/completions", _chat)
+        add_post("/models/{model_id:.+}", _legacy)
+        add_post("/hf-inference/models/{model_id:.+}", _serverless)
+    if profile in ("all", "endpoint"):
+        add_post("/", _endpoint)
+        add_post("/predict", _endpoint)
+        add_get("/", _health)
+    if profile in ("all", "endpoint"):
+        add_get("/health", _health)
+    elif profile == "tgi":
+        add_get("/health", _tgi_health)
+    if profile != "serverless":
+        add_get("/metrics", _metrics)
+    if profile in ("all", "serverless"):
+        add_get("/api/models/{model_id:.+}", _hub_model)
+    if profile != "endpoint":
+        add_get("/stats", _stats)
+
+
+async def _close_pool(app: web.Application) -> None:
+    pool = app[_STATE].pool
+    if pool is not None:
+        await pool.close()
 
 
 def make_app(settings: EmulatorSettings | None = None) -> web.Application:
@@ -151,18 +273,12 @@ def make_app(settings: EmulatorSettings | None = None) -> web.Application:
     if settings.rate is not None:
         burst = settings.effective_burst
         bucket = _TokenBucket(rate=settings.rate, burst=burst, tokens=float(burst))
-    app = web.Application(middlewares=[_track], client_max_size=settings.max_body_bytes)
-    app[_STATE] = _State(settings=settings, bucket=bucket, rng=random.Random(settings.seed))
+    limit = max(settings.body_limit(kind) for kind in ("serverless", "endpoint", "chat"))
+    app = web.Application(middlewares=[_track], client_max_size=limit)
+    capacity = settings.capacity
+    pool = ModelPool(capacity) if capacity is not None else None
+    app[_STATE] = _State(settings=settings, bucket=bucket, rng=random.Random(settings.seed), pool=pool)
     app[REQUEST_LOG] = RequestLog()
-    # Chat routes first: the serverless pattern below would otherwise swallow ".../v1/chat/completions".
-    app.router.add_post("/v1/chat/completions", _chat)
-    app.router.add_post("/hf-inference/models/{model_id:.+}/v1/chat/completions", _chat)
-    app.router.add_post("/models/{model_id:.+}", _serverless)
-    app.router.add_post("/hf-inference/models/{model_id:.+}", _serverless)
-    app.router.add_post("/", _endpoint)
-    app.router.add_post("/predict", _endpoint)
-    app.router.add_get("/", _health)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/api/models/{model_id:.+}", _hub_model)
-    app.router.add_get("/stats", _stats)
+    app.on_cleanup.append(_close_pool)
+    _add_routes(app, settings)
     return app

@@ -17,7 +17,7 @@ from pathlib import Path
 from batchcap.errors import ConfigError
 
 from .server import start_emulator
-from .settings import DEFAULT_TOKEN, EmulatorSettings
+from .settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
 
 __all__ = ["add_arguments", "serve", "settings_from_args"]
 
@@ -99,6 +99,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="seed for failures and latency (default: %(default)s)",
     )
+    add(
+        "--profile",
+        choices=PROFILES,
+        default="all",
+        help="which server to be: every route leniently (all), the Inference Toolkit container's port, strict "
+        "(endpoint), the router (serverless), or TGI (tgi) (default: %(default)s)",
+    )
+    add("--replicas", type=int, metavar="N", help="model replicas (default: unlimited; 1 for endpoint and tgi)")
+    add(
+        "--replica-concurrency",
+        type=int,
+        metavar="N",
+        help="requests one replica runs at once; more wait in a FIFO queue (default: unlimited; 1 for endpoint)",
+    )
+    add(
+        "--batching",
+        action="store_true",
+        help="TGI-like batching: up to --max-batch requests together, latency*(1+alpha*(batch-1)) each",
+    )
+    add("--max-batch", type=int, metavar="N", help="largest batch with --batching (default: 8)")
+    add(
+        "--batch-alpha",
+        type=float,
+        default=0.1,
+        metavar="A",
+        help="batching cost per extra request in a batch (default: %(default)s)",
+    )
+    for name, what in (
+        ("reset", "connections reset after the work"),
+        ("truncate", "200s whose body stops short of its Content-Length"),
+        ("proxy-error", "HTML 502/504 from a proxy, at once"),
+        ("garble", "200s whose body is not JSON"),
+        ("hang", "requests never answered until the client gives up"),
+    ):
+        add(f"--{name}-rate", type=float, default=0.0, metavar="F", help=f"fraction of {what} (default: 0)")
+    add("--credits", type=int, metavar="N", help="answer 402 (credits exhausted) once N captions were admitted")
+    add("--legacy-gone", action="store_true", help="answer 410 on the retired /models/<id> route")
+    add(
+        "--max-body-mb",
+        action="append",
+        default=[],
+        metavar="[ROUTE=]MB",
+        help="body limit in MB (10^6 bytes) for every route, or for one of serverless, endpoint, chat; 413 with "
+        "TGI's message beyond it (default: chat=2 as TGI, others 20 MiB); repeatable",
+    )
 
 
 def _read_tokens(path: Path) -> tuple[str, ...]:
@@ -114,9 +159,33 @@ def _read_tokens(path: Path) -> tuple[str, ...]:
     return tokens
 
 
+_BODY_ROUTES = ("serverless", "endpoint", "chat")
+
+
+def _body_limits(values: list[str]) -> dict[str, int]:
+    """``--max-body-mb`` values as EmulatorSettings fields; later flags win."""
+    fields = {"serverless": "max_body_bytes", "endpoint": "endpoint_max_body_bytes", "chat": "chat_max_body_bytes"}
+    limits: dict[str, int] = {}
+    for value in values:
+        route, sep, number = value.rpartition("=")
+        routes = (route,) if sep else _BODY_ROUTES
+        if sep and route not in fields:
+            raise ConfigError(f"--max-body-mb {value}: route must be one of {', '.join(_BODY_ROUTES)}")
+        try:
+            mb = float(number)
+        except ValueError:
+            raise ConfigError(f"--max-body-mb {value}: {number!r} is not a number of MB") from None
+        if not mb > 0:
+            raise ConfigError(f"--max-body-mb {value}: the limit must be > 0 MB")
+        for name in routes:
+            limits[fields[name]] = max(1, round(mb * 1_000_000))
+    return limits
+
+
 def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
     """Build settings from :func:`add_arguments` options; raises ``ConfigError`` with a hint when one is invalid."""
     tokens = _read_tokens(ns.token_file) if ns.token_file is not None else (DEFAULT_TOKEN,)
+    max_batch = ns.max_batch if ns.max_batch is not None else (8 if ns.batching else None)
     return EmulatorSettings(
         auth=ns.auth,
         tokens=tokens,
@@ -130,6 +199,19 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         latency_dist=ns.latency_dist,
         fail_rate=ns.fail_rate,
         seed=ns.seed,
+        profile=ns.profile,
+        replicas=ns.replicas,
+        replica_concurrency=ns.replica_concurrency,
+        max_batch=max_batch,
+        batch_alpha=ns.batch_alpha,
+        reset_rate=ns.reset_rate,
+        truncate_rate=ns.truncate_rate,
+        proxy_error_rate=ns.proxy_error_rate,
+        garble_rate=ns.garble_rate,
+        hang_rate=ns.hang_rate,
+        credits=ns.credits,
+        legacy_gone=ns.legacy_gone,
+        **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 
 

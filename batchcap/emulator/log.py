@@ -10,19 +10,29 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+from .captions import Decoded
+
 __all__ = ["LogEntry", "RequestLog", "RouteKind", "busiest"]
 
 RouteKind = Literal["serverless", "endpoint", "chat", "health", "hub", "stats", "other"]
 
 
 class LogEntry(NamedTuple):
-    """One answered request. ``t`` is the monotonic time it was admitted (or refused). No token is kept."""
+    """One answered request. ``t`` is the monotonic time it was admitted (or refused). No token is kept.
+
+    ``decoded`` is what the model saw when the image was decoded (upright size, mode, EXIF/GPS present), else
+    None; ``fault`` names the injected fault (``reset``, ``truncated``, ``garbled``, ``proxy``, ``hang``,
+    ``error``) or is empty; ``queued`` is the seconds the request waited for a free replica slot.
+    """
 
     t: float
     kind: RouteKind
     status: int
     nbytes: int
     auth_present: bool
+    decoded: Decoded | None = None
+    fault: str = ""
+    queued: float = 0.0
 
 
 class RequestLog:
@@ -47,6 +57,10 @@ class RequestLog:
     def count(self, status: int | None = None) -> int:
         """Requests answered in total, or with this status."""
         return self.total if status is None else self._by_status[status]
+
+    def decoded(self) -> list[Decoded]:
+        """What was decoded, request by request (only the kept entries that reached the decoder)."""
+        return [entry.decoded for entry in self.entries if entry.decoded is not None]
 
     def max_per_second(self, window: float = 1.0) -> int:
         """Most requests answered 200 whose admission times fall within any half-open window of this length."""

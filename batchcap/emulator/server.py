@@ -12,9 +12,10 @@ from typing import Self
 from aiohttp import web
 
 from .app import make_app
+from .capacity import ModelPool
 from .log import RequestLog
 from .settings import EmulatorSettings
-from .state import REQUEST_LOG
+from .state import _STATE, REQUEST_LOG
 
 __all__ = ["RunningEmulator", "start_emulator"]
 
@@ -34,6 +35,11 @@ class RunningEmulator:
     @property
     def log(self) -> RequestLog:
         return self.app[REQUEST_LOG]
+
+    @property
+    def pool(self) -> ModelPool | None:
+        """The model's replicas and queue, or None when capacity is unlimited."""
+        return self.app[_STATE].pool
 
     async def close(self) -> None:
         """Stop listening and cancel in-flight requests; safe to call twice."""

@@ -8,12 +8,47 @@ from typing import Literal
 
 from batchcap.errors import ConfigError
 
-__all__ = ["DEFAULT_MODEL_ID", "DEFAULT_TOKEN", "EmulatorSettings", "LatencyDist"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "DEFAULT_TOKEN",
+    "FAULT_KNOBS",
+    "PROFILES",
+    "TGI_PAYLOAD_LIMIT",
+    "Capacity",
+    "EmulatorSettings",
+    "LatencyDist",
+    "Profile",
+]
 
 DEFAULT_TOKEN = "hf_emulator_token"
 DEFAULT_MODEL_ID = "Salesforce/blip-image-captioning-base"
+#: TGI's ``--payload-limit`` default (protocol.md sections 3 and 9), bytes.
+TGI_PAYLOAD_LIMIT = 2_000_000
 
 LatencyDist = Literal["fixed", "uniform", "exponential"]
+Profile = Literal["all", "endpoint", "serverless", "tgi"]
+PROFILES: tuple[Profile, ...] = ("all", "endpoint", "serverless", "tgi")
+#: The seeded fault knobs, in the order one random draw is compared against them (see ``faults.py``).
+FAULT_KNOBS = ("fail_rate", "reset_rate", "truncate_rate", "proxy_error_rate", "garble_rate", "hang_rate")
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How many requests the model runs at once: ``replicas`` x ``slots`` each, sharing one FIFO queue.
+
+    ``alpha`` is the batching cost: with ``b`` requests in one replica each progresses at ``1 / (1 + alpha *
+    (b - 1))`` of its solo speed, so a request alone takes ``latency`` and a full batch of ``b`` takes
+    ``latency * (1 + alpha * (b - 1))`` (TGI/vLLM-like continuous batching: a request joins the running batch
+    as soon as a slot is free). ``alpha = 0`` is plain parallel slots (threads).
+    """
+
+    replicas: int
+    slots: int
+    alpha: float
+
+    @property
+    def total(self) -> int:
+        return self.replicas * self.slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +59,32 @@ class EmulatorSettings:
     ``uniform`` on [0, 2*latency], ``exponential``); ``latency_jitter`` adds uniform noise in [-j, +j]. ``burst``
     defaults to ``max(1, int(rate))``. ``cold_start`` seconds are counted from the first request admitted to a
     model route: refused requests (401, 413, 429) and health probes do not wake the model.
+
+    ``profile`` picks the routes and strictness (protocol.md section 9):
+
+    * ``all`` (default): every route shape on one port, lenient (today's behaviour; what most tests use);
+    * ``endpoint``: the Inference Toolkit container's port: ``POST /`` and ``/predict``, ``GET /``, ``/health``
+      and ``/metrics``, anything else 404; Content-Type matched exactly (case and parameters included); an
+      ``Accept`` other than none, ``*/*`` or ``application/json`` refused after inference; every failure a 400
+      with Python noise in the message (never 500); no ``x-request-id``; 1 replica running 1 request at a time;
+    * ``serverless``: the router's ``/hf-inference/models/<id>`` (+ chat), the legacy ``/models/<id>`` and the
+      Hub lookups;
+    * ``tgi``: ``POST /v1/chat/completions``, ``GET /health``, ``/metrics``; batching up to 8.
+
+    Capacity: ``replicas`` x ``replica_concurrency`` requests run at once, more wait in one FIFO queue, and a
+    request whose client has gone still runs to its end (as in the real container). ``max_batch`` turns on
+    batching instead (``batch_alpha`` above). None means the profile's default: unlimited for ``all`` and
+    ``serverless``, 1 x 1 for ``endpoint``, 1 replica batching 8 for ``tgi``.
+
+    Faults, each a probability per model request drawn from the seeded generator: ``fail_rate`` (500, or a 400
+    in the endpoint profile), ``reset_rate`` (connection reset after the work), ``truncate_rate`` (a 200 whose
+    body is cut short of its Content-Length), ``proxy_error_rate`` (an HTML 502 or 504 from a proxy, at once),
+    ``garble_rate`` (a 200 that is not JSON), ``hang_rate`` (no answer until the client gives up). ``credits``
+    answers 402 once that many captions were admitted, and to every request after. ``legacy_gone`` answers 410
+    on the retired ``/models/<id>`` route.
+
+    Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
+    ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
     """
 
     auth: Literal["public", "protected"] = "public"
@@ -41,6 +102,20 @@ class EmulatorSettings:
     max_body_bytes: int = 20 * 1024 * 1024
     model_id: str = DEFAULT_MODEL_ID
     name: str = "emulator"
+    profile: Profile = "all"
+    replicas: int | None = None
+    replica_concurrency: int | None = None
+    max_batch: int | None = None
+    batch_alpha: float = 0.1
+    reset_rate: float = 0.0
+    truncate_rate: float = 0.0
+    proxy_error_rate: float = 0.0
+    garble_rate: float = 0.0
+    hang_rate: float = 0.0
+    credits: int | None = None
+    legacy_gone: bool = False
+    chat_max_body_bytes: int = TGI_PAYLOAD_LIMIT
+    endpoint_max_body_bytes: int | None = None
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -67,10 +142,48 @@ class EmulatorSettings:
                 f"latency_dist must be fixed, uniform or exponential (got {self.latency_dist!r})",
                 "--latency-dist",
             )
-        if not 0.0 <= self.fail_rate <= 1.0:
-            raise bad(f"fail_rate must be within [0, 1] (got {self.fail_rate})", "--fail-rate")
-        if self.max_body_bytes < 1:
-            raise bad(f"max_body_bytes must be >= 1 (got {self.max_body_bytes})", "max_body_bytes")
+        for name in FAULT_KNOBS:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise bad(f"{name} must be within [0, 1] (got {value})", "--" + name.replace("_", "-"))
+        total = sum(getattr(self, name) for name in FAULT_KNOBS)
+        if total > 1.0 + 1e-9:
+            raise bad(f"the fault rates add up to {total:g}, more than 1", "set of --*-rate flags")
+        for name in ("max_body_bytes", "chat_max_body_bytes", "endpoint_max_body_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise bad(f"{name} must be >= 1 (got {value})", "--max-body-mb")
+        if self.profile not in PROFILES:
+            raise bad(f"profile must be one of {', '.join(PROFILES)} (got {self.profile!r})", "--profile")
+        for name in ("replicas", "replica_concurrency", "max_batch", "credits"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < (0 if name == "credits" else 1)):
+                low = 0 if name == "credits" else 1
+                raise bad(f"{name} must be >= {low} (got {value})", "--" + name.replace("_", "-"))
+        if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
+            raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
+
+    @property
+    def capacity(self) -> Capacity | None:
+        """The model's capacity in force (profile defaults filled in), or None for unlimited."""
+        replicas, slots, batch = self.replicas, self.replica_concurrency, self.max_batch
+        if self.profile == "endpoint":
+            replicas, slots = replicas or 1, slots or 1
+        elif self.profile == "tgi" and slots is None:
+            batch = batch or 8
+        if replicas is None and slots is None and batch is None:
+            return None
+        if batch is not None:
+            return Capacity(replicas or 1, batch, self.batch_alpha)
+        return Capacity(replicas or 1, slots or 1, 0.0)
+
+    def body_limit(self, kind: str) -> int:
+        """The body limit of one route kind (``chat``, ``endpoint``, ``serverless``...), in bytes."""
+        if kind == "chat":
+            return self.chat_max_body_bytes
+        if kind == "endpoint" and self.endpoint_max_body_bytes is not None:
+            return self.endpoint_max_body_bytes
+        return self.max_body_bytes
 
     @property
     def effective_burst(self) -> int:
@@ -83,8 +196,20 @@ class EmulatorSettings:
         """One line for logs and the ``serve`` banner; never shows a token."""
         rate = "unlimited" if self.rate is None else f"{self.rate:g}/s burst={self.effective_burst}"
         jitter = f"±{self.latency_jitter:g}" if self.latency_jitter else ""
+        capacity = self.capacity
+        if capacity is None:
+            shown = "unlimited"
+        elif capacity.alpha > 0:
+            shown = f"{capacity.replicas}x batch {capacity.slots} (alpha={capacity.alpha:g})"
+        else:
+            shown = f"{capacity.replicas}x{capacity.slots}"
+        faults = ", ".join(f"{name}={getattr(self, name):g}" for name in FAULT_KNOBS[1:] if getattr(self, name))
+        extra = (f", {faults}" if faults else "") + (f", credits={self.credits}" if self.credits is not None else "")
+        extra += ", legacy_gone" if self.legacy_gone else ""
         return (
-            f"auth={self.auth}, rate={rate}, retry_after={'on' if self.retry_after else 'off'}, "
+            f"auth={self.auth}, profile={self.profile}, capacity={shown}, rate={rate}, "
+            f"retry_after={'on' if self.retry_after else 'off'}, "
             f"cold_start={self.cold_start:g}s/{self.cold_start_status}, "
-            f"latency={self.latency:g}s{jitter} {self.latency_dist}, fail_rate={self.fail_rate:g}, seed={self.seed}"
+            f"latency={self.latency:g}s{jitter} {self.latency_dist}, fail_rate={self.fail_rate:g}{extra}, "
+            f"seed={self.seed}"
         )

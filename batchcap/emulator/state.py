@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .capacity import ModelPool
+from .captions import Decoded
 from .log import RequestLog, RouteKind
 from .settings import EmulatorSettings
 
@@ -50,6 +52,8 @@ class _State:
     rng: random.Random
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     loaded_at: float | None = None  # set by the first admitted model request
+    pool: ModelPool | None = None  # None: unlimited capacity, every request runs at once
+    credits_used: int = 0  # model requests admitted, counted against ``settings.credits``
 
     def delay(self) -> float:
         """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
@@ -69,10 +73,14 @@ class _State:
 class _Ctx:
     """Per-request facts the tracking middleware logs once the answer is known."""
 
+    n: int
     rid: str
     t: float
     kind: RouteKind = "other"
     nbytes: int = 0
+    decoded: Decoded | None = None
+    fault: str = ""
+    queued: float = 0.0
 
 
 _STATE = web.AppKey("emulator_state", _State)

@@ -18,7 +18,7 @@ from .engine import (
     raw_wire_size,
 )
 from .pool import PreparePool, default_workers, prepared_image
-from .wire import wire_size_for
+from .wire import largest_wire_size, wire_size_for
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -29,6 +29,7 @@ __all__ = [
     "WireSize",
     "base64_wire_size",
     "default_workers",
+    "largest_wire_size",
     "pass_through",
     "prepare",
     "prepared_image",

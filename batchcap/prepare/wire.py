@@ -8,12 +8,15 @@ change to an adapter's envelope (a longer prompt, more parameters) is counted wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from batchcap.models import ImageJob, LoadedImage
 from batchcap.protocols.base import Adapter
 
 from .engine import WireSize, base64_wire_size, raw_wire_size
 
-__all__ = ["wire_size_for"]
+__all__ = ["largest_wire_size", "wire_size_for"]
 
 #: Room for a MIME type longer than the probe's ``image/jpeg`` (none of JPEG, PNG, WebP, GIF is).
 _MIME_SLACK = 16
@@ -27,3 +30,17 @@ def wire_size_for(adapter: Adapter) -> WireSize:
         return raw_wire_size
     envelope = len(adapter.build(LoadedImage(job, b"", "image/jpeg")).body)
     return base64_wire_size(envelope + _MIME_SLACK)
+
+
+@dataclass(frozen=True, slots=True)
+class _Largest:
+    sizes: tuple[WireSize, ...]
+
+    def __call__(self, n: int) -> int:
+        return max(size(n) for size in self.sizes)
+
+
+def largest_wire_size(sizes: Sequence[WireSize]) -> WireSize:
+    """For a run with several targets: the largest body any of them would send for an image of n bytes."""
+    unique = tuple(dict.fromkeys(sizes))
+    return unique[0] if len(unique) == 1 else _Largest(unique)

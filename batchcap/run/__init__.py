@@ -13,8 +13,8 @@ from batchcap.errors import RunAborted
 from .guard import REFUSAL_LIMIT, RunGuard, Stop, StopKind
 from .malloc import tune_malloc
 from .manifest import manifest_path
-from .pipeline import run
+from .pipeline import lane_targets, run
 from .stats import RunStats
 
-__all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "manifest_path", "run",
+__all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "lane_targets", "manifest_path", "run",
            "tune_malloc"]

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import random
 import time
+from types import TracebackType
+from typing import Protocol, Self
 
 import anyio
 
-from batchcap.client import CaptionClient
+from batchcap.client import CaptionClient, Reply
+from batchcap.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
 from batchcap.errors import APIError, BatchcapError, RateLimited, RunAborted, TransientError
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
@@ -27,7 +30,30 @@ from batchcap.retry import RetryPolicy
 from .guard import RunGuard, Stop
 from .stats import RunStats
 
-__all__ = ["Captioner", "error_info"]
+__all__ = ["Captioner", "Captions", "error_info"]
+
+
+class Captions(Protocol):
+    """What the senders call: one target (``Captioner``) or several (``route.Router``)."""
+
+    #: records the guard held back and released: the senders write them.
+    released: list[Record]
+    #: the name written into records that belong to no request (unreadable files).
+    target: str
+    #: how many senders keep it busy.
+    senders: int
+
+    async def caption(self, image: LoadedImage) -> Record | None: ...
+
+    def release_held(self) -> list[Record]: ...
+
+    def concurrency_note(self) -> str | None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
@@ -44,12 +70,13 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("client", "guard", "limiter", "policy", "progress", "released", "rng", "stats", "target",
-                 "try_acquire")
+    __slots__ = ("client", "concurrency", "guard", "limiter", "policy", "progress", "released", "rng", "senders",
+                 "stats", "target", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
-        stats: RunStats, progress: Progress, target: str, seed: int | None = None,
+        stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
+        released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -60,7 +87,22 @@ class Captioner:
         self.progress = progress
         self.target = target  # formatted once per run, not per record
         self.rng = random.Random(seed)
-        self.released: list[Record] = []  #: records the guard held back and released: the senders write them
+        self.released: list[Record] = [] if released is None else released
+        self.senders = senders
+        self.concurrency = concurrency  #: the adaptive limit in front of every attempt (None for fixed:N)
+
+    async def __aenter__(self) -> Self:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.close()
+
+    def release_held(self) -> list[Record]:
+        """At the end of a run without a stop: the final errors the guard held back are real."""
+        return self.guard.release()
 
     async def caption(self, image: LoadedImage) -> Record | None:
         """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
@@ -71,11 +113,8 @@ class Captioner:
         waited = 0.0
         while True:
             attempts += 1
-            if not self.try_acquire():
-                await self.limiter.acquire()
-            self.stats.attempts += 1
             try:
-                reply = await self.client.caption(image)
+                reply = await self._ask(image)
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
@@ -92,8 +131,8 @@ class Captioner:
                     retries_used += 1
                 else:
                     waited += decision.delay
-                if decision.delay > 0:
-                    await anyio.sleep(decision.delay)
+                if (delay := self._retry_delay(exc, decision.delay)) > 0:
+                    await anyio.sleep(delay)
                 continue
             self.limiter.succeeded()
             if not self.guard.ok_seen:
@@ -107,6 +146,42 @@ class Captioner:
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
                 request_id=reply.request_id, ts=time.time(), prep=image.prep,
             )
+
+    async def _ask(self, image: LoadedImage) -> Reply:
+        """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
+        feed the concurrency limit."""
+        conc = self.concurrency
+        if conc is None:  # fixed:N: the N senders are the limit, nothing to count
+            if not self.try_acquire():
+                await self.limiter.acquire()
+            self.stats.attempts += 1
+            return await self.client.caption(image)
+        ticket = await conc.acquire()
+        outcome: Outcome = "ignore"
+        try:
+            if not self.try_acquire():
+                await self.limiter.acquire()
+            self.stats.attempts += 1
+            reply = await self.client.caption(image)
+            outcome = "ok"
+            return reply
+        except APIError as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            conc.release(ticket, outcome)
+
+    def _retry_delay(self, exc: APIError, delay: float) -> float:
+        """After a timeout, wait until the server is likely free of our abandoned request, not on top of it."""
+        conc = self.concurrency
+        if conc is None or outcome_of(exc) != "timeout":
+            return delay
+        return max(delay, timeout_retry_delay(conc.stats().floor, conc.inflight, conc.limit))
+
+    def concurrency_note(self) -> str | None:
+        """``c=3/16`` for the progress bar while the limit is adaptive."""
+        conc = self.concurrency
+        return None if conc is None else f"c={conc.limit}/{conc.algorithm.ceiling}"
 
     def _throttled(self, exc: RateLimited) -> None:
         """A 429: the whole pool slows down (and pauses, given a hint)."""

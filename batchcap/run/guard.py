@@ -48,7 +48,7 @@ __all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "refusal_key"]
 REFUSAL_LIMIT = 25
 
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
-StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal"]
+StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent"]
 
 #: Records held back at most (many *different* refusals are no systematic fault): memory stays bounded.
 _HOLD_AT_MOST = 4 * REFUSAL_LIMIT

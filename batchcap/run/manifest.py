@@ -61,6 +61,8 @@ class Manifest:
             preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
                          "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
                          "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
+            targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
+                     for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
         try:

@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import anyio
 
 from batchcap.aio import first_leaf, leaves
 from batchcap.client import CaptionClient
-from batchcap.config import RunConfig, Secret
-from batchcap.errors import JournalError, RunAborted
-from batchcap.journal import JournalIndex, JournalWriter, load_index
-from batchcap.prepare import PreparePool, wire_size_for
+from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter
+from batchcap.config import RunConfig, Secret, find_token
+from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
+from batchcap.journal import JournalWriter, load_index
+from batchcap.models import Record
+from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.protocols import make_adapter
 from batchcap.ratelimit import RateLimiter
 from batchcap.retry import RetryPolicy
+from batchcap.targets import Target, resolve_targets
 
-from .attempt import Captioner
+from .attempt import Captioner, Captions
 from .guard import RunGuard
 from .manifest import Manifest
+from .route import Lane, Router
 from .stages import Stages
 from .stats import RunStats
 
@@ -47,6 +52,7 @@ async def run(
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
+    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed)  # checks --target first
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
@@ -57,10 +63,10 @@ async def run(
     except JournalError:
         writer.close()
         raise
-    stages = _stages(cfg, index, writer, stats, progress, token=token, policy=policy, seed=seed,
-                     on_scan_done=on_scan_done)
+    stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
+                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
     try:
-        async with stages.captioner.client, anyio.create_task_group() as tg:
+        async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
             await stages.produce_until_stopped(handle_signals=handle_signals)
     except JournalError as exc:
@@ -74,6 +80,9 @@ async def run(
         writer.close()
         if not stages.writer_failed:
             stats.aborted, stats.abort_kind = _first_stop(stages.failures)
+        if isinstance(stages.captioner, Router):
+            stats.drained = stages.captioner.drained
+            stats.targets = stages.captioner.summary()
         manifest.write_end(stats)
         progress.close()
     if stats.aborted:
@@ -81,28 +90,84 @@ async def run(
     return stats
 
 
-def _stages(
-    cfg: RunConfig, index: JournalIndex, writer: JournalWriter, stats: RunStats, progress: Progress, *,
-    token: Secret | None, policy: RetryPolicy | None, seed: int | None, on_scan_done: Callable[[], None] | None,
-) -> Stages:
-    """Wire one run: the client, the limiter, the policy and the guard behind the senders."""
-    adapter = make_adapter(cfg)
-    client = CaptionClient(cfg.url, adapter, token=token, timeout=cfg.timeout, connections=cfg.concurrency)
-    captioner = Captioner(
+def _preparer(cfg: RunConfig) -> PreparePool | None:
+    """Issue 8: every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is
+    counted as each target's adapter wraps the image; with several targets an image must fit them all."""
+    if not cfg.max_side:
+        return None
+    configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
+    wire = largest_wire_size([wire_size_for(make_adapter(c)) for c in configs])
+    return PreparePool(cfg.prepare_settings(), wire_size=wire)
+
+
+def _captions(
+    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
+    seed: int | None,
+) -> Captions:
+    """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
+    if cfg.targets:
+        return _router(cfg, stats, progress, policy=policy, seed=seed)
+    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target)
+
+
+def _captioner(
+    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
+    seed: int | None, target: str, released: list[Record] | None = None,
+) -> Captioner:
+    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
+                           connections=cfg.concurrency)
+    return Captioner(
         client,
         limiter=RateLimiter(cfg.request_rate, cfg.burst),
         policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
         guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
         stats=stats,
         progress=progress,
-        target=cfg.target,
+        target=target,
         seed=seed,
+        senders=cfg.concurrency,
+        released=released,
+        concurrency=_adaptive(cfg),
     )
-    preparer = None
-    if cfg.max_side:  # issue 8: every image prepared before it is sent; 0 = files as they are
-        preparer = PreparePool(cfg.prepare_settings(), wire_size=wire_size_for(adapter))
-    return Stages(cfg, index=index, writer=writer, captioner=captioner, stats=stats, progress=progress,
-                  on_scan_done=on_scan_done, preparer=preparer)
+
+
+def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
+            seed: int | None) -> Router:
+    """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
+    released: list[Record] = []
+    lanes = []
+    for target in lane_targets(cfg):
+        token, _ = find_token(target.token_file)
+        lane_cfg = target.cfg
+        captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
+                               target=f"{target.name}={lane_cfg.target}", released=released)
+        lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
+    return Router(lanes, route=cfg.route, released=released)
+
+
+def _adaptive(cfg: RunConfig) -> ConcurrencyLimiter | None:
+    """The adaptive limit for ``--concurrency N`` (None for ``fixed:N``). It starts at 4 (or N if lower), not 1:
+    two round trips of slow start saved, and 4 requests queued on a one-at-a-time server still answer well
+    within any sane timeout."""
+    if cfg.concurrency_mode != "adaptive":
+        return None
+    return ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency, initial=min(4, cfg.concurrency)))
+
+
+def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
+    """The run's ``--target``s as configs: a bare SPEC takes the run's limits; a profile keeps its own."""
+    try:
+        targets = resolve_targets(cfg.targets, api_base=cfg.api_base, prices=cfg.price_per_hour)
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
+    out = []
+    for t in targets:
+        if not t.spec.endswith(".toml"):
+            lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
+                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
+            t = replace(t, cfg=lane.validate())
+        out.append(t)
+    return tuple(out)
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

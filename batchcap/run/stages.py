@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TypeAlias
 
@@ -27,7 +28,7 @@ from batchcap.prepare import PreparePool, prepared_image
 from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
-from .attempt import Captioner, error_info
+from .attempt import Captions, error_info
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
@@ -41,7 +42,7 @@ class Stages:
     """Readers, senders and the writer of one run, and the state they share."""
 
     def __init__(
-        self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captioner, stats: RunStats,
+        self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
         progress: Progress, on_scan_done: Callable[[], None] | None = None, preparer: PreparePool | None = None,
     ) -> None:
         self.cfg = cfg
@@ -53,8 +54,10 @@ class Stages:
         self.on_scan_done = on_scan_done
         self.preparer = preparer  #: None: files go as they are (--max-side 0)
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
-        self.feed = Feed(capacity=max(2 * cfg.concurrency, cfg.read_batch))
-        self.sink = Sink(flush_at=max(64, 4 * cfg.concurrency), high_water=max(4096, 64 * cfg.concurrency))
+        senders = captioner.senders
+        self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
+        self.sink = Sink(flush_at=max(64, 4 * senders), high_water=max(4096, 64 * senders))
+        self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
@@ -78,7 +81,7 @@ class Stages:
                     raise
                 self.failures.append(exc)
         if not self.failures:  # no run-level stop: the final errors the guard held back are real
-            for record in self.captioner.guard.release():
+            for record in self.captioner.release_held():
                 self.sink.put(record)
         self.sink.close()
 
@@ -102,7 +105,7 @@ class Stages:
         """Readers and senders until the scan is exhausted and every image has a record (or a stop)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.readers)
-            for _ in range(self.cfg.concurrency):
+            for _ in range(self.captioner.senders):
                 tg.start_soon(self.sender)
 
     async def readers(self) -> None:
@@ -236,8 +239,12 @@ class Stages:
                         stats.prepared_bytes_sent += rec.bytes_sent
                 else:
                     stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+                if self.count_targets:
+                    stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
             stats.ok += ok
             stats.failed += len(batch) - ok
+            if (note := self.captioner.concurrency_note()) is not None:
+                progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
     def write_batch(self, batch: list[Record]) -> int:

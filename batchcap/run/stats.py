@@ -29,6 +29,9 @@ class RunStats:
     scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
+    by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
+    drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
+    targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0
     prepared: int = 0  #: ok images that were re-encoded (resized, turned, converted or stripped)
     passed: int = 0  #: ok images sent byte for byte by the preparation stage

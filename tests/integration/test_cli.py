@@ -207,3 +207,22 @@ async def test_a_full_disk_stops_with_one_line_and_loses_nothing(emulator: Emula
     oks = Counter(orjson.loads(line)["path"] for line in journal_lines(out))
     assert len(oks) == 150
     assert set(oks.values()) == {1}
+
+
+async def test_two_targets_on_the_command_line(emulator: Emulator, many: Path, tmp_path: Path) -> None:
+    a = await emulator(EmulatorSettings(latency=0.01))
+    b = await emulator(EmulatorSettings(latency=0.01))
+    out = tmp_path / "r.jsonl"
+    argv = [sys.executable, "-m", "batchcap", "run", str(many), "--out", str(out), "--route", "spread",
+            "--target", f"a={a.url}/", "--target", f"b=hf:{MODEL}", "--api-base", f"{b.url}/hf-inference",
+            "--price-per-hour", "a=1.20", "--rate", "unlimited"]
+    result = await anyio.run_process(argv, env=env(), check=False)
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_OK, err
+    assert "via 2 targets (spread: a, b)" in err
+    assert "a=endpoint:http://127.0.0.1" in err
+    assert "b=hf:" in err
+    targets = {orjson.loads(line)["target"].split("=", 1)[0] for line in journal_lines(out)}
+    assert targets == {"a", "b"}
+    manifest = orjson.loads((tmp_path / "r.manifest.json").read_bytes())
+    assert sum(t["counts"]["ok"] for t in manifest["targets"].values()) == 150

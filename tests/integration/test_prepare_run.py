@@ -70,7 +70,7 @@ async def test_photos_are_sent_prepared_and_the_journal_says_what_was_sent(
     assert phone["sent_size"] == [756, 1008]  # upright, DCT-scaled to 1/4
     assert phone["original_bytes"] == (photos / "phone_portrait.jpg").stat().st_size
     assert phone["bytes_sent"] * 15 <= phone["original_bytes"]
-    assert phone["caption"].startswith("a 756x1008 jpeg image"), "the server decoded a portrait JPEG"
+    assert phone["caption"].startswith("a 756x1008 RGB jpeg image"), "the server decoded a portrait JPEG"
     tiny = recs["tiny.jpg"]
     assert tiny["prepared"] is False
     assert tiny["bytes_sent"] == tiny["original_bytes"] == (photos / "tiny.jpg").stat().st_size
@@ -118,7 +118,7 @@ async def test_max_side_zero_sends_files_as_they_are(
     phone = lines(out)["phone_portrait.jpg"]
     assert phone["bytes_sent"] == (photos / "phone_portrait.jpg").stat().st_size
     assert "prepared" not in phone
-    assert phone["caption"].startswith("a 4032x3024 jpeg image")
+    assert phone["caption"].startswith("a 3024x4032 RGB jpeg image")  # the emulator turns it itself
 
 
 async def test_cli_flags_and_summary(emulator: EmulatorFactory, photos: Path, tmp_path: Path) -> None:

@@ -1,0 +1,148 @@
+"""Several targets in one run (``--target NAME=SPEC ...``): failover or spread, behind one sender pool.
+
+Each target is a lane: its own client, limiter, retry policy and guard (a ``Captioner``), and its own
+concurrency. ``failover`` sends to the first lane until it fails run-level (credits spent, token refused,
+wrong target, stalled, the same refusal for every image), then to the next; ``spread`` sends each image to
+the lane with the most free room, so faster lanes (that free their slots sooner) take more. A lane that
+fails run-level is drained: its in-flight images go to the others; the run stops only when none is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+
+from batchcap.errors import RunAborted
+from batchcap.models import LoadedImage, Record
+
+from .attempt import Captioner
+
+__all__ = ["DRAINING", "Lane", "Router"]
+
+#: Run-level stops that drain one lane instead of stopping the run (there may be another target).
+DRAINING = frozenset({"auth", "credits", "wrong_target", "stalled", "refusals"})
+
+
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One target: its captioner, how many requests it may have in flight, and whether it is spent."""
+
+    name: str
+    captioner: Captioner
+    concurrency: int
+    in_flight: int = 0
+    drained: str | None = None  #: why the lane was given up on
+    drained_kind: str | None = None  #: that stop's kind (``guard.StopKind``)
+    price_per_hour: float | None = None
+    first: float | None = None  #: monotonic time of its first request, for the cost of its busy span
+    last: float | None = None  #: ... and of its last answer
+
+    @property
+    def busy_s(self) -> float:
+        return (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - self.in_flight
+
+
+class Router:
+    """Implements ``attempt.Captions`` over several lanes."""
+
+    def __init__(self, lanes: Sequence[Lane], *, route: str, released: list[Record]) -> None:
+        if not lanes:
+            raise ValueError("a router needs at least one lane")
+        self.lanes = list(lanes)
+        self.route = route
+        self.released = released  # shared with every lane's captioner
+        self.target = ""  # records that belong to no request (unreadable files) name no target
+        counts = [lane.concurrency for lane in self.lanes]
+        self.senders = sum(counts) if route == "spread" else max(counts)
+        self._stack = contextlib.AsyncExitStack()
+        self._changed = anyio.Event()  # a slot freed or a lane drained
+
+    async def __aenter__(self) -> Self:
+        for lane in self.lanes:
+            await self._stack.enter_async_context(lane.captioner)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    @property
+    def drained(self) -> dict[str, str]:
+        return {lane.name: lane.drained for lane in self.lanes if lane.drained is not None}
+
+    async def caption(self, image: LoadedImage) -> Record | None:
+        """Caption on the lane the route picks; if it drains meanwhile, on the next one."""
+        while True:
+            lane = await self._pick()
+            lane.in_flight += 1
+            if lane.first is None:
+                lane.first = time.monotonic()
+            try:
+                return await lane.captioner.caption(image)
+            except RunAborted as exc:
+                if exc.kind not in DRAINING:
+                    raise
+                self._drain(lane, str(exc), exc.kind)
+            finally:
+                lane.in_flight -= 1
+                lane.last = time.monotonic()
+                self._wake()
+
+    async def _pick(self) -> Lane:
+        while True:
+            live = [lane for lane in self.lanes if lane.drained is None]
+            if not live:
+                reasons = "; ".join(f"{name}: {why}" for name, why in self.drained.items())
+                kinds = {lane.drained_kind or "targets_spent" for lane in self.lanes}
+                raise RunAborted(f"every target is spent ({reasons})",
+                                 kind=kinds.pop() if len(kinds) == 1 else "targets_spent")
+            if self.route == "failover":
+                candidates = live[:1]
+            else:
+                candidates = sorted(live, key=lambda lane: -lane.free / lane.concurrency)
+            for lane in candidates:
+                if lane.free > 0:
+                    return lane
+            if self._changed.is_set():
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
+    def _drain(self, lane: Lane, why: str, kind: str) -> None:
+        if lane.drained is None:
+            lane.drained, lane.drained_kind = why, kind
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Per target: whether it was spent and why, its busy seconds, and what that cost."""
+        out: dict[str, dict[str, object]] = {}
+        for lane in self.lanes:
+            cost = None if lane.price_per_hour is None else lane.price_per_hour * lane.busy_s / 3600.0
+            out[lane.captioner.target] = {"name": lane.name, "drained": lane.drained, "busy_s": round(lane.busy_s, 3),
+                                          "price_per_hour": lane.price_per_hour, "cost": cost}
+        return out
+
+    def concurrency_note(self) -> str | None:
+        notes = [f"{lane.name} {note}" for lane in self.lanes if (note := lane.captioner.concurrency_note())]
+        return " ".join(notes) or None
+
+    def release_held(self) -> list[Record]:
+        return [record for lane in self.lanes for record in lane.captioner.release_held()]
+
+    def __repr__(self) -> str:
+        state = ", ".join(f"{lane.name} {lane.in_flight}/{lane.concurrency}" + (" drained" if lane.drained else "")
+                          for lane in self.lanes)
+        return f"<Router {self.route}: {state}>"
