@@ -24,7 +24,7 @@ def test_wire_size_matches_the_real_body(corpus: dict[str, bytes], api: str) -> 
         data = corpus[name]
         mime = "image/png" if name.endswith(".png") else "image/jpeg"
         body = adapter.build(LoadedImage(ImageJob(name, name, len(data)), data, mime)).body
-        assert len(body) <= wire(len(data)) <= len(body) + 16, name
+        assert len(body) <= wire(len(data)) <= len(body) + 32, name  # 16 bytes of slack for the MIME type
     assert (wire is raw_wire_size) == (api == "hf")
 
 
