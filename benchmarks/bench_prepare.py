@@ -327,7 +327,7 @@ def run(ctx: Ctx) -> list[Result]:
         "prepare", "original / sent bytes, 12 MP phone JPEG, defaults", b["original"] / b["sent"], 15.0, unit="x",
         detail=f"{b['original'] / b['n'] / 1e6:.2f} MB -> {b['sent'] / b['n'] / 1e3:.0f} KB per photo (both kinds)",
     ))  # fmt: skip
-    e2e = end_to_end(ctx, [Path(p) for p in photos["grainy"]], copies=4 if ctx.quick else 6)
+    e2e = end_to_end(ctx, [Path(p) for p in photos["grainy"]], copies=6 if ctx.quick else 12)
     results.append(Result(
         "prepare", "run at defaults / PreparePool alone, 12 MP grainy, 2 cores", e2e["rate"] / t2, 0.8, unit="x",
         detail=(f"batchcap run {e2e['rate']:.1f} img/s over {e2e['ok']} photos (zero-latency emulator on core 1) "
