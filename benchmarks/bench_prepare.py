@@ -39,10 +39,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import BATCHCAP, PY, REPO, Ctx, Emulator, Result, make_distinct, parse_summary
+
+from batchcap.prepare import PrepareSettings
 
 I2D_PINS = ["img2dataset==1.47.0"]
 I2D_DEPS = ["opencv-python-headless>=4.5.5.62,<5", "albumentations>=1.3,<2"]
@@ -121,25 +124,28 @@ def _load_resizer() -> object:
 
 
 def child(spec: dict[str, object]) -> dict[str, object]:
-    import io
     import warnings
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    import anyio
-
-    from batchcap.images import load
-    from batchcap.models import ImageJob
-    from batchcap.prepare import PreparePool, PrepareSettings, prepare
 
     warnings.simplefilter("ignore")
     sets = {kind: [Path(p).read_bytes() for p in paths] for kind, paths in spec["photos"].items()}  # type: ignore[union-attr]
-    rounds = int(spec["rounds"])  # type: ignore[call-overload]
     settings = PrepareSettings()
     cores = sorted(os.sched_getaffinity(0))
     one, two = {cores[0]}, set(cores[:2])
     out: dict[str, object] = {"cores": len(cores)}
 
+    if spec["part"] == "anchor":
+        return _anchor(spec, sets, settings, one, out)
+    return _rest(spec, sets, settings, one, two, out)
+
+
+def _anchor(spec: dict[str, object], sets: dict[str, list[bytes]], settings: PrepareSettings, one: set[int],
+            out: dict[str, object]) -> dict[str, object]:  # fmt: skip
+    """One core, ours and img2dataset's in paired rounds (its own interpreter: cv2 stays out of the rest)."""
+    import io
+
+    from batchcap.prepare import prepare
+
+    rounds = int(spec["rounds"])  # type: ignore[call-overload]
     resizer = None if spec["skip_anchor"] else _load_resizer()
     os.sched_setaffinity(0, one)
     for kind, photos in sets.items():
@@ -168,7 +174,22 @@ def child(spec: dict[str, object]) -> dict[str, object]:
             "ours": ours, "theirs": theirs, "ratios": ratios, "cpu": cpu_ratios, "sizes": sizes,
             "mb": sum(map(len, photos)) / len(photos) / 1e6,
         }  # fmt: skip
+    return out
 
+
+def _rest(spec: dict[str, object], sets: dict[str, list[bytes]], settings: PrepareSettings, one: set[int], two: set[int],
+          out: dict[str, object]) -> dict[str, object]:  # fmt: skip
+    """Two cores (threads, processes), bytes, the passthrough and the reader stage."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    import anyio
+
+    from batchcap.images import load
+    from batchcap.models import ImageJob
+    from batchcap.prepare import PreparePool, prepare
+
+    rounds = int(spec["rounds"])  # type: ignore[call-overload]
     photos = sets["grainy"]
     work = photos * 2
 
@@ -289,13 +310,16 @@ def run(ctx: Ctx) -> list[Result]:
     small = make_distinct(work / "small", 48)
     spec = {"photos": photos, "web": str(web), "rounds": 3 if ctx.quick else 5, "skip_anchor": skip is not None,
             "small": [str(p) for p in small]}  # fmt: skip
-    proc = subprocess.run(
-        [PY, __file__, "--child", json.dumps(spec)], env={**ctx.env, "NO_ALBUMENTATIONS_UPDATE": "1"},
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench_prepare child failed: {proc.stderr.strip()[-600:]}")
-    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    m: dict[str, Any] = {}
+    for part in ("anchor", "rest"):
+        proc = subprocess.run(
+            [PY, __file__, "--child", json.dumps(spec | {"part": part})],
+            env={**ctx.env, "NO_ALBUMENTATIONS_UPDATE": "1"}, capture_output=True, text=True, timeout=600,
+            check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench_prepare child ({part}) failed: {proc.stderr.strip()[-600:]}")
+        m |= json.loads(proc.stdout.strip().splitlines()[-1])
     med = statistics.median
     results = []
     for kind in KINDS:
