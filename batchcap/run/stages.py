@@ -33,9 +33,27 @@ from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
 
-__all__ = ["Stages"]
+__all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 
 Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
+
+#: Raw file bytes one reader hop reads at most (by the scan's sizes; always at least one file).
+LOAD_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _chunks(jobs: list[ImageJob], limit: int) -> list[list[ImageJob]]:
+    """``jobs`` in order, cut where the next file would take a chunk past ``limit`` bytes (small files: one chunk)."""
+    if sum(job.size for job in jobs) <= limit:
+        return [jobs]
+    chunks: list[list[ImageJob]] = [[]]
+    total = 0
+    for job in jobs:
+        if chunks[-1] and total + job.size > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(job)
+        total += job.size
+    return chunks
 
 
 class Stages:
@@ -141,14 +159,26 @@ class Stages:
                 self.stats.scan_problem_files += 1
             self.sink.put(record)
 
-    def next_batch(self, batches: Iterator[list[ImageJob]]) -> tuple[list[ImageJob], list[Loaded]] | None:
-        """In a worker thread: the scan's next batch, read. One hop per batch does both."""
+    def next_batch(
+        self, batches: Iterator[list[ImageJob]]
+    ) -> tuple[list[ImageJob], list[Loaded], list[list[ImageJob]]] | None:
+        """In a worker thread: the scan's next batch, and its first ``LOAD_CHUNK_BYTES`` read. One hop does both.
+
+        The rest of a batch of big files (64 phone photos are 450 MB) comes back unread, for ``load_chunk``: the
+        first images reach preparation sooner, and a reader never holds more than a chunk of raw bytes.
+        """
         with self.scan_lock:
             jobs = next(batches, None)
         if jobs is None:
             return None
+        chunks = _chunks(jobs, LOAD_CHUNK_BYTES)
+        return jobs, self.load_chunk(chunks[0]), chunks[1:]
+
+    def load_chunk(self, jobs: list[ImageJob]) -> list[Loaded]:
+        """In a worker thread: read ``jobs``; with preparation on, each header decides at once (2-20 us):
+        sent as it is, refused, or (``prep`` None) handed to the pool."""
         loaded = load_batch(jobs, max_bytes=self.max_bytes)
-        if self.preparer is not None:  # the header decides, in this thread: as it is, refused, or for the pool
+        if self.preparer is not None:
             triage = self.preparer.triage
             loaded = [
                 item if not isinstance(item, LoadedImage) else (
@@ -156,28 +186,18 @@ class Stages:
                 )
                 for item in loaded
             ]  # fmt: skip
-        return jobs, loaded
+        return loaded
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
             if self.scan_records:
                 self.flush_scan_records()
-            jobs, loaded = got
+            jobs, loaded, rest = got
             self.stats.found += len(jobs)
             self.progress.found(len(jobs))
-            good: list[LoadedImage] = []
-            heavy: list[LoadedImage] = []
-            for item in loaded:
-                if isinstance(item, LoadedImage):
-                    (heavy if item.prep is None and self.preparer is not None else good).append(item)
-                else:
-                    job, err = item
-                    self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
-                                         target=self.captioner.target, ts=time.time()))
-            if good:
-                await self.feed.put(good)
-            if heavy:
-                await self.prepare_all(heavy)
+            await self.hand_over(loaded)
+            for chunk in rest:
+                await self.hand_over(await anyio.to_thread.run_sync(self.load_chunk, chunk))
         if self.scan_records:
             self.flush_scan_records()
         if not self.scan_done.is_set():
@@ -186,6 +206,22 @@ class Stages:
             self.stats.skipped = index.ok + index.error_final if not self.cfg.retry_failed else index.ok
             if self.on_scan_done:
                 self.on_scan_done()
+
+    async def hand_over(self, loaded: list[Loaded]) -> None:
+        """Read images to the senders (those that need pixel work through the pool first), failures to the sink."""
+        good: list[LoadedImage] = []
+        heavy: list[LoadedImage] = []
+        for item in loaded:
+            if isinstance(item, LoadedImage):
+                (heavy if item.prep is None and self.preparer is not None else good).append(item)
+            else:
+                job, err = item
+                self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
+                                     target=self.captioner.target, ts=time.time()))
+        if good:
+            await self.feed.put(good)
+        if heavy:
+            await self.prepare_all(heavy)
 
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
