@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .config import Secret
-from .errors import APIError, TransportError
+from .errors import APIError, RequestTimeout, TransportError
 from .models import LoadedImage
-from .protocols import Adapter, classify
+from .protocols import Adapter, classify, parse_reply
 from .version import __version__
 
 __all__ = ["CaptionClient", "Reply"]
@@ -32,6 +32,7 @@ class Reply:
     bytes_sent: int
     request_id: str | None
     status: int
+    finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
 
 
 #: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
@@ -41,7 +42,7 @@ _CLIENT_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
     """The TransportError for one of ``_CLIENT_ERRORS``, most specific first."""
     if isinstance(exc, TimeoutError):
-        return TransportError(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
+        return RequestTimeout(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -102,10 +103,14 @@ class CaptionClient:
             await self._session.close()
             self._session = None
 
-    async def caption(self, image: LoadedImage) -> Reply:
-        """One attempt. Raises an APIError subclass; the retry policy decides what comes next."""
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+        """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
+
+        ``adapter`` replaces the client's own for this request (a quality retry at a higher temperature).
+        """
         assert self._session is not None, "use `async with CaptionClient(...)`"
-        built = self.adapter.build(image)
+        adapter = adapter or self.adapter
+        built = adapter.build(image)
         started = time.perf_counter()
         try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(
@@ -119,12 +124,12 @@ class CaptionClient:
         latency = time.perf_counter() - started
         if 200 <= status < 300:
             try:
-                text = self.adapter.parse(body)
+                text, finish_reason = parse_reply(adapter, body)
             except APIError as exc:
                 exc.status = status
                 exc.request_id = headers.get("x-request-id")
                 raise
-            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status)
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason)
         error = classify(status, headers, body, url_host=self.host)
         if self._token is not None:  # a server that echoes the token must not make us log it
             error.message = error.message.replace(self._token.reveal(), "***")

@@ -8,13 +8,17 @@ smallest round-trip time seen) is the server's own work; latency well above it i
 
 The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished request:
 
-* ``ok`` (an answer that measured the server: 2xx, or a refusal of the image): update the floor and a smoothed
-  RTT. If ``srtt > tolerance * floor`` the server is queueing: cut the limit to ``limit * max(backoff,
+* ``ok`` (a caption: the only answer that measures the server's work): update the floor and a smoothed
+  RTT. If ``srtt > tolerance * floor`` (and by more than ``min_queue``, 50 ms: below that it is the client's
+  own event loop on a fast server, not a queue) the server is queueing: cut the limit to ``limit * max(backoff,
   tolerance * floor / srtt)``. Else, if the pool was using at least half the limit, grow: by 1 per answer
-  (slow start, doubling per round trip) while ``srtt <= near * floor`` and no cut has happened yet, else by
-  ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor``.
+  (slow start, doubling per round trip) while ``srtt <= near * floor`` or within ``min_queue / 2`` of it
+  (latency at its floor: nothing queues, so there is room, also right after a cut for a cold start or a burst of
+  429s), else by ``1 / limit`` per answer (one per round trip) while ``srtt <= tolerance * floor`` (latency
+  rising: probe gently).
 * ``timeout`` or ``overload`` (429, 503): cut to ``limit * backoff``, whichever signal comes first.
-* ``error`` (reset, 5xx, unreadable body) and ``ignore``: no sample, no change.
+* ``error`` (reset, 5xx, unreadable body) and ``ignore`` (refusals, run-level stops, cancellation): no sample,
+  no change.
 
 Only requests sent after the last cut can cause another one (their RTTs reflect the new limit), so one burst of
 timeouts halves the limit once, not once per request. Against a one-at-a-time server the limit settles at 2-3
@@ -146,9 +150,9 @@ class AdaptiveLimit:
         "cuts",
         "floor",
         "floor_window",
+        "min_queue",
         "minimum",
         "near",
-        "slow_start",
         "smoothing",
         "srtt",
         "tolerance",
@@ -165,6 +169,7 @@ class AdaptiveLimit:
         backoff: float = 0.5,
         smoothing: float = 0.3,
         floor_window: float = 30.0,
+        min_queue: float = 0.05,
     ) -> None:
         if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 1:
             raise ConfigError(f"concurrency must be an integer >= 1 (got {ceiling!r}); pass --concurrency N")
@@ -182,9 +187,11 @@ class AdaptiveLimit:
         self.backoff = backoff
         self.smoothing = smoothing
         self.floor_window = floor_window
+        #: seconds of latency above the floor that count as queueing at all: against a server answering in
+        #: a millisecond, the client's own event loop adds more than that, and it is no server queue.
+        self.min_queue = min_queue
         self.floor: float | None = None
         self.srtt: float | None = None
-        self.slow_start = True
         self.cuts = 0
         self._epoch = 0
         self._at_min_since: float | None = None
@@ -223,12 +230,13 @@ class AdaptiveLimit:
         self._forget_stale_floor(rtt, now)
         floor = max(self.floor, 1e-6)
         ratio = self.srtt / floor
-        if ratio > self.tolerance:
+        excess = self.srtt - floor
+        if ratio > self.tolerance and excess > self.min_queue:
             self._cut(ticket, max(self.backoff, self.tolerance / ratio))
             return
         if ticket.inflight * 2 < self.value:
             return  # the pool was not using the limit: its latency says nothing about a higher one
-        if self.slow_start and ratio <= self.near:
+        if ratio <= self.near or excess <= self.min_queue / 2:
             self._limit += 1.0
         else:
             self._limit += 1.0 / max(self._limit, 1.0)
@@ -239,7 +247,6 @@ class AdaptiveLimit:
             return  # sent before the last cut: its fate was sealed by the old limit
         self._limit = max(float(self.minimum), self._limit * factor)
         self._epoch += 1
-        self.slow_start = False
         self.cuts += 1
 
     def _forget_stale_floor(self, rtt: float, now: float) -> None:
@@ -262,11 +269,7 @@ class AdaptiveLimit:
     def __repr__(self) -> str:
         floor = "-" if self.floor is None else f"{self.floor:.3f}s"
         srtt = "-" if self.srtt is None else f"{self.srtt:.3f}s"
-        phase = " slow-start" if self.slow_start else ""
-        return (
-            f"<AdaptiveLimit limit={self._limit:.2f}/{self._ceiling} floor={floor} srtt={srtt} "
-            f"cuts={self.cuts}{phase}>"
-        )
+        return f"<AdaptiveLimit limit={self._limit:.2f}/{self._ceiling} floor={floor} srtt={srtt} cuts={self.cuts}>"
 
 
 def timeout_retry_delay(floor: float | None, inflight: int, limit: int, *, cap: float = 60.0) -> float:
@@ -285,26 +288,25 @@ def timeout_retry_delay(floor: float | None, inflight: int, limit: int, *, cap: 
 
 
 def outcome_of(exc: BaseException | None) -> Outcome:
-    """The outcome kind of an attempt, by error class: None is ``ok``; see the module docstring for the rest."""
-    from .errors import ModelLoading, PermanentError, RateLimited, ServerError, TransportError
+    """The outcome kind of an attempt, by error class (None is ``ok``).
+
+    Only a caption is an RTT sample: a refusal (400, 413, 422) can come back in a millisecond without any model
+    work (a Content-Type check, a proxy's size limit), and one such sample as the floor would make every real
+    answer look like queueing. 429 and 503 (and a 502 while a replica wakes) are push-back; a timeout is a
+    ``RequestTimeout`` (``client.py`` raises it for aiohttp's ``TimeoutError``);
+    other transport faults, 5xx and unreadable bodies say nothing about capacity.
+    """
+    from .errors import ModelLoading, RateLimited, RequestTimeout, ServerError, TransportError
 
     if exc is None:
         return "ok"
     if isinstance(exc, RateLimited | ModelLoading):
         return "overload"
     if isinstance(exc, TransportError):
-        return "timeout" if _is_timeout(exc) else "error"
+        return "timeout" if isinstance(exc, RequestTimeout) else "error"
     if isinstance(exc, ServerError):
         return "overload" if exc.status == 503 else "error"
-    if isinstance(exc, PermanentError):
-        return "ok" if exc.status is not None and 400 <= exc.status < 500 else "error"
     return "ignore"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """TransportError carries no subclass for timeouts; its cause (or message from client.py) tells."""
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, TimeoutError) or str(exc).startswith("no answer from ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +405,11 @@ class ConcurrencyLimiter:
         else:
             self._inflight += 1
         return Ticket(self._clock(), self._algorithm.epoch, self._inflight)
+
+    def restart(self, ticket: Ticket) -> Ticket:
+        """The same admission, its clock started now: for a caller that waited (for a rate token) after
+        ``acquire``, so that wait is not taken for the server's queueing."""
+        return Ticket(self._clock(), ticket.epoch, ticket.inflight)
 
     def release(self, ticket: Ticket, outcome: Outcome) -> None:
         """Count one attempt finished and feed its RTT and outcome to the limit."""

@@ -17,12 +17,14 @@ from urllib.parse import urlsplit
 
 from .concurrency import parse_concurrency
 from .errors import ConfigError
+from .quality import QualitySettings
 
 if TYPE_CHECKING:
     from .prepare import PrepareSettings
 
 __all__ = [
     "API_CHOICES",
+    "DEDUPE_CHOICES",
     "DEFAULT_API_BASE",
     "SERVERLESS_RATE",
     "RunConfig",
@@ -40,6 +42,8 @@ SERVERLESS_RATE = 2.0
 #: without loading Pillow (tests/unit/prepare checks the two agree).
 DEFAULT_MAX_PIXELS = 89_478_485
 Api = Literal["hf", "hf-json", "openai"]
+DEDUPE_CHOICES = ("exact", "near", "off")
+Dedupe = Literal["exact", "near", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,16 @@ class RunConfig:
             max_side=self.max_side, jpeg_quality=self.jpeg_quality, keep_metadata=self.keep_metadata,
             max_upload_bytes=round(self.max_upload_mb * 1_000_000), max_pixels=self.max_pixels,
         )
+    dedupe: Dedupe = "exact"  #: send identical images once (near: also resized / re-saved copies; off)
+    quality_retries: int = 2  #: extra attempts for a caption that fails a quality gate
+    on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
+    min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
+    max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+
+    def quality(self) -> QualitySettings:
+        """The caption quality gates this run applies (``batchcap.quality``)."""
+        return QualitySettings(quality_retries=self.quality_retries, on_bad_caption=self.on_bad_caption,
+                               min_words=self.min_words, max_words=self.max_words)
 
     @property
     def url(self) -> str:
@@ -174,6 +188,9 @@ class RunConfig:
             raise ConfigError(f"jpeg_quality must be a whole number from 1 to 100 (got {self.jpeg_quality!r})")
         if not (isinstance(self.max_upload_mb, int | float) and self.max_upload_mb >= 0):
             raise ConfigError(f"max_upload_mb must be >= 0 MB, 0 for no limit (got {self.max_upload_mb!r})")
+        if self.dedupe not in DEDUPE_CHOICES:
+            raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
+        self.quality().validate()
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
         return self

@@ -15,14 +15,17 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
         │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
         │   ├── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes; waits do not spend retries
         │   ├── ServerError                5xx
-        │   └── TransportError             connect/read timeout, reset, refused
+        │   └── TransportError             reset, refused, broken stream
+        │       └── RequestTimeout         no answer within --timeout
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
             ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
             ├── RejectedImage              400/404/413/415/422 -> error record
-            └── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
-                                           an error record; the same one for many images stops the run
+            ├── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
+            │                              an error record; the same one for many images stops the run
+            └── BadCaption(flags)          2xx caption that failed the quality gates after its retries
+                                           (--on-bad-caption error) -> error record
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "APIError",
     "Aborted",
     "AuthError",
+    "BadCaption",
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
@@ -42,6 +46,7 @@ __all__ = [
     "PermanentError",
     "RateLimited",
     "RejectedImage",
+    "RequestTimeout",
     "RunAborted",
     "ServerError",
     "TransientError",
@@ -142,6 +147,10 @@ class TransportError(TransientError):
     """No HTTP answer: timeout, refused or reset connection, broken stream."""
 
 
+class RequestTimeout(TransportError):
+    """No answer within the request timeout (the server may still be working on it)."""
+
+
 class PermanentError(APIError):
     """Retrying the same request cannot help."""
 
@@ -164,6 +173,24 @@ class RejectedImage(PermanentError):
 
 class BadResponse(PermanentError):
     """A 2xx answer whose body is not the shape the protocol promises."""
+
+
+class BadCaption(PermanentError):
+    """A caption that still failed a quality gate (empty, refusal, cut off...) after ``--quality-retries``.
+
+    ``flags`` names the gates it failed (``batchcap.quality``); raised only with ``--on-bad-caption error``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flags: tuple[str, ...] = (),
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.flags = flags
 
 
 def abort_message(exc: APIError, *, where: str, has_token: bool, token_flag: str, check: str) -> str:

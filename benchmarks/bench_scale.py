@@ -49,7 +49,7 @@ def run_folder(ctx: Ctx, tree: Path, seconds: float) -> list[Result]:
         p.unlink(missing_ok=True)
     errfile = ctx.workdir / "scale.stderr"
     argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--concurrency", "64",
-            "--rate", "unlimited"]
+            "--rate", "unlimited", "--no-dedupe"]  # hard links of 48 files: dedupe would send 48
     peak = 0
     samples = []
     with Emulator(ctx.workdir) as emu:

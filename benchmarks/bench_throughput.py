@@ -37,7 +37,8 @@ def run_batchcap(ctx: Ctx, tree: Path, url: str, out: Path, *, quiet: bool, expe
     for p in (out, out.with_name(out.stem + ".manifest.json")):
         p.unlink(missing_ok=True)
     argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--api-base", url,
-            "--concurrency", str(CONCURRENCY), "--rate", "unlimited"]
+            "--concurrency", f"fixed:{CONCURRENCY}", "--rate", "unlimited",
+            "--no-dedupe"]  # 48 distinct files hard-linked: dedupe would send 48 (the anchors send every file)
     if quiet:
         argv.append("--quiet")
     errfile = out.with_suffix(".stderr")

@@ -47,7 +47,7 @@ def main() -> None:
     a = p.parse_args()
     pipeline.RateLimiter = RecordingLimiter  # type: ignore[misc]
     cfg = RunConfig(input_dir=a.input_dir, out=a.out, model="x", api_base=a.url, concurrency=a.concurrency,
-                    rate=a.rate, burst=a.burst).validate()
+                    rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
     try:
         import uvloop  # noqa: F401
     except ImportError:

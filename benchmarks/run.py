@@ -7,7 +7,8 @@
 
 Benchmarks: throughput (batchcap run vs a bare aiohttp loop on asyncio and on uvloop, and vs huggingface_hub,
 all against nginx), rate (achieved vs configured rate, burst), little (Little's-law efficiency against the
-emulator), scale (RSS over a 1M-file folder, time to first request, 1M-line journal index load).
+emulator), scale (RSS over a 1M-file folder, time to first request, 1M-line journal index load), adaptive
+(adaptive concurrency vs fixed pools against the strict emulator: one-at-a-time, batching, roomy).
 Server processes are pinned to core 1 and clients to core 0 (taskset); see benchmarks/README.md.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_adaptive
 import bench_prepare
 import bench_rate
 import bench_scale
@@ -37,6 +39,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "rate": bench_rate.run,
     "little": bench_rate.run_little,
     "scale": bench_scale.run,
+    "adaptive": bench_adaptive.run,
     "prepare": bench_prepare.run,
 }
 

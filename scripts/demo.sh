@@ -22,4 +22,8 @@ echo
 echo "run it again and nothing is re-sent (the JSONL is the resume checkpoint):"
 batchcap run demo/images --out demo/captions.jsonl --config configs/emulator.toml \
   --api-base "http://127.0.0.1:$port/hf-inference" --quiet || true
+echo
+echo "a page to look at the captions (thumbnails, search, errors; opens from the disk or as a Static Space):"
+batchcap report demo/captions.jsonl --out demo/site || true
+echo "report: $(pwd)/demo/site/index.html"
 exit $code

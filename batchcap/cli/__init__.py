@@ -1,4 +1,6 @@
-"""The command line: ``batchcap run | serve | bench | samples``. The only package that prints or picks exit codes.
+"""The command line: ``batchcap run | serve | bench | samples | export | report``.
+
+The only package that prints or picks exit codes.
 
 ``app`` holds the command registry and the one exception -> exit-code mapping; ``exit_codes`` the codes;
 ``options`` the run flags; one module per command. Nothing else in batchcap imports this package.

@@ -6,9 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import orjson
+
 from batchcap.aio import run_async
 from batchcap.bench import add_arguments as add_bench_arguments
 from batchcap.bench import bench, images_dir, render_results, settings_from_args, write_reports
+from batchcap.site import write_bench_html
 
 from .exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 
@@ -32,8 +35,10 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     given = images_dir(ns)
     result = run_async(lambda: bench(settings, given, _log), ns.event_loop)
     paths = write_reports(result, ns.out, plot_format=ns.plot_format)
+    page = write_bench_html(orjson.loads(paths.json.read_bytes()), ns.out)
     print(render_results(result))
-    _log(f"batchcap bench: wrote {paths.json}, {paths.markdown}" + (f", {paths.plot}" if paths.plot else ""))
+    _log(f"batchcap bench: wrote {paths.json}, {paths.markdown}" + (f", {paths.plot}" if paths.plot else "")
+         + f", {page} (a page to share: the folder is a Static Space)")
     if paths.plot_note:
         _log(f"batchcap bench: {paths.plot_note}")
     if result.stopped == "interrupted":

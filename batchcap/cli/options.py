@@ -10,6 +10,7 @@ from batchcap.argtypes import add_event_loop_flag, number
 from batchcap.concurrency import parse_concurrency
 from batchcap.config import (
     API_CHOICES,
+    DEDUPE_CHOICES,
     DEFAULT_API_BASE,
     SERVERLESS_RATE,
     RunConfig,
@@ -111,6 +112,7 @@ _RUN_FIELDS = (
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
+    "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
 )
 
 
@@ -138,6 +140,19 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    d = r.add_argument_group("copies and caption quality")
+    d.add_argument("--dedupe", choices=DEDUPE_CHOICES,
+                   help="send identical images once, every copy gets the caption and \"duplicate_of\"; near = also "
+                        f"resized / re-saved copies (perceptual hash); off = send every file (default: {default('dedupe')})")
+    d.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")
+    d.add_argument("--quality-retries", type=_non_negative_int,
+                   help="extra attempts for a caption that is empty, a refusal, cut off (finish_reason length), only "
+                        f"the prompt, or outside --min/--max-words (default: {default('quality_retries')})")
+    d.add_argument("--on-bad-caption", choices=("flag", "error"),
+                   help="after the retries: keep it as ok with \"flags\", or record a BadCaption error "
+                        f"(default: {default('on_bad_caption')})")
+    d.add_argument("--min-words", type=_positive_int, help="captions with fewer words fail the quality gates (default: off)")
+    d.add_argument("--max-words", type=_positive_int, help="captions with more words fail the quality gates (default: off)")
     add_event_loop_flag(o)
     i = r.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain files go as they are)")
     i.add_argument("--max-side", type=_non_negative_int, metavar="PX", help=f"long side at most PX, never enlarged; 0 sends every file as it is (default: {default('max_side')})")

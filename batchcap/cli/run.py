@@ -79,6 +79,16 @@ def _summary(stats: RunStats, out: Path) -> None:
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
+    if stats.duplicates:
+        print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
+              "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
+    if stats.flags or stats.quality_retries:
+        flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
+        print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)
+    for b in stats.boilerplate.top():
+        examples = ", ".join(b.examples)
+        print(f"batchcap: the same caption for {b.count} distinct images ({100 * b.share:.0f}%): {b.caption[:100]!r}"
+              + (f" (e.g. {examples})" if examples else ""), file=err)
     if stats.scan_problems:
         parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
                  ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]

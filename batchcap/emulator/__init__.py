@@ -1,32 +1,59 @@
-"""A local aiohttp server that imitates the hosted HF inference services (protocol.md section 8).
+"""A local aiohttp server that imitates the hosted HF inference services (protocol.md sections 8 and 9).
 
 The client, the pipeline and the benchmarks need a server that answers like the real ones and fails in the
-documented ways on demand, without a token, a network or a GPU. Captions are derived from the pixels, so a test
-can compute the expected caption with :func:`caption_for` and compare.
+documented ways on demand, without a token, a network or a GPU. Captions are derived from the pixels (upright
+size, mode, format, main colour), so a test can compute the expected caption with :func:`caption_for` and
+compare, and the request log keeps what was decoded (:class:`Decoded`: size, mode, EXIF, GPS).
+
+``EmulatorSettings(profile=...)`` picks how strict: ``all`` (default) serves every route shape leniently;
+``endpoint`` is the Inference Toolkit container as measured (one request at a time, exact Content-Type, 400 for
+everything, no request id), ``serverless`` the router, ``tgi`` a batching TGI. Capacity (replicas, slots,
+batching), network faults (resets, cut bodies, HTML 502/504, garbled 200s, hangs), credits (402) and the retired
+host (410) are knobs of the same settings.
 
 One job per module, in dependency order: ``captions`` (pixels -> caption), ``settings`` (the knobs), ``log``
-(what was answered), ``state`` (per-app mutable state), ``wire`` (request and answer formats per route shape),
-``proxy`` (refusals before the model), ``app`` (routes and the check order), ``server`` (on a socket, in-process),
-``command`` (``batchcap serve``). Import from here: the submodules are an implementation detail.
+(what was answered), ``capacity`` (replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``wire``
+(request and answer formats per route shape), ``toolkit`` (the Endpoint container's strict rules), ``faults``
+(network and account faults), ``proxy`` (refusals before the model), ``app`` (routes and the check order),
+``server`` (on a socket, in-process), ``command`` (``batchcap serve``). Import from here: the submodules are an
+implementation detail.
 """
 
 from __future__ import annotations
 
 from .app import make_app
-from .captions import caption_for
+from .capacity import ModelPool
+from .captions import Decoded, caption_for
 from .command import add_arguments, serve, settings_from_args
+from .faults import CREDITS_EXHAUSTED, LEGACY_GONE
 from .log import LogEntry, RequestLog, RouteKind
 from .server import RunningEmulator, start_emulator
-from .settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN, EmulatorSettings
+from .settings import (
+    DEFAULT_MODEL_ID,
+    DEFAULT_TOKEN,
+    PROFILES,
+    TGI_PAYLOAD_LIMIT,
+    Capacity,
+    EmulatorSettings,
+    Profile,
+)
 from .state import REQUEST_LOG
 from .state import _TokenBucket as _TokenBucket  # not public: the tests check its arithmetic directly
 
 __all__ = [
+    "CREDITS_EXHAUSTED",
     "DEFAULT_MODEL_ID",
     "DEFAULT_TOKEN",
+    "LEGACY_GONE",
+    "PROFILES",
     "REQUEST_LOG",
+    "TGI_PAYLOAD_LIMIT",
+    "Capacity",
+    "Decoded",
     "EmulatorSettings",
     "LogEntry",
+    "ModelPool",
+    "Profile",
     "RequestLog",
     "RouteKind",
     "RunningEmulator",

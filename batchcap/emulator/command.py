@@ -137,6 +137,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--credits", type=int, metavar="N", help="answer 402 (credits exhausted) once N captions were admitted")
     add("--legacy-gone", action="store_true", help="answer 410 on the retired /models/<id> route")
     add(
+        "--answer-shape",
+        choices=("list", "object", "string"),
+        default="list",
+        help='image-to-text success body: [{"generated_text": ...}] (list), a bare object, or a bare string '
+        "(a broken custom handler) (default: %(default)s)",
+    )
+    add(
         "--max-body-mb",
         action="append",
         default=[],
@@ -211,6 +218,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         hang_rate=ns.hang_rate,
         credits=ns.credits,
         legacy_gone=ns.legacy_gone,
+        answer_shape=ns.answer_shape,
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 

@@ -14,6 +14,7 @@ __all__ = [
     "FAULT_KNOBS",
     "PROFILES",
     "TGI_PAYLOAD_LIMIT",
+    "AnswerShape",
     "Capacity",
     "EmulatorSettings",
     "LatencyDist",
@@ -27,6 +28,7 @@ TGI_PAYLOAD_LIMIT = 2_000_000
 
 LatencyDist = Literal["fixed", "uniform", "exponential"]
 Profile = Literal["all", "endpoint", "serverless", "tgi"]
+AnswerShape = Literal["list", "object", "string"]
 PROFILES: tuple[Profile, ...] = ("all", "endpoint", "serverless", "tgi")
 #: The seeded fault knobs, in the order one random draw is compared against them (see ``faults.py``).
 FAULT_KNOBS = ("fail_rate", "reset_rate", "truncate_rate", "proxy_error_rate", "garble_rate", "hang_rate")
@@ -83,6 +85,10 @@ class EmulatorSettings:
     answers 402 once that many captions were admitted, and to every request after. ``legacy_gone`` answers 410
     on the retired ``/models/<id>`` route.
 
+    ``answer_shape`` is what an image-to-text route returns on success: the pipeline's ``list``
+    (``[{"generated_text": ...}]``), a bare ``object`` (older servers, many custom handlers) or a bare JSON
+    ``string`` (a custom handler that returns its caption as is: a systematic bad response).
+
     Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
     ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
     """
@@ -116,6 +122,7 @@ class EmulatorSettings:
     legacy_gone: bool = False
     chat_max_body_bytes: int = TGI_PAYLOAD_LIMIT
     endpoint_max_body_bytes: int | None = None
+    answer_shape: AnswerShape = "list"
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -148,7 +155,9 @@ class EmulatorSettings:
                 raise bad(f"{name} must be within [0, 1] (got {value})", "--" + name.replace("_", "-"))
         total = sum(getattr(self, name) for name in FAULT_KNOBS)
         if total > 1.0 + 1e-9:
-            raise bad(f"the fault rates add up to {total:g}, more than 1", "set of --*-rate flags")
+            raise ConfigError(
+                f"emulator fault rates add up to {total:g}, more than 1; lower --fail-rate and the --*-rate flags"
+            )
         for name in ("max_body_bytes", "chat_max_body_bytes", "endpoint_max_body_bytes"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -160,6 +169,8 @@ class EmulatorSettings:
             if value is not None and (isinstance(value, bool) or value < (0 if name == "credits" else 1)):
                 low = 0 if name == "credits" else 1
                 raise bad(f"{name} must be >= {low} (got {value})", "--" + name.replace("_", "-"))
+        if self.answer_shape not in ("list", "object", "string"):
+            raise bad(f"answer_shape must be list, object or string (got {self.answer_shape!r})", "--answer-shape")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 

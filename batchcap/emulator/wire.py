@@ -157,6 +157,12 @@ def _first_image_url(payload: object) -> str | None:
 
 
 def _answer_pipeline(request: web.Request, caption: str) -> web.Response:
+    """The pipeline's list, or the shape a custom handler chose (``answer_shape``)."""
+    shape = request.app[_STATE].settings.answer_shape
+    if shape == "object":  # older servers and many custom handlers: accepted by batchcap, not by huggingface_hub
+        return _json(200, {"generated_text": caption})
+    if shape == "string":  # a handler that returns its caption bare: a 200 no client can read
+        return _json(200, caption)
     return _json(200, [{"generated_text": caption}])
 
 

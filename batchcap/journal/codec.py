@@ -1,12 +1,14 @@
 """The journal's line format: one JSON object per finished image, written and read here only.
 
-Line shape (key order is fixed; ``request_id`` is left out when unknown)::
+Line shape (key order is fixed; ``request_id`` is left out when unknown, ``flags`` when empty and
+``duplicate_of`` unless the image is a copy captioned through its original)::
 
     {"path":"a/b.jpg","status":"ok","caption":"...","attempts":1,"latency_s":0.8,
      "bytes_sent":51234,"prepared":true,"original_bytes":4012345,"original_size":[4032,3024],
      "sent_size":[756,1008],"target":"hf:blip","request_id":"r-1","ts":1732579200.1}
     {"path":"c.png","status":"error","error":{"type":"InputError","message":"empty file",
      "http_status":null,"retryable":false},"attempts":1,...}
+    {"path":"b/a.jpg","status":"ok","caption":"...","flags":["cut_off"],"duplicate_of":"a/b.jpg","attempts":0,...}
 
 ``prepared`` .. ``sent_size`` are on ok lines of images that went through preparation (issue 8, the
 default; absent with ``--max-side 0``): ``bytes_sent`` is the request body, ``original_*`` the file,
@@ -46,6 +48,10 @@ def encode_record(r: Record) -> bytes:
                 "retryable": e.retryable,
             }
         )
+    if r.flags:
+        line["flags"] = list(r.flags)
+    if r.duplicate_of is not None:
+        line["duplicate_of"] = r.duplicate_of
     line["attempts"] = r.attempts
     line["latency_s"] = r.latency_s
     line["bytes_sent"] = r.bytes_sent

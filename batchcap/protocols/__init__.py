@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import RunConfig
-from .base import Adapter, Built, classify, error_message
+from .base import Adapter, Built, classify, error_message, parse_reply
 from .hf import HFJson, HFRaw
 from .openai import OpenAIChat
 
-__all__ = ["REGISTRY", "Adapter", "Built", "HFJson", "HFRaw", "OpenAIChat", "classify", "error_message", "make_adapter"]
+__all__ = ["REGISTRY", "Adapter", "Built", "HFJson", "HFRaw", "OpenAIChat", "classify", "error_message", "make_adapter",
+           "parse_reply"]
 
 REGISTRY: dict[str, Callable[[RunConfig], Adapter]] = {
     "hf": lambda cfg: HFRaw(),

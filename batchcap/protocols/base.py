@@ -26,7 +26,7 @@ from ..errors import (
 from ..models import LoadedImage
 from ..retry import retry_hint
 
-__all__ = ["Adapter", "Built", "classify", "error_message"]
+__all__ = ["Adapter", "Built", "classify", "error_message", "parse_reply"]
 
 _MAX_MESSAGE = 300
 
@@ -48,6 +48,15 @@ class Adapter(Protocol):
     def build(self, image: LoadedImage) -> Built: ...
 
     def parse(self, body: bytes) -> str: ...
+
+
+def parse_reply(adapter: Adapter, body: bytes) -> tuple[str, str | None]:
+    """``(caption, finish_reason)``: an adapter may define ``parse_reply``; one with only ``parse`` still works."""
+    method = getattr(adapter, "parse_reply", None)
+    if method is not None:
+        text, reason = method(body)
+        return text, reason
+    return adapter.parse(body), None
 
 
 def error_message(headers: Mapping[str, str], body: bytes) -> str:

@@ -47,6 +47,10 @@ class HFRaw:
     def parse(self, body: bytes) -> str:
         return parse_generated_text(body)
 
+    def parse_reply(self, body: bytes) -> tuple[str, str | None]:
+        """The caption; image-to-text pipelines say nothing of why generation stopped."""
+        return parse_generated_text(body), None
+
 
 @dataclass(frozen=True, slots=True)
 class HFJson:
@@ -63,3 +67,7 @@ class HFJson:
 
     def parse(self, body: bytes) -> str:
         return parse_generated_text(body)
+
+    def parse_reply(self, body: bytes) -> tuple[str, str | None]:
+        """The caption; image-to-text pipelines say nothing of why generation stopped."""
+        return parse_generated_text(body), None

@@ -45,16 +45,24 @@ class OpenAIChat:
         return Built({"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload))
 
     def parse(self, body: bytes) -> str:
+        return self.parse_reply(body)[0]
+
+    def parse_reply(self, body: bytes) -> tuple[str, str | None]:
+        """The caption and ``choices[0].finish_reason`` (``"length"`` = cut off at ``max_tokens``), if given."""
         try:
             data: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise BadResponse(f"answer is not JSON: {body[:80]!r}") from None
         try:
-            content = data["choices"][0]["message"]["content"]
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise BadResponse(f"answer has no choices[0].message.content: {body[:120]!r}") from None
         if isinstance(content, list):  # content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is None and choice.get("finish_reason") == "length":
+            content = ""  # vLLM: a reply cut off before any text; the quality gates judge it
         if not isinstance(content, str):
             raise BadResponse(f"message content is not text: {body[:120]!r}")
-        return content.strip()
+        reason = choice.get("finish_reason")
+        return content.strip(), reason if isinstance(reason, str) else None

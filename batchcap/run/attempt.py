@@ -1,7 +1,9 @@
 """One image's attempts: acquire a token, ask once, and let the policy and the guard judge each failure.
 
     while True:
-        await limiter            -> client.caption(image) -> ok: Record("ok")
+        await limiter            -> client.caption(image) -> ok: quality.judge(caption)
+                                    good: Record("ok"); flagged: again (up to --quality-retries, a chat target
+                                    a little warmer each time), then Record("ok", flags) or BadCaption
         failure: guard.after_attempt (run-level stop?) -> policy.decide (retry or record)
                  -> record: guard.before_record (N identical refusals?) -> Record("error")
                  -> retry: sleep the decision's delay
@@ -12,6 +14,7 @@ ends as exactly one ``Record``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from types import TracebackType
@@ -21,9 +24,11 @@ import anyio
 
 from batchcap.client import CaptionClient, Reply
 from batchcap.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
-from batchcap.errors import APIError, BatchcapError, RateLimited, RunAborted, TransientError
+from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
+from batchcap.protocols import Adapter, OpenAIChat
+from batchcap.quality import QualitySettings, judge
 from batchcap.ratelimit import RateLimiter
 from batchcap.retry import RetryPolicy
 
@@ -70,13 +75,14 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("client", "concurrency", "guard", "limiter", "policy", "progress", "released", "rng", "senders",
-                 "stats", "target", "try_acquire")
+    __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
+                 "released", "rng", "senders", "stats", "target", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
+        quality: QualitySettings | None = None, prompt: str | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -90,6 +96,10 @@ class Captioner:
         self.released: list[Record] = [] if released is None else released
         self.senders = senders
         self.concurrency = concurrency  #: the adaptive limit in front of every attempt (None for fixed:N)
+        #: None: no gate can flag anything, so captions are not judged at all
+        self.quality = quality if quality is not None and quality.any_gate else None
+        self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
+        self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -109,12 +119,12 @@ class Captioner:
 
         None: the image's final error is held by the guard (see ``guard``), to be written later or never.
         """
-        attempts = retries_used = 0
+        attempts = retries_used = quality_used = 0
         waited = 0.0
         while True:
             attempts += 1
             try:
-                reply = await self._ask(image)
+                reply = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
@@ -141,13 +151,44 @@ class Captioner:
                 self.guard.succeeded()
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
+            flags: tuple[str, ...] = ()
+            if self.quality is not None:
+                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
+                              settings=self.quality)
+                if flags and quality_used < self.quality.quality_retries:
+                    quality_used += 1
+                    self.stats.quality_retries += 1
+                    continue
+                if flags and self.quality.on_bad_caption == "error":
+                    return self._bad_caption(image, reply, flags, attempts)
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(), prep=image.prep,
+                request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
             )
 
-    async def _ask(self, image: LoadedImage) -> Reply:
+    def _adapter_for(self, quality_retry: int) -> Adapter:
+        """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
+        base = self.client.adapter
+        if self.quality is None or not isinstance(base, OpenAIChat):
+            return base
+        adapter = self._warmer.get(quality_retry)
+        if adapter is None:
+            warmer = self.quality.temperature_for(base.temperature, quality_retry)
+            adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
+        return adapter
+
+    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
+        """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
+        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {attempts} attempts: "
+                         f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
+        return Record(
+            image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
+            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
+            request_id=reply.request_id, ts=time.time(), flags=flags,
+        )
+
+    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> Reply:
         """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
         feed the concurrency limit."""
         conc = self.concurrency
@@ -155,14 +196,15 @@ class Captioner:
             if not self.try_acquire():
                 await self.limiter.acquire()
             self.stats.attempts += 1
-            return await self.client.caption(image)
+            return await self.client.caption(image, adapter=adapter)
         ticket = await conc.acquire()
         outcome: Outcome = "ignore"
         try:
             if not self.try_acquire():
                 await self.limiter.acquire()
+                ticket = conc.restart(ticket)  # the RTT is the server's time, not our wait for a token
             self.stats.attempts += 1
-            reply = await self.client.caption(image)
+            reply = await self.client.caption(image, adapter=adapter)
             outcome = "ok"
             return reply
         except APIError as exc:

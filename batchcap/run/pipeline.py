@@ -128,6 +128,8 @@ def _captioner(
         senders=cfg.concurrency,
         released=released,
         concurrency=_adaptive(cfg),
+        quality=cfg.quality(),
+        prompt=cfg.prompt if cfg.api == "openai" else None,
     )
 
 

@@ -1,6 +1,7 @@
 """The stages of a run, as methods of one object that holds what they share.
 
-    readers x R (one thread hop per batch: the scan's next batch, its files read, each header triaged)
+    readers x R (one thread hop per chunk: the scan's next batch, its files read, hashed, each header triaged)
+        --Deduper: copies wait for their original-->
         -> files that need pixel work: PreparePool (threads, one per core)  --Feed-->
     senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
 
@@ -29,6 +30,7 @@ from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
 from .attempt import Captions, error_info
+from .dedupe import Admitted, Deduper
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
@@ -36,6 +38,8 @@ from .stats import RunStats
 __all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 
 Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
+#: What a reader hands over: an image to send, a file that cannot be, or a copy's record (captioned already).
+Handed: TypeAlias = LoadedImage | tuple[ImageJob, InputError] | Record
 
 #: Raw file bytes one reader hop reads at most (by the scan's sizes; always at least one file).
 LOAD_CHUNK_BYTES = 32 * 1024 * 1024
@@ -81,6 +85,7 @@ class Stages:
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
+        self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -161,7 +166,7 @@ class Stages:
 
     def next_batch(
         self, batches: Iterator[list[ImageJob]]
-    ) -> tuple[list[ImageJob], list[Loaded], list[list[ImageJob]]] | None:
+    ) -> tuple[list[ImageJob], list[Handed], list[list[ImageJob]]] | None:
         """In a worker thread: the scan's next batch, and its first ``LOAD_CHUNK_BYTES`` read. One hop does both.
 
         The rest of a batch of big files (64 phone photos are 450 MB) comes back unread, for ``load_chunk``: the
@@ -174,19 +179,35 @@ class Stages:
         chunks = _chunks(jobs, LOAD_CHUNK_BYTES)
         return jobs, self.load_chunk(chunks[0]), chunks[1:]
 
-    def load_chunk(self, jobs: list[ImageJob]) -> list[Loaded]:
-        """In a worker thread: read ``jobs``; with preparation on, each header decides at once (2-20 us):
-        sent as it is, refused, or (``prep`` None) handed to the pool."""
+    def load_chunk(self, jobs: list[ImageJob]) -> list[Handed]:
+        """In a worker thread: read ``jobs``, dedupe them (on the files' own bytes), and with preparation on let
+        each header decide at once (2-20 us): sent as it is, refused, or (``prep`` None) for the pool.
+
+        Returns images to send, ``(job, error)`` for files that cannot be, and the records of copies whose
+        original is already captioned.
+        """
         loaded = load_batch(jobs, max_bytes=self.max_bytes)
-        if self.preparer is not None:
-            triage = self.preparer.triage
-            loaded = [
-                item if not isinstance(item, LoadedImage) else (
-                    (item.job, got) if isinstance(got := triage(item), InputError) else got
-                )
-                for item in loaded
-            ]  # fmt: skip
-        return loaded
+        out: list[Handed] = []
+        if self.deduper is not None:
+            keyed = self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
+            sent: list[Loaded] = [item for item in loaded if not isinstance(item, LoadedImage)]
+            for image, send, record in keyed:
+                if send:
+                    sent.append(image)
+                elif record is not None:  # a copy whose original is already back
+                    out.append(record)
+            loaded = sent
+        if self.preparer is None:
+            out.extend(loaded)
+            return out
+        triage = self.preparer.triage
+        for item in loaded:
+            if isinstance(item, LoadedImage):
+                got = triage(item)
+                out.append((item.job, got) if isinstance(got, InputError) else got)
+            else:
+                out.append(item)
+        return out
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
@@ -207,13 +228,15 @@ class Stages:
             if self.on_scan_done:
                 self.on_scan_done()
 
-    async def hand_over(self, loaded: list[Loaded]) -> None:
-        """Read images to the senders (those that need pixel work through the pool first), failures to the sink."""
+    async def hand_over(self, loaded: list[Handed]) -> None:
+        """Read images to the senders (those that need pixel work through the pool first), records to the sink."""
         good: list[LoadedImage] = []
         heavy: list[LoadedImage] = []
         for item in loaded:
             if isinstance(item, LoadedImage):
                 (heavy if item.prep is None and self.preparer is not None else good).append(item)
+            elif isinstance(item, Record):
+                self.sink.put(item)
             else:
                 job, err = item
                 self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
@@ -246,12 +269,20 @@ class Stages:
         captioner = self.captioner
         feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
+        resolved = self.deduper.resolved if self.deduper is not None else None
         while (image := pop()) is not None or (image := await next_image()) is not None:
             if (record := await caption(image)) is not None:
                 put(record)
+                if resolved is not None:
+                    for copy in resolved(record):  # copies that waited for this original
+                        put(copy)
             if released:  # held-back errors, now safe to write (the first caption arrived)
                 while released:
-                    put(released.pop())
+                    held = released.pop()
+                    put(held)
+                    if resolved is not None:
+                        for copy in resolved(held):
+                            put(copy)
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
 
@@ -260,10 +291,15 @@ class Stages:
     async def write_loop(self) -> None:
         """The writer task: journal each batch (in a thread), then count it and show it."""
         stats, progress = self.stats, self.progress
+        boilerplate = stats.boilerplate.add
         while (batch := await self.sink.take()) is not None:
             stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
             for rec in batch:
+                if rec.flags:
+                    stats.flags.update(rec.flags)
+                if rec.duplicate_of is not None:
+                    stats.duplicates += 1
                 if rec.status == "ok":
                     ok += 1
                     if (prep := rec.prep) is not None:
@@ -273,6 +309,8 @@ class Stages:
                             stats.passed += 1
                         stats.original_bytes += prep.original_bytes
                         stats.prepared_bytes_sent += rec.bytes_sent
+                    if rec.duplicate_of is None and rec.caption:
+                        boilerplate(rec.caption, rec.path)
                 else:
                     stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
                 if self.count_targets:

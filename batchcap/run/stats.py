@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batchcap.quality import BoilerplateCounter
+
 __all__ = ["RunStats"]
 
 
@@ -37,6 +39,10 @@ class RunStats:
     passed: int = 0  #: ok images sent byte for byte by the preparation stage
     original_bytes: int = 0  #: file bytes of the ok images that went through preparation
     prepared_bytes_sent: int = 0  #: request bytes of those same images (``bytes_sent`` counts every attempt)
+    duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
+    quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
+    flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
+    boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)  #: captions of sent images
 
     def __repr__(self) -> str:
         return (

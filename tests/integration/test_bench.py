@@ -186,6 +186,13 @@ def test_demo_via_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert f"wrote {out / 'bench.json'}" in printed.err
     assert (out / "bench.md").exists()
     assert (out / "bench.svg").read_text().lstrip().startswith("<?xml")
+    page = (out / "bench.html").read_text()
+    assert "endpoint" in page
+    assert "is the faster choice" in page  # the verdict, in a self-contained page
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("---\n")
+    assert "sdk: static" in readme
+    assert "app_file: bench.html" in readme
     doc = orjson.loads((out / "bench.json").read_bytes())
     assert doc["config"]["demo"] is True
     assert [t["price_per_hour"] for t in doc["targets"]] == [0.0, 0.6]

@@ -33,6 +33,7 @@ from batchcap.errors import (
     ModelLoading,
     RateLimited,
     RejectedImage,
+    RequestTimeout,
     ServerError,
     TransportError,
 )
@@ -54,8 +55,32 @@ def test_slow_start_doubles_while_latency_stays_at_the_floor() -> None:
             limit.on_done(t, now, "ok")
     assert limit.value == 32
     assert limit.floor == pytest.approx(0.1)
-    assert limit.slow_start
 
+
+def test_after_a_cut_latency_at_the_floor_grows_fast_again() -> None:
+    limit = AdaptiveLimit(64, initial=8)
+    limit.on_done(ticket(0.0, limit), 0.1, "ok")
+    limit.on_done(ticket(0.1, limit), 0.2, "overload")  # a 429 burst or a cold start: halved
+    cut = limit.value
+    now = 0.2
+    for _ in range(3):
+        batch = [ticket(now, limit) for _ in range(limit.value)]
+        now += 0.1
+        for t in batch:
+            limit.on_done(t, now, "ok")
+    assert limit.value == cut * 8  # back to doubling per round trip: the server is not queueing
+
+
+def test_rising_latency_below_the_tolerance_probes_one_per_round_trip() -> None:
+    limit = AdaptiveLimit(64, initial=8)
+    limit.on_done(ticket(0.0, limit), 0.1, "ok")
+    now = 1.0
+    for _ in range(4):
+        batch = [ticket(now, limit) for _ in range(limit.value)]
+        now += 0.18  # 1.8 floors: some queueing or a batching cost, within the tolerance of 2
+        for t in batch:
+            limit.on_done(t, now, "ok")
+    assert 11 <= limit.value <= 15  # about one per round trip (the first ones while the smoothed RTT catches up), not doubling
 
 def test_queueing_latency_cuts_and_only_once_per_epoch() -> None:
     limit = AdaptiveLimit(64, initial=16)
@@ -67,7 +92,7 @@ def test_queueing_latency_cuts_and_only_once_per_epoch() -> None:
     for t in old[1:]:  # same epoch's later answers cannot cut again
         limit.on_done(t, 1.2, "ok")
     assert limit.exact >= after_one_cut * 0.999
-    assert (limit.cuts, limit.slow_start) == (1, False)
+    assert limit.cuts == 1
 
 
 @pytest.mark.parametrize("outcome", ["timeout", "overload"])
@@ -124,9 +149,9 @@ def test_a_stale_floor_is_forgotten_only_at_the_minimum() -> None:
 
 def test_repr_shows_live_state() -> None:
     limit = AdaptiveLimit(16)
-    assert repr(limit) == "<AdaptiveLimit limit=1.00/16 floor=- srtt=- cuts=0 slow-start>"
+    assert repr(limit) == "<AdaptiveLimit limit=1.00/16 floor=- srtt=- cuts=0>"
     limit.on_done(ticket(0.0, limit), 0.25, "ok")
-    assert repr(limit) == "<AdaptiveLimit limit=2.00/16 floor=0.250s srtt=0.250s cuts=0 slow-start>"
+    assert repr(limit) == "<AdaptiveLimit limit=2.00/16 floor=0.250s srtt=0.250s cuts=0>"
     assert repr(FixedLimit(4)) == "<FixedLimit 4>"
 
 
@@ -138,7 +163,7 @@ def test_timeout_retry_waits_for_the_abandoned_work_to_drain() -> None:
 
 
 def test_outcome_is_chosen_by_error_class() -> None:
-    timeout = TransportError("no answer from h within 1.5 s (raise --timeout?)")
+    timeout = RequestTimeout("no answer from h within 1.5 s (raise --timeout?)")  # as client.py raises it
     reset = TransportError("h closed the connection before answering")
     assert outcome_of(None) == "ok"
     assert outcome_of(timeout) == "timeout"
@@ -147,8 +172,8 @@ def test_outcome_is_chosen_by_error_class() -> None:
     assert outcome_of(ModelLoading("503")) == "overload"
     assert outcome_of(ServerError("503", status=503)) == "overload"
     assert outcome_of(ServerError("500", status=500)) == "error"
-    assert outcome_of(RejectedImage("400", status=400)) == "ok"  # the server did the work to refuse it
-    assert outcome_of(BadResponse("garbled", status=200)) == "error"
+    assert outcome_of(RejectedImage("400", status=400)) == "ignore"  # may be instant: never an RTT sample
+    assert outcome_of(BadResponse("garbled", status=200)) == "ignore"
     assert outcome_of(KeyboardInterrupt()) == "ignore"
 
 

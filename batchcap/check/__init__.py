@@ -1,0 +1,30 @@
+"""``batchcap check``: a pre-flight pass that says what a run would do and cost, and sends nothing.
+
+``inventory`` (the folder pass: counts, corrupt files, copies, what is done), ``upload`` (bytes after
+preparation: the seam for ``batchcap.prepare``), ``estimate`` (wall time and cost, pure arithmetic),
+``probe`` (``--probe N``: the only part that sends), ``command`` (flags and printing).
+"""
+
+from __future__ import annotations
+
+from .command import MAX_PROBE, CheckReport, add_arguments, check_from_args, render
+from .estimate import Estimate, estimate
+from .inventory import FileFacts, Inventory, inspect, inventory
+from .upload import ResizeModel, Sampled, UploadModel
+
+__all__ = [
+    "MAX_PROBE",
+    "CheckReport",
+    "Estimate",
+    "FileFacts",
+    "Inventory",
+    "ResizeModel",
+    "Sampled",
+    "UploadModel",
+    "add_arguments",
+    "check_from_args",
+    "estimate",
+    "inspect",
+    "inventory",
+    "render",
+]

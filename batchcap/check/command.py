@@ -1,0 +1,200 @@
+"""``batchcap check DIR``: its flags, the report they ask for, and the report as text.
+
+``batchcap.cli.check`` registers the command and prints; this module raises from the one error tree
+(``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or journal
+that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..aio import run_async
+from ..argtypes import number
+from ..bench import parse_target
+from ..config import RunConfig, find_token, parse_rate
+from ..errors import ConfigError, UsageError
+from ..quality import QualitySettings
+from .estimate import Estimate, estimate
+from .inventory import Inventory, inventory
+
+__all__ = ["MAX_PROBE", "CheckReport", "add_arguments", "check_from_args", "render", "target_config"]
+
+MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memory
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dollars per hour, e.g. 0.60 (got {text!r})") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be >= 0 dollars (got {text!r})")
+    return value
+
+
+def _rate(text: str) -> float | str:
+    try:
+        value = parse_rate(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--rate: ")) from None
+    return math.inf if value is None else value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``batchcap check``."""
+    p.add_argument("input_dir", metavar="DIR", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("--out", type=Path, help="the JSONL results file a run would resume: count what is already done")
+    p.add_argument("--target", metavar="SPEC",
+                   help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL "
+                        "or a profile .toml (as in bench)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--probe", type=number(int, 1), metavar="N",
+                   help=f"send N real requests (at most {MAX_PROBE}) to measure the target's latency; "
+                        "without it check sends nothing")
+    p.add_argument("--price-per-hour", type=_price, metavar="P", help="the target's price in dollars per hour")
+    p.add_argument("--dedupe", choices=("exact", "near", "off"), default="exact",
+                   help="copies to find: exact (same bytes, default), near (also resized / re-saved), off")
+    p.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")
+    p.add_argument("--concurrency", type=number(int, 1), help="requests in flight for the estimate (default: the target's)")
+    p.add_argument("--rate", type=_rate, help="requests per second for the estimate, or 'unlimited' (default: the target's)")
+    p.add_argument("--burst", type=number(int, 1), help="burst for the estimate (default: the target's)")
+    p.add_argument("--token-file", type=Path, help="token for --probe (default: $HF_TOKEN, then the HF token file)")
+    p.add_argument("--retry-failed", action="store_true", help="count earlier final errors as to do, as run would")
+    p.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links (default: skip them)")
+    p.add_argument("--max-image-mb", type=float, default=RunConfig().max_image_mb,
+                   help="larger files count as unreadable, as run records them (default: %(default)s)")
+    p.add_argument("--readers", type=number(int, 1), default=2, help="reader threads (default: %(default)s)")
+
+
+def target_config(ns: argparse.Namespace) -> RunConfig | None:
+    """The target's RunConfig with the limit flags applied, or None without ``--target``."""
+    if ns.target is None:
+        return None
+    text = ns.target
+    if text.startswith(("hf:", "hf-json:", "openai:", "http://", "https://")):
+        text = "target=" + text
+    cfg = parse_target(text).cfg
+    overrides: dict[str, Any] = {}
+    if ns.concurrency is not None:
+        overrides["concurrency"] = ns.concurrency
+    if ns.rate is not None:
+        overrides["rate"] = None if ns.rate == math.inf else ns.rate
+    if ns.burst is not None:
+        overrides["burst"] = ns.burst
+    if ns.token_file is not None:
+        overrides["token_file"] = ns.token_file
+    return cfg.merged(overrides).validate()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``check`` found; ``data`` is the ``--json`` object (keys are a contract, see issue 12)."""
+
+    inventory: Inventory
+    estimate: Estimate | None
+    probe: dict[str, Any] | None
+    data: dict[str, Any]
+
+
+def check_from_args(ns: argparse.Namespace) -> CheckReport:
+    """Take stock of the folder, probe if asked, estimate if there is a target. Raises from the error tree."""
+    if ns.probe is not None and ns.target is None:
+        raise UsageError("--probe needs --target: the probe measures that target")
+    if ns.probe is not None and ns.probe > MAX_PROBE:
+        raise UsageError(f"--probe {ns.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
+    cfg = target_config(ns)
+    if ns.out is not None and ns.out.is_dir():
+        raise ConfigError(f"--out {ns.out} is a folder; pass the JSONL results file")
+    inv = inventory(
+        ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
+        follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
+        retry_failed=ns.retry_failed,
+    )
+    probed: dict[str, Any] | None = None
+    est: Estimate | None = None
+    if cfg is not None:
+        latency = None
+        throttled = False
+        if ns.probe:
+            probed, latency, throttled = _probe(cfg, inv)
+        est = estimate(
+            inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.request_rate,
+            burst=cfg.burst,
+            latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
+        )
+    data = inv.to_dict()
+    data["estimate"] = None if est is None else est.to_dict()
+    data["probe"] = probed
+    return CheckReport(inv, est, probed, data)
+
+
+def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
+    from .probe import probe
+
+    token, _ = find_token(cfg.token_file)
+    images = list(inv.probe_images)
+    inv.probe_images.clear()
+    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings()))
+    return result.to_dict(), result.latency_s, result.throttled > 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
+    """The human report."""
+    lines = [
+        f"batchcap check {root}: {inv.files} image files ({_mb(inv.bytes)}), {inv.images} readable, "
+        f"{inv.unreadable} unreadable, {inv.duplicates} exact copies"
+        + (f", {inv.near_duplicates} near copies" if inv.dedupe == "near" else "")
+        + (f", {inv.already_done} already done in {out}" if out is not None else "")
+        + f" ({inv.elapsed_s:.1f} s)",
+    ]
+    if inv.by_format:
+        lines.append("  formats:   " + ", ".join(
+            f"{m.removeprefix('image/')} {n} ({_mb(inv.bytes_by_format[m])})" for m, n in inv.by_format.most_common()))
+    report = inv.to_dict()
+    if report["by_long_side"]:
+        lines.append("  long side: " + ", ".join(f"{k} px {v}" for k, v in report["by_long_side"].items()))
+    if report["by_file_size"]:
+        lines.append("  file size: " + ", ".join(f"{k} {v}" for k, v in report["by_file_size"].items()))
+    if inv.unreadable:
+        lines.append("  unreadable (run records these as errors):")
+        lines.extend(f"    {n:>6}  {reason}" for reason, n in inv.unreadable_reasons.most_common(8))
+        lines.extend(f"            e.g. {e['path']}: {e['reason']}" for e in inv.unreadable_examples[:3])
+    if inv.header_unreadable:
+        lines.append(f"  {inv.header_unreadable} files pass the structural check but Pillow reads no header "
+                     f"(e.g. {inv.header_examples[0]['path']}): the service may refuse them")
+    if inv.duplicate_examples:
+        ex = inv.duplicate_examples[0]
+        lines.append(f"  copies, e.g. {ex['path']} = {ex['duplicate_of']}")
+    if inv.earlier_errors:
+        lines.append(f"  {inv.earlier_errors} images keep an earlier error in {out} (run skips them; --retry-failed)")
+    lines.append(f"  to caption: {inv.to_caption} requests, {_mb(inv.bytes_to_send)} to send "
+                 f"({inv.bytes_to_send_method})")
+    if probed is not None:
+        lines.append(f"  probe: {probed['requests']} requests, {probed['ok']} ok, mean latency "
+                     f"{probed['latency_mean_s']} s, errors {probed['errors'] or 'none'}, "
+                     f"quality flags {probed['quality_flags'] or 'none'} (captions not kept)")
+    if est is not None:
+        rate = "unlimited" if est.rate is None else f"{est.rate:g}/s"
+        wall = "unknown" if est.wall_s is None else _duration(est.wall_s)
+        cost = "" if est.cost is None else f", ~${est.cost:.2f}"
+        lines.append(f"  estimate for {est.target}: {wall} (bound: {est.bound}; rate {rate}, burst {est.burst}, "
+                     f"concurrency {est.concurrency}){cost}")
+        lines.extend(f"    note: {n}" for n in est.notes)
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,253 @@
+"""``build_site(journal, options)``: a static folder that shows a run: thumbnails, captions, errors, numbers.
+
+Layout of the folder (works from ``file://`` and as a Static Space)::
+
+    index.html app.js app.css       the page: fixed files, no data in them
+    README.md                       Space front matter (title, sdk: static, app_file: index.html)
+    data/meta.js                    counts, error breakdown, chart series, run settings
+    data/c0.js data/c1.js ...       the records in path order, CHUNK per file, loaded when needed
+    thumbs/HASH.webp                one thumbnail per distinct image content
+
+Records are read back one at a time from the offsets the selection pass found, so memory stays flat in
+the number of captions (one small row per record is held only until its chunk is written).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
+
+from .jsdata import js_assign
+from .space import space_readme
+from .thumbs import THUMB_PX, ThumbStats, make_thumbnails
+
+__all__ = ["CHUNK", "SiteOptions", "SiteReport", "build_site"]
+
+CHUNK = 1000  #: records per data file: ~100-200 kB, parsed in a few ms
+_BINS = 48  #: bars in the throughput chart
+_STATIC = ("index.html", "app.js", "app.css")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOptions:
+    out: Path
+    images: Path | None = None  #: None: config.input_dir of the run manifest; no folder: no thumbnails
+    title: str | None = None
+    jobs: int = 2  #: thumbnail threads
+    chunk: int = CHUNK
+
+
+@dataclass(slots=True)
+class SiteReport:
+    index: Path
+    records: int = 0
+    ok: int = 0
+    errors: int = 0
+    refused: int = 0
+    bad_lines: int = 0
+    first_bad_line: int | None = None
+    images: Path | None = None
+    thumbs: ThumbStats = field(default_factory=ThumbStats)
+    seconds: float = 0.0
+
+
+def _manifest(journal: Path) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(manifest_path(journal).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole (temp file + rename); skipped when it already holds ``data``."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the header shows, summed while the chunks are written."""
+
+    kinds: list[str] = field(default_factory=lambda: ["ok"])
+    kind_index: dict[str, int] = field(default_factory=lambda: {"ok": 0})
+    kind_counts: Counter[str] = field(default_factory=Counter)
+    flags: list[str] = field(default_factory=list)
+    flag_index: dict[str, int] = field(default_factory=dict)
+    flag_counts: Counter[str] = field(default_factory=Counter)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    ok_bins: list[int] = field(default_factory=lambda: [0] * _BINS)
+    err_bins: list[int] = field(default_factory=lambda: [0] * _BINS)
+    caption_chars: int = 0
+
+    def kind(self, name: str) -> int:
+        i = self.kind_index.get(name)
+        if i is None:
+            i = self.kind_index[name] = len(self.kinds)
+            self.kinds.append(name)
+        return i
+
+    def flag(self, name: str) -> int:
+        i = self.flag_index.get(name)
+        if i is None:
+            i = self.flag_index[name] = len(self.flags)
+            self.flags.append(name)
+        return i
+
+
+def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None]) -> list[Any]:
+    """One record as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts]."""
+    ok = rec["status"] == "ok"
+    kind_name, text, status = "ok", "", None
+    if ok:
+        text = rec["caption"]
+        tally.caption_chars += len(text)
+    else:
+        raw = rec.get("error")
+        err: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        kind_name = err["type"] if isinstance(err.get("type"), str) and err["type"] else "error"
+        text = err["message"] if isinstance(err.get("message"), str) else ""
+        status = err["http_status"] if isinstance(err.get("http_status"), int) else None
+    tally.kind_counts[kind_name] += 1
+    latency = rec.get("latency_s")
+    latency = round(float(latency), 4) if isinstance(latency, int | float) and latency >= 0 else None
+    if ok and latency is not None:
+        tally.latencies.append(latency)
+    raw_flags = rec.get("flags")
+    flags = []
+    if isinstance(raw_flags, list):
+        for f in raw_flags:
+            if isinstance(f, str) and f:
+                tally.flag_counts[f] += 1
+                flags.append(tally.flag(f))
+    b = bin_of(rec.get("ts"))
+    if b is not None:
+        (tally.ok_bins if ok else tally.err_bins)[b] += 1
+    attempts = rec.get("attempts") if isinstance(rec.get("attempts"), int) else None
+    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return round(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo), 4)
+
+
+def build_site(
+    journal: Path,
+    options: SiteOptions,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    on_progress: Callable[[str], None] | None = None,
+) -> SiteReport:
+    """Write the site for ``journal`` into ``options.out``. Raises ``OSError`` when the journal is unreadable."""
+    started = clock()
+    out = options.out
+    sel = select(journal)
+    manifest = _manifest(journal)
+    images = options.images or input_dir_from_manifest(journal)
+    if images is not None and not images.is_dir():
+        images = None
+    items = sorted([*sel.ok.items(), *sel.errors.items()])
+    report = SiteReport(out / "index.html", records=len(items), ok=len(sel.ok), errors=len(sel.errors),
+                        refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line,
+                        images=images)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    thumbs: dict[str, str] = {}
+    if images is not None:
+        if on_progress:
+            on_progress(f"thumbnails for {len(items)} images")
+        thumbs, report.thumbs = make_thumbnails(images, (p for p, _ in items), out / "thumbs", jobs=options.jobs)
+
+    t0, t1 = sel.ts_first, sel.ts_last
+    span = (t1 - t0) if t0 is not None and t1 is not None else 0.0
+    bin_s = max(span / _BINS, 1e-3)
+
+    def bin_of(ts: Any) -> int | None:
+        if t0 is None or not isinstance(ts, int | float):
+            return None
+        return min(_BINS - 1, max(0, int((ts - t0) / bin_s)))
+
+    tally = _Tally()
+    rows: list[list[Any]] = []
+    chunks = 0
+    for rec in read_records(journal, items):
+        rows.append(_row(rec, tally, thumbs.get(rec["path"], ""), bin_of))
+        if len(rows) >= options.chunk:
+            _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+            chunks += 1
+            rows = []
+    if rows:
+        _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+        chunks += 1
+    for stale in (out / "data").glob("c*.js"):
+        if stale.stem[1:].isdigit() and int(stale.stem[1:]) >= chunks:
+            stale.unlink()
+
+    lat = sorted(tally.latencies)
+    title = options.title or f"batchcap: {journal.name}"
+    meta = {
+        "schema": "batchcap.site/1",
+        "title": title,
+        "journal": journal.name,
+        "total": len(items),
+        "chunk": options.chunk,
+        "chunks": chunks,
+        "thumb_px": THUMB_PX,
+        "kinds": tally.kinds,
+        "kind_counts": [tally.kind_counts.get(k, 0) for k in tally.kinds],
+        "flags": tally.flags,
+        "flag_counts": [tally.flag_counts.get(f, 0) for f in tally.flags],
+        "lines": sel.lines,
+        "bad_lines": sel.bad_lines,
+        "refused": len(sel.refused),
+        "bytes_sent": sel.bytes_sent,
+        "caption_chars": tally.caption_chars,
+        "latency": {"p50": _percentile(lat, 0.5), "p95": _percentile(lat, 0.95), "max": lat[-1] if lat else None},
+        "throughput": {"t0": t0, "bin_s": round(bin_s, 3), "ok": tally.ok_bins, "errors": tally.err_bins},
+        "thumbnails": len(set(thumbs.values())),
+        "run": _run_info(manifest),
+    }
+    _write(out / "data" / "meta.js", js_assign("BATCHCAP_META", None, meta))
+    static = resources.files(__package__).joinpath("static")
+    for name in _STATIC:
+        _write(out / name, static.joinpath(name).read_bytes())
+    _write(out / "README.md", space_readme(title, body=_readme_body(report)).encode("utf-8"))
+    report.seconds = clock() - started
+    return report
+
+
+def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The manifest parts the header shows: settings (secret-free by construction), state, times, counts."""
+    if manifest is None:
+        return None
+    keep = ("version", "state", "started_at", "finished_at", "elapsed_s", "abort_reason", "counts", "config")
+    return {k: manifest.get(k) for k in keep if k in manifest}
+
+
+def _readme_body(report: SiteReport) -> str:
+    return (
+        f"A batchcap report: {report.records} images, {report.ok} captioned, "
+        f"{report.errors} with an error record.\n\nOpen `index.html` (it works from the disk), or upload this "
+        "folder as a Static Space.\n"
+    )
