@@ -30,7 +30,7 @@ from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
 from .attempt import Captions, error_info
-from .dedupe import Admitted, Deduper
+from .dedupe import Deduper
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats

@@ -156,3 +156,23 @@ async def test_cli_flags_and_summary(emulator: EmulatorFactory, photos: Path, tm
     phone = lines(out)["phone_portrait.jpg"]
     assert max(phone["sent_size"]) <= 512
     assert "20,000,000" in lines(out)["bomb.png"]["error"]["message"]
+
+
+async def test_copies_of_a_photo_are_deduped_on_the_files_bytes_then_one_is_prepared(
+    emulator: EmulatorFactory, photos: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes((photos / "phone_portrait.jpg").read_bytes())
+    server = await emulator(EmulatorSettings())
+    out = tmp_path / "out.jsonl"
+    with anyio.fail_after(60):
+        stats = await run(cfg(server.url, folder, out))
+    recs = lines(out)
+    assert server.log.count() == 1
+    sent, copy = (recs["a.jpg"], recs["b.jpg"]) if "duplicate_of" in recs["b.jpg"] else (recs["b.jpg"], recs["a.jpg"])
+    assert sent["prepared"] is True
+    assert sent["sent_size"] == [756, 1008]
+    assert copy["caption"] == sent["caption"]
+    assert stats.prepared == 1
