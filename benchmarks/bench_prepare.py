@@ -14,7 +14,8 @@ Rows (all measured in one child interpreter, same files, same run; rounds interl
 * ``passthrough, 50 KB web JPEG``: microseconds per ``prepare`` call that returns the file byte for byte,
   next to reading the same file (``images.load``, warm cache). Info.
 * ``run at defaults / PreparePool alone``: ``batchcap run`` (CLI, ``--rate unlimited --concurrency 8``) over
-  hard links to the grainy photos against a zero-latency emulator (on core 1), vs the pool's 2-core rate.
+  hard links to the grainy photos (`--dedupe off`: they are copies) against a zero-latency emulator (on core 1),
+  vs the pool's 2-core rate.
   Goal >= 0.8x: the pipeline keeps the cores busy.
 * ``reader stage: triage added per 48 KB JPEG``: the benchmark suite's 48 KB JPEGs read in batches, with and
   without the header triage every file now gets (CPU time, microseconds). Info: what preparation adds to the
@@ -276,22 +277,8 @@ def end_to_end(ctx: Ctx, photos: list[Path], *, copies: int) -> dict[str, float]
     out = ctx.workdir / "prepare" / "e2e.jsonl"
     out.unlink(missing_ok=True)
     with Emulator(ctx.workdir) as emu:
-        argv = [
-            BATCHCAP,
-            "run",
-            str(tree),
-            "--out",
-            str(out),
-            "--api-base",
-            emu.url,
-            "--model",
-            "x",
-            "--rate",
-            "unlimited",
-            "--concurrency",
-            "8",
-            "--quiet",
-        ]
+        argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--api-base", emu.url, "--model", "x",
+                "--rate", "unlimited", "--concurrency", "8", "--quiet", "--dedupe", "off"]  # fmt: skip
         proc = subprocess.run(argv, env=ctx.env, capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"batchcap run exited {proc.returncode}: {proc.stderr[-1000:]}")
