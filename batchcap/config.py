@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from .concurrency import parse_concurrency
 from .errors import ConfigError
 from .quality import QualitySettings
+from .shard import Shard, parse_shard
 
 if TYPE_CHECKING:
     from .prepare import PrepareSettings
@@ -26,6 +28,7 @@ __all__ = [
     "API_CHOICES",
     "DEDUPE_CHOICES",
     "DEFAULT_API_BASE",
+    "DEFAULT_ENDPOINTS_API",
     "SERVERLESS_RATE",
     "RunConfig",
     "Secret",
@@ -42,6 +45,10 @@ SERVERLESS_RATE = 2.0
 #: without loading Pillow (tests/unit/prepare checks the two agree).
 DEFAULT_MAX_PIXELS = 89_478_485
 Api = Literal["hf", "hf-json", "openai"]
+DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
+AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
+AfterRun = Literal["pause", "scale-to-zero"]
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 DEDUPE_CHOICES = ("exact", "near", "off")
 Dedupe = Literal["exact", "near", "off"]
 
@@ -80,6 +87,13 @@ class RunConfig:
     targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
     route: Literal["failover", "spread"] = "failover"
     price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
+    #: Caption only this shard of the folder (``--shard I/N``); None = all of it.
+    shard: Shard | None = None
+    #: ``NAMESPACE/NAME`` of an Inference Endpoint to look up, wake and use (its URL replaces ``endpoint``).
+    endpoint_name: str | None = None
+    endpoints_api: str = DEFAULT_ENDPOINTS_API
+    #: Put the named Endpoint to sleep when the run ends, is interrupted or aborts.
+    after_run: AfterRun | None = None
     #: Image preparation (issue 8, ``batchcap.prepare``): long side in px (0 = send files as they are) ...
     max_side: int = 1024
     jpeg_quality: int = 90
@@ -115,6 +129,8 @@ class RunConfig:
             return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
         if self.endpoint:
             return self.endpoint
+        if self.endpoint_name:
+            return ""  # known once the management API has been asked (batchcap.endpoints)
         return f"{self.api_base.rstrip('/')}/models/{self.model}"
 
     @property
@@ -138,6 +154,8 @@ class RunConfig:
         if self.endpoint:
             parts = urlsplit(self.endpoint)
             return f"endpoint:{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        if self.endpoint_name:
+            return f"endpoint:{self.endpoint_name}"
         return f"{self.api}:{self.model}@{_host(self.api_base)}"
 
     def validate(self) -> RunConfig:
@@ -152,6 +170,8 @@ class RunConfig:
             _check_url("--base-url", self.base_url)
         elif self.endpoint:
             _check_url("--endpoint", self.endpoint)
+        elif self.endpoint_name:
+            pass  # checked below; the URL comes from the management API at run time
         elif not self.targets:
             if not self.model:
                 raise ConfigError(
@@ -193,7 +213,29 @@ class RunConfig:
         self.quality().validate()
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
+        if self.shard is not None and not isinstance(self.shard, Shard):
+            raise ConfigError(f"shard must be I/N, e.g. 1/3 (got {self.shard!r})")
+        self._validate_endpoint_name()
         return self
+
+    def _validate_endpoint_name(self) -> None:
+        if self.endpoint_name is None:
+            if self.after_run is not None:
+                raise ConfigError(
+                    f"--{self.after_run}-after needs --endpoint-name NAMESPACE/NAME (the Endpoint to put to sleep)"
+                )
+            return
+        parse_endpoint_name(self.endpoint_name)
+        if self.targets:
+            raise ConfigError("give --target NAME=SPEC or --endpoint-name NAMESPACE/NAME, not both")
+        if self.endpoint:
+            raise ConfigError("give --endpoint URL or --endpoint-name NAMESPACE/NAME, not both")
+        if self.api == "openai":
+            raise ConfigError("--endpoint-name works with --api hf or hf-json; for an OpenAI-style Endpoint pass "
+                              "--base-url URL/v1 and wake it by hand")
+        if self.after_run is not None and self.after_run not in AFTER_RUN_CHOICES:
+            raise ConfigError(f"after_run must be pause or scale-to-zero (got {self.after_run!r})")
+        _check_url("--endpoints-api", self.endpoints_api)
 
     def merged(self, overrides: Mapping[str, Any]) -> RunConfig:
         """A copy with ``overrides`` applied (keys are field names, values already coerced)."""
@@ -204,7 +246,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
+            out[f.name] = str(value) if isinstance(value, Path | Shard) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
         out["targets"] = list(self.targets)
         out["price_per_hour"] = list(self.price_per_hour)
@@ -283,6 +325,8 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             out[key] = Path(os.path.expanduser(str(value)))
         elif key == "rate":
             out[key] = parse_rate(value, source=source)
+        elif key == "shard" and isinstance(value, str):
+            out[key] = parse_shard(value)
         elif key in ("endpoint", "base_url") and value == "":
             continue
         elif key == "concurrency" and isinstance(value, str):
@@ -297,6 +341,18 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def parse_endpoint_name(spec: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME`` -> (namespace, name); ``ConfigError`` with the expected form otherwise."""
+    spec = spec.strip()
+    if not _ENDPOINT_NAME.fullmatch(spec):
+        raise ConfigError(
+            f"--endpoint-name must be NAMESPACE/NAME, e.g. acme/captioner (your user or org, then the "
+            f"Endpoint's name as the Endpoints page shows it; got {spec!r})"
+        )
+    namespace, name = spec.split("/")
+    return namespace, name
 
 
 def parse_rate(value: Any, *, source: str = "--rate") -> float | Literal["auto"] | None:

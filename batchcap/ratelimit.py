@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import NamedTuple, TypedDict, Unpack
+from typing import NamedTuple, Protocol, TypedDict, Unpack
 
 import anyio
 
@@ -359,6 +359,26 @@ class TokenBucket:
 
 def _fmt_rate(rate: float | None) -> str:
     return "unlimited" if rate is None else f"{round(rate, 3)!r}/s"
+
+
+class _HasRate(Protocol):
+    @property
+    def rate(self) -> float | None: ...
+
+
+class Limiter(Protocol):
+    """What a run's senders use of their limiter: ``RateLimiter``, or a Ray job's ``RemoteLimiter``."""
+
+    @property
+    def bucket(self) -> _HasRate: ...
+
+    def try_acquire(self) -> bool: ...
+
+    async def acquire(self) -> float: ...
+
+    def throttled(self, retry_after: float | None = None) -> None: ...
+
+    def succeeded(self) -> None: ...
 
 
 class LimiterStats(NamedTuple):

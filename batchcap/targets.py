@@ -1,7 +1,8 @@
 """Named targets, ``NAME=SPEC``, for every command that talks to more than one service (bench, run).
 
-SPEC: ``hf:MODEL`` (the serverless API), ``hf-json:MODEL``, an Endpoint URL, ``openai:MODEL@BASE_URL`` (a chat
-server), or a ``configs/*.toml`` profile. Each is parsed into the same ``RunConfig`` a single-target run
+SPEC: ``hf:MODEL`` (the serverless API), ``hf-json:MODEL``, an Endpoint URL, ``endpoint:NAMESPACE/NAME[@API]``
+(an Endpoint by name, through the management API), ``openai:MODEL@BASE_URL`` (a chat server), or a
+``configs/*.toml`` profile. Each is parsed into the same ``RunConfig`` a single-target run
 uses. No secret is held: tokens are found per target when the command starts, and never recorded.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import DEFAULT_API_BASE, RunConfig, load_profile
+from .config import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, RunConfig, load_profile
 from .errors import ConfigError, UsageError
 
 __all__ = ["DEMO_MODEL", "Target", "parse_target", "resolve_targets"]
@@ -36,9 +37,10 @@ class Target:
 
 
 def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
-    """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``."""
+    """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``
+    | ``NAME=endpoint:NAMESPACE/NAME[@MANAGEMENT_API]`` (an Endpoint by name: woken through the Endpoints API)."""
     name, sep, spec = text.partition("=")
-    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:")):
+    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:", "endpoint:")):
         if text.endswith(".toml"):  # a bare profile is named after its file
             name, spec = Path(text).stem, text
         else:
@@ -54,6 +56,11 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
         cfg = RunConfig(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
     elif spec.startswith(("http://", "https://")):
         cfg = RunConfig(api="hf", endpoint=spec)
+    elif spec.startswith("endpoint:"):
+        endpoint_name, at, api = spec.removeprefix("endpoint:").partition("@")
+        if at and not api.startswith(("http://", "https://")):
+            raise UsageError(f"--target {name}={spec}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
+        cfg = RunConfig(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
@@ -63,7 +70,8 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = RunConfig().merged(load_profile(Path(spec)))
     else:
-        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai: or be a .toml profile")
+        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
+                         ".toml profile")
     try:
         cfg.validate()
     except ConfigError as exc:

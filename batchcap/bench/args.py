@@ -83,7 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("targets")
     t.add_argument("--target", action="append", default=[], metavar="NAME=SPEC",
                    help="repeatable. SPEC: hf:MODEL_ID (serverless API), https://... (Inference Endpoint URL), "
-                        "openai:MODEL@BASE_URL (chat server), or path/to/profile.toml (see configs/)")
+                        "openai:MODEL@BASE_URL (chat server), endpoint:NAMESPACE/NAME[@MANAGEMENT_API] (an "
+                        "Endpoint by name: resumed if asleep, its cold start timed from the resume, left as found), "
+                        "or path/to/profile.toml (see configs/)")
     t.add_argument("--api-base", default=DEFAULT_API_BASE, metavar="URL", help="serverless API base for hf: targets (default: %(default)s)")
     t.add_argument("--token-file", action="append", default=[], metavar="NAME=PATH",
                    help="file holding the token for target NAME (PATH alone: every target)")

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -21,7 +22,7 @@ import anyio
 
 from batchcap.aio import first_leaf, watch_signals
 from batchcap.client import CaptionClient
-from batchcap.config import Secret, find_token
+from batchcap.config import AfterRun, RunConfig, Secret, find_token
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.images import load_batch
 from batchcap.models import LoadedImage
@@ -121,6 +122,10 @@ async def _run_targets(
     return "interrupted" if interrupt.requested else stopped
 
 
+#: How a bench leaves a named Endpoint it woke: as it found it (a running one is left running).
+_PUT_BACK: dict[str, AfterRun] = {"paused": "pause", "scaledToZero": "scale-to-zero"}
+
+
 class TargetBench:
     """The measurement of one target: its client, the notes it gathers, the steps it measured."""
 
@@ -143,7 +148,37 @@ class TargetBench:
         self.out_of_time = False  #: the time share ran out before every step had run
 
     async def measure(self) -> TargetResult:
-        cfg, settings = self.target.cfg, self.settings
+        if self.target.cfg.endpoint_name:
+            return await self.measure_named_endpoint()
+        return await self.measure_at(self.target.cfg)
+
+    async def measure_named_endpoint(self) -> TargetResult:
+        """An Endpoint by name: resume it and time paused -> first caption; then leave it as it was found."""
+        from batchcap.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
+
+        cfg = self.target.cfg
+        name = EndpointName.parse(cfg.endpoint_name or "")
+        api = EndpointsAPI(cfg.endpoints_api, token=self.token)
+        async with api:
+            found = await api.get(name)
+            after = _PUT_BACK.get(found.state)
+            lifecycle = EndpointLifecycle(api, name, after=after,
+                                          max_wait=self.settings.cold_start_timeout, poll=1.0,
+                                          progress=lambda text: self.log(f"  {self.target.name}: {text}"))
+            started = self.clock()
+            try:
+                info = await lifecycle.wake()
+                woke = self.clock() - started
+                result = await self.measure_at(replace(cfg, endpoint=info.url), woke_after=woke,
+                                               found=found.state)
+            except BaseException:
+                await lifecycle.sleep(raise_errors=False)
+                raise
+            await lifecycle.sleep(raise_errors=False)
+        return result
+
+    async def measure_at(self, cfg: RunConfig, *, woke_after: float = 0.0, found: str | None = None) -> TargetResult:
+        settings = self.settings
         adapter = make_adapter(cfg)
         sizes = [len(adapter.build(img).body) for img in self.images]
         connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
@@ -152,6 +187,10 @@ class TargetBench:
                                  connections=connections) as client:
             send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
             cold = await self.cold_start(send)
+            if woke_after and cold.seconds is not None:  # the true cold start: from the resume call on
+                self.note(f"{found} -> running and healthy in {woke_after:.1f} s through the management API; "
+                          f"first caption {woke_after + cold.seconds:.2f} s after the resume")
+                cold = replace(cold, seconds=woke_after + cold.seconds)
             if cold.ok:
                 await self.sweep(send)
         return self.result(cold)

@@ -1,4 +1,4 @@
-"""The command line: ``batchcap run | serve | bench | samples | export | report``.
+"""The command line: ``batchcap run | serve | bench | samples | export | report | merge``.
 
 The only package that prints or picks exit codes.
 

@@ -16,7 +16,7 @@ from types import ModuleType
 from batchcap.errors import Aborted, BatchcapError, ConfigError, UsageError
 from batchcap.version import __version__
 
-from . import bench, check, export, report, run, samples, serve
+from . import bench, check, export, merge, report, run, samples, serve
 from .exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["COMMANDS", "Command", "build_parser", "exit_for", "main"]
@@ -44,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "samples": Command.of(samples),
     "export": Command.of(export),
     "report": Command.of(report),
+    "merge": Command.of(merge),
 }
 
 

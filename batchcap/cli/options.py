@@ -12,6 +12,7 @@ from batchcap.config import (
     API_CHOICES,
     DEDUPE_CHOICES,
     DEFAULT_API_BASE,
+    DEFAULT_ENDPOINTS_API,
     SERVERLESS_RATE,
     RunConfig,
     coerce,
@@ -19,6 +20,7 @@ from batchcap.config import (
     parse_rate,
 )
 from batchcap.errors import ConfigError
+from batchcap.shard import Shard, parse_shard
 
 __all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
 
@@ -46,6 +48,13 @@ def _rate(text: str) -> float | str:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--rate: ")) from None
     return math.inf if value is None else value
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard: ")) from None
 
 
 def _concurrency(text: str) -> str:
@@ -113,6 +122,7 @@ _RUN_FIELDS = (
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
+    "shard", "endpoint_name", "endpoints_api", "after_run",
 )
 
 
@@ -140,6 +150,9 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    o.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
+                        "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`")
     d = r.add_argument_group("copies and caption quality")
     d.add_argument("--dedupe", choices=DEDUPE_CHOICES,
                    help="send identical images once, every copy gets the caption and \"duplicate_of\"; near = also "
@@ -160,3 +173,19 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     i.add_argument("--keep-metadata", action="store_true", default=None, help="keep EXIF (GPS, camera serial), XMP and IPTC (default: stripped)")
     i.add_argument("--max-upload-mb", type=number(float, 0), metavar="MB", help=f"request body limit as sent, base64 and JSON included; larger images are re-encoded smaller; 0 = none (default: {default('max_upload_mb')}, TGI's limit)")
     i.add_argument("--max-pixels", type=_positive_int, help=f"images with more pixels are refused from their header, never decoded (default: {default('max_pixels')}, Pillow's)")
+    e = r.add_argument_group("Inference Endpoint lifecycle")
+    e.add_argument("--endpoint-name", metavar="NAMESPACE/NAME",
+                   help="look the Endpoint up through the management API, resume it if paused or scaled to zero, "
+                        "wait until it is running and healthy, then caption at its URL (instead of --endpoint)")
+    e.add_argument("--endpoints-api", metavar="URL", help=f"management API base (default: {DEFAULT_ENDPOINTS_API})")
+    after = e.add_mutually_exclusive_group()
+    after.add_argument("--pause-after", dest="after_run", action="store_const", const="pause",
+                       help="pause the Endpoint when the run ends, is interrupted or aborts (it stops billing)")
+    after.add_argument("--scale-to-zero-after", dest="after_run", action="store_const", const="scale-to-zero",
+                       help="scale the Endpoint to zero at the end instead (the next request wakes it)")
+    d = r.add_argument_group("distributed (Ray; pip install 'batchcap[ray]')")
+    d.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the shards as Ray tasks on the cluster at ADDRESS, or with no ADDRESS at $RAY_ADDRESS, "
+                        "else on a private local cluster ('local': always that); every node must see INPUT_DIR "
+                        "and --out")
+    d.add_argument("--workers", type=_positive_int, help="shards captioned at once with --ray (default: 2)")

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchcap.aio import run_async
-from batchcap.config import find_token
-from batchcap.errors import ConfigError, RunAborted
+from batchcap.config import RunConfig, Secret, find_token
+from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
@@ -33,11 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(ns)
+    if ns.workers is not None and ns.ray is None:
+        raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.token_file)
     if not cfg.input_dir.is_dir():
         raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
+    if ns.ray is not None:
+        return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
     if not cfg.quiet:
         if cfg.targets:
@@ -51,10 +55,19 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
     try:
-        stats = run_async(
-            lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
-            ns.event_loop,
-        )
+        if cfg.endpoint_name:
+            from batchcap.endpoints import run_with_endpoint
+
+            stats = run_async(
+                lambda: run_with_endpoint(cfg, token=token, progress=progress, notes=_note, handle_signals=True,
+                                          on_scan_done=scan_done),
+                ns.event_loop,
+            )
+        else:
+            stats = run_async(
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                ns.event_loop,
+            )
     except RunAborted as exc:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
@@ -66,6 +79,54 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         if stats.earlier_errors and not stats.failed:
             print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
                   "add --retry-failed to try them again", file=err)
+        return EXIT_ERRORS
+    return EXIT_OK
+
+
+def _note(text: str) -> None:
+    """An Endpoint lifecycle line (waking, running, paused): few, and each worth a line of its own."""
+    print(f"batchcap: {text}", file=sys.stderr)
+
+
+def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv: Sequence[str]) -> int:
+    """``--ray``: the shards as Ray tasks, one merge at the end, one summary."""
+    from batchcap.distributed import JobAborted, run_distributed
+
+    if cfg.shard is not None:
+        raise UsageError("--ray makes its own shards; drop --shard")
+    if cfg.endpoint_name:
+        raise ConfigError("--ray with --endpoint-name is not supported yet; wake the Endpoint with a plain run "
+                          "(or pass its --endpoint URL)")
+    if cfg.targets:
+        raise ConfigError("--ray with --target is not supported yet: give one target (--model, --endpoint, ...)")
+    workers = ns.workers or 2
+    err = sys.stderr
+    if not cfg.quiet:
+        rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({workers} workers; "
+              f"concurrency {cfg.concurrency}, rate {rate} for the whole job)", file=err)
+    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
+    try:
+        job = run_distributed(cfg, workers=workers, address=ns.ray, token=token, progress=progress)
+    except JobAborted as exc:
+        exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        raise
+    c = job.counts
+    rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
+    breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
+    print(f"batchcap: {c['ok']} ok, {c['failed']} errors, {c['skipped']} already done, in {job.elapsed:.1f} s "
+          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers, Ray start-up {job.startup:.1f} s, "
+          f"stop and merge {job.shutdown:.1f} s; "
+          f"{c['retries']} retries, "
+          f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
+    if job.merge is not None:
+        m = job.merge
+        print(f"batchcap: results in {cfg.out}: {m.images} images ({m.ok} ok, {m.errors} errors; shard journals "
+              f"in {cfg.out.name}.parts/)", file=err)
+    if job.interrupted:
+        print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
+        return EXIT_INTERRUPTED
+    if job.merge is not None and job.merge.errors:
         return EXIT_ERRORS
     return EXIT_OK
 

@@ -29,7 +29,7 @@ from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.protocols import Adapter, OpenAIChat
 from batchcap.quality import QualitySettings, judge
-from batchcap.ratelimit import RateLimiter
+from batchcap.ratelimit import Limiter
 from batchcap.retry import RetryPolicy
 
 from .guard import RunGuard, Stop
@@ -79,7 +79,7 @@ class Captioner:
                  "released", "rng", "senders", "stats", "target", "try_acquire")
 
     def __init__(
-        self, client: CaptionClient, *, limiter: RateLimiter, policy: RetryPolicy, guard: RunGuard,
+        self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,

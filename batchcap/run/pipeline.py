@@ -24,7 +24,7 @@ from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.protocols import make_adapter
-from batchcap.ratelimit import RateLimiter
+from batchcap.ratelimit import Limiter, RateLimiter
 from batchcap.retry import RetryPolicy
 from batchcap.targets import Target, resolve_targets
 
@@ -47,12 +47,20 @@ async def run(
     handle_signals: bool = False,
     on_scan_done: Callable[[], None] | None = None,
     seed: int | None = None,
+    stop: anyio.Event | None = None,
+    limiter: Limiter | None = None,
 ) -> RunStats:
-    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault."""
+    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
+
+    ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
+    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
+    (a Ray job shares one across its workers).
+    """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
-    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed)  # checks --target first
+    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
+                         limiter=limiter)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
@@ -68,7 +76,7 @@ async def run(
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
-            await stages.produce_until_stopped(handle_signals=handle_signals)
+            await stages.produce_until_stopped(handle_signals=handle_signals, stop=stop)
     except JournalError as exc:
         raise RunAborted(str(exc), kind="journal") from None
     except BaseExceptionGroup as group:
@@ -102,23 +110,24 @@ def _preparer(cfg: RunConfig) -> PreparePool | None:
 
 def _captions(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None,
+    seed: int | None, limiter: Limiter | None = None,
 ) -> Captions:
     """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
     if cfg.targets:
         return _router(cfg, stats, progress, policy=policy, seed=seed)
-    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target)
+    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
+                      limiter=limiter)
 
 
 def _captioner(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, target: str, released: list[Record] | None = None,
+    seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
 ) -> Captioner:
     client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
                            connections=cfg.concurrency)
     return Captioner(
         client,
-        limiter=RateLimiter(cfg.request_rate, cfg.burst),
+        limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),
         policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
         guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
         stats=stats,
@@ -164,6 +173,9 @@ def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
         raise ConfigError(str(exc)) from None
     out = []
     for t in targets:
+        if t.cfg.endpoint_name:
+            raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
+                              "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
         if not t.spec.endswith(".toml"):
             lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
                            api_base=t.cfg.api_base, targets=(), price_per_hour=())

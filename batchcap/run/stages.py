@@ -90,13 +90,15 @@ class Stages:
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
-    async def produce_until_stopped(self, *, handle_signals: bool) -> None:
+    async def produce_until_stopped(self, *, handle_signals: bool, stop: anyio.Event | None = None) -> None:
         """Produce until done, interrupted or stopped; then close the sink so the writer drains and ends."""
         with self.work_scope:
             try:
                 async with anyio.create_task_group() as tg:
                     if handle_signals:
                         tg.start_soon(watch_signals, self.interrupt)
+                    if stop is not None:
+                        tg.start_soon(self.interrupt_when, stop)
                     await self.produce()
                     tg.cancel_scope.cancel()  # the signal watcher
             except BaseException as exc:
@@ -112,6 +114,11 @@ class Stages:
         """Ctrl-C / SIGTERM: stop producing; what the senders finished is still written."""
         self.stats.interrupted = True
         self.work_scope.cancel()
+
+    async def interrupt_when(self, stop: anyio.Event) -> None:
+        """A caller's stop (its own signal watcher, a Ray cancel): the same as Ctrl-C."""
+        await stop.wait()
+        self.interrupt()
 
     async def write_until_drained(self) -> None:
         """The writer task; if the journal fails, producing stops too (nothing more could be recorded)."""
@@ -137,7 +144,7 @@ class Stages:
             batches = scan_batches(
                 cfg.input_dir,
                 batch_size=cfg.read_batch,
-                skip=self.index.__contains__ if len(self.index) else None,  # a fresh run: no per-file lookup
+                skip=self.skip(),
                 follow_symlinks=cfg.follow_symlinks,
                 on_error=self.scan_error,
             )
@@ -147,9 +154,18 @@ class Stages:
         finally:
             self.feed.close()
 
+    def skip(self) -> Callable[[str], bool] | None:
+        """What the scan leaves out: paths the journal has done, and with ``--shard`` other shards' paths."""
+        done = self.index.__contains__ if len(self.index) else None  # a fresh run: no per-file lookup
+        if self.cfg.shard is None:
+            return done
+        return self.cfg.shard.skip_others(done)
+
     def scan_error(self, path: str, exc: OSError) -> None:
         """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
         if path in self.index:  # recorded by an earlier run: skipped like any done image
+            return
+        if self.cfg.shard is not None and not self.cfg.shard.owns(path):  # one shard records it, once
             return
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))

@@ -1,0 +1,70 @@
+"""What one Ray task does: ``batchcap.run`` over one shard, into that shard's own journal.
+
+Imported in the Ray worker process; it does not import ray itself (the driver passes actor handles in).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from batchcap.aio import run_async
+from batchcap.config import RunConfig, Secret
+from batchcap.errors import ConfigError
+from batchcap.shard import Shard
+
+from .limiter import RemoteLimiter
+from .plan import Split
+from .progress import RemoteProgress
+
+__all__ = ["STAT_FIELDS", "run_shard", "supports_shared_limiter"]
+
+#: The RunStats counters a task sends back; the driver adds them up.
+STAT_FIELDS = ("found", "skipped", "ok", "failed", "attempts", "retries", "throttled", "bytes_sent",
+               "earlier_errors", "scan_problems", "sidecar_errors")
+
+
+def supports_shared_limiter() -> bool:
+    """Whether this batchcap's ``run()`` takes a ``limiter=`` (then the job shares one bucket actor)."""
+    from batchcap import run
+
+    return "limiter" in inspect.signature(run).parameters
+
+
+def _check_shard_support() -> None:
+    if "shard" not in {f.name for f in fields(RunConfig)}:
+        raise ConfigError("this batchcap's run() cannot caption one shard yet (RunConfig has no 'shard' field)")
+
+
+def run_shard(
+    cfg: RunConfig,
+    shard: Shard,
+    part: Path,
+    token: Secret | None,
+    hub: Any,
+    limiter: Any | None,
+    split: Split,
+) -> dict[str, Any]:
+    """Caption ``shard`` of ``cfg.input_dir`` into ``part``; the counters as a dict. Raises what ``run`` raises."""
+    from batchcap import run
+
+    _check_shard_support()
+    changes: dict[str, Any] = {"out": part, "shard": shard, "quiet": True, "concurrency": split.concurrency}
+    kwargs: dict[str, Any] = {}
+    if limiter is not None:
+        kwargs["limiter"] = RemoteLimiter(limiter, cfg.request_rate)  # one bucket for the job: full rate and burst
+    else:
+        changes.update(rate=split.rate, burst=split.burst)  # no shared bucket: each worker its share
+    progress = RemoteProgress(hub, prefix=f"shard {shard}: ")
+    try:
+        stats = run_async(partial(run, replace(cfg, **changes), token=token, progress=progress, **kwargs))
+    finally:
+        progress.close()
+    out = {name: getattr(stats, name) for name in STAT_FIELDS}
+    out["errors_by_type"] = dict(stats.errors_by_type)
+    out["interrupted"] = stats.interrupted
+    out["elapsed"] = stats.elapsed
+    return out
