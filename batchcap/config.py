@@ -13,13 +13,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from .concurrency import parse_concurrency
 from .errors import ConfigError
 from .quality import QualitySettings
 from .shard import Shard, parse_shard
+
+if TYPE_CHECKING:
+    from .prepare import PrepareSettings
 
 __all__ = [
     "API_CHOICES",
@@ -38,6 +41,9 @@ LEGACY_HOST = "api-inference.huggingface.co"
 API_CHOICES = ("hf", "hf-json", "openai")
 #: The serverless API's rate when none is set: conservative, for a shared free tier (protocol.md 7).
 SERVERLESS_RATE = 2.0
+#: Pillow's ``Image.MAX_IMAGE_PIXELS`` (the default of ``--max-pixels``); not imported, so the CLI starts
+#: without loading Pillow (tests/unit/prepare checks the two agree).
+DEFAULT_MAX_PIXELS = 89_478_485
 Api = Literal["hf", "hf-json", "openai"]
 DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
 AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
@@ -88,6 +94,22 @@ class RunConfig:
     endpoints_api: str = DEFAULT_ENDPOINTS_API
     #: Put the named Endpoint to sleep when the run ends, is interrupted or aborts.
     after_run: AfterRun | None = None
+    #: Image preparation (issue 8, ``batchcap.prepare``): long side in px (0 = send files as they are) ...
+    max_side: int = 1024
+    jpeg_quality: int = 90
+    keep_metadata: bool = False
+    #: ... the request body limit counted as sent (TGI's 2,000,000 bytes; 0 = none), and the pixel limit.
+    max_upload_mb: float = 2.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def prepare_settings(self) -> PrepareSettings:
+        """The settings of ``batchcap.prepare`` for this run (``--max-upload-mb`` in decimal MB, as TGI counts)."""
+        from .prepare import PrepareSettings
+
+        return PrepareSettings(
+            max_side=self.max_side, jpeg_quality=self.jpeg_quality, keep_metadata=self.keep_metadata,
+            max_upload_bytes=round(self.max_upload_mb * 1_000_000), max_pixels=self.max_pixels,
+        )
     dedupe: Dedupe = "exact"  #: send identical images once (near: also resized / re-saved copies; off)
     quality_retries: int = 2  #: extra attempts for a caption that fails a quality gate
     on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
@@ -178,6 +200,14 @@ class RunConfig:
             raise ConfigError(f"max_wait must be >= 0 seconds (got {self.max_wait!r})")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"temperature must be between 0 and 2 (got {self.temperature!r})")
+        for name in ("max_side", "max_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name == "max_pixels"):
+                raise ConfigError(f"{name} must be a whole number >= {int(name == 'max_pixels')} (got {value!r})")
+        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality must be a whole number from 1 to 100 (got {self.jpeg_quality!r})")
+        if not (isinstance(self.max_upload_mb, int | float) and self.max_upload_mb >= 0):
+            raise ConfigError(f"max_upload_mb must be >= 0 MB, 0 for no limit (got {self.max_upload_mb!r})")
         if self.dedupe not in DEDUPE_CHOICES:
             raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
         self.quality().validate()

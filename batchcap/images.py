@@ -45,7 +45,10 @@ __all__ = ["MB", "MIME_TYPES", "check", "load", "load_batch", "sniff"]
 #: One "MB" in messages and in ``--max-image-mb`` (binary, as file managers show sizes).
 MB = 1024 * 1024
 
-MIME_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff"})
+MIME_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff", "image/heic", "image/heif",
+     "image/avif"}
+)  # fmt: skip
 
 _JPEG_EOI = b"\xff\xd9"
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -55,6 +58,10 @@ _TIFF = (b"II*\x00", b"MM\x00*")
 _BIGTIFF = (b"II+\x00", b"MM\x00+")
 # Sizes of the BMP info headers that exist (core, v1..v5 and OS/2 variants); a bare "BM" is too weak.
 _BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+# ISO-BMFF ``ftyp`` brands (major or compatible) of still HEIF images; AVIF is HEIF with the AV1 codec.
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"heim", b"heis"})
+_HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -72,7 +79,21 @@ def sniff(data: bytes) -> str | None:
         return "image/tiff"
     if data.startswith(b"BM") and len(data) >= 18 and _u32le(data, 14) in _BMP_DIB_SIZES:
         return "image/bmp"
+    if data[4:8] == b"ftyp":
+        return _bmff_mime(data)
     return None
+
+
+def _bmff_mime(data: bytes) -> str | None:
+    """HEIC/HEIF/AVIF by the ``ftyp`` box: the major brand, else the compatible ones (``mif1`` + ``avif``)."""
+    end = min(int.from_bytes(data[:4], "big"), len(data), 256)
+    brands = [data[8:12]] + [data[i : i + 4] for i in range(16, end - 3, 4)]
+    for brand in brands:
+        if brand in _AVIF_BRANDS:
+            return "image/avif"
+        if brand in _HEIC_BRANDS:
+            return "image/heic"
+    return "image/heif" if any(b in _HEIF_BRANDS for b in brands) else None
 
 
 def check(data: bytes) -> str:
@@ -112,6 +133,10 @@ def check(data: bytes) -> str:
         offset = _u32le(data, 10)
         if offset >= n:
             raise InputError(f"truncated BMP (pixels start at byte {offset}, file has {n})")
+    elif mime in ("image/heic", "image/heif", "image/avif"):
+        end = _bmff_end(data)
+        if end > n:
+            raise InputError(f"truncated {mime[6:].upper()} (boxes need {end} bytes, file has {n})")
     elif mime == "image/tiff" and data.startswith(_TIFF):
         offset = int.from_bytes(data[4:8], "little" if data[0] == 0x49 else "big")
         if n < 8 or offset + 2 > n:
@@ -206,6 +231,21 @@ def _read_reason(exc: OSError) -> str:
 
 def _u32le(data: bytes, at: int) -> int:
     return int.from_bytes(data[at : at + 4], "little")
+
+
+def _bmff_end(data: bytes) -> int:
+    """Where the last top-level ISO-BMFF box ends (a handful of boxes: ftyp, meta, mdat)."""
+    i, n = 0, len(data)
+    while i + 8 <= n:
+        size = int.from_bytes(data[i : i + 4], "big")
+        if size == 1 and i + 16 <= n:  # 64-bit size
+            size = int.from_bytes(data[i + 8 : i + 16], "big")
+        elif size == 0:  # to the end of the file
+            return n
+        if size < 8:
+            return n + 1  # malformed: refuse as truncated rather than loop
+        i += size
+    return i
 
 
 def _jpeg_has_eoi(data: bytes) -> bool:

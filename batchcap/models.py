@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Record", "Status"]
+__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
 
 Status = Literal["ok", "error"]
 
@@ -20,12 +20,29 @@ class ImageJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Preparation:
+    """What preparation made of one file (issue 8): the original, and the image that is sent instead."""
+
+    prepared: bool  #: False: the file is sent byte for byte
+    original_bytes: int
+    original_width: int
+    original_height: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedImage:
-    """File bytes that passed the sniff; ``mime`` comes from the magic bytes, not the extension."""
+    """File bytes that passed the sniff; ``mime`` comes from the magic bytes, not the extension.
+
+    After preparation ``data``/``mime`` are what is sent and ``prep`` says what the file was; None when
+    preparation is off (``--max-side 0``) or not run yet.
+    """
 
     job: ImageJob
     data: bytes
     mime: str
+    prep: Preparation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,5 +69,6 @@ class Record:
     target: str = ""
     request_id: str | None = None
     ts: float = 0.0
+    prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
     flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy

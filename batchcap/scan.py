@@ -33,7 +33,9 @@ from batchcap.models import ImageJob
 
 __all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
 
-DEFAULT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+DEFAULT_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
 
 #: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_adaptive
+import bench_prepare
 import bench_rate
 import bench_scale
 import bench_throughput
@@ -39,6 +40,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "little": bench_rate.run_little,
     "scale": bench_scale.run,
     "adaptive": bench_adaptive.run,
+    "prepare": bench_prepare.run,
 }
 
 

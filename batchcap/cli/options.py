@@ -120,6 +120,7 @@ _RUN_FIELDS = (
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
+    "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
     "shard", "endpoint_name", "endpoints_api", "after_run",
 )
@@ -166,6 +167,12 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     d.add_argument("--min-words", type=_positive_int, help="captions with fewer words fail the quality gates (default: off)")
     d.add_argument("--max-words", type=_positive_int, help="captions with more words fail the quality gates (default: off)")
     add_event_loop_flag(o)
+    i = r.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain files go as they are)")
+    i.add_argument("--max-side", type=_non_negative_int, metavar="PX", help=f"long side at most PX, never enlarged; 0 sends every file as it is (default: {default('max_side')})")
+    i.add_argument("--jpeg-quality", type=_positive_int, help=f"JPEG quality of prepared images, 1-100 (default: {default('jpeg_quality')})")
+    i.add_argument("--keep-metadata", action="store_true", default=None, help="keep EXIF (GPS, camera serial), XMP and IPTC (default: stripped)")
+    i.add_argument("--max-upload-mb", type=number(float, 0), metavar="MB", help=f"request body limit as sent, base64 and JSON included; larger images are re-encoded smaller; 0 = none (default: {default('max_upload_mb')}, TGI's limit)")
+    i.add_argument("--max-pixels", type=_positive_int, help=f"images with more pixels are refused from their header, never decoded (default: {default('max_pixels')}, Pillow's)")
     e = r.add_argument_group("Inference Endpoint lifecycle")
     e.add_argument("--endpoint-name", metavar="NAMESPACE/NAME",
                    help="look the Endpoint up through the management API, resume it if paused or scaled to zero, "

@@ -155,6 +155,9 @@ def _summary(stats: RunStats, out: Path) -> None:
                  ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
         print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
               file=err)
+    if stats.prepared or stats.passed:
+        print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
+              f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
     for target, info in stats.targets.items():
@@ -164,3 +167,11 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _bytes(n: int) -> str:
+    """Decimal units, as upload limits and uplinks are counted."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"

@@ -4,10 +4,15 @@ Line shape (key order is fixed; ``request_id`` is left out when unknown, ``flags
 ``duplicate_of`` unless the image is a copy captioned through its original)::
 
     {"path":"a/b.jpg","status":"ok","caption":"...","attempts":1,"latency_s":0.8,
-     "bytes_sent":51234,"target":"hf:blip","request_id":"r-1","ts":1732579200.1}
+     "bytes_sent":51234,"prepared":true,"original_bytes":4012345,"original_size":[4032,3024],
+     "sent_size":[756,1008],"target":"hf:blip","request_id":"r-1","ts":1732579200.1}
     {"path":"c.png","status":"error","error":{"type":"InputError","message":"empty file",
      "http_status":null,"retryable":false},"attempts":1,...}
     {"path":"b/a.jpg","status":"ok","caption":"...","flags":["cut_off"],"duplicate_of":"a/b.jpg","attempts":0,...}
+
+``prepared`` .. ``sent_size`` are on ok lines of images that went through preparation (issue 8, the
+default; absent with ``--max-side 0``): ``bytes_sent`` is the request body, ``original_*`` the file,
+``sent_size`` the pixels the model got, upright.
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ def encode_record(r: Record) -> bytes:
     line["attempts"] = r.attempts
     line["latency_s"] = r.latency_s
     line["bytes_sent"] = r.bytes_sent
+    if r.prep is not None:
+        p = r.prep
+        line["prepared"] = p.prepared
+        line["original_bytes"] = p.original_bytes
+        line["original_size"] = [p.original_width, p.original_height]
+        line["sent_size"] = [p.width, p.height]
     line["target"] = r.target
     if r.request_id is not None:
         line["request_id"] = r.request_id

@@ -164,7 +164,7 @@ class Captioner:
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(), flags=flags,
+                request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
             )
 
     def _adapter_for(self, quality_retry: int) -> Adapter:

@@ -62,6 +62,9 @@ class Manifest:
             boilerplate=[{"caption": b.caption, "images": b.count, "share": round(b.share, 4),
                           "examples": list(b.examples)} for b in stats.boilerplate.top()],
             errors_by_type=dict(stats.errors_by_type),
+            preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
+                         "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
+                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),

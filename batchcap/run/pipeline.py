@@ -21,6 +21,7 @@ from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
 from batchcap.journal import JournalWriter, load_index
 from batchcap.models import Record
+from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.protocols import make_adapter
 from batchcap.ratelimit import Limiter, RateLimiter
@@ -71,7 +72,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done)
+                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -95,6 +96,16 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
     return stats
+
+
+def _preparer(cfg: RunConfig) -> PreparePool | None:
+    """Issue 8: every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is
+    counted as each target's adapter wraps the image; with several targets an image must fit them all."""
+    if not cfg.max_side:
+        return None
+    configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
+    wire = largest_wire_size([wire_size_for(make_adapter(c)) for c in configs])
+    return PreparePool(cfg.prepare_settings(), wire_size=wire)
 
 
 def _captions(

@@ -1,7 +1,8 @@
 """The stages of a run, as methods of one object that holds what they share.
 
-    readers x R (one thread hop per batch: the scan's next batch, then its files read and hashed)
-        --Deduper: copies wait for their original-->  --Feed-->
+    readers x R (one thread hop per chunk: the scan's next batch, its files read, hashed, each header triaged)
+        --Deduper: copies wait for their original-->
+        -> files that need pixel work: PreparePool (threads, one per core)  --Feed-->
     senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
 
 Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
@@ -24,18 +25,39 @@ from batchcap.errors import InputError
 from batchcap.images import load_batch
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.prepare import PreparePool, prepared_image
 from batchcap.progress import Progress
 from batchcap.scan import problem_reason, scan_batches
 
 from .attempt import Captions, error_info
-from .dedupe import Admitted, Deduper
+from .dedupe import Deduper
 from .queues import Feed, Sink
 from .sidecar import write_sidecar
 from .stats import RunStats
 
-__all__ = ["Stages"]
+__all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 
 Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
+#: What a reader hands over: an image to send, a file that cannot be, or a copy's record (captioned already).
+Handed: TypeAlias = LoadedImage | tuple[ImageJob, InputError] | Record
+
+#: Raw file bytes one reader hop reads at most (by the scan's sizes; always at least one file).
+LOAD_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _chunks(jobs: list[ImageJob], limit: int) -> list[list[ImageJob]]:
+    """``jobs`` in order, cut where the next file would take a chunk past ``limit`` bytes (small files: one chunk)."""
+    if sum(job.size for job in jobs) <= limit:
+        return [jobs]
+    chunks: list[list[ImageJob]] = [[]]
+    total = 0
+    for job in jobs:
+        if chunks[-1] and total + job.size > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(job)
+        total += job.size
+    return chunks
 
 
 class Stages:
@@ -43,7 +65,7 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, on_scan_done: Callable[[], None] | None = None,
+        progress: Progress, on_scan_done: Callable[[], None] | None = None, preparer: PreparePool | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -52,6 +74,7 @@ class Stages:
         self.stats = stats
         self.progress = progress
         self.on_scan_done = on_scan_done
+        self.preparer = preparer  #: None: files go as they are (--max-side 0)
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
         senders = captioner.senders
         self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
@@ -159,40 +182,59 @@ class Stages:
 
     def next_batch(
         self, batches: Iterator[list[ImageJob]]
-    ) -> tuple[list[ImageJob], list[Loaded], list[Admitted] | None] | None:
-        """In a worker thread: the scan's next batch, read (and deduped). One hop per batch does all."""
+    ) -> tuple[list[ImageJob], list[Handed], list[list[ImageJob]]] | None:
+        """In a worker thread: the scan's next batch, and its first ``LOAD_CHUNK_BYTES`` read. One hop does both.
+
+        The rest of a batch of big files (64 phone photos are 450 MB) comes back unread, for ``load_chunk``: the
+        first images reach preparation sooner, and a reader never holds more than a chunk of raw bytes.
+        """
         with self.scan_lock:
             jobs = next(batches, None)
         if jobs is None:
             return None
+        chunks = _chunks(jobs, LOAD_CHUNK_BYTES)
+        return jobs, self.load_chunk(chunks[0]), chunks[1:]
+
+    def load_chunk(self, jobs: list[ImageJob]) -> list[Handed]:
+        """In a worker thread: read ``jobs``, dedupe them (on the files' own bytes), and with preparation on let
+        each header decide at once (2-20 us): sent as it is, refused, or (``prep`` None) for the pool.
+
+        Returns images to send, ``(job, error)`` for files that cannot be, and the records of copies whose
+        original is already captioned.
+        """
         loaded = load_batch(jobs, max_bytes=self.max_bytes)
-        if self.deduper is None:
-            return jobs, loaded, None
-        return jobs, loaded, self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
+        out: list[Handed] = []
+        if self.deduper is not None:
+            keyed = self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
+            sent: list[Loaded] = [item for item in loaded if not isinstance(item, LoadedImage)]
+            for image, send, record in keyed:
+                if send:
+                    sent.append(image)
+                elif record is not None:  # a copy whose original is already back
+                    out.append(record)
+            loaded = sent
+        if self.preparer is None:
+            out.extend(loaded)
+            return out
+        triage = self.preparer.triage
+        for item in loaded:
+            if isinstance(item, LoadedImage):
+                got = triage(item)
+                out.append((item.job, got) if isinstance(got, InputError) else got)
+            else:
+                out.append(item)
+        return out
 
     async def reader(self, batches: Iterator[list[ImageJob]]) -> None:
         while (got := await anyio.to_thread.run_sync(self.next_batch, batches)) is not None:
             if self.scan_records:
                 self.flush_scan_records()
-            jobs, loaded, keyed = got
+            jobs, loaded, rest = got
             self.stats.found += len(jobs)
             self.progress.found(len(jobs))
-            good: list[LoadedImage] = []
-            for item in loaded:
-                if not isinstance(item, LoadedImage):
-                    job, err = item
-                    self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
-                                         target=self.captioner.target, ts=time.time()))
-                elif keyed is None:
-                    good.append(item)
-            if keyed is not None:
-                for image, send, record in keyed:
-                    if send:
-                        good.append(image)
-                    elif record is not None:  # a copy whose original is already back
-                        self.sink.put(record)
-            if good:
-                await self.feed.put(good)
+            await self.hand_over(loaded)
+            for chunk in rest:
+                await self.hand_over(await anyio.to_thread.run_sync(self.load_chunk, chunk))
         if self.scan_records:
             self.flush_scan_records()
         if not self.scan_done.is_set():
@@ -201,6 +243,43 @@ class Stages:
             self.stats.skipped = index.ok + index.error_final if not self.cfg.retry_failed else index.ok
             if self.on_scan_done:
                 self.on_scan_done()
+
+    async def hand_over(self, loaded: list[Handed]) -> None:
+        """Read images to the senders (those that need pixel work through the pool first), records to the sink."""
+        good: list[LoadedImage] = []
+        heavy: list[LoadedImage] = []
+        for item in loaded:
+            if isinstance(item, LoadedImage):
+                (heavy if item.prep is None and self.preparer is not None else good).append(item)
+            elif isinstance(item, Record):
+                self.sink.put(item)
+            else:
+                job, err = item
+                self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
+                                     target=self.captioner.target, ts=time.time()))
+        if good:
+            await self.feed.put(good)
+        if heavy:
+            await self.prepare_all(heavy)
+
+    async def prepare_all(self, images: list[LoadedImage]) -> None:
+        """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
+        the senders as soon as it is ready, so sending never waits for a whole batch."""
+        assert self.preparer is not None
+        pool = self.preparer
+
+        async def one(image: LoadedImage) -> None:
+            try:
+                p = await pool.prepare(image.data)
+            except InputError as err:
+                self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
+                                     target=self.captioner.target, ts=time.time()))
+                return
+            await self.feed.put([prepared_image(image, p)])
+
+        async with anyio.create_task_group() as tg:
+            for image in images:
+                tg.start_soon(one, image)
 
     async def sender(self) -> None:
         captioner = self.captioner
@@ -239,6 +318,13 @@ class Stages:
                     stats.duplicates += 1
                 if rec.status == "ok":
                     ok += 1
+                    if (prep := rec.prep) is not None:
+                        if prep.prepared:
+                            stats.prepared += 1
+                        else:
+                            stats.passed += 1
+                        stats.original_bytes += prep.original_bytes
+                        stats.prepared_bytes_sent += rec.bytes_sent
                     if rec.duplicate_of is None and rec.caption:
                         boilerplate(rec.caption, rec.path)
                 else:

@@ -35,6 +35,10 @@ class RunStats:
     drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
     targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0
+    prepared: int = 0  #: ok images that were re-encoded (resized, turned, converted or stripped)
+    passed: int = 0  #: ok images sent byte for byte by the preparation stage
+    original_bytes: int = 0  #: file bytes of the ok images that went through preparation
+    prepared_bytes_sent: int = 0  #: request bytes of those same images (``bytes_sent`` counts every attempt)
     duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
     quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
     flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written

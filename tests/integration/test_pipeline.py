@@ -112,12 +112,14 @@ async def test_bad_files_become_error_records_and_the_run_finishes(
     assert "empty" in errors["bad/empty.jpg"]["message"]
     assert "truncated" in errors["bad/truncated.jpg"]["message"]
     assert "not an image" in errors["bad/notes.png"]["message"]
-    assert errors["bad/corrupt.png"]["type"] == "RejectedImage"  # passes our cheap check; the server refuses it
-    assert errors["bad/corrupt.png"]["http_status"] == 400
+    # Passes the structural check; preparation reads its header and refuses it before anything is sent
+    # (with --max-side 0 it would go, and the server would answer 400: RejectedImage).
+    assert errors["bad/corrupt.png"]["type"] == "InputError"
+    assert errors["bad/corrupt.png"]["http_status"] is None
     assert "limit" in errors["bad/huge.jpg"]["message"]
     assert all(e["retryable"] is False for e in errors.values())
     assert stats.ok == len(recs) - 5
-    assert stats.errors_by_type["InputError"] == 4
+    assert stats.errors_by_type["InputError"] == 5
 
 
 async def test_wrong_token_stops_the_run_fast_and_never_shows_the_token(
@@ -259,7 +261,8 @@ async def test_a_model_that_refuses_every_image_stops_the_run(emulator: Emulator
         (folder / f"{i:03d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([i]) * 50 + b"IEND\xaeB`\x82")
     server = await emulator(EmulatorSettings())
     with anyio.fail_after(20), pytest.raises(RunAborted, match="all refused with the same answer"):
-        await run(cfg_for(server, folder, tmp_path / "o.jsonl", concurrency=2))
+        # --max-side 0: sent as they are (preparation would refuse each one locally, without a request)
+        await run(cfg_for(server, folder, tmp_path / "o.jsonl", concurrency=2, max_side=0))
     assert server.log.count() < 40
 
 

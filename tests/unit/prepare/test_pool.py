@@ -1,0 +1,70 @@
+"""PreparePool: the same results as ``prepare``, in order, off the loop, never more than ``workers`` at once."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import anyio
+import pytest
+
+from batchcap.errors import InputError
+from batchcap.prepare import PreparePool, PrepareSettings, default_workers, prepare
+
+
+async def test_prepare_many_returns_in_order_with_errors_in_place(corpus: dict[str, bytes]) -> None:
+    names = ["phone_portrait.jpg", "bomb.png", "tiny.jpg", "rgba.png", "not_an_image.jpg", "iphone.heic"]
+    settings = PrepareSettings()
+    pool = PreparePool(settings, workers=2)
+    results = await pool.prepare_many([corpus[n] for n in names])
+    assert [type(r).__name__ for r in results] == [
+        "Prepared",
+        "InputError",
+        "Prepared",
+        "Prepared",
+        "InputError",
+        "Prepared",
+    ]
+    for name, got in zip(names, results, strict=True):
+        if isinstance(got, InputError):
+            with pytest.raises(InputError, match=re.escape(str(got))):
+                prepare(corpus[name], settings)
+        else:
+            assert got.data == prepare(corpus[name], settings).data, name
+
+
+async def test_no_more_than_workers_run_at_once_and_the_loop_stays_free(corpus: dict[str, bytes]) -> None:
+    active = peak = 0
+    lock = threading.Lock()
+
+    def wire_size(n: int) -> int:  # runs inside prepare, on the worker thread
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.01)
+        with lock:
+            active -= 1
+        return n
+
+    pool = PreparePool(PrepareSettings(), wire_size=wire_size, workers=2)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await pool.prepare_many([corpus["web_50k.jpg"]] * 12, in_flight=8)
+        tg.cancel_scope.cancel()
+    assert peak == 2
+    assert ticks >= 5, "the event loop must keep running while images are prepared"
+    assert "workers=2" in repr(pool)
+
+
+def test_default_workers_is_the_cores_we_may_use() -> None:
+    assert 1 <= default_workers() <= 4096
