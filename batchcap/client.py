@@ -6,6 +6,7 @@ carry the Authorization header elsewhere), and nothing here logs headers.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -53,6 +54,15 @@ def _transport_error(exc: BaseException, host: str, timeout: float) -> Transport
         return TransportError(f"request to {host} failed: {exc.__class__.__name__}: {exc}")
     assert isinstance(exc, OSError)
     return TransportError(f"request to {host} failed: {exc.strerror or exc}")
+
+
+#: aiohttp warns (ResourceWarning) for a raw bytes body over 1 MiB; a file-like body is streamed instead.
+_LARGE_BODY = 1024 * 1024
+
+
+def _body(data: bytes) -> bytes | io.BytesIO:
+    """Small bodies as bytes (the cheap path), large ones (``--max-side 0`` photos) as a stream."""
+    return data if len(data) <= _LARGE_BODY else io.BytesIO(data)
 
 
 class CaptionClient:
@@ -114,7 +124,7 @@ class CaptionClient:
         started = time.perf_counter()
         try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(
-                self.url, data=built.body, headers=built.headers, allow_redirects=False
+                self.url, data=_body(built.body), headers=built.headers, allow_redirects=False
             ) as resp:
                 body = await resp.read()
                 status = resp.status

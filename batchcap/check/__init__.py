@@ -10,7 +10,7 @@ from __future__ import annotations
 from .command import MAX_PROBE, CheckReport, add_arguments, check_from_args, render
 from .estimate import Estimate, estimate
 from .inventory import FileFacts, Inventory, inspect, inventory
-from .upload import ResizeModel, Sampled, UploadModel
+from .upload import PrepareModel, ResizeModel, Sampled, UploadModel
 
 __all__ = [
     "MAX_PROBE",
@@ -18,6 +18,7 @@ __all__ = [
     "Estimate",
     "FileFacts",
     "Inventory",
+    "PrepareModel",
     "ResizeModel",
     "Sampled",
     "UploadModel",

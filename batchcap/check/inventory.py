@@ -30,7 +30,7 @@ from ..images import load_batch
 from ..journal import JournalIndex, load_index
 from ..models import ImageJob, LoadedImage
 from ..scan import scan_batches
-from .upload import ResizeModel, UploadModel
+from .upload import PrepareModel, Sampled, UploadModel
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "header_size", "inspect", "inventory"]
 
@@ -324,7 +324,7 @@ def inventory(
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
-    upload = upload or ResizeModel()
+    upload = upload or Sampled(PrepareModel(), every=50)
     done = skip = JournalIndex()
     if out is not None:
         done = load_index(out, retry_failed=True, repair=False)  # ok records only

@@ -1,21 +1,20 @@
-"""How many bytes an image costs on the wire once prepared: the seam where ``batchcap.prepare`` plugs in.
+"""How many bytes an image costs on the wire once prepared.
 
-Until ``batchcap/prepare/`` (resizing before upload) lands, :class:`ResizeModel` estimates with a simple
-model: an image whose long side is over ``long_side`` px would be scaled down to it, and its encoded size
-scales with its pixel count, so ``bytes * (long_side / long)^2``; smaller images go as they are. The output
-says which model was used (``UploadModel.describe``).
-
-To plug the real preparation in: write a class with ``describe()`` and ``sent_bytes(data, mime, size)``
-that runs ``prepare`` on the bytes and returns the prepared length, and wrap it in :class:`Sampled` so only
-every ``every``-th image pays for a real resize (the rest get the sample's ratio of sent to disk bytes).
-``inventory(..., upload=Sampled(PrepareModel(settings), every=50))``.
+:class:`PrepareModel` runs the run's own ``batchcap.prepare`` on an image and counts what it would send;
+wrapped in :class:`Sampled`, only every ``every``-th image pays for a real resize (the rest get the sample's
+ratio of sent to disk bytes): ``inventory(..., upload=Sampled(PrepareModel(settings), every=50))``, what
+``batchcap check`` does. :class:`ResizeModel` is the cheap stand-in (``bytes * (long_side / long)^2``) for
+callers that want no decode at all. The output says which model was used (``UploadModel.describe``).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["ResizeModel", "Sampled", "UploadModel"]
+from batchcap.errors import InputError
+from batchcap.prepare import PrepareSettings, prepare
+
+__all__ = ["PrepareModel", "ResizeModel", "Sampled", "UploadModel"]
 
 
 class UploadModel(Protocol):
@@ -26,8 +25,28 @@ class UploadModel(Protocol):
     def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int: ...
 
 
+class PrepareModel:
+    """What ``batchcap run`` would send: the image through ``prepare`` with the run's default settings."""
+
+    __slots__ = ("settings",)
+
+    def __init__(self, settings: PrepareSettings | None = None) -> None:
+        self.settings = settings or PrepareSettings()
+
+    def describe(self) -> str:
+        s = self.settings
+        return (f"measured: images prepared as run prepares them (long side <= {s.max_side} px, JPEG quality "
+                f"{s.jpeg_quality}, metadata stripped)")
+
+    def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
+        try:
+            return len(prepare(data, self.settings).data)
+        except InputError:
+            return 0  # run records it and sends nothing
+
+
 class ResizeModel:
-    """``bytes * min(1, (long_side / long)^2)``: the stand-in until ``batchcap.prepare`` lands."""
+    """``bytes * min(1, (long_side / long)^2)``: a stand-in that needs no decode."""
 
     __slots__ = ("long_side",)
 
@@ -36,7 +55,7 @@ class ResizeModel:
 
     def describe(self) -> str:
         return (f"estimated: images whose long side is over {self.long_side} px counted as scaled to it "
-                f"(bytes x ({self.long_side}/long side)^2); no preparation step is installed yet")
+                f"(bytes x ({self.long_side}/long side)^2)")
 
     def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
         if size is None:

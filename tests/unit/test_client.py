@@ -115,3 +115,19 @@ async def test_a_refusal_carries_the_servers_words_and_request_id(serve: Serve) 
     with pytest.raises(RejectedImage, match=r"HTTP 422 .*: image too small") as info:
         await caption(await serve(refuse))
     assert info.value.request_id == "r-7"
+
+
+async def test_a_large_body_is_sent_whole_without_a_resource_warning(serve: Serve) -> None:
+    big = LoadedImage(ImageJob("big.jpg", "/x/big.jpg", 3_000_000), b"\xff\xd8\xff" + b"\0" * 3_000_000 + b"\xff\xd9",
+                      "image/jpeg")
+    got: list[int] = []
+
+    async def measure(request: web.BaseRequest) -> web.StreamResponse:
+        got.append(len(await request.content.read()))  # the stream: no 1 MB client_max_size
+        return web.json_response([{"generated_text": "big"}])
+
+    async with CaptionClient(await serve(measure), HFRaw(), timeout=5.0) as client:
+        reply = await client.caption(big)  # filterwarnings=error: a ResourceWarning would fail here
+    assert reply.caption == "big"
+    assert got == [len(big.data)]
+    assert reply.bytes_sent == len(big.data)
