@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Literal
+
+from batchcap.journal import replacing
 
 __all__ = ["Placed", "atomic_bytes", "atomic_text", "place_image", "replace_text", "sync_all"]
 
@@ -22,20 +24,10 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+def _replacing(path: Path) -> AbstractContextManager[Path]:
+    """``journal.replacing`` into a folder made if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    return replacing(path, tmp=_tmp(path))
 
 
 @contextmanager
@@ -95,9 +87,7 @@ def place_image(src: Path, dest: Path) -> Placed:
             d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
         ):
             return "unchanged"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(dest)
-    try:
+    with _replacing(dest) as tmp:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
@@ -108,11 +98,4 @@ def place_image(src: Path, dest: Path) -> Placed:
         except OSError:
             shutil.copy2(src, tmp)
             how = "copied"
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return how

@@ -8,7 +8,7 @@ atomic files, the disk-error messages). Other packages import from here.
 from __future__ import annotations
 
 from .codec import decode_line, encode_record
-from .fsio import write_json_atomic
+from .fsio import replacing, write_json_atomic
 from .index import JournalIndex, load_index, path_key
 from .writer import JournalWriter
 
@@ -19,5 +19,6 @@ __all__ = [
     "encode_record",
     "load_index",
     "path_key",
+    "replacing",
     "write_json_atomic",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "append_newline",
     "file_id",
     "lock",
+    "replacing",
     "sync",
     "sync_dir",
     "truncate",
@@ -78,6 +81,22 @@ def append_newline(path: Path) -> None:
 
 
 
+@contextmanager
+def replacing(path: Path, *, tmp: Path | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` (or ``tmp``): on success it replaces ``path`` in one rename, on any
+    failure it is removed. Readers see the old file or the new one, never half of one."""
+    tmp = tmp if tmp is not None else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Replace ``path`` with ``obj`` as indented JSON, all or nothing (tmp file, fsync, ``os.replace``).
 
@@ -86,21 +105,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     orjson cannot serialise ``obj``.
     """
     data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     sync_dir(path.parent)
 
 

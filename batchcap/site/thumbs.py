@@ -20,6 +20,7 @@ import orjson
 from PIL import Image, ImageOps
 
 from batchcap.export import Inside, safe_relpath
+from batchcap.journal import replacing
 
 __all__ = ["THUMB_PX", "ThumbStats", "make_thumbnails"]
 
@@ -50,16 +51,8 @@ def _encode(data: bytes, dest: Path) -> None:
         small.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR, reducing_gap=2.0)
         if small.mode not in ("RGB", "RGBA"):
             small = small.convert("RGBA" if "transparency" in small.info or small.mode in ("LA", "PA") else "RGB")
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{id(data)}.tmp")
-        try:
+        with replacing(dest, tmp=dest.with_name(f".{dest.name}.{os.getpid()}.{id(data)}.tmp")) as tmp:
             small.save(tmp, "WEBP", quality=_QUALITY, method=0)  # method 0: 2.7x faster than 3, ~10% larger
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
 
 def make_thumbnails(
