@@ -145,10 +145,8 @@ class Captioner:
                     await anyio.sleep(delay)
                 continue
             self.limiter.succeeded()
-            if not self.guard.ok_seen:
-                self.released.extend(self.guard.succeeded())
-            else:
-                self.guard.succeeded()
+            if held := self.guard.succeeded():
+                self.released.extend(held)
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
             flags: tuple[str, ...] = ()

@@ -50,6 +50,8 @@ REFUSAL_LIMIT = 25
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
 StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent"]
 
+_NONE: list[Record] = []  # returned (never changed) by succeeded() when nothing is held: no list per caption
+
 #: Records held back at most (many *different* refusals are no systematic fault): memory stays bounded.
 _HOLD_AT_MOST = 4 * REFUSAL_LIMIT
 
@@ -102,7 +104,7 @@ class RunGuard:
         """A caption arrived; returns the held records, which are now safe to write."""
         self.ok_seen = True
         self.last_caption = self._clock()
-        return self.release()
+        return self.release() if self.held else _NONE
 
     def release(self) -> list[Record]:
         """Hand over the held records (on success, or when the run ends without a stop)."""
