@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from .config import RunConfig, Secret, find_token
-from .errors import (
+from batchcap.config import RunConfig, Secret, find_token
+from batchcap.errors import (
     Aborted,
     APIError,
     AuthError,
@@ -32,9 +32,9 @@ from .errors import (
     UsageError,
     WrongTarget,
 )
-from .models import ErrorInfo, ImageJob, LoadedImage, Record
-from .run import RunStats, run
-from .version import __version__
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.run import RunStats, run
+from batchcap.version import __version__
 
 __all__ = [
     "APIError",

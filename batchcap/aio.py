@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import anyio
 
-from .errors import ConfigError
+from batchcap.errors import ConfigError
 
 __all__ = ["EVENT_LOOPS", "first_leaf", "leaves", "run_async", "watch_signals"]
 

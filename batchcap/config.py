@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from .concurrency import parse_concurrency
-from .errors import ConfigError
-from .quality import QualitySettings
-from .shard import Shard, parse_shard
+from batchcap.errors import ConfigError
+from batchcap.flow.concurrency import parse_concurrency
+from batchcap.source.shard import Shard, parse_shard
+from batchcap.tasks.quality import QualitySettings
 
 if TYPE_CHECKING:
-    from .prepare import PrepareSettings
+    from batchcap.prepare import PrepareSettings
 
 __all__ = [
     "API_CHOICES",
@@ -84,7 +84,7 @@ class RunConfig:
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
-    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.targets``): several targets in one run
+    targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.service.targets``): several targets in one run
     route: Literal["failover", "spread"] = "failover"
     price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
     #: Caption only this shard of the folder (``--shard I/N``); None = all of it.
@@ -104,7 +104,7 @@ class RunConfig:
 
     def prepare_settings(self) -> PrepareSettings:
         """The settings of ``batchcap.prepare`` for this run (``--max-upload-mb`` in decimal MB, as TGI counts)."""
-        from .prepare import PrepareSettings
+        from batchcap.prepare import PrepareSettings
 
         return PrepareSettings(
             max_side=self.max_side, jpeg_quality=self.jpeg_quality, keep_metadata=self.keep_metadata,
@@ -117,7 +117,7 @@ class RunConfig:
     max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
 
     def quality(self) -> QualitySettings:
-        """The caption quality gates this run applies (``batchcap.quality``)."""
+        """The caption quality gates this run applies (``batchcap.tasks.quality``)."""
         return QualitySettings(quality_retries=self.quality_retries, on_bad_caption=self.on_bad_caption,
                                min_words=self.min_words, max_words=self.max_words)
 
@@ -130,7 +130,7 @@ class RunConfig:
         if self.endpoint:
             return self.endpoint
         if self.endpoint_name:
-            return ""  # known once the management API has been asked (batchcap.endpoints)
+            return ""  # known once the management API has been asked (batchcap.service.endpoints)
         return f"{self.api_base.rstrip('/')}/models/{self.model}"
 
     @property

@@ -178,7 +178,7 @@ class BadResponse(PermanentError):
 class BadCaption(PermanentError):
     """A caption that still failed a quality gate (empty, refusal, cut off...) after ``--quality-retries``.
 
-    ``flags`` names the gates it failed (``batchcap.quality``); raised only with ``--on-bad-caption error``.
+    ``flags`` names the gates it failed (``batchcap.tasks.quality``); raised only with ``--on-bad-caption error``.
     """
 
     def __init__(

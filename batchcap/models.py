@@ -70,5 +70,5 @@ class Record:
     request_id: str | None = None
     ts: float = 0.0
     prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
-    flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.quality``), kept with --on-bad-caption flag
+    flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.tasks.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy

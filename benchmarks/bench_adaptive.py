@@ -33,8 +33,8 @@ sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
 from _util import Ctx, Result
 from adaptive_harness import DriveResult, drive, jpeg_images
 
-from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter, FixedLimit, LimitAlgorithm
 from batchcap.emulator import EmulatorSettings, start_emulator
+from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter, FixedLimit, LimitAlgorithm
 
 
 async def _once(
@@ -96,7 +96,7 @@ async def _pipeline(settings: EmulatorSettings, images: int) -> float:
 
     from batchcap.config import RunConfig
     from batchcap.run import run as run_batchcap
-    from batchcap.samples import generate
+    from batchcap.source.samples import generate
 
     with tempfile.TemporaryDirectory(prefix="bench-adaptive-") as tmp:
         folder = Path(tmp) / "img"

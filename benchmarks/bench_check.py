@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _util import BATCHCAP, CLIENT_CORE, SERVER_CORE, free_port, pinned, stop, wait_port
 
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 
 def timed(argv: list[str]) -> tuple[float, str]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_dedupe.py [--count 200]
 
-Distinct images: ``batchcap.samples`` (flat shapes, gradients: the hard case for a perceptual hash) and
+Distinct images: ``batchcap.source.samples`` (flat shapes, gradients: the hard case for a perceptual hash) and
 "textured" ones (smooth random fields, closer to photos). Copies of each: resized (x0.25 .. x2, JPEG q90),
 re-saved as JPEG q50/75/95, PNG and WebP. Prints, per copy kind, how many copies are found as near copies
 of their original; and how many pairs of distinct images would be wrongly taken as near copies.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
-from batchcap.dedupe import COLOUR_TOLERANCE, NEAR_DISTANCE, content_digest, hamming, near_key
-from batchcap.samples import generate
+from batchcap.source.digest import COLOUR_TOLERANCE, NEAR_DISTANCE, content_digest, hamming, near_key
+from batchcap.source.samples import generate
 
 
 def textured(i: int) -> bytes:

@@ -186,9 +186,9 @@ def _rest(spec: dict[str, object], sets: dict[str, list[bytes]], settings: Prepa
 
     import anyio
 
-    from batchcap.images import load
     from batchcap.models import ImageJob
     from batchcap.prepare import PreparePool, prepare
+    from batchcap.source.read import load
 
     rounds = int(spec["rounds"])  # type: ignore[call-overload]
     photos = sets["grainy"]
@@ -242,7 +242,7 @@ def _rest(spec: dict[str, object], sets: dict[str, list[bytes]], settings: Prepa
     out["passthrough"] = {"prepare_us": best_pass * 1e6, "load_us": best_load * 1e6, "bytes": len(web)}
 
     # The reader stage of the small-file hot path: load_batch alone vs load_batch + the header triage.
-    from batchcap.images import load_batch
+    from batchcap.source.read import load_batch
 
     small = [Path(p) for p in spec["small"]]  # type: ignore[union-attr]
     jobs = [ImageJob(path=p.name, abspath=str(p), size=p.stat().st_size) for p in small]

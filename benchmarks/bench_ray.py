@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import free_port, median, parse_summary, stop, wait_port
 
 from batchcap.emulator.log import busiest
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 HERE = Path(__file__).resolve().parent
 MODEL = "Salesforce/blip-image-captioning-base"

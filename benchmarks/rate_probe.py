@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 
 from batchcap.config import RunConfig
-from batchcap.ratelimit import RateLimiter
+from batchcap.flow.ratelimit import RateLimiter
 from batchcap.run import pipeline
 
 GRANTS: list[float] = []

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, start_emulator
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 EmulatorFactory = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]

@@ -5,7 +5,7 @@ Each target is benchmarked in turn on the same images, with the project's own cl
     cold start (time to first caption) -> closed-loop sweep over --concurrency -> open-loop sweep over
     --arrival-rate -> summaries (stats) -> verdict -> bench.json, bench.md, bench.png (report)
 
-One job per module: ``spec`` (targets and settings), ``args`` (the flags), ``runner`` (the measuring, per
+One job per module: ``spec`` (targets and settings), ``runner`` (the measuring, per
 target), ``send`` (one request as data), ``loadgen`` (closed/open-loop load, bounded), ``stats`` (the numbers,
 pure), ``verdict`` (the words, pure), ``report`` (the files), ``demo`` (two local emulators), ``interrupt``
 and ``environment`` (Ctrl-C, versions and machine). Every loop is bounded in requests and seconds, and the
@@ -14,12 +14,11 @@ whole bench by ``--max-time``. The CLI (``batchcap.cli.bench``) prints and picks
 
 from __future__ import annotations
 
-from .args import add_arguments, images_dir, settings_from_args
-from .demo import bench, demo_settings, demo_targets
-from .report import ReportPaths, render_results, write_reports
-from .runner import run_bench
-from .spec import DEMO_MODEL, BenchSettings, Target, parse_target, resolve_targets
-from .stats import BenchResult
+from batchcap.bench.demo import bench, demo_settings, demo_targets
+from batchcap.bench.report import ReportPaths, render_results, write_reports
+from batchcap.bench.runner import run_bench
+from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, parse_target, resolve_targets
+from batchcap.bench.stats import BenchResult
 
 __all__ = [
     "DEMO_MODEL",
@@ -27,15 +26,12 @@ __all__ = [
     "BenchSettings",
     "ReportPaths",
     "Target",
-    "add_arguments",
     "bench",
     "demo_settings",
     "demo_targets",
-    "images_dir",
     "parse_target",
     "render_results",
     "resolve_targets",
     "run_bench",
-    "settings_from_args",
     "write_reports",
 ]

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import anyio
 
+from batchcap.bench.runner import Log, run_bench
+from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target
+from batchcap.bench.stats import BenchResult
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings, start_emulator
-from batchcap.samples import generate
-
-from .runner import Log, run_bench
-from .spec import DEMO_MODEL, BenchSettings, Target
-from .stats import BenchResult
+from batchcap.source.samples import generate
 
 __all__ = ["DEMO_ENDPOINT_PRICE", "bench", "demo_settings", "demo_targets"]
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from batchcap.bench.stats import ColdStart, ErrorKind, Sample, StopReason
 from batchcap.types import Clock
-
-from .stats import ColdStart, ErrorKind, Sample, StopReason
 
 __all__ = ["Outcome", "Send", "StepRun", "closed_loop", "open_loop", "poisson_schedule", "probe_until_ok"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .stats import (
+from batchcap.bench.stats import (
     ERROR_KINDS,
     ERROR_LABELS,
     BenchResult,
@@ -21,7 +21,7 @@ from .stats import (
     StepStats,
     TargetResult,
 )
-from .verdict import describe_errors, format_duration
+from batchcap.bench.verdict import describe_errors, format_duration
 
 __all__ = ["ReportPaths", "render_markdown", "render_results", "to_json", "write_plot", "write_reports"]
 

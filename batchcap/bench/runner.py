@@ -21,21 +21,12 @@ from typing import Any
 import anyio
 
 from batchcap.aio import first_leaf, watch_signals
-from batchcap.client import CaptionClient
-from batchcap.config import AfterRun, RunConfig, Secret, find_token
-from batchcap.errors import BenchAborted, ConfigError
-from batchcap.images import load_batch
-from batchcap.models import LoadedImage
-from batchcap.protocols import make_adapter
-from batchcap.scan import scan
-from batchcap.types import Clock
-
-from .environment import machine, versions
-from .interrupt import Interrupt
-from .loadgen import Send, StepRun, closed_loop, open_loop, poisson_schedule, probe_until_ok
-from .send import make_sender
-from .spec import BenchSettings, Target
-from .stats import (
+from batchcap.bench.environment import machine, versions
+from batchcap.bench.interrupt import Interrupt
+from batchcap.bench.loadgen import Send, StepRun, closed_loop, open_loop, poisson_schedule, probe_until_ok
+from batchcap.bench.send import make_sender
+from batchcap.bench.spec import BenchSettings, Target
+from batchcap.bench.stats import (
     BenchResult,
     ColdStart,
     Mode,
@@ -45,7 +36,15 @@ from .stats import (
     summarize_step,
     throttle_summary,
 )
-from .verdict import describe_errors, verdict
+from batchcap.bench.verdict import describe_errors, verdict
+from batchcap.config import AfterRun, RunConfig, Secret, find_token
+from batchcap.errors import BenchAborted, ConfigError
+from batchcap.models import LoadedImage
+from batchcap.service.client import CaptionClient
+from batchcap.service.protocols import make_adapter
+from batchcap.source.read import load_batch
+from batchcap.source.scan import scan
+from batchcap.types import Clock
 
 __all__ = ["run_bench"]
 
@@ -154,7 +153,7 @@ class TargetBench:
 
     async def measure_named_endpoint(self) -> TargetResult:
         """An Endpoint by name: resume it and time paused -> first caption; then leave it as it was found."""
-        from batchcap.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
+        from batchcap.service.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
 
         cfg = self.target.cfg
         name = EndpointName.parse(cfg.endpoint_name or "")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from batchcap.client import CaptionClient
+from batchcap.bench.loadgen import Outcome, Send
+from batchcap.bench.spec import Target
+from batchcap.bench.stats import ErrorKind
 from batchcap.errors import (
     APIError,
     AuthError,
@@ -21,10 +23,7 @@ from batchcap.errors import (
     abort_message,
 )
 from batchcap.models import LoadedImage
-
-from .loadgen import Outcome, Send
-from .spec import Target
-from .stats import ErrorKind
+from batchcap.service.client import CaptionClient
 
 __all__ = ["error_kind", "make_sender", "pause_after"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchcap.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.service.targets import DEMO_MODEL, Target, parse_target, resolve_targets
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
 

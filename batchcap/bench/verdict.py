@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from .stats import ERROR_LABELS, StepStats, TargetResult
+from batchcap.bench.stats import ERROR_LABELS, StepStats, TargetResult
 
 __all__ = ["describe_errors", "drop_empty", "format_duration", "still_climbing", "verdict"]
 

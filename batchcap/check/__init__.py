@@ -7,10 +7,10 @@ preparation: the seam for ``batchcap.prepare``), ``estimate`` (wall time and cos
 
 from __future__ import annotations
 
-from .command import MAX_PROBE, CheckReport, add_arguments, check_from_args, render
-from .estimate import Estimate, estimate
-from .inventory import FileFacts, Inventory, inspect, inventory
-from .upload import PrepareModel, ResizeModel, Sampled, UploadModel
+from batchcap.check.command import MAX_PROBE, CheckReport, check_from_args, render
+from batchcap.check.estimate import Estimate, estimate
+from batchcap.check.inventory import FileFacts, Inventory, inspect, inventory
+from batchcap.check.upload import PrepareModel, ResizeModel, Sampled, UploadModel
 
 __all__ = [
     "MAX_PROBE",
@@ -22,7 +22,6 @@ __all__ = [
     "ResizeModel",
     "Sampled",
     "UploadModel",
-    "add_arguments",
     "check_from_args",
     "estimate",
     "inspect",

@@ -13,62 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..aio import run_async
-from ..argtypes import number
-from ..bench import parse_target
-from ..config import RunConfig, find_token, parse_rate
-from ..errors import ConfigError, UsageError
-from ..quality import QualitySettings
-from .estimate import Estimate, estimate
-from .inventory import Inventory, inventory
+from batchcap.aio import run_async
+from batchcap.bench import parse_target
+from batchcap.check.estimate import Estimate, estimate
+from batchcap.check.inventory import Inventory, inventory
+from batchcap.config import RunConfig, find_token
+from batchcap.errors import ConfigError, UsageError
+from batchcap.tasks.quality import QualitySettings
 
-__all__ = ["MAX_PROBE", "CheckReport", "add_arguments", "check_from_args", "render", "target_config"]
+__all__ = ["MAX_PROBE", "CheckReport", "check_from_args", "render", "target_config"]
 
 MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memory
-
-
-def _price(text: str) -> float:
-    try:
-        value = float(text.removeprefix("$"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected dollars per hour, e.g. 0.60 (got {text!r})") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be >= 0 dollars (got {text!r})")
-    return value
-
-
-def _rate(text: str) -> float | str:
-    try:
-        value = parse_rate(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--rate: ")) from None
-    return math.inf if value is None else value
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``batchcap check``."""
-    p.add_argument("input_dir", metavar="DIR", type=Path, help="folder of images (searched recursively)")
-    p.add_argument("--out", type=Path, help="the JSONL results file a run would resume: count what is already done")
-    p.add_argument("--target", metavar="SPEC",
-                   help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL "
-                        "or a profile .toml (as in bench)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    p.add_argument("--probe", type=number(int, 1), metavar="N",
-                   help=f"send N real requests (at most {MAX_PROBE}) to measure the target's latency; "
-                        "without it check sends nothing")
-    p.add_argument("--price-per-hour", type=_price, metavar="P", help="the target's price in dollars per hour")
-    p.add_argument("--dedupe", choices=("exact", "near", "off"), default="exact",
-                   help="copies to find: exact (same bytes, default), near (also resized / re-saved), off")
-    p.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")
-    p.add_argument("--concurrency", type=number(int, 1), help="requests in flight for the estimate (default: the target's)")
-    p.add_argument("--rate", type=_rate, help="requests per second for the estimate, or 'unlimited' (default: the target's)")
-    p.add_argument("--burst", type=number(int, 1), help="burst for the estimate (default: the target's)")
-    p.add_argument("--token-file", type=Path, help="token for --probe (default: $HF_TOKEN, then the HF token file)")
-    p.add_argument("--retry-failed", action="store_true", help="count earlier final errors as to do, as run would")
-    p.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links (default: skip them)")
-    p.add_argument("--max-image-mb", type=float, default=RunConfig().max_image_mb,
-                   help="larger files count as unreadable, as run records them (default: %(default)s)")
-    p.add_argument("--readers", type=number(int, 1), default=2, help="reader threads (default: %(default)s)")
 
 
 def target_config(ns: argparse.Namespace) -> RunConfig | None:
@@ -134,7 +89,7 @@ def check_from_args(ns: argparse.Namespace) -> CheckReport:
 
 
 def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
-    from .probe import probe
+    from batchcap.check.probe import probe
 
     token, _ = find_token(cfg.token_file)
     images = list(inv.probe_images)

@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
-from ..dedupe import DigestSet, NearIndex, NearKey, content_digest, near_key
-from ..errors import InputError
-from ..images import load_batch
-from ..journal import JournalIndex, load_index
-from ..models import ImageJob, LoadedImage
-from ..scan import scan_batches
-from .upload import PrepareModel, Sampled, UploadModel
+from batchcap.check.upload import PrepareModel, Sampled, UploadModel
+from batchcap.errors import InputError
+from batchcap.journal import JournalIndex, load_index
+from batchcap.models import ImageJob, LoadedImage
+from batchcap.source.digest import DigestSet, NearIndex, NearKey, content_digest, near_key
+from batchcap.source.read import load_batch
+from batchcap.source.scan import scan_batches
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "header_size", "inspect", "inventory"]
 

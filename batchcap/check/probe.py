@@ -16,13 +16,13 @@ from typing import Any
 
 import anyio
 
-from ..client import CaptionClient
-from ..config import RunConfig, Secret
-from ..errors import APIError, RateLimited
-from ..models import LoadedImage
-from ..protocols import make_adapter
-from ..quality import DEFAULT_QUALITY, QualitySettings, judge
-from ..ratelimit import RateLimiter
+from batchcap.config import RunConfig, Secret
+from batchcap.errors import APIError, RateLimited
+from batchcap.flow.ratelimit import RateLimiter
+from batchcap.models import LoadedImage
+from batchcap.service.client import CaptionClient
+from batchcap.service.protocols import make_adapter
+from batchcap.tasks.quality import DEFAULT_QUALITY, QualitySettings, judge
 
 __all__ = ["ProbeResult", "probe"]
 

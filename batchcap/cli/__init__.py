@@ -8,7 +8,7 @@ The only package that prints or picks exit codes.
 
 from __future__ import annotations
 
-from .app import build_parser, main
-from .exit_codes import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from batchcap.cli.app import build_parser, main
+from batchcap.cli.exit_codes import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_ABORTED", "EXIT_ERRORS", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]

@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
+from batchcap.cli import bench, check, export, merge, report, run, samples, serve
+from batchcap.cli.exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 from batchcap.errors import Aborted, BatchcapError, ConfigError, UsageError
 from batchcap.version import __version__
-
-from . import bench, check, export, merge, report, run, samples, serve
-from .exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["COMMANDS", "Command", "build_parser", "exit_for", "main"]
 

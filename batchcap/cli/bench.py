@@ -1,28 +1,189 @@
-"""``batchcap bench``: run the bench, write its reports, print the verdict, pick the exit code."""
+"""``batchcap bench``: its flags, the settings they make, the run, the reports, the verdict and the exit code.
+
+Flags left unset take a default that depends on ``--demo`` (a real bench sweeps wider and longer), which is why
+they default to ``None`` here and are resolved in :func:`settings_from_args` rather than by argparse.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import orjson
 
 from batchcap.aio import run_async
-from batchcap.bench import add_arguments as add_bench_arguments
-from batchcap.bench import bench, images_dir, render_results, settings_from_args, write_reports
-from batchcap.site import write_bench_html
+from batchcap.bench import bench, render_results, write_reports
+from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
+from batchcap.cli.argtypes import add_event_loop_flag, number
+from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from batchcap.config import DEFAULT_API_BASE
+from batchcap.errors import UsageError
 
-from .exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-
-__all__ = ["HELP", "PREFIX", "add_arguments", "main"]
+__all__ = ["HELP", "PREFIX", "add_arguments", "images_dir", "main", "settings_from_args"]
 
 HELP = "benchmark targets (e.g. an Endpoint vs the free API) on the same images"
 PREFIX = "batchcap bench"
 
+_DEFAULTS = {  # flag: (real run, --demo)
+    "concurrency": ((1, 2, 4, 8, 16, 32), (1, 2, 4, 8, 16)),
+    "requests": (200, 80),
+    "duration": (60.0, 4.0),
+    "warmup": (5, 3),
+    "images": (50, 40),
+    "cold_start_timeout": (300.0, 20.0),
+    "max_time": (900.0, 120.0),
+}
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers like 1,2,4,8 (got {text!r})") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1 like 1,2,4,8 (got {text!r})")
+    return tuple(values)
+
+
+def _positive_floats(text: str) -> tuple[float, ...]:
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 5,10,20 (got {text!r})") from None
+    if not values or values[0] <= 0 or not math.isfinite(values[-1]):
+        raise argparse.ArgumentTypeError(f"expected numbers > 0 like 5,10,20 (got {text!r})")
+    return tuple(values)
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
+
+
+def _dflt(name: str) -> str:
+    real, demo = _DEFAULTS[name]
+    return f"default: {_show(real)}; with --demo {_show(demo)}"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_bench_arguments(p)
+    """Every ``batchcap bench`` flag, on the parser cli.py gives us."""
+    p.description = (
+        "Compare captioning targets (the free serverless API, a paid Inference Endpoint, an OpenAI-compatible "
+        "server) on the same images: throughput and latency per concurrency, errors by kind, cost per 1,000 "
+        "images, the best concurrency within a latency SLO, and a verdict. Writes bench.json, bench.md and a plot."
+    )
+    p.epilog = (
+        "examples:\n"
+        "  batchcap bench --demo                      # offline: two local emulators, ~1 minute\n"
+        f"  batchcap bench photos/ --target free=hf:{DEMO_MODEL} \\\n"
+        "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
+        "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"
+        "  batchcap bench photos/ --target vlm=configs/openai-vlm.toml --arrival-rate 1,2,4\n"
+        "tokens: each target uses --token-file NAME=PATH, else $HF_TOKEN / ~/.cache/huggingface/token;\n"
+        "never on the command line, never written to bench.json.\n"
+        "exit codes: 0 report written; 1 report written but no target returned a caption; 2 bad flags;\n"
+        "  3 aborted (token refused, wrong URL/model, no readable images)"
+    )
+    p.add_argument("images_dir", metavar="IMAGES_DIR", type=Path, nargs="?",
+                   help="folder of your images (the first --images are used, in scan order)")
+    t = p.add_argument_group("targets")
+    t.add_argument("--target", action="append", default=[], metavar="NAME=SPEC",
+                   help="repeatable. SPEC: hf:MODEL_ID (serverless API), https://... (Inference Endpoint URL), "
+                        "openai:MODEL@BASE_URL (chat server), endpoint:NAMESPACE/NAME[@MANAGEMENT_API] (an "
+                        "Endpoint by name: resumed if asleep, its cold start timed from the resume, left as found), "
+                        "or path/to/profile.toml (see configs/)")
+    t.add_argument("--api-base", default=DEFAULT_API_BASE, metavar="URL", help="serverless API base for hf: targets (default: %(default)s)")
+    t.add_argument("--token-file", action="append", default=[], metavar="NAME=PATH",
+                   help="file holding the token for target NAME (PATH alone: every target)")
+    t.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=DOLLARS",
+                   help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar")
+    s = p.add_argument_group("sweep")
+    s.add_argument("--concurrency", type=_positive_ints, metavar="LIST",
+                   help=f"closed loop: requests in flight per step ({_dflt('concurrency')})")
+    s.add_argument("--arrival-rate", type=_positive_floats, metavar="LIST",
+                   help="open loop: Poisson arrivals per second per step, e.g. 5,10,20; latency counts from the "
+                        "scheduled send time. Alone it replaces the closed loop; with --concurrency both run")
+    s.add_argument("--requests", type=number(int, 1), metavar="N", help=f"measured requests per step ({_dflt('requests')})")
+    s.add_argument("--duration", type=number(float, 0.1), metavar="SECONDS", help=f"seconds cap per step ({_dflt('duration')})")
+    s.add_argument("--warmup", type=number(int, 0), metavar="N",
+                   help=f"requests per step sent first and reported apart ({_dflt('warmup')})")
+    s.add_argument("--slo", type=number(float, 0.001), default=2.0, metavar="SECONDS",
+                   help="p95 latency target in seconds; the knee is the best step within it (default: %(default)s)")
+    s.add_argument("--max-in-flight", type=number(int, 1), default=256, metavar="N",
+                   help="open loop: cap on requests in flight (default: %(default)s)")
+    s.add_argument("--throttle-pause", type=number(float, 0.0), default=1.0, metavar="SECONDS",
+                   help="closed loop: seconds a worker rests after a 429 without Retry-After (default: %(default)s)")
+    b = p.add_argument_group("bounds and output")
+    b.add_argument("--images", type=number(int, 1), metavar="N", help=f"distinct images to load and cycle through ({_dflt('images')})")
+    b.add_argument("--images-dir", type=Path, dest="images_dir_opt", metavar="DIR",
+                   help="same as IMAGES_DIR (with --demo: use these instead of generated samples)")
+    b.add_argument("--max-image-mb", type=number(float, 0.001), default=20.0, metavar="MB", help="skip larger files (default: %(default)s)")
+    b.add_argument("--timeout", type=number(float, 0.001), metavar="SECONDS", help="seconds per request (default: the target's, 60)")
+    b.add_argument("--cold-start-timeout", type=number(float, 0.0), metavar="SECONDS",
+                   help=f"seconds to wait for a target's first caption ({_dflt('cold_start_timeout')})")
+    b.add_argument("--max-time", type=number(float, 1.0), metavar="SECONDS", help=f"seconds for the whole bench ({_dflt('max_time')})")
+    b.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the open-loop arrival schedules (default: %(default)s)")
+    b.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="folder for bench.json/.md/.png (default: %(default)s)")
+    b.add_argument("--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)")
+    b.add_argument("--demo", action="store_true",
+                   help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
+                        "'endpoint' (no token, no network)")
+    add_event_loop_flag(b)
+
+
+def images_dir(ns: argparse.Namespace) -> Path | None:
+    positional: Path | None = ns.images_dir
+    option: Path | None = ns.images_dir_opt
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"two image folders given ({positional} and --images-dir {option}); give one")
+    return positional if positional is not None else option
+
+
+def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
+    """Flags -> settings; raises UsageError for anything malformed. Targets are empty for --demo."""
+    demo = bool(ns.demo)
+
+    def pick(name: str) -> Any:
+        value = getattr(ns, name, None)
+        return value if value is not None else _DEFAULTS[name][1 if demo else 0]
+
+    given = images_dir(ns)
+    if demo:
+        if ns.target:
+            raise UsageError("--demo makes its own two targets; drop --target (or drop --demo)")
+        targets: tuple[Target, ...] = ()
+    else:
+        if not ns.target:
+            raise UsageError("name at least one --target (e.g. --target free=hf:MODEL_ID), or try --demo")
+        targets = resolve_targets(ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour)
+        if given is None:
+            raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
+    concurrency = ns.concurrency
+    rates = ns.arrival_rate or ()
+    if concurrency is None:
+        concurrency = () if rates else pick("concurrency")
+    return BenchSettings(
+        targets=targets,
+        images_dir=Path(given) if given is not None else Path("."),
+        images=pick("images"),
+        concurrency=tuple(concurrency),
+        arrival_rates=tuple(rates),
+        requests=pick("requests"),
+        duration=pick("duration"),
+        warmup=pick("warmup"),
+        slo=ns.slo,
+        timeout=ns.timeout,
+        cold_start_timeout=pick("cold_start_timeout"),
+        max_time=pick("max_time"),
+        max_in_flight=ns.max_in_flight,
+        throttle_pause=ns.throttle_pause,
+        max_image_mb=ns.max_image_mb,
+        seed=ns.seed,
+        demo=demo,
+    )
 
 
 def _log(line: str) -> None:
@@ -31,6 +192,8 @@ def _log(line: str) -> None:
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     """0 report written (1 if nothing succeeded), 2 bad flags, 3 aborted, 130 interrupted (partial report)."""
+    from batchcap.site import write_bench_html
+
     settings = settings_from_args(ns)
     given = images_dir(ns)
     result = run_async(lambda: bench(settings, given, _log), ns.event_loop)

@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from batchcap.merge import merge_journals
+from batchcap.cli.exit_codes import EXIT_OK
+from batchcap.journal.merge import merge_journals
 from batchcap.run import manifest_path
-
-from .exit_codes import EXIT_OK
 
 __all__ = ["HELP", "add_arguments", "main"]
 

@@ -6,8 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from batchcap.argtypes import add_event_loop_flag, number
-from batchcap.concurrency import parse_concurrency
+from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.config import (
     API_CHOICES,
     DEDUPE_CHOICES,
@@ -20,7 +19,8 @@ from batchcap.config import (
     parse_rate,
 )
 from batchcap.errors import ConfigError
-from batchcap.shard import Shard, parse_shard
+from batchcap.flow.concurrency import parse_concurrency
+from batchcap.source.shard import Shard, parse_shard
 
 __all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
 

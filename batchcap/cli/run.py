@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchcap.aio import run_async
+from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
-
-from .exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-from .options import add_run_arguments, config_from_args
 
 __all__ = ["HELP", "add_arguments", "main"]
 
@@ -56,7 +55,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     tune_malloc()
     try:
         if cfg.endpoint_name:
-            from batchcap.endpoints import run_with_endpoint
+            from batchcap.service.endpoints import run_with_endpoint
 
             stats = run_async(
                 lambda: run_with_endpoint(cfg, token=token, progress=progress, notes=_note, handle_signals=True,

@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from batchcap.argtypes import number
-from batchcap.samples import generate
-
-from .exit_codes import EXIT_OK
+from batchcap.cli.argtypes import number
+from batchcap.cli.exit_codes import EXIT_OK
+from batchcap.source.samples import generate
 
 __all__ = ["HELP", "add_arguments", "main"]
 

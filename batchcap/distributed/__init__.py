@@ -8,7 +8,7 @@ as an actor), ``progress`` (counters over all workers), ``worker`` (one shard = 
 
 from __future__ import annotations
 
-from .driver import JobAborted, JobStats, part_paths, run_distributed
-from .plan import JobPlan, Split, plan_job, split_limits
+from batchcap.distributed.driver import JobAborted, JobStats, part_paths, run_distributed
+from batchcap.distributed.plan import JobPlan, Split, plan_job, split_limits
 
 __all__ = ["JobAborted", "JobPlan", "JobStats", "Split", "part_paths", "plan_job", "run_distributed", "split_limits"]

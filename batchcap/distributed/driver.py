@@ -29,14 +29,13 @@ from types import FrameType
 from typing import Any
 
 from batchcap.config import RunConfig, Secret
+from batchcap.distributed.limiter import SharedLimiter
+from batchcap.distributed.plan import JobPlan, plan_job, split_limits
+from batchcap.distributed.progress import ProgressHub
+from batchcap.distributed.worker import STAT_FIELDS, run_shard, supports_shared_limiter
 from batchcap.errors import Aborted, BatchcapError, ConfigError
-from batchcap.merge import MergeStats, merge_journals
+from batchcap.journal.merge import MergeStats, merge_journals
 from batchcap.progress import NullProgress, Progress
-
-from .limiter import SharedLimiter
-from .plan import JobPlan, plan_job, split_limits
-from .progress import ProgressHub
-from .worker import STAT_FIELDS, run_shard, supports_shared_limiter
 
 __all__ = ["JobAborted", "JobStats", "part_paths", "run_distributed"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from batchcap.ratelimit import TokenBucket
+from batchcap.flow.ratelimit import TokenBucket
 
 __all__ = ["RemoteLimiter", "SharedLimiter"]
 
@@ -59,7 +59,7 @@ class _RateView:
 
 
 class RemoteLimiter:
-    """A worker's handle on the job's ``SharedLimiter`` actor, shaped like ``batchcap.ratelimit.RateLimiter``."""
+    """A worker's handle on the job's ``SharedLimiter`` actor, shaped like ``batchcap.flow.ratelimit.RateLimiter``."""
 
     __slots__ = ("_actor", "_free", "_last_report", "_successes", "bucket")
 

@@ -21,7 +21,7 @@ import orjson
 
 from batchcap.errors import ConfigError
 from batchcap.journal import write_json_atomic
-from batchcap.shard import Shard
+from batchcap.source.shard import Shard
 
 __all__ = ["JobPlan", "Split", "plan_job", "split_limits"]
 

@@ -13,12 +13,11 @@ from typing import Any
 
 from batchcap.aio import run_async
 from batchcap.config import RunConfig, Secret
+from batchcap.distributed.limiter import RemoteLimiter
+from batchcap.distributed.plan import Split
+from batchcap.distributed.progress import RemoteProgress
 from batchcap.errors import ConfigError
-from batchcap.shard import Shard
-
-from .limiter import RemoteLimiter
-from .plan import Split
-from .progress import RemoteProgress
+from batchcap.source.shard import Shard
 
 __all__ = ["STAT_FIELDS", "run_shard", "supports_shared_limiter"]
 

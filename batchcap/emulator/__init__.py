@@ -21,15 +21,19 @@ implementation detail.
 
 from __future__ import annotations
 
-from .app import make_app
-from .capacity import ModelPool
-from .captions import Decoded, caption_for
-from .command import add_arguments, managed_from_args, serve, settings_from_args
-from .faults import CREDITS_EXHAUSTED, LEGACY_GONE
-from .log import LogEntry, RequestLog, RouteKind
-from .management import ManagedEndpointSettings, RunningManagedEndpoint, start_managed_endpoint
-from .server import RunningEmulator, start_emulator
-from .settings import (
+from batchcap.emulator.app import make_app
+from batchcap.emulator.capacity import ModelPool
+from batchcap.emulator.captions import Decoded, caption_for
+from batchcap.emulator.command import add_arguments, managed_from_args, serve, settings_from_args
+from batchcap.emulator.faults import CREDITS_EXHAUSTED, LEGACY_GONE
+from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
+from batchcap.emulator.management import (
+    ManagedEndpointSettings,
+    RunningManagedEndpoint,
+    start_managed_endpoint,
+)
+from batchcap.emulator.server import RunningEmulator, start_emulator
+from batchcap.emulator.settings import (
     DEFAULT_MODEL_ID,
     DEFAULT_TOKEN,
     PROFILES,
@@ -38,8 +42,10 @@ from .settings import (
     EmulatorSettings,
     Profile,
 )
-from .state import REQUEST_LOG
-from .state import _TokenBucket as _TokenBucket  # not public: the tests check its arithmetic directly
+from batchcap.emulator.state import REQUEST_LOG
+from batchcap.emulator.state import (
+    _TokenBucket as _TokenBucket,  # not public: the tests check its arithmetic directly
+)
 
 __all__ = [
     "CREDITS_EXHAUSTED",

@@ -20,14 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import faults, toolkit
-from .capacity import ModelPool
-from .captions import _CACHE, _decode_async
-from .log import LogEntry, RequestLog, RouteKind
-from .proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
-from .settings import EmulatorSettings
-from .state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
-from .wire import (
+from batchcap.emulator import faults, toolkit
+from batchcap.emulator.capacity import ModelPool
+from batchcap.emulator.captions import _CACHE, _decode_async
+from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
+from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
+from batchcap.emulator.settings import EmulatorSettings
+from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
+from batchcap.emulator.wire import (
     _Answer,
     _answer_chat,
     _answer_pipeline,

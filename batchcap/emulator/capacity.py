@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from .settings import Capacity
+from batchcap.emulator.settings import Capacity
 
 __all__ = ["ModelPool"]
 

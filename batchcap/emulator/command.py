@@ -14,11 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from batchcap.emulator.management import ManagedEndpointSettings, start_managed_endpoint
+from batchcap.emulator.server import start_emulator
+from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.errors import ConfigError
-
-from .management import ManagedEndpointSettings, start_managed_endpoint
-from .server import start_emulator
-from .settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
 
 __all__ = ["add_arguments", "managed_from_args", "serve", "settings_from_args"]
 

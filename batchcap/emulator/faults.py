@@ -17,7 +17,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from .settings import FAULT_KNOBS, EmulatorSettings
+from batchcap.emulator.settings import FAULT_KNOBS, EmulatorSettings
 
 __all__ = ["CREDITS_EXHAUSTED", "LEGACY_GONE", "Fault", "draw"]
 

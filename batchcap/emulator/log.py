@@ -10,7 +10,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-from .captions import Decoded
+from batchcap.emulator.captions import Decoded
 
 __all__ = ["LogEntry", "RequestLog", "RouteKind", "busiest"]
 

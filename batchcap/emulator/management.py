@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -34,9 +33,9 @@ from typing import Any, Literal, NamedTuple, Self
 import aiohttp
 from aiohttp import web
 
+from batchcap.emulator.settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN
 from batchcap.errors import ConfigError
-
-from .settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN
+from batchcap.types import Clock
 
 __all__ = [
     "EndpointState",
@@ -51,7 +50,6 @@ __all__ = [
 EndpointState = Literal[
     "pending", "initializing", "updating", "updateFailed", "running", "paused", "failed", "scaledToZero"
 ]
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from typing import Self
 
 from aiohttp import web
 
-from .app import make_app
-from .capacity import ModelPool
-from .log import RequestLog
-from .settings import EmulatorSettings
-from .state import _STATE, REQUEST_LOG
+from batchcap.emulator.app import make_app
+from batchcap.emulator.capacity import ModelPool
+from batchcap.emulator.log import RequestLog
+from batchcap.emulator.settings import EmulatorSettings
+from batchcap.emulator.state import _STATE, REQUEST_LOG
 
 __all__ = ["RunningEmulator", "start_emulator"]
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .capacity import ModelPool
-from .captions import Decoded
-from .log import RequestLog, RouteKind
-from .settings import EmulatorSettings
+from batchcap.emulator.capacity import ModelPool
+from batchcap.emulator.captions import Decoded
+from batchcap.emulator.log import RequestLog, RouteKind
+from batchcap.emulator.settings import EmulatorSettings
 
 __all__ = ["REQUEST_LOG"]
 

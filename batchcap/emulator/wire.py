@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from .state import _CTX, _STATE
+from batchcap.emulator.state import _CTX, _STATE
 
 __all__ = ["ENDPOINT_CONTENT_TYPES"]
 

@@ -5,9 +5,17 @@
 
 from __future__ import annotations
 
-from .core import FORMATS, MODES, ExportOptions, ExportReport, export, input_dir_from_manifest, manifest_path
-from .paths import Inside, inside, safe_relpath
-from .select import Selection, read_records, select
+from batchcap.export.core import (
+    FORMATS,
+    MODES,
+    ExportOptions,
+    ExportReport,
+    export,
+    input_dir_from_manifest,
+    manifest_path,
+)
+from batchcap.export.paths import Inside, inside, safe_relpath
+from batchcap.export.select import Selection, read_records, select
 
 __all__ = [
     "FORMATS",

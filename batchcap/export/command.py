@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import cast
 
 from batchcap.errors import BatchcapError
-
-from .core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 

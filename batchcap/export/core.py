@@ -17,10 +17,9 @@ from typing import IO, Any, Literal
 import orjson
 
 from batchcap.errors import UsageError
-
-from .fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
-from .paths import Inside, safe_relpath
-from .select import Selection, read_records, select
+from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
+from batchcap.export.paths import Inside, safe_relpath
+from batchcap.export.select import Selection, read_records, select
 
 __all__ = [
     "FORMATS",

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchcap.export.paths import safe_relpath
 from batchcap.journal import decode_line
-
-from .paths import safe_relpath
 
 __all__ = ["Selection", "read_records", "select"]
 

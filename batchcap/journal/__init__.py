@@ -7,10 +7,10 @@ atomic files, the disk-error messages). Other packages import from here.
 
 from __future__ import annotations
 
-from .codec import decode_line, encode_record
-from .fsio import replacing, write_json_atomic
-from .index import JournalIndex, load_index, path_key
-from .writer import JournalWriter
+from batchcap.journal.codec import decode_line, encode_record
+from batchcap.journal.fsio import replacing, write_json_atomic
+from batchcap.journal.index import JournalIndex, load_index, path_key
+from batchcap.journal.writer import JournalWriter
 
 __all__ = [
     "JournalIndex",

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.errors import JournalError
-
-from . import fsio
-from .codec import OK_PREFIX, STATUS_SEP, decode_line
+from batchcap.journal import fsio
+from batchcap.journal.codec import OK_PREFIX, STATUS_SEP, decode_line
 
 __all__ = ["JournalIndex", "KeySet", "load_index", "path_key"]
 

@@ -10,10 +10,9 @@ from types import TracebackType
 from typing import Self
 
 from batchcap.errors import JournalError
+from batchcap.journal import fsio
+from batchcap.journal.codec import encode_record
 from batchcap.models import Record
-
-from . import fsio
-from .codec import encode_record
 
 __all__ = ["JournalWriter"]
 

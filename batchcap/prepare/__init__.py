@@ -6,7 +6,7 @@ every core with a bound on the images in flight.
 
 from __future__ import annotations
 
-from .engine import (
+from batchcap.prepare.engine import (
     DEFAULT_MAX_PIXELS,
     Base64WireSize,
     Prepared,
@@ -17,8 +17,8 @@ from .engine import (
     prepare,
     raw_wire_size,
 )
-from .pool import PreparePool, default_workers, prepared_image
-from .wire import largest_wire_size, wire_size_for
+from batchcap.prepare.pool import PreparePool, default_workers, prepared_image
+from batchcap.prepare.wire import largest_wire_size, wire_size_for
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -37,10 +37,9 @@ from typing import Final
 from PIL import Image, ImageCms, ImageFile
 
 from batchcap.errors import InputError
-from batchcap.images import check, sniff
-
-from .headers import plain_size
-from .metadata import ORIENTATION, has_private_metadata, is_srgb, orientation
+from batchcap.prepare.headers import plain_size
+from batchcap.prepare.metadata import ORIENTATION, has_private_metadata, is_srgb, orientation
+from batchcap.source.read import check, sniff
 
 __all__ = [
     "DCT_SLACK",

@@ -22,8 +22,15 @@ import anyio.to_thread
 
 from batchcap.errors import InputError
 from batchcap.models import LoadedImage, Preparation
-
-from .engine import Prepared, PrepareSettings, WireSize, pass_through, plain_fit, prepare, raw_wire_size
+from batchcap.prepare.engine import (
+    Prepared,
+    PrepareSettings,
+    WireSize,
+    pass_through,
+    plain_fit,
+    prepare,
+    raw_wire_size,
+)
 
 __all__ = ["PreparePool", "default_workers", "prepared_image"]
 

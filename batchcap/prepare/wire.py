@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from batchcap.models import ImageJob, LoadedImage
-from batchcap.protocols.base import Adapter
-
-from .engine import WireSize, base64_wire_size, raw_wire_size
+from batchcap.prepare.engine import WireSize, base64_wire_size, raw_wire_size
+from batchcap.service.protocols.base import Adapter
 
 __all__ = ["largest_wire_size", "wire_size_for"]
 

@@ -9,12 +9,11 @@ as methods of one object), ``attempt`` (one image's attempts), ``guard`` (the pu
 from __future__ import annotations
 
 from batchcap.errors import RunAborted
-
-from .guard import REFUSAL_LIMIT, RunGuard, Stop, StopKind
-from .malloc import tune_malloc
-from .manifest import manifest_path
-from .pipeline import lane_targets, run
-from .stats import RunStats
+from batchcap.run.guard import REFUSAL_LIMIT, RunGuard, Stop, StopKind
+from batchcap.run.malloc import tune_malloc
+from batchcap.run.manifest import manifest_path
+from batchcap.run.pipeline import lane_targets, run
+from batchcap.run.stats import RunStats
 
 __all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "lane_targets", "manifest_path", "run",
            "tune_malloc"]

@@ -22,18 +22,17 @@ from typing import Protocol, Self
 
 import anyio
 
-from batchcap.client import CaptionClient, Reply
-from batchcap.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
 from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
+from batchcap.flow.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
+from batchcap.flow.ratelimit import Limiter
+from batchcap.flow.retry import RetryPolicy
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.protocols import Adapter, OpenAIChat
-from batchcap.quality import QualitySettings, judge
-from batchcap.ratelimit import Limiter
-from batchcap.retry import RetryPolicy
-
-from .guard import RunGuard, Stop
-from .stats import RunStats
+from batchcap.run.guard import RunGuard, Stop
+from batchcap.run.stats import RunStats
+from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.protocols import Adapter, OpenAIChat
+from batchcap.tasks.quality import QualitySettings, judge
 
 __all__ = ["Captioner", "Captions", "error_info"]
 

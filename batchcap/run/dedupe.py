@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchcap.config import Dedupe
-from batchcap.dedupe import NearIndex, NearKey, content_digest, near_key
 from batchcap.models import ImageJob, LoadedImage, Record
+from batchcap.source.digest import NearIndex, NearKey, content_digest, near_key
 
 __all__ = ["Admitted", "Deduper"]
 

@@ -9,9 +9,8 @@ from typing import Any
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
 from batchcap.journal import JournalIndex, write_json_atomic
+from batchcap.run.stats import RunStats
 from batchcap.version import __version__
-
-from .stats import RunStats
 
 __all__ = ["Manifest", "manifest_path"]
 

@@ -15,25 +15,24 @@ from dataclasses import replace
 import anyio
 
 from batchcap.aio import first_leaf, leaves
-from batchcap.client import CaptionClient
-from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
+from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
+from batchcap.flow.ratelimit import Limiter, RateLimiter
+from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index
 from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
-from batchcap.protocols import make_adapter
-from batchcap.ratelimit import Limiter, RateLimiter
-from batchcap.retry import RetryPolicy
-from batchcap.targets import Target, resolve_targets
-
-from .attempt import Captioner, Captions
-from .guard import RunGuard
-from .manifest import Manifest
-from .route import Lane, Router
-from .stages import Stages
-from .stats import RunStats
+from batchcap.run.attempt import Captioner, Captions
+from batchcap.run.guard import RunGuard
+from batchcap.run.manifest import Manifest
+from batchcap.run.route import Lane, Router
+from batchcap.run.stages import Stages
+from batchcap.run.stats import RunStats
+from batchcap.service.client import CaptionClient
+from batchcap.service.protocols import make_adapter
+from batchcap.service.targets import Target, resolve_targets
 
 __all__ = ["run"]
 

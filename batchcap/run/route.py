@@ -20,8 +20,7 @@ import anyio
 
 from batchcap.errors import RunAborted
 from batchcap.models import LoadedImage, Record
-
-from .attempt import Captioner
+from batchcap.run.attempt import Captioner
 
 __all__ = ["DRAINING", "Lane", "Router"]
 

@@ -22,18 +22,17 @@ import anyio
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
 from batchcap.errors import InputError
-from batchcap.images import load_batch
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare import PreparePool, prepared_image
 from batchcap.progress import Progress
-from batchcap.scan import problem_reason, scan_batches
-
-from .attempt import Captions, error_info
-from .dedupe import Deduper
-from .queues import Feed, Sink
-from .sidecar import write_sidecar
-from .stats import RunStats
+from batchcap.run.attempt import Captions, error_info
+from batchcap.run.dedupe import Deduper
+from batchcap.run.queues import Feed, Sink
+from batchcap.run.sidecar import write_sidecar
+from batchcap.run.stats import RunStats
+from batchcap.source.read import load_batch
+from batchcap.source.scan import problem_reason, scan_batches
 
 __all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 

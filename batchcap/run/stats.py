@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from batchcap.quality import BoilerplateCounter
+from batchcap.tasks.quality import BoilerplateCounter
 
 __all__ = ["RunStats"]
 

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from .bench_html import render_bench_html, write_bench_html
-from .build import CHUNK, SiteOptions, SiteReport, build_site
-from .jsdata import js_assign, js_json
-from .space import space_readme
+from batchcap.site.bench_html import render_bench_html, write_bench_html
+from batchcap.site.build import CHUNK, SiteOptions, SiteReport, build_site
+from batchcap.site.jsdata import js_assign, js_json
+from batchcap.site.space import space_readme
 
 __all__ = [
     "CHUNK",

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .space import space_readme
+from batchcap.site.space import space_readme
 
 __all__ = ["render_bench_html", "write_bench_html"]
 

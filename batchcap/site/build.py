@@ -27,10 +27,9 @@ from typing import Any
 import orjson
 
 from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
-
-from .jsdata import js_assign
-from .space import space_readme
-from .thumbs import THUMB_PX, ThumbStats, make_thumbnails
+from batchcap.site.jsdata import js_assign
+from batchcap.site.space import space_readme
+from batchcap.site.thumbs import THUMB_PX, ThumbStats, make_thumbnails
 
 __all__ = ["CHUNK", "SiteOptions", "SiteReport", "build_site"]
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .build import SiteOptions, build_site
+from batchcap.site.build import SiteOptions, build_site
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from batchcap.client import CaptionClient
-from batchcap.concurrency import ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.config import RunConfig
 from batchcap.errors import APIError, TransientError
+from batchcap.flow.concurrency import ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.models import ImageJob, LoadedImage
-from batchcap.protocols import make_adapter
+from batchcap.service.client import CaptionClient
+from batchcap.service.protocols import make_adapter
 
 __all__ = ["DriveResult", "drive", "jpeg_images"]
 

@@ -15,7 +15,7 @@ import anyio
 from batchcap import run
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings, caption_for, start_emulator
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 MODEL = "Salesforce/blip-image-captioning-base"
 

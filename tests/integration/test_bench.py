@@ -15,7 +15,6 @@ import pytest
 
 from batchcap.bench import (
     BenchSettings,
-    add_arguments,
     parse_target,
     resolve_targets,
     run_bench,
@@ -23,6 +22,7 @@ from batchcap.bench import (
 from batchcap.bench.report import write_reports
 from batchcap.bench.stats import ColdStart, Latency, StepStats, ThrottleSummary, WarmupStats
 from batchcap.cli import main as cli_main
+from batchcap.cli.bench import add_arguments
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.errors import BenchAborted, UsageError
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 
 from batchcap import RunConfig, run
 from batchcap.emulator import EmulatorSettings, RunningEmulator
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = "Salesforce/blip-image-captioning-base"

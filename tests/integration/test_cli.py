@@ -15,7 +15,7 @@ import pytest
 
 from batchcap.cli import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, main
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = DEFAULT_MODEL_ID

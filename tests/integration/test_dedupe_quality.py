@@ -20,8 +20,8 @@ from PIL import Image, ImageFilter
 
 from batchcap import RunConfig, run
 from batchcap.emulator import EmulatorSettings, RunningEmulator, caption_for
-from batchcap.retry import RetryPolicy
-from batchcap.samples import generate
+from batchcap.flow.retry import RetryPolicy
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = "Salesforce/blip-image-captioning-base"

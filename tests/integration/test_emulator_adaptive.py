@@ -15,8 +15,8 @@ import anyio
 import pytest
 from adaptive_harness import DriveResult, drive, jpeg_images
 
-from batchcap.concurrency import AdaptiveLimit, ConcurrencyLimiter, FixedLimit, LimitAlgorithm
 from batchcap.emulator import EmulatorSettings, RunningEmulator, caption_for
+from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter, FixedLimit, LimitAlgorithm
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 

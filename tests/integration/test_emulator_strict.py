@@ -22,7 +22,6 @@ import orjson
 import pytest
 from PIL import ExifTags, Image, ImageOps
 
-from batchcap.client import CaptionClient
 from batchcap.config import RunConfig
 from batchcap.emulator import (
     EmulatorSettings,
@@ -40,7 +39,8 @@ from batchcap.errors import (
     TransportError,
 )
 from batchcap.models import ImageJob, LoadedImage
-from batchcap.protocols import make_adapter
+from batchcap.service.client import CaptionClient
+from batchcap.service.protocols import make_adapter
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = "Salesforce/blip-image-captioning-base"

@@ -21,7 +21,7 @@ from batchcap.emulator.management import (
     RunningManagedEndpoint,
     start_managed_endpoint,
 )
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 

@@ -17,8 +17,8 @@ from batchcap.emulator.management import (
     RunningManagedEndpoint,
     start_managed_endpoint,
 )
-from batchcap.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
 from batchcap.errors import AuthError, ConfigError, ModelLoading, WrongTarget
+from batchcap.service.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 TOKEN = Secret(DEFAULT_TOKEN)

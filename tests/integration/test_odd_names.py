@@ -14,7 +14,7 @@ from conftest import MODEL, EmulatorFactory
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings
 from batchcap.run import run
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 
 def odd_folder(tmp_path: Path) -> tuple[Path, int]:

@@ -15,9 +15,9 @@ import pytest
 from batchcap.config import RunConfig, Secret
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, caption_for
 from batchcap.errors import RunAborted
-from batchcap.retry import RetryPolicy
+from batchcap.flow.retry import RetryPolicy
 from batchcap.run import manifest_path, run
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = DEFAULT_MODEL_ID

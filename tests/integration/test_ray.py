@@ -99,7 +99,7 @@ async def test_driver_on_the_session_cluster_captions_each_image_once_at_one_rat
     from batchcap import RunConfig
     from batchcap.distributed import part_paths, run_distributed
     from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
-    from batchcap.samples import generate
+    from batchcap.source.samples import generate
 
     server = await emulator(EmulatorSettings(latency=0.01))
     folder = tmp_path / "imgs"
@@ -128,7 +128,7 @@ async def test_a_refused_token_aborts_the_job_with_the_reason(
     from batchcap import RunConfig
     from batchcap.distributed import JobAborted, run_distributed
     from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
-    from batchcap.samples import generate
+    from batchcap.source.samples import generate
 
     server = await emulator(EmulatorSettings(auth="protected"))
     folder = tmp_path / "imgs"

@@ -15,7 +15,7 @@ import pytest
 
 from batchcap.cli import EXIT_INTERRUPTED, EXIT_OK
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 pytest.importorskip("ray")
 

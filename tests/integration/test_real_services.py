@@ -14,9 +14,9 @@ from conftest import MODEL, EmulatorFactory
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings, caption_for
 from batchcap.errors import RunAborted
-from batchcap.retry import RetryPolicy
+from batchcap.flow.retry import RetryPolicy
 from batchcap.run import run
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 
 @pytest.fixture

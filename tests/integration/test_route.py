@@ -14,9 +14,9 @@ from conftest import MODEL, RawServerFactory
 
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, RunAborted
-from batchcap.retry import RetryPolicy
+from batchcap.flow.retry import RetryPolicy
 from batchcap.run import run
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 CREDITS = "You have exceeded your monthly included credits for Inference Providers."
 

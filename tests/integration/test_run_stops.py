@@ -17,9 +17,9 @@ from conftest import MODEL, RawServerFactory
 
 from batchcap.config import RunConfig
 from batchcap.errors import RunAborted
-from batchcap.retry import RetryPolicy
+from batchcap.flow.retry import RetryPolicy
 from batchcap.run import REFUSAL_LIMIT, run
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 CREDITS = (
     "You have exceeded your monthly included credits for Inference Providers. Subscribe to PRO to get 20x more "

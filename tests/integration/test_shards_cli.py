@@ -14,8 +14,8 @@ import pytest
 
 from batchcap.cli import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, main
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
-from batchcap.samples import generate
-from batchcap.shard import shard_of
+from batchcap.source.samples import generate
+from batchcap.source.shard import shard_of
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 

@@ -14,8 +14,8 @@ from captioned import CaptionedRun, make_run
 
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
-from batchcap.samples import generate
 from batchcap.site.command import add_arguments, run_from_args
+from batchcap.source.samples import generate
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

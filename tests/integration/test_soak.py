@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from batchcap.emulator import EmulatorSettings, RunningEmulator, caption_for
-from batchcap.samples import generate
+from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from batchcap.errors import InputError
-from batchcap.images import MIME_TYPES, check, sniff
-from batchcap.scan import scan
+from batchcap.source.read import MIME_TYPES, check, sniff
+from batchcap.source.scan import scan
 
 
 def test_heic_and_avif_are_sniffed_and_checked(corpus: dict[str, bytes]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from batchcap.config import RunConfig
 from batchcap.models import ImageJob, LoadedImage
 from batchcap.prepare import largest_wire_size, raw_wire_size, wire_size_for
-from batchcap.protocols import make_adapter
+from batchcap.service.protocols import make_adapter
 
 CONFIGS = {
     "hf": RunConfig(model="m"),

@@ -1,0 +1,147 @@
+"""The one place that speaks HTTP to a captioning service, and the one place aiohttp errors are translated.
+
+The token goes only to the host of the configured URL, redirects are never followed (a redirect would
+carry the Authorization header elsewhere), and nothing here logs headers.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from batchcap.config import Secret
+from batchcap.errors import APIError, RequestTimeout, TransportError
+from batchcap.models import LoadedImage
+from batchcap.service.protocols import Adapter, classify, parse_reply
+from batchcap.version import __version__
+
+__all__ = ["CaptionClient", "Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A caption and what it cost."""
+
+    caption: str
+    latency_s: float
+    bytes_sent: int
+    request_id: str | None
+    status: int
+    finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
+
+
+#: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
+_CLIENT_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
+
+
+def _transport_error(exc: BaseException, host: str, timeout: float) -> TransportError:
+    """The TransportError for one of ``_CLIENT_ERRORS``, most specific first."""
+    if isinstance(exc, TimeoutError):
+        return RequestTimeout(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransportError(f"{host} closed the connection before answering")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError(f"broken answer from {host}: {exc.__class__.__name__}")
+    if isinstance(exc, aiohttp.ClientError):
+        return TransportError(f"request to {host} failed: {exc.__class__.__name__}: {exc}")
+    assert isinstance(exc, OSError)
+    return TransportError(f"request to {host} failed: {exc.strerror or exc}")
+
+
+#: aiohttp warns (ResourceWarning) for a raw bytes body over 1 MiB; a file-like body is streamed instead.
+_LARGE_BODY = 1024 * 1024
+
+
+def _body(data: bytes) -> bytes | io.BytesIO:
+    """Small bodies as bytes (the cheap path), large ones (``--max-side 0`` photos) as a stream."""
+    return data if len(data) <= _LARGE_BODY else io.BytesIO(data)
+
+
+class CaptionClient:
+    """Owns one ClientSession for a run; ``caption()`` makes exactly one HTTP attempt."""
+
+    def __init__(
+        self,
+        url: str,
+        adapter: Adapter,
+        *,
+        token: Secret | None = None,
+        timeout: float = 60.0,
+        connections: int = 64,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.adapter = adapter
+        self.host = urlsplit(url).netloc
+        self.timeout = timeout
+        self._connections = connections
+        self._headers = {"User-Agent": f"batchcap/{__version__}", **(extra_headers or {})}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token.reveal()}"
+        self._token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(self.timeout, 30.0)),
+            # No skip_auto_headers: every adapter sets Content-Type, so aiohttp adds none, and a skip list
+            # costs ~5 us per request (aiohttp rebuilds and sorts it each time; benchmarks/README.md).
+            raise_for_status=False,
+            auto_decompress=True,
+            trust_env=False,
+        )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+        """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
+
+        ``adapter`` replaces the client's own for this request (a quality retry at a higher temperature).
+        """
+        assert self._session is not None, "use `async with CaptionClient(...)`"
+        adapter = adapter or self.adapter
+        built = adapter.build(image)
+        started = time.perf_counter()
+        try:  # a plain try, not a context manager: one per request would cost ~2 us
+            async with self._session.post(
+                self.url, data=_body(built.body), headers=built.headers, allow_redirects=False
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except _CLIENT_ERRORS as exc:
+            raise _transport_error(exc, self.host, self.timeout) from None
+        latency = time.perf_counter() - started
+        if 200 <= status < 300:
+            try:
+                text, finish_reason = parse_reply(adapter, body)
+            except APIError as exc:
+                exc.status = status
+                exc.request_id = headers.get("x-request-id")
+                raise
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason)
+        error = classify(status, headers, body, url_host=self.host)
+        if self._token is not None:  # a server that echoes the token must not make us log it
+            error.message = error.message.replace(self._token.reveal(), "***")
+            error.args = (error.message,)
+        raise error

@@ -1,0 +1,127 @@
+"""What every protocol adapter is, and the HTTP-status -> error class map they share.
+
+Adapters are pure: they turn a LoadedImage into (headers, body) and a response body into a caption.
+No sockets here, so every shape is testable with golden bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from batchcap.errors import (
+    APIError,
+    AuthError,
+    BadResponse,
+    CreditsExhausted,
+    ModelLoading,
+    RateLimited,
+    RejectedImage,
+    ServerError,
+    WrongTarget,
+)
+from batchcap.flow.retry import retry_hint
+from batchcap.models import LoadedImage
+
+__all__ = ["Adapter", "Built", "classify", "error_message", "parse_reply"]
+
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One request, ready for the wire."""
+
+    headers: dict[str, str]
+    body: bytes
+
+
+class Adapter(Protocol):
+    """One service shape. ``name`` is what ``--api`` selects."""
+
+    @property
+    def name(self) -> str: ...
+
+    def build(self, image: LoadedImage) -> Built: ...
+
+    def parse(self, body: bytes) -> str: ...
+
+
+def parse_reply(adapter: Adapter, body: bytes) -> tuple[str, str | None]:
+    """``(caption, finish_reason)``: an adapter may define ``parse_reply``; one with only ``parse`` still works."""
+    method = getattr(adapter, "parse_reply", None)
+    if method is not None:
+        text, reason = method(body)
+        return text, reason
+    return adapter.parse(body), None
+
+
+def error_message(headers: Mapping[str, str], body: bytes) -> str:
+    """The server's own words, as huggingface_hub extracts them (protocol.md 2.1), shortened."""
+    message = headers.get("X-Error-Message") or headers.get("x-error-message") or ""
+    if not message and body:
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, str):
+                message = err
+            elif isinstance(err, list):
+                message = "; ".join(str(e) for e in err)
+            elif isinstance(err, dict):  # vLLM >= 0.10.1 / OpenAI
+                message = str(err.get("message") or err)
+            elif isinstance(data.get("message"), str):  # vLLM flat
+                message = data["message"]
+            elif isinstance(data.get("errors"), list):
+                message = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in data["errors"])
+            if isinstance(data.get("error_description"), str):
+                message = f"{message}: {data['error_description']}" if message else data["error_description"]
+        elif data is None:
+            ctype = headers.get("Content-Type", headers.get("content-type", ""))
+            if "html" not in ctype.lower() and body.lstrip()[:1] != b"<":
+                message = body[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
+    message = " ".join(message.split())
+    return message[:_MAX_MESSAGE] + ("..." if len(message) > _MAX_MESSAGE else "")
+
+
+def _estimated_time(body: bytes) -> float | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict):
+        value = data.get("estimated_time")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: str) -> APIError:
+    """Map a non-2xx answer to the error class that decides what happens next."""
+    request_id = headers.get("x-request-id") or headers.get("X-Request-Id") or headers.get("X-Amzn-Trace-Id")
+    said = error_message(headers, body)
+    detail = f"HTTP {status} from {url_host}" + (f": {said}" if said else "")
+    if status in (401, 403):
+        return AuthError(detail, status=status, request_id=request_id)
+    if status == 402:
+        return CreditsExhausted(detail, status=status, request_id=request_id)
+    if status == 429:
+        return RateLimited(detail, status=status, request_id=request_id, retry_after=retry_hint(headers))
+    if status == 503 or (status == 502 and not said):
+        # A loading model (serverless) or a replica waking from zero (Endpoint): waiting is the cure.
+        return ModelLoading(detail, status=status, request_id=request_id, estimated_time=_estimated_time(body))
+    if status in (404, 405, 410):
+        return WrongTarget(detail, status=status, request_id=request_id)
+    if status == 408 or status >= 500:
+        return ServerError(detail, status=status, request_id=request_id)
+    if 300 <= status < 400:
+        where = headers.get("Location", "?")
+        return WrongTarget(f"HTTP {status} redirect from {url_host} to {where}: use the final URL", status=status)
+    if 400 <= status < 500:
+        return RejectedImage(detail, status=status, request_id=request_id)
+    return BadResponse(f"unexpected HTTP {status} from {url_host}", status=status, request_id=request_id)

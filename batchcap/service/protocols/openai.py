@@ -1,0 +1,68 @@
+"""OpenAI-compatible vision chat (``/v1/chat/completions``): the HF router, TGI, vLLM (protocol.md 4)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchcap.errors import BadResponse
+from batchcap.models import LoadedImage
+from batchcap.service.protocols.base import Built
+
+__all__ = ["OpenAIChat"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIChat:
+    """One user message: the prompt text and the image as a ``data:`` URI. ``model`` goes first (routers)."""
+
+    model: str
+    prompt: str
+    max_tokens: int = 64
+    temperature: float = 0.0
+    name: str = "openai"
+
+    def build(self, image: LoadedImage) -> Built:
+        uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+        payload = {
+            "model": self.model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": self.prompt},
+                        {"type": "image_url", "image_url": {"url": uri}},
+                    ],
+                }
+            ],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stream": False,
+        }
+        return Built({"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload))
+
+    def parse(self, body: bytes) -> str:
+        return self.parse_reply(body)[0]
+
+    def parse_reply(self, body: bytes) -> tuple[str, str | None]:
+        """The caption and ``choices[0].finish_reason`` (``"length"`` = cut off at ``max_tokens``), if given."""
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadResponse(f"answer is not JSON: {body[:80]!r}") from None
+        try:
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise BadResponse(f"answer has no choices[0].message.content: {body[:120]!r}") from None
+        if isinstance(content, list):  # content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is None and choice.get("finish_reason") == "length":
+            content = ""  # vLLM: a reply cut off before any text; the quality gates judge it
+        if not isinstance(content, str):
+            raise BadResponse(f"message content is not text: {body[:120]!r}")
+        reason = choice.get("finish_reason")
+        return content.strip(), reason if isinstance(reason, str) else None
