@@ -36,12 +36,24 @@ def run_async(fn: Callable[[], Awaitable[T]], loop: str = "auto") -> T:
     return anyio.run(fn, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
 
 
-async def watch_signals(on_signal: Callable[[], None]) -> None:
-    """Call ``on_signal`` at the first SIGINT or SIGTERM, then return. Run it as a task; cancel it when done."""
+async def watch_signals(on_signal: Callable[[], None], then: Callable[[], None] | None = None) -> None:
+    """Call ``on_signal`` at the first SIGINT or SIGTERM, and ``then`` (if given) at the second, then return.
+
+    Run it as a task; cancel it when done. A run drains at the first signal and stops at once at the second:
+    the watcher keeps the signals while the drain lasts, so a second Ctrl-C is a decision, not a traceback.
+    """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        seen = 0
         async for _ in signals:
-            on_signal()
-            return
+            seen += 1
+            if seen == 1:
+                on_signal()
+                if then is None:
+                    return
+            else:
+                assert then is not None
+                then()
+                return
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

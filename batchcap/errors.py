@@ -12,10 +12,12 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     │   └── BenchAborted       a bench target refused the token or does not exist
     └── APIError(status, request_id)
         ├── TransientError     retried with backoff
-        │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
-        │   ├── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes; waits do not spend retries
+        │   ├── WaitRequested(retry_after) the service asked for a wait; waits do not spend retries
+        │   │   ├── RateLimited            429 -> the whole pool backs off (a spell of them: one probe at a time)
+        │   │   └── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes
         │   ├── ServerError                5xx
-        │   └── TransportError             reset, refused, broken stream
+        │   └── TransportError             reset, refused, broken stream (a spell of them opens the circuit)
+        │       ├── CannotConnect(cause)   refused / DNS / TLS: before any answer, the target is wrong (abort)
         │       └── RequestTimeout         no answer within --timeout
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
@@ -30,6 +32,11 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from batchcap.models import Quota
+
 __all__ = [
     "APIError",
     "Aborted",
@@ -38,7 +45,9 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "CannotConnect",
     "ConfigError",
+    "ConnectCause",
     "CreditsExhausted",
     "InputError",
     "JournalError",
@@ -52,6 +61,7 @@ __all__ = [
     "TransientError",
     "TransportError",
     "UsageError",
+    "WaitRequested",
     "WrongTarget",
     "abort_message",
 ]
@@ -103,13 +113,31 @@ class APIError(BatchcapError):
         self.message = message
         self.status = status
         self.request_id = request_id
+        #: what the answer's rate-limit headers said (``flow.window``), set by the client when it had any
+        self.quota: Quota | None = None
 
 
 class TransientError(APIError):
     """Worth another attempt after a pause."""
 
 
-class RateLimited(TransientError):
+class WaitRequested(TransientError):
+    """The service asked for a wait: ``retry_after`` is its hint in seconds, when it gave one.
+
+    Waits do not spend an image's retries (``flow.retry``); a spell of them pauses the whole pool and sends one
+    probe at a time (``flow.circuit``); no caption for ``--max-wait`` stops the run (``run.guard``). A new kind
+    of wait (a Space's "queue full", a GPU quota) is a subclass, handled alike without another branch.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class RateLimited(WaitRequested):
     """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one."""
 
     def __init__(
@@ -120,11 +148,10 @@ class RateLimited(TransientError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status=status, request_id=request_id)
-        self.retry_after = retry_after
+        super().__init__(message, status=status, request_id=request_id, retry_after=retry_after)
 
 
-class ModelLoading(TransientError):
+class ModelLoading(WaitRequested):
     """HTTP 503 (or 502) while a model loads or an endpoint scales up from zero."""
 
     def __init__(
@@ -135,8 +162,12 @@ class ModelLoading(TransientError):
         request_id: str | None = None,
         estimated_time: float | None = None,
     ) -> None:
-        super().__init__(message, status=status, request_id=request_id)
-        self.estimated_time = estimated_time
+        super().__init__(message, status=status, request_id=request_id, retry_after=estimated_time)
+
+    @property
+    def estimated_time(self) -> float | None:
+        """The server's ``estimated_time`` (seconds until the model is loaded), the hint of this wait."""
+        return self.retry_after
 
 
 class ServerError(TransientError):
@@ -145,6 +176,21 @@ class ServerError(TransientError):
 
 class TransportError(TransientError):
     """No HTTP answer: timeout, refused or reset connection, broken stream."""
+
+
+#: Why a connection could not be made: nothing listening, a name that does not resolve, a TLS handshake that
+#: failed, or anything else on the way (no route, a firewall).
+ConnectCause = Literal["refused", "dns", "tls", "unreachable"]
+
+
+class CannotConnect(TransportError):
+    """No connection to ``host`` at all (``cause`` says why). Before the target ever answered, it is the wrong
+    target (``run.guard`` stops the run); once it has, it is an outage (``flow.circuit`` rides it out)."""
+
+    def __init__(self, message: str, *, host: str, cause: ConnectCause) -> None:
+        super().__init__(message)
+        self.host = host
+        self.cause: ConnectCause = cause
 
 
 class RequestTimeout(TransportError):

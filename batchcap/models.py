@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
+__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Quota", "Record", "Status"]
 
 Status = Literal["ok", "error"]
 
@@ -72,3 +72,18 @@ class Record:
     prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
     flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.tasks.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one answer's rate-limit headers said (``batchcap.flow.window`` reads them); None where not said.
+
+    ``remaining`` requests are left in the current window, which refills in ``reset`` seconds; the policy is
+    ``limit`` requests per ``window`` seconds; ``retry_after`` is a 429's own wait.
+    """
+
+    remaining: float | None = None
+    reset: float | None = None
+    limit: float | None = None
+    window: float | None = None
+    retry_after: float | None = None

@@ -7,6 +7,7 @@ second, not one per image.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ProgressHub", "RemoteProgress"]
@@ -62,6 +63,12 @@ class RemoteProgress:
 
     def concurrency(self, text: str) -> None:
         """Each worker's adaptive concurrency is its own; the job's progress line does not show it."""
+
+    def errors(self, by_type: Mapping[str, int]) -> None:
+        """The driver's summary counts errors by type from each worker's stats."""
+
+    def tick(self) -> None:
+        self._maybe_flush()
 
     def close(self) -> None:
         self._flush()

@@ -1,31 +1,39 @@
-"""One image's attempts: acquire a token, ask once, and let the policy and the guard judge each failure.
+"""One image's attempts: pass the gates, ask once, and let the circuit, the guard and the policy judge each failure.
 
     while True:
-        await limiter            -> client.caption(image) -> ok: quality.judge(caption)
+        await admission.admit()  -> client.caption(image) -> ok: quality.judge(caption)
                                     good: Record("ok"); flagged: again (up to --quality-retries, a chat target
                                     a little warmer each time), then Record("ok", flags) or BadCaption
-        failure: guard.after_attempt (run-level stop?) -> policy.decide (retry or record)
+        failure: admission.failed (slept? circuit open?) -> guard.after_attempt (run-level stop?)
+                 -> circuit open: wait for it, free (and the retries this outage cost are given back)
+                 -> policy.decide (retry or record)
                  -> record: guard.before_record (N identical refusals?) -> Record("error")
                  -> retry: sleep the decision's delay
 
-A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); everything else
-ends as exactly one ``Record``.
+A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); a drain (the
+first Ctrl-C) lets the request in flight finish and starts no other; everything else ends as exactly one
+``Record``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
 import anyio
 
 from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
-from batchcap.flow.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
+from batchcap.flow.admit import Admission, Pass, is_unreachable
+from batchcap.flow.circuit import CircuitSettings
+from batchcap.flow.concurrency import ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
+from batchcap.flow.suspend import SuspendDetector
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.run.guard import RunGuard, Stop
@@ -49,7 +57,20 @@ class Captions(Protocol):
 
     async def caption(self, image: LoadedImage) -> Record | None: ...
 
-    def release_held(self) -> list[Record]: ...
+    def finish(self) -> list[Record]:
+        """The run ran out of images: the held records to write, or ``RunAborted`` if they show a fault."""
+
+    def drain(self) -> None:
+        """Stop: no attempt starts from now on; the ones in flight finish (the first Ctrl-C)."""
+
+    def check(self) -> None:
+        """The watchdog's second: raises ``RunAborted`` for a stop that comes with time (``--max-wait``)."""
+
+    def slept(self, seconds: float) -> None:
+        """The process slept that long: it does not count toward ``--max-wait``."""
+
+    def status_note(self) -> str | None:
+        """A line for the progress display while something holds the run up (an outage), else None."""
 
     def concurrency_note(self) -> str | None: ...
 
@@ -71,21 +92,54 @@ def abort(stop: Stop) -> RunAborted:
     return RunAborted(stop.message, kind=stop.kind)
 
 
-class Captioner:
-    """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
+class _Cost:
+    """What one image's failures have cost so far: retries spent, free waits, and the retries spent in the
+    current spell of unreachable failures (given back if the circuit calls it an outage)."""
 
-    __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
-                 "released", "rng", "senders", "stats", "target", "try_acquire")
+    __slots__ = ("in_spell", "retries", "spell", "waited")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.waited = 0.0
+        self.spell = -1
+        self.in_spell = 0
+
+    def spend(self, spell: int | None) -> None:
+        """One retry spent; ``spell``: the circuit's spell number, when the failure could be an outage's."""
+        self.retries += 1
+        if spell is not None:
+            if spell != self.spell:
+                self.spell, self.in_spell = spell, 0
+            self.in_spell += 1
+
+    def refund(self, spell: int) -> None:
+        """The circuit opened on ``spell``: the retries this image spent in it are given back."""
+        if spell == self.spell:
+            self.retries -= self.in_spell
+        self.in_spell = 0
+
+
+#: ``_answered``'s answer for "the caption failed the quality gates: ask again" (never written).
+_AGAIN = Record("", "ok")
+
+
+class Captioner:
+    """The per-run machinery every sender of one target shares: one client, one admission (circuit, limits,
+    pace), one policy, one guard."""
+
+    __slots__ = ("_halt", "_waits", "_warmer", "admission", "client", "guard", "policy", "progress", "prompt",
+                 "quality", "released", "rng", "senders", "stats", "target")
 
     def __init__(
         self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
+        circuit: CircuitSettings | None = None, suspend: SuspendDetector | None = None,
     ) -> None:
         self.client = client
-        self.limiter = limiter
-        self.try_acquire = limiter.try_acquire  # unlimited and unpaused: a token without a coroutine
+        self.admission = Admission(limiter=limiter, concurrency=concurrency, circuit=circuit, suspend=suspend,
+                                   wait_cap=policy.wait_cap)
         self.policy = policy
         self.guard = guard
         self.stats = stats
@@ -94,11 +148,21 @@ class Captioner:
         self.rng = random.Random(seed)
         self.released: list[Record] = [] if released is None else released
         self.senders = senders
-        self.concurrency = concurrency  #: the adaptive limit in front of every attempt (None for fixed:N)
         #: None: no gate can flag anything, so captions are not judged at all
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self._halt: Stop | bool = False  # True: draining; a Stop: this target stopped (no attempt starts)
+        self._waits: set[anyio.CancelScope] = set()  # waits to cut short when the run drains or stops
+
+    @property
+    def limiter(self) -> Limiter:
+        return self.admission.limiter
+
+    @property
+    def concurrency(self) -> ConcurrencyLimiter | None:
+        """The adaptive limit in front of every attempt (None for fixed:N)."""
+        return self.admission.concurrency
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -109,60 +173,157 @@ class Captioner:
     ) -> None:
         await self.client.close()
 
-    def release_held(self) -> list[Record]:
-        """At the end of a run without a stop: the final errors the guard held back are real."""
+    # -- the run's control: drain, stop, the watchdog ---------------------------------------------------------
+
+    def drain(self) -> None:
+        """No attempt starts from now on; waits end at once; requests in flight finish."""
+        if self._halt is False:
+            self._halt = True
+        self._cut_waits()
+
+    def stop(self, stop: Stop) -> None:
+        """This target stopped (a run-level verdict that came with time): waiting senders raise it."""
+        self._halt = stop
+        self._cut_waits()
+
+    def _cut_waits(self) -> None:
+        for scope in list(self._waits):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[anyio.CancelScope]:
+        """A wait that a drain or a stop cuts short (``scope.cancelled_caught`` then tells)."""
+        with anyio.CancelScope() as scope:
+            if self._halt is not False:
+                scope.cancel()
+            self._waits.add(scope)
+            try:
+                yield scope
+            finally:
+                self._waits.discard(scope)
+
+    def _halted(self) -> None:
+        """At a point where no attempt may start: a stop raises; a drain returns (the image gets no record)."""
+        if isinstance(self._halt, Stop):
+            raise abort(self._halt)
+
+    def check(self) -> None:
+        """The watchdog's second: nothing but failures for ``--max-wait`` stops this target."""
+        if (stop := self.guard.tick()) is not None:
+            self.stop(stop)
+            raise abort(stop)
+
+    def slept(self, seconds: float) -> None:
+        self.guard.slept(seconds)
+
+    def status_note(self) -> str | None:
+        return self.admission.note()
+
+    def finish(self) -> list[Record]:
+        """The run ran out of images: every image refused alike stops it; else the held records are real."""
+        if (stop := self.guard.at_end()) is not None:
+            raise abort(stop)
         return self.guard.release()
+
+    # -- one image -------------------------------------------------------------------------------------------
 
     async def caption(self, image: LoadedImage) -> Record | None:
         """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
 
-        None: the image's final error is held by the guard (see ``guard``), to be written later or never.
+        None: no record now: the guard holds the image's final error (see ``guard``), or the run is draining.
         """
-        attempts = retries_used = quality_used = 0
-        waited = 0.0
+        attempts = quality_used = 0
+        cost = _Cost()
         while True:
+            if self._halt is not False:
+                self._halted()
+                return None
             attempts += 1
-            try:
-                reply = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
-            except APIError as exc:
-                if isinstance(exc, RateLimited):
-                    self._throttled(exc)
-                if (stop := self.guard.after_attempt(exc)) is not None:
-                    raise abort(stop) from None
-                decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
-                if decision.action != "retry":
-                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
-                    if stop is not None:
-                        raise abort(stop) from None
+            asked = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
+            if asked is None:  # a drain or a stop cut the wait for the gates short
+                self._halted()
+                return None
+            got, p = asked
+            if isinstance(got, APIError):
+                done, record = await self._failed(image, got, p, attempts, cost)
+                if done:
                     return record
-                self.stats.retries += 1
-                if decision.spends_retry:
-                    retries_used += 1
-                else:
-                    waited += decision.delay
-                if (delay := self._retry_delay(exc, decision.delay)) > 0:
-                    await anyio.sleep(delay)
                 continue
-            self.limiter.succeeded()
-            if held := self.guard.succeeded():
-                self.released.extend(held)
-            self.stats.bytes_sent += reply.bytes_sent
-            self.stats.latencies_sum += reply.latency_s
-            flags: tuple[str, ...] = ()
-            if self.quality is not None:
-                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
-                              settings=self.quality)
-                if flags and quality_used < self.quality.quality_retries:
-                    quality_used += 1
-                    self.stats.quality_retries += 1
-                    continue
-                if flags and self.quality.on_bad_caption == "error":
-                    return self._bad_caption(image, reply, flags, attempts)
-            return Record(
-                image.job.path, "ok", caption=reply.caption, attempts=attempts,
-                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
-            )
+            record = self._answered(image, got, p, attempts, quality_used)
+            if record is _AGAIN:  # a caption that failed the quality gates: once more
+                quality_used += 1
+                self.stats.quality_retries += 1
+                continue
+            return record
+
+    async def _failed(self, image: LoadedImage, exc: APIError, p: Pass, attempts: int,
+                      cost: _Cost) -> tuple[bool, Record | None]:
+        """One failed attempt: ``(True, record)`` when the image is done (None: no record now), ``(False,
+        None)`` to try again."""
+        verdict = self.admission.failed(p, exc)
+        if verdict == "slept":  # in flight while the machine slept: says nothing, costs nothing
+            self.stats.retries += 1
+            return False, None
+        if isinstance(exc, RateLimited):
+            self._throttled()
+        if (stop := self.guard.after_attempt(exc, image.job.path)) is not None:
+            raise abort(stop) from None
+        if self._halt is not False:  # draining: no retry; the next run sends it
+            self._halted()
+            return True, None
+        circuit = self.admission.breaker.circuit
+        if verdict == "open":  # an outage (or a spent quota): wait for the circuit, free
+            cost.refund(circuit.spell)
+            self.stats.retries += 1
+            return False, None
+        decision = self.policy.decide(exc, retries_used=cost.retries, waited=cost.waited, rand=self.rng.random)
+        if decision.action != "retry":
+            stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+            if stop is not None:
+                raise abort(stop) from None
+            return True, record
+        self.stats.retries += 1
+        if decision.spends_retry:
+            cost.spend(circuit.spell if is_unreachable(exc) else None)
+        else:
+            cost.waited += decision.delay
+        if not await self._pause(self._retry_delay(exc, decision.delay)):
+            self._halted()
+            return True, None
+        return False, None
+
+    def _answered(self, image: LoadedImage, reply: Reply, p: Pass, attempts: int,
+                  quality_used: int) -> Record | None:
+        """A 2xx: tell the gates and the guard; the record to write (None: held; ``_AGAIN``: ask again)."""
+        self.admission.answered(p, reply.quota)
+        guard = self.guard
+        guard.succeeded()
+        self.stats.bytes_sent += reply.bytes_sent
+        self.stats.latencies_sum += reply.latency_s
+        flags: tuple[str, ...] = ()
+        if self.quality is not None:
+            flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
+                          settings=self.quality)
+            if flags and self._halt is False and quality_used < self.quality.quality_retries:
+                self._take_ready()
+                return _AGAIN
+            if flags and self.quality.on_bad_caption == "error":
+                self._take_ready()
+                return self._bad_caption(image, reply, flags, attempts)
+        record = Record(
+            image.job.path, "ok", caption=reply.caption, attempts=attempts,
+            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
+            request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
+        )
+        stop, kept = guard.before_ok(record)
+        if stop is not None:
+            raise abort(stop)
+        self._take_ready()
+        return kept
+
+    def _take_ready(self) -> None:
+        if self.guard.ready:
+            self.released.extend(self.guard.release())
 
     def _adapter_for(self, quality_retry: int) -> Adapter:
         """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
@@ -185,30 +346,29 @@ class Captioner:
             request_id=reply.request_id, ts=time.time(), flags=flags,
         )
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> Reply:
-        """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
-        feed the concurrency limit."""
-        conc = self.concurrency
-        if conc is None:  # fixed:N: the N senders are the limit, nothing to count
-            if not self.try_acquire():
-                await self.limiter.acquire()
-            self.stats.attempts += 1
-            return await self.client.caption(image, adapter=adapter)
-        ticket = await conc.acquire()
-        outcome: Outcome = "ignore"
+    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> tuple[Reply | APIError, Pass] | None:
+        """One HTTP attempt through the gates; None if a drain or a stop cut the wait for them short."""
+        with self._interruptible() as scope:
+            p = await self.admission.admit()
+        if scope.cancelled_caught:
+            return None
+        self.stats.attempts += 1
         try:
-            if not self.try_acquire():
-                await self.limiter.acquire()
-                ticket = conc.restart(ticket)  # the RTT is the server's time, not our wait for a token
-            self.stats.attempts += 1
             reply = await self.client.caption(image, adapter=adapter)
-            outcome = "ok"
-            return reply
         except APIError as exc:
-            outcome = outcome_of(exc)
+            return exc, p
+        except BaseException:
+            self.admission.abandon(p)
             raise
-        finally:
-            conc.release(ticket, outcome)
+        return reply, p
+
+    async def _pause(self, delay: float) -> bool:
+        """Sleep before a retry; False if a drain or a stop cut it short."""
+        if delay <= 0:
+            return True
+        with self._interruptible() as scope:
+            await anyio.sleep(delay)
+        return not scope.cancelled_caught
 
     def _retry_delay(self, exc: APIError, delay: float) -> float:
         """After a timeout, wait until the server is likely free of our abandoned request, not on top of it."""
@@ -222,11 +382,9 @@ class Captioner:
         conc = self.concurrency
         return None if conc is None else f"c={conc.limit}/{conc.algorithm.ceiling}"
 
-    def _throttled(self, exc: RateLimited) -> None:
-        """A 429: the whole pool slows down (and pauses, given a hint)."""
+    def _throttled(self) -> None:
+        """A 429 (the admission already slowed the pool down): count it, say so."""
         self.stats.throttled += 1
-        hint = exc.retry_after
-        self.limiter.throttled(None if hint is None else min(hint, self.policy.wait_cap))
         rate = self.limiter.bucket.rate
         self.progress.note(f"rate-limited: now {rate:.2g} req/s" if rate else "rate-limited")
 

@@ -3,7 +3,8 @@
     read the journal's index -> take the journal -> write the manifest -> start the writer and the stages
     -> drain -> close the journal, write the manifest, report the stop (if any)
 
-The stages are in ``stages``; one image's attempts in ``attempt``; the run-level stop rule in ``guard``.
+The stages are in ``stages``; one image's attempts in ``attempt``; every run-level stop decision in ``guard``
+(this module only reports its verdict).
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from dataclasses import replace
 
 import anyio
 
-from batchcap.aio import first_leaf, leaves
+from batchcap.aio import first_leaf
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
 from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
+from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalWriter, load_index
 from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.run.attempt import Captioner, Captions
-from batchcap.run.guard import RunGuard
+from batchcap.run.guard import RunGuard, first_stop
 from batchcap.run.manifest import Manifest
 from batchcap.run.route import Lane, Router
 from batchcap.run.stages import Stages
@@ -48,18 +50,21 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    stop_now: anyio.Event | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
-    ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
-    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers).
+    ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``: no request starts after it, those in
+    flight finish and are written), for a caller that watches signals itself; ``stop_now`` as a second Ctrl-C
+    does (at once). ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)`` (a Ray job shares one
+    across its workers).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
+    suspend = SuspendDetector(now=started, wall=time.time())
     captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter)
+                         limiter=limiter, suspend=suspend)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
@@ -71,11 +76,11 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    on_scan_done=on_scan_done, preparer=_preparer(cfg), suspend=suspend)
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
-            await stages.produce_until_stopped(handle_signals=handle_signals, stop=stop)
+            await stages.produce_until_stopped(handle_signals=handle_signals, stop=stop, stop_now=stop_now)
     except JournalError as exc:
         raise RunAborted(str(exc), kind="journal") from None
     except BaseExceptionGroup as group:
@@ -85,8 +90,8 @@ async def run(
     finally:
         stats.elapsed = time.monotonic() - started
         writer.close()
-        if not stages.writer_failed:
-            stats.aborted, stats.abort_kind = _first_stop(stages.failures)
+        if not stages.writer_failed and (verdict := first_stop(stages.failures)) is not None:
+            stats.aborted, stats.abort_kind = verdict.message, verdict.kind
         if isinstance(stages.captioner, Router):
             stats.drained = stages.captioner.drained
             stats.targets = stages.captioner.summary()
@@ -109,18 +114,19 @@ def _preparer(cfg: RunConfig) -> PreparePool | None:
 
 def _captions(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None,
+    seed: int | None, limiter: Limiter | None = None, suspend: SuspendDetector | None = None,
 ) -> Captions:
     """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
     if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed)
+        return _router(cfg, stats, progress, policy=policy, seed=seed, suspend=suspend)
     return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter)
+                      limiter=limiter, suspend=suspend)
 
 
 def _captioner(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
     seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
+    suspend: SuspendDetector | None = None,
 ) -> Captioner:
     client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
                            connections=cfg.concurrency)
@@ -138,11 +144,12 @@ def _captioner(
         concurrency=_adaptive(cfg),
         quality=cfg.quality(),
         prompt=cfg.prompt if cfg.api == "openai" else None,
+        suspend=suspend,
     )
 
 
 def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None) -> Router:
+            seed: int | None, suspend: SuspendDetector | None = None) -> Router:
     """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
     released: list[Record] = []
     lanes = []
@@ -150,7 +157,7 @@ def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: Retr
         token, _ = find_token(target.token_file)
         lane_cfg = target.cfg
         captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released)
+                               target=f"{target.name}={lane_cfg.target}", released=released, suspend=suspend)
         lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
     return Router(lanes, route=cfg.route, released=released)
 
@@ -182,18 +189,3 @@ def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
             t = replace(t, cfg=lane.validate())
         out.append(t)
     return tuple(out)
-
-
-def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:
-    """The first run-level stop (message, kind); anything unexpected is re-raised (a bug, not a user error)."""
-    for exc in failures:
-        found = leaves(exc)
-        for leaf in found:
-            if isinstance(leaf, RunAborted):
-                return str(leaf), leaf.kind
-            if isinstance(leaf, JournalError):
-                return str(leaf), "journal"
-        for leaf in found:
-            if not isinstance(leaf, anyio.get_cancelled_exc_class() | anyio.BrokenResourceError):
-                raise leaf
-    return None, None

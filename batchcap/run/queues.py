@@ -47,6 +47,15 @@ class Feed:
         self._closed = True
         self._ready.set()
 
+    def drain(self) -> None:
+        """Stop now: the images still queued are dropped (the next run reads them again), readers blocked on a
+        full queue are released, and ``next`` returns None."""
+        self._items.clear()
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+        self.close()
+
     def pop(self) -> LoadedImage | None:
         """The next image if one is queued now, else None (then ``await next()``): no coroutine at all."""
         items = self._items

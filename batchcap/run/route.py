@@ -1,10 +1,11 @@
 """Several targets in one run (``--target NAME=SPEC ...``): failover or spread, behind one sender pool.
 
-Each target is a lane: its own client, limiter, retry policy and guard (a ``Captioner``), and its own
-concurrency. ``failover`` sends to the first lane until it fails run-level (credits spent, token refused,
-wrong target, stalled, the same refusal for every image), then to the next; ``spread`` sends each image to
-the lane with the most free room, so faster lanes (that free their slots sooner) take more. A lane that
-fails run-level is drained: its in-flight images go to the others; the run stops only when none is left.
+Each target is a lane: its own client, admission (circuit, limits), retry policy and guard (a ``Captioner``),
+and its own concurrency. ``failover`` sends to the first lane until it fails run-level (credits spent, token
+refused, wrong target, stalled, the same refusal for every image), then to the next; ``spread`` sends each image
+to the lane with the most free room, so faster lanes (that free their slots sooner) take more. Which stops
+drain one lane and which end the run is the guard's verdict (``guard.lane_verdict``): a drained lane's
+in-flight images go to the others; the run stops only when none is left (``guard.every_target_spent``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import anyio
 from batchcap.errors import RunAborted
 from batchcap.models import LoadedImage, Record
 from batchcap.run.attempt import Captioner
+from batchcap.run.guard import every_target_spent, lane_verdict
 
-__all__ = ["DRAINING", "Lane", "Router"]
-
-#: Run-level stops that drain one lane instead of stopping the run (there may be another target).
-DRAINING = frozenset({"auth", "credits", "wrong_target", "stalled", "refusals"})
+__all__ = ["Lane", "Router"]
 
 
 @dataclass(slots=True, eq=False)
@@ -90,7 +89,7 @@ class Router:
             try:
                 return await lane.captioner.caption(image)
             except RunAborted as exc:
-                if exc.kind not in DRAINING:
+                if lane_verdict(exc.kind) == "stop":
                     raise
                 self._drain(lane, str(exc), exc.kind)
             finally:
@@ -102,10 +101,7 @@ class Router:
         while True:
             live = [lane for lane in self.lanes if lane.drained is None]
             if not live:
-                reasons = "; ".join(f"{name}: {why}" for name, why in self.drained.items())
-                kinds = {lane.drained_kind or "targets_spent" for lane in self.lanes}
-                raise RunAborted(f"every target is spent ({reasons})",
-                                 kind=kinds.pop() if len(kinds) == 1 else "targets_spent")
+                self._all_spent()
             if self.route == "failover":
                 candidates = live[:1]
             else:
@@ -117,10 +113,43 @@ class Router:
                 self._changed = anyio.Event()
             await self._changed.wait()
 
+    def _all_spent(self) -> None:
+        stop = every_target_spent([(lane.name, lane.drained or "", lane.drained_kind or "targets_spent")
+                                   for lane in self.lanes])
+        raise RunAborted(stop.message, kind=stop.kind)
+
     def _drain(self, lane: Lane, why: str, kind: str) -> None:
         if lane.drained is None:
             lane.drained, lane.drained_kind = why, kind
             self._wake()
+
+    def drain(self) -> None:
+        for lane in self.lanes:
+            lane.captioner.drain()
+
+    def check(self) -> None:
+        """The watchdog's second: a lane stalled for ``--max-wait`` drains (or, by the guard's verdict, stops
+        the run); with every lane spent, the run stops."""
+        for lane in self.lanes:
+            if lane.drained is not None:
+                continue
+            try:
+                lane.captioner.check()
+            except RunAborted as exc:
+                if lane_verdict(exc.kind) == "stop":
+                    raise
+                self._drain(lane, str(exc), exc.kind)
+        if all(lane.drained is not None for lane in self.lanes):
+            self._all_spent()
+
+    def slept(self, seconds: float) -> None:
+        for lane in self.lanes:
+            lane.captioner.slept(seconds)
+
+    def status_note(self) -> str | None:
+        notes = [f"{lane.name}: {note}" for lane in self.lanes
+                 if lane.drained is None and (note := lane.captioner.status_note())]
+        return "; ".join(notes) or None
 
     def _wake(self) -> None:
         self._changed.set()
@@ -138,8 +167,20 @@ class Router:
         notes = [f"{lane.name} {note}" for lane in self.lanes if (note := lane.captioner.concurrency_note())]
         return " ".join(notes) or None
 
-    def release_held(self) -> list[Record]:
-        return [record for lane in self.lanes for record in lane.captioner.release_held()]
+    def finish(self) -> list[Record]:
+        """The run ran out of images: each lane's held records, unless they show a systematic fault and no lane
+        captioned anything (then the run stops)."""
+        stops: list[RunAborted] = []
+        out: list[Record] = []
+        for lane in self.lanes:
+            try:
+                out.extend(lane.captioner.finish())
+            except RunAborted as exc:
+                stops.append(exc)
+                out.extend(lane.captioner.guard.held)
+        if stops and not any(lane.captioner.guard.ok_seen for lane in self.lanes):
+            raise stops[0]
+        return out
 
     def __repr__(self) -> str:
         state = ", ".join(f"{lane.name} {lane.in_flight}/{lane.concurrency}" + (" drained" if lane.drained else "")

@@ -7,6 +7,12 @@
 
 Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
 journal, and it drains whatever the senders produced even when the run is interrupted or aborted.
+
+Stopping drains: the first Ctrl-C / SIGTERM (or a caller's ``stop``) ends the reading, and no request starts
+after it; the requests in flight finish (each bounded by ``--timeout``) and their answers are written. A second
+signal cancels at once. A watchdog beats every second beside the senders: it notices a sleep of the machine
+(``flow.suspend``), asks the captioner for stops that come with time (``--max-wait``), and keeps the progress
+line going while nothing else moves (an outage).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import anyio
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
 from batchcap.errors import InputError
+from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare import PreparePool, prepared_image
@@ -42,6 +49,8 @@ Handed: TypeAlias = LoadedImage | tuple[ImageJob, InputError] | Record
 
 #: Raw file bytes one reader hop reads at most (by the scan's sizes; always at least one file).
 LOAD_CHUNK_BYTES = 32 * 1024 * 1024
+#: Seconds between two beats of the watchdog.
+HEARTBEAT = 1.0
 
 
 def _chunks(jobs: list[ImageJob], limit: int) -> list[list[ImageJob]]:
@@ -65,6 +74,7 @@ class Stages:
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
         progress: Progress, on_scan_done: Callable[[], None] | None = None, preparer: PreparePool | None = None,
+        suspend: SuspendDetector | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -81,7 +91,11 @@ class Stages:
         self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
-        self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
+        self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a second signal or the writer
+        self.read_scope = anyio.CancelScope()  # the readers alone; cancelled by the first signal (a drain)
+        self.draining = False
+        self.suspend = suspend or SuspendDetector(now=time.monotonic(), wall=time.time())
+        self._note: str | None = None  # the watchdog's last status line (an outage), to clear it once over
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
         self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
@@ -89,35 +103,68 @@ class Stages:
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
-    async def produce_until_stopped(self, *, handle_signals: bool, stop: anyio.Event | None = None) -> None:
+    async def produce_until_stopped(self, *, handle_signals: bool, stop: anyio.Event | None = None,
+                                    stop_now: anyio.Event | None = None) -> None:
         """Produce until done, interrupted or stopped; then close the sink so the writer drains and ends."""
         with self.work_scope:
             try:
                 async with anyio.create_task_group() as tg:
                     if handle_signals:
-                        tg.start_soon(watch_signals, self.interrupt)
+                        tg.start_soon(watch_signals, self.interrupt, self.interrupt)
                     if stop is not None:
-                        tg.start_soon(self.interrupt_when, stop)
+                        tg.start_soon(self.interrupt_when, stop, stop_now)
+                    tg.start_soon(self.watchdog)
                     await self.produce()
-                    tg.cancel_scope.cancel()  # the signal watcher
+                    tg.cancel_scope.cancel()  # the signal watcher and the watchdog
+                self.finish()
             except BaseException as exc:
                 if isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise
                 self.failures.append(exc)
-        if not self.failures:  # no run-level stop: the final errors the guard held back are real
-            for record in self.captioner.release_held():
-                self.sink.put(record)
         self.sink.close()
 
-    def interrupt(self) -> None:
-        """Ctrl-C / SIGTERM: stop producing; what the senders finished is still written."""
-        self.stats.interrupted = True
-        self.work_scope.cancel()
+    def finish(self) -> None:
+        """No run-level stop: the final records the guard held back are written (unless they show that every
+        image was refused alike: then ``RunAborted``)."""
+        for record in self.captioner.finish():
+            self.sink.put(record)
 
-    async def interrupt_when(self, stop: anyio.Event) -> None:
-        """A caller's stop (its own signal watcher, a Ray cancel): the same as Ctrl-C."""
+    def interrupt(self) -> None:
+        """The first Ctrl-C / SIGTERM drains (see the module docstring); the second stops at once."""
+        if self.draining:
+            self.work_scope.cancel()
+            return
+        self.stats.interrupted = True
+        self.draining = True
+        self.read_scope.cancel()
+        self.feed.drain()
+        self.captioner.drain()
+
+    async def interrupt_when(self, stop: anyio.Event, stop_now: anyio.Event | None = None) -> None:
+        """A caller's stop (its own signal watcher, a Ray cancel): the same as Ctrl-C; ``stop_now`` as the
+        second."""
         await stop.wait()
         self.interrupt()
+        if stop_now is not None:
+            await stop_now.wait()
+            self.interrupt()
+
+    async def watchdog(self) -> None:
+        """Every second: the machine's sleeps, the stops that come with time, the progress line."""
+        captioner, progress, suspend = self.captioner, self.progress, self.suspend
+        while True:
+            await anyio.sleep(HEARTBEAT)
+            suspend.tick(time.monotonic(), time.time())
+            if slept := suspend.take():
+                self.stats.slept += slept
+                captioner.slept(slept)
+            if not self.draining:
+                captioner.check()  # raises RunAborted: nothing but failures for --max-wait
+            note = captioner.status_note()
+            if note != self._note:
+                progress.note(note or "")
+                self._note = note
+            progress.tick()
 
     async def write_until_drained(self) -> None:
         """The writer task; if the journal fails, producing stops too (nothing more could be recorded)."""
@@ -147,9 +194,10 @@ class Stages:
                 follow_symlinks=cfg.follow_symlinks,
                 on_error=self.scan_error,
             )
-            async with anyio.create_task_group() as tg:
-                for _ in range(cfg.readers):
-                    tg.start_soon(self.reader, batches)
+            with self.read_scope:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(cfg.readers):
+                        tg.start_soon(self.reader, batches)
         finally:
             self.feed.close()
 
@@ -286,6 +334,8 @@ class Stages:
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
         resolved = self.deduper.resolved if self.deduper is not None else None
         while (image := pop()) is not None or (image := await next_image()) is not None:
+            if self.draining:
+                break
             if (record := await caption(image)) is not None:
                 put(record)
                 if resolved is not None:
@@ -332,6 +382,8 @@ class Stages:
                     stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
             stats.ok += ok
             stats.failed += len(batch) - ok
+            if ok < len(batch):
+                progress.errors(stats.errors_by_type)
             if (note := self.captioner.concurrency_note()) is not None:
                 progress.concurrency(note)
             progress.done(ok, len(batch) - ok)

@@ -25,6 +25,7 @@ class RunStats:
     elapsed: float = 0.0
     earlier_errors: int = 0
     interrupted: bool = False
+    slept: float = 0.0  #: seconds the machine slept during the run (``flow.suspend``)
     aborted: str | None = None  #: the message of the run-level stop, if one stopped the run
     abort_kind: str | None = None  #: its cause as a value (``batchcap.run.guard.StopKind``)
     scan_problem_files: int = 0  #: files the scan could not name or read (each has an error record)

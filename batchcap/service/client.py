@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -16,8 +17,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from batchcap.config import Secret
-from batchcap.errors import APIError, RequestTimeout, TransportError
-from batchcap.models import LoadedImage
+from batchcap.errors import APIError, CannotConnect, ConnectCause, RequestTimeout, TransportError
+from batchcap.flow.window import quota_from_headers
+from batchcap.models import LoadedImage, Quota
 from batchcap.service.protocols import Adapter, classify, parse_reply
 from batchcap.version import __version__
 
@@ -34,6 +36,7 @@ class Reply:
     request_id: str | None
     status: int
     finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
+    quota: Quota | None = None  #: what the answer's rate-limit headers said (None: it had none)
 
 
 #: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
@@ -45,7 +48,10 @@ def _transport_error(exc: BaseException, host: str, timeout: float) -> Transport
     if isinstance(exc, TimeoutError):
         return RequestTimeout(f"no answer from {host} within {timeout:g} s (raise --timeout?)")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportError(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}")
+        return CannotConnect(f"cannot connect to {host}: {exc.os_error.strerror or exc.os_error}", host=host,
+                             cause=_connect_cause(exc))
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return CannotConnect(f"cannot connect to {host}: TLS: {exc}", host=host, cause="tls")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return TransportError(f"{host} closed the connection before answering")
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -54,6 +60,23 @@ def _transport_error(exc: BaseException, host: str, timeout: float) -> Transport
         return TransportError(f"request to {host} failed: {exc.__class__.__name__}: {exc}")
     assert isinstance(exc, OSError)
     return TransportError(f"request to {host} failed: {exc.strerror or exc}")
+
+
+def _connect_cause(exc: aiohttp.ClientConnectorError) -> ConnectCause:
+    """Why no connection was made, by class: the guard's one line names the likely cause."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorCertificateError):
+        return "tls"
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return "refused"
+    return "unreachable"
+
+
+def _has_quota(headers: Mapping[str, str]) -> bool:
+    """A cheap look for rate-limit headers (most answers have none: no parsing per caption then)."""
+    return any(key[:2] in ("x-", "X-", "ra", "Ra", "RA", "re", "Re") and "atelimit" in key.lower()
+               for key in headers)
 
 
 #: aiohttp warns (ResourceWarning) for a raw bytes body over 1 MiB; a file-like body is streamed instead.
@@ -139,7 +162,8 @@ class CaptionClient:
                 exc.status = status
                 exc.request_id = headers.get("x-request-id")
                 raise
-            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason)
+            quota = quota_from_headers(headers, now_wall=time.time()) if _has_quota(headers) else None
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason, quota)
         error = classify(status, headers, body, url_host=self.host)
         if self._token is not None:  # a server that echoes the token must not make us log it
             error.message = error.message.replace(self._token.reveal(), "***")

@@ -400,6 +400,7 @@ async def run_with_endpoint(
     lifecycle = EndpointLifecycle(api, EndpointName.parse(cfg.endpoint_name), after=cfg.after_run,
                                   max_wait=cfg.max_wait, poll=poll, progress=notes)
     stop = anyio.Event()
+    stop_now = anyio.Event()
     wake_scope = anyio.CancelScope()
 
     def on_signal() -> None:
@@ -408,7 +409,7 @@ async def run_with_endpoint(
 
     async with api, anyio.create_task_group() as tg:
         if handle_signals:
-            tg.start_soon(watch_signals, on_signal)
+            tg.start_soon(watch_signals, on_signal, stop_now.set)
         try:
             info: EndpointInfo | None = None
             with wake_scope:
@@ -419,7 +420,7 @@ async def run_with_endpoint(
                 tg.cancel_scope.cancel()
                 return stats
             stats = await run(replace(cfg, endpoint=info.url), token=token, progress=progress, stop=stop,
-                              on_scan_done=on_scan_done)
+                              stop_now=stop_now, on_scan_done=on_scan_done)
         except BaseException:
             await lifecycle.sleep(raise_errors=False)
             raise

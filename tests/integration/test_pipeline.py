@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from conftest import RawServerFactory
 
 from batchcap.config import RunConfig, Secret
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, caption_for
@@ -184,17 +184,32 @@ async def test_server_faults_are_retried(emulator: Emulator, images: Path, tmp_p
     assert max(r["attempts"] for r in lines(out)) > 1
 
 
-async def test_exhausted_retries_are_retried_on_the_next_run(emulator: Emulator, images: Path, tmp_path: Path) -> None:
-    failing = await emulator(EmulatorSettings(fail_rate=1.0))
+async def test_exhausted_retries_are_retried_on_the_next_run(
+    emulator: Emulator, raw_server: RawServerFactory, images: Path, tmp_path: Path
+) -> None:
+    from aiohttp import web
+
+    served = [0]
+
+    async def breaking(request: web.BaseRequest) -> web.StreamResponse:
+        await request.read()
+        served[0] += 1
+        if served[0] <= 3:  # it worked at first, so what follows is each image's own failure
+            return web.json_response([{"generated_text": "fine"}])
+        return web.json_response({"error": "Internal error"}, status=500)
+
+    url = await raw_server(breaking)
     out = tmp_path / "out.jsonl"
+    cfg = RunConfig(input_dir=images, out=out, model=MODEL, api_base=url.rstrip("/"), concurrency=1, rate=None,
+                    retries=1, timeout=5.0).validate()
     with anyio.fail_after(20):
-        stats = await run(cfg_for(failing, images, out, retries=1), policy=RetryPolicy.immediate(attempts=2))
-    assert stats.failed == len(expected(images))
-    assert all(r["error"]["retryable"] for r in lines(out))
+        stats = await run(cfg, policy=RetryPolicy.immediate(attempts=2))
+    assert (stats.ok, stats.failed) == (3, len(expected(images)) - 3)
+    assert all(r["error"]["retryable"] for r in lines(out) if r["status"] == "error")
     healthy = await emulator(EmulatorSettings())
     with anyio.fail_after(20):
         stats = await run(cfg_for(healthy, images, out))
-    assert stats.ok == len(expected(images))
+    assert stats.ok == len(expected(images)) - 3
     final = {}
     for r in lines(out):
         final[r["path"]] = r["status"]
@@ -238,20 +253,22 @@ async def test_a_second_run_on_the_same_journal_is_refused(emulator: Emulator, i
             tg.cancel_scope.cancel()
 
 
-async def test_unreachable_service_records_transport_errors(images: Path, tmp_path: Path) -> None:
+async def test_nothing_listening_stops_at_once_naming_the_host_and_writes_no_record(
+    images: Path, tmp_path: Path
+) -> None:
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = RunConfig(input_dir=images, out=tmp_path / "o.jsonl", model=MODEL,
-                    api_base=f"http://127.0.0.1:{port}", retries=1, timeout=2.0, rate=None).validate()
-    with anyio.fail_after(20):
-        stats = await run(cfg, policy=RetryPolicy.immediate(attempts=2))
-    recs = lines(tmp_path / "o.jsonl")
-    assert stats.failed == len(recs) == len(expected(images))
-    assert Counter(r["error"]["type"] for r in recs) == {"TransportError": len(recs)}
-    assert "cannot connect" in recs[0]["error"]["message"]
+                    api_base=f"http://127.0.0.1:{port}", timeout=2.0, rate=None).validate()
+    with anyio.fail_after(20), pytest.raises(RunAborted, match=f"cannot connect to 127.0.0.1:{port}") as info:
+        await run(cfg)
+    assert info.value.kind == "wrong_target"
+    assert "nothing is listening there" in str(info.value)
+    out = tmp_path / "o.jsonl"
+    assert not out.exists() or lines(out) == []  # no error records: the next run tries every image
 
 
 async def test_a_model_that_refuses_every_image_stops_the_run(emulator: Emulator, tmp_path: Path) -> None:

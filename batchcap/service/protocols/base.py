@@ -6,6 +6,8 @@ No sockets here, so every shape is testable with golden bytes.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from batchcap.errors import (
     WrongTarget,
 )
 from batchcap.flow.retry import retry_hint
+from batchcap.flow.window import quota_from_headers
 from batchcap.models import LoadedImage
 
 __all__ = ["Adapter", "Built", "classify", "error_message", "parse_reply"]
@@ -101,8 +104,29 @@ def _estimated_time(body: bytes) -> float | None:
     return None
 
 
+#: 4xx answers whose cause is the request's target or settings, never the image: the service refuses every image
+#: alike, so they are ``WrongTarget`` (the run stops at once) rather than a final ``RejectedImage`` per image.
+#: Matched once, here at the boundary where answers become classes (protocol.md sections 4.4 and 9).
+_NOT_ABOUT_THE_IMAGE = re.compile(
+    r"not supported by any provider"  # the HF router: no provider serves this model
+    r"|No connected db"  # a LiteLLM proxy with the wrong key (its key store is not reachable)
+    r"|(model|deployment) .{0,80}(does not exist|not found|is not served)"
+    r"|(invalid|unknown|unsupported) model"
+    r"|(invalid|incorrect|missing) api[ _-]?key"
+    r"|Content type .{0,40} not supported",  # the Endpoint container: the request's Content-Type
+    re.IGNORECASE,
+)
+
+
 def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: str) -> APIError:
-    """Map a non-2xx answer to the error class that decides what happens next."""
+    """Map a non-2xx answer to the error class that decides what happens next (with its quota headers)."""
+    error = _classify(status, headers, body, url_host=url_host)
+    if "atelimit" in "".join(headers).lower() or "Retry-After" in headers or "retry-after" in headers:
+        error.quota = quota_from_headers(headers, now_wall=time.time())
+    return error
+
+
+def _classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: str) -> APIError:
     request_id = headers.get("x-request-id") or headers.get("X-Request-Id") or headers.get("X-Amzn-Trace-Id")
     said = error_message(headers, body)
     detail = f"HTTP {status} from {url_host}" + (f": {said}" if said else "")
@@ -123,5 +147,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: 
         where = headers.get("Location", "?")
         return WrongTarget(f"HTTP {status} redirect from {url_host} to {where}: use the final URL", status=status)
     if 400 <= status < 500:
+        if said and _NOT_ABOUT_THE_IMAGE.search(said):
+            return WrongTarget(f"{detail} (not about the image: every image would get it)", status=status,
+                               request_id=request_id)
         return RejectedImage(detail, status=status, request_id=request_id)
     return BadResponse(f"unexpected HTTP {status} from {url_host}", status=status, request_id=request_id)
