@@ -115,6 +115,11 @@ class RunConfig:
     on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
     min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
     max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+    #: Seconds between two progress lines when stderr is not a terminal (a log file); a terminal gets a bar.
+    progress_every: float = 30.0
+    #: A webhook (ntfy, Slack, Discord, any JSON POST) told when the run ends, is stopped or aborts. A secret
+    #: (webhook URLs carry their token): never written to the manifest or a log.
+    notify: str | None = None
 
     def quality(self) -> QualitySettings:
         """The caption quality gates this run applies (``batchcap.tasks.quality``)."""
@@ -216,6 +221,12 @@ class RunConfig:
         if self.shard is not None and not isinstance(self.shard, Shard):
             raise ConfigError(f"shard must be I/N, e.g. 1/3 (got {self.shard!r})")
         self._validate_endpoint_name()
+        if not (isinstance(self.progress_every, int | float) and math.isfinite(self.progress_every)
+                and self.progress_every > 0):
+            raise ConfigError(f"progress_every must be a number of seconds > 0 (got {self.progress_every!r}); "
+                              "pass --progress-every 30")
+        if self.notify is not None:
+            _check_notify(self.notify)
         return self
 
     def _validate_endpoint_name(self) -> None:
@@ -251,6 +262,7 @@ class RunConfig:
         out["targets"] = list(self.targets)
         out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
+        out["notify"] = _notify_shown(self.notify)
         out["request_rate"] = self.request_rate
         out["target"] = self.target
         return out
@@ -265,6 +277,21 @@ def _strip_userinfo(url: str) -> str:
     if parts.username or parts.password:
         return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
     return url
+
+
+def _check_notify(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("--notify must be an http(s) URL, e.g. https://ntfy.sh/my-topic or a Slack/Discord "
+                          "webhook URL (got something else; not shown, it may hold a token)")
+
+
+def _notify_shown(url: str | None) -> str | None:
+    """A webhook URL as it may be shown: the host only (its path is the webhook's secret)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}/…"
 
 
 def _check_url(flag: str, url: str) -> None:

@@ -7,6 +7,7 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     │   └── UsageError         a malformed flag or argument                  -> exit 2
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
+    ├── NotifyFailed           the --notify webhook did not take the message -> one warning line, never a failure
     ├── Aborted                the whole command stopped on purpose          -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
     │   └── BenchAborted       a bench target refused the token or does not exist
@@ -52,6 +53,7 @@ __all__ = [
     "InputError",
     "JournalError",
     "ModelLoading",
+    "NotifyFailed",
     "PermanentError",
     "RateLimited",
     "RejectedImage",
@@ -85,6 +87,10 @@ class InputError(BatchcapError):
 
 class JournalError(BatchcapError):
     """The results journal cannot be used: locked by another run, corrupt mid-file, or the disk is full."""
+
+
+class NotifyFailed(BatchcapError):
+    """The ``--notify`` webhook could not be reached or refused the message; the run itself is unaffected."""
 
 
 class Aborted(BatchcapError):

@@ -122,7 +122,7 @@ _RUN_FIELDS = (
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
-    "shard", "endpoint_name", "endpoints_api", "after_run",
+    "shard", "endpoint_name", "endpoints_api", "after_run", "progress_every", "notify",
 )
 
 
@@ -150,6 +150,13 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
+    o.add_argument("--progress-every", type=_positive_float, metavar="S",
+                   help="when stderr is not a terminal (nohup, cron, a log file): one plain progress line every S "
+                        f"seconds instead of a bar (default: {default('progress_every')})")
+    o.add_argument("--notify", metavar="URL",
+                   help="POST one JSON object to URL when the run ends, is stopped or aborts (state, ok, errors, "
+                        "out, elapsed, reason; the text in 'text' for Slack, 'content' for Discord, 'message' for "
+                        "ntfy); a failing notify is a warning, never a failed run")
     o.add_argument("--shard", type=_shard, metavar="I/N",
                    help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
                         "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`")

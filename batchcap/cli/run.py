@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +14,10 @@ from batchcap.aio import run_async
 from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
-from batchcap.errors import ConfigError, RunAborted, UsageError
-from batchcap.progress import NullProgress, Progress, TqdmProgress
+from batchcap.errors import Aborted, ConfigError, NotifyFailed, RunAborted, UsageError
+from batchcap.progress import LogProgress, NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.service.notify import RunState, notify, payload, topic_of
 from batchcap.version import __version__
 
 __all__ = ["HELP", "add_arguments", "main"]
@@ -50,9 +52,10 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
             print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
                   f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
-    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
+    progress = _progress(cfg)
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
+    started = time.monotonic()
     try:
         if cfg.endpoint_name:
             from batchcap.service.endpoints import run_with_endpoint
@@ -69,17 +72,51 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
     except RunAborted as exc:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        _notify(cfg, "aborted", None, time.monotonic() - started, reason=str(exc))
+        raise
+    except Aborted as exc:
+        _notify(cfg, "aborted", None, time.monotonic() - started, reason=str(exc))
         raise
     _summary(stats, cfg.out)
     if stats.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
+        _notify(cfg, "interrupted", stats, stats.elapsed)
         return EXIT_INTERRUPTED
-    if stats.failed or stats.earlier_errors:
+    if stats.failed or stats.earlier_errors or stats.flagged:
         if stats.earlier_errors and not stats.failed:
             print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
                   "add --retry-failed to try them again", file=err)
+        if stats.flagged:
+            print(f"batchcap: {stats.flagged} captions failed a quality gate and were kept with \"flags\" (exit 1 so a "
+                  "script notices); --on-bad-caption error records them as errors that --retry-failed tries again",
+                  file=err)
+        _notify(cfg, "errors", stats, stats.elapsed)
         return EXIT_ERRORS
+    _notify(cfg, "done", stats, stats.elapsed)
     return EXIT_OK
+
+
+def _progress(cfg: RunConfig) -> Progress:
+    """A bar on a terminal; one plain line every --progress-every seconds in a log file; nothing with -q."""
+    if cfg.quiet:
+        return NullProgress()
+    if sys.stderr.isatty():
+        return TqdmProgress()
+    return LogProgress(write=lambda line: print(line, file=sys.stderr, flush=True), every=cfg.progress_every)
+
+
+def _notify(cfg: RunConfig, state: RunState, stats: RunStats | None, elapsed: float, *,
+            reason: str | None = None) -> None:
+    """``--notify``: one POST; a failure is one warning line, never the run's exit code."""
+    if cfg.notify is None:
+        return
+    body = payload(state=state, ok=stats.ok if stats else 0, errors=stats.failed if stats else 0,
+                   skipped=stats.skipped if stats else 0, out=str(cfg.out.resolve()), elapsed=elapsed,
+                   reason=reason, topic=topic_of(cfg.notify))
+    try:
+        notify(cfg.notify, body)
+    except NotifyFailed as exc:
+        print(f"batchcap: warning: {exc}; the run's own result stands", file=sys.stderr)
 
 
 def _note(text: str) -> None:
@@ -104,11 +141,12 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
         rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
         print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({workers} workers; "
               f"concurrency {cfg.concurrency}, rate {rate} for the whole job)", file=err)
-    progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
+    progress = _progress(cfg)
     try:
         job = run_distributed(cfg, workers=workers, address=ns.ray, token=token, progress=progress)
     except JobAborted as exc:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        _notify(cfg, "aborted", None, 0.0, reason=str(exc))
         raise
     c = job.counts
     rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
@@ -122,11 +160,15 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
         m = job.merge
         print(f"batchcap: results in {cfg.out}: {m.images} images ({m.ok} ok, {m.errors} errors; shard journals "
               f"in {cfg.out.name}.parts/)", file=err)
+    done = RunStats(ok=c["ok"], failed=c["failed"], skipped=c["skipped"], elapsed=job.elapsed)
     if job.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
+        _notify(cfg, "interrupted", done, job.elapsed)
         return EXIT_INTERRUPTED
     if job.merge is not None and job.merge.errors:
+        _notify(cfg, "errors", done, job.elapsed)
         return EXIT_ERRORS
+    _notify(cfg, "done", done, job.elapsed)
     return EXIT_OK
 
 
@@ -139,6 +181,10 @@ def _summary(stats: RunStats, out: Path) -> None:
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
+    _failed_files(stats, out)
+    if stats.slept:
+        print(f"batchcap: the machine slept {stats.slept:.0f} s during the run; requests in flight then were sent "
+              "again, free", file=err)
     if stats.duplicates:
         print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
               "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
@@ -166,6 +212,16 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _failed_files(stats: RunStats, out: Path) -> None:
+    """Up to five failed files with their reasons, and where the rest are."""
+    err = sys.stderr
+    for path, kind, message in stats.failed_examples:
+        print(f"batchcap:   failed: {path}: {kind}: {message[:160]}", file=err)
+    if stats.failed > len(stats.failed_examples):
+        print(f"batchcap:   ... and {stats.failed - len(stats.failed_examples)} more: every failed file is a "
+              f"\"status\": \"error\" line of {out} (batchcap report {out} lists them)", file=err)
 
 
 def _bytes(n: int) -> str:

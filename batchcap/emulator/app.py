@@ -24,9 +24,16 @@ from batchcap.emulator import faults, toolkit
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
-from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
+from batchcap.emulator.proxy import (
+    _TOO_LARGE,
+    _auth_error,
+    _cold_error,
+    _rate_limited,
+    window_headers,
+    window_refused,
+)
 from batchcap.emulator.settings import EmulatorSettings
-from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
+from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _FixedWindow, _State, _TokenBucket
 from batchcap.emulator.wire import (
     _Answer,
     _answer_chat,
@@ -62,6 +69,11 @@ async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Resp
     ctx.t = now = time.monotonic()
     if state.bucket is not None and (wait := state.bucket.take(now)) > 0:
         return body, _rate_limited(wait, settings)
+    if state.window is not None:
+        admitted, remaining, reset = state.window.take(time.time())
+        if not admitted:
+            return body, window_refused(settings, reset)
+        ctx.headers = window_headers(settings, remaining, reset, refused=False) or None
     if settings.credits is not None:
         if state.credits_used >= settings.credits:
             return body, _json(402, {"error": faults.CREDITS_EXHAUSTED})
@@ -215,6 +227,8 @@ async def _track(
         status = response.status
         if tag and not response.prepared:
             response.headers["x-request-id"] = ctx.rid
+        if ctx.headers and not response.prepared:
+            response.headers.update(ctx.headers)
         return response
     except web.HTTPException as exc:
         status = exc.status
@@ -277,7 +291,11 @@ def make_app(settings: EmulatorSettings | None = None) -> web.Application:
     app = web.Application(middlewares=[_track], client_max_size=limit)
     capacity = settings.capacity
     pool = ModelPool(capacity) if capacity is not None else None
-    app[_STATE] = _State(settings=settings, bucket=bucket, rng=random.Random(settings.seed), pool=pool)
+    window = None
+    if settings.window_quota is not None:
+        window = _FixedWindow(settings.window_quota, settings.window_seconds)
+    app[_STATE] = _State(settings=settings, bucket=bucket, rng=random.Random(settings.seed), pool=pool,
+                         window=window)
     app[REQUEST_LOG] = RequestLog()
     app.on_cleanup.append(_close_pool)
     _add_routes(app, settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from batchcap.emulator.management import ManagedEndpointSettings, start_managed_endpoint
 from batchcap.emulator.server import start_emulator
-from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
+from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, WINDOW_HEADERS, EmulatorSettings
 from batchcap.errors import ConfigError
 
 __all__ = ["add_arguments", "managed_from_args", "serve", "settings_from_args"]
@@ -140,6 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         add(f"--{name}-rate", type=float, default=0.0, metavar="F", help=f"fraction of {what} (default: 0)")
     add("--credits", type=int, metavar="N", help="answer 402 (credits exhausted) once N captions were admitted")
+    add("--window-quota", type=int, metavar="N",
+        help="a fixed-window limit: N requests per --window-seconds, counted per epoch-aligned window (LiteLLM's "
+             "rpm counts per calendar minute); 429 beyond it; 0 refuses everything (default: off)")
+    add("--window-seconds", type=float, default=60.0, metavar="S", help="the window's length (default: %(default)s)")
+    add("--window-headers", choices=WINDOW_HEADERS, default="none",
+        help="how the window tells its clients: none (LiteLLM), ietf (RateLimit/RateLimit-Policy, the Hub), openai "
+             "(x-ratelimit-*-requests), retry-after (on its 429s only) (default: %(default)s)")
     add("--legacy-gone", action="store_true", help="answer 410 on the retired /models/<id> route")
     add(
         "--answer-shape",
@@ -224,6 +231,9 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         credits=ns.credits,
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
+        window_quota=ns.window_quota,
+        window_seconds=ns.window_seconds,
+        window_headers=ns.window_headers,
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 

@@ -78,3 +78,35 @@ async def _cold_error(request: web.Request, state: _State, payload: _Payload) ->
     # min(): on a long-running host, float rounding of (now + S) - now can exceed S by an ulp
     estimate = min(remaining, settings.cold_start)
     return _json(503, {"error": f"Model {model} is currently loading", "estimated_time": estimate})
+
+
+def window_headers(settings: EmulatorSettings, remaining: int, reset: float, *, refused: bool) -> dict[str, str]:
+    """A fixed window's headers in the family ``settings.window_headers`` names (none: no header at all)."""
+    kind, quota, window = settings.window_headers, settings.window_quota or 0, settings.window_seconds
+    seconds = max(1, math.ceil(reset))
+    if kind == "ietf":
+        return {"RateLimit": f'"default";r={remaining};t={seconds}',
+                "RateLimit-Policy": f'"fixed window";"default";q={quota};w={window:g}'}
+    if kind == "openai":
+        return {"x-ratelimit-limit-requests": str(quota), "x-ratelimit-remaining-requests": str(remaining),
+                "x-ratelimit-reset-requests": _duration(reset)}
+    if kind == "retry-after" and refused:
+        return {"Retry-After": str(seconds)}
+    return {}
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset form: ``1s``, ``6m0s``, ``250ms``."""
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))}ms"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
+
+
+def window_refused(settings: EmulatorSettings, reset: float) -> web.Response:
+    """LiteLLM's 429 for a spent ``rpm``: an OpenAI-style error object, no Retry-After of its own."""
+    quota = settings.window_quota or 0
+    message = (f"litellm.RateLimitError: Rate limit reached. Limit type: requests. Current limit: {quota} per "
+               f"{settings.window_seconds:g}s. Remaining: 0. Resets in {reset:.1f}s")
+    return _json(429, {"error": {"message": message, "type": "None", "param": "None", "code": "429"}},
+                 window_headers(settings, 0, reset, refused=True))

@@ -23,10 +23,12 @@ __all__ = ["RunningEmulator", "start_emulator"]
 class RunningEmulator:
     """An emulator bound to a real socket; ``async with`` or :meth:`close` stops it."""
 
-    def __init__(self, runner: web.AppRunner, url: str, settings: EmulatorSettings) -> None:
+    def __init__(self, runner: web.AppRunner, url: str, settings: EmulatorSettings, host: str, port: int) -> None:
         self._runner = runner
         self.url = url
         self.settings = settings
+        self._host = host
+        self._port = port
 
     @property
     def app(self) -> web.Application:
@@ -40,6 +42,23 @@ class RunningEmulator:
     def pool(self) -> ModelPool | None:
         """The model's replicas and queue, or None when capacity is unlimited."""
         return self.app[_STATE].pool
+
+    async def go_down(self) -> None:
+        """An outage, as a killed server: stop listening (new connections are refused) and drop every open
+        connection (requests in flight get a reset). The app and its log stay; ``come_back`` reopens the port."""
+        for site in list(self._runner.sites):
+            await site.stop()
+        server = self._runner.server
+        if server is not None:
+            for handler in list(server.connections):
+                transport = handler.transport
+                if transport is not None:
+                    transport.abort()
+
+    async def come_back(self) -> None:
+        """The end of an outage: listen again on the same port."""
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
 
     async def close(self) -> None:
         """Stop listening and cancel in-flight requests; safe to call twice."""
@@ -77,4 +96,4 @@ async def start_emulator(
             bound_port = int(address[1])
             break
     shown_host = f"[{host}]" if ":" in host else host
-    return RunningEmulator(runner, f"http://{shown_host}:{bound_port}", settings)
+    return RunningEmulator(runner, f"http://{shown_host}:{bound_port}", settings, host, bound_port)

@@ -14,11 +14,13 @@ __all__ = [
     "FAULT_KNOBS",
     "PROFILES",
     "TGI_PAYLOAD_LIMIT",
+    "WINDOW_HEADERS",
     "AnswerShape",
     "Capacity",
     "EmulatorSettings",
     "LatencyDist",
     "Profile",
+    "WindowHeaders",
 ]
 
 DEFAULT_TOKEN = "hf_emulator_token"
@@ -29,6 +31,10 @@ TGI_PAYLOAD_LIMIT = 2_000_000
 LatencyDist = Literal["fixed", "uniform", "exponential"]
 Profile = Literal["all", "endpoint", "serverless", "tgi"]
 AnswerShape = Literal["list", "object", "string"]
+#: How a fixed-window limit tells its clients: nothing (LiteLLM's rpm), IETF ``RateLimit``/``RateLimit-Policy``
+#: (the Hub), OpenAI's ``x-ratelimit-*-requests``, or only ``Retry-After`` on its 429s.
+WindowHeaders = Literal["none", "ietf", "openai", "retry-after"]
+WINDOW_HEADERS: tuple[WindowHeaders, ...] = ("none", "ietf", "openai", "retry-after")
 PROFILES: tuple[Profile, ...] = ("all", "endpoint", "serverless", "tgi")
 #: The seeded fault knobs, in the order one random draw is compared against them (see ``faults.py``).
 FAULT_KNOBS = ("fail_rate", "reset_rate", "truncate_rate", "proxy_error_rate", "garble_rate", "hang_rate")
@@ -89,6 +95,11 @@ class EmulatorSettings:
     (``[{"generated_text": ...}]``), a bare ``object`` (older servers, many custom handlers) or a bare JSON
     ``string`` (a custom handler that returns its caption as is: a systematic bad response).
 
+    ``window_quota`` requests per ``window_seconds`` is a fixed-window limit counted on epoch-aligned windows of
+    the wall clock (LiteLLM's ``rpm: 20`` counts per calendar minute): the next request in a spent window gets
+    a 429 until the window ends. ``window_headers`` says how it tells (``WindowHeaders``; on every answer for
+    ``ietf`` and ``openai``); 0 is a limit that refuses everything ("429 forever").
+
     Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
     ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
     """
@@ -123,6 +134,9 @@ class EmulatorSettings:
     chat_max_body_bytes: int = TGI_PAYLOAD_LIMIT
     endpoint_max_body_bytes: int | None = None
     answer_shape: AnswerShape = "list"
+    window_quota: int | None = None
+    window_seconds: float = 60.0
+    window_headers: WindowHeaders = "none"
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -171,6 +185,13 @@ class EmulatorSettings:
                 raise bad(f"{name} must be >= {low} (got {value})", "--" + name.replace("_", "-"))
         if self.answer_shape not in ("list", "object", "string"):
             raise bad(f"answer_shape must be list, object or string (got {self.answer_shape!r})", "--answer-shape")
+        if self.window_quota is not None and (isinstance(self.window_quota, bool) or self.window_quota < 0):
+            raise bad(f"window_quota must be >= 0 (got {self.window_quota})", "--window-quota")
+        if not (self.window_seconds > 0 and math.isfinite(self.window_seconds)):
+            raise bad(f"window_seconds must be a finite number > 0 (got {self.window_seconds})", "--window-seconds")
+        if self.window_headers not in WINDOW_HEADERS:
+            raise bad(f"window_headers must be one of {', '.join(WINDOW_HEADERS)} (got {self.window_headers!r})",
+                      "--window-headers")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 
@@ -217,6 +238,8 @@ class EmulatorSettings:
         faults = ", ".join(f"{name}={getattr(self, name):g}" for name in FAULT_KNOBS[1:] if getattr(self, name))
         extra = (f", {faults}" if faults else "") + (f", credits={self.credits}" if self.credits is not None else "")
         extra += ", legacy_gone" if self.legacy_gone else ""
+        if self.window_quota is not None:
+            extra += f", window={self.window_quota}/{self.window_seconds:g}s headers={self.window_headers}"
         return (
             f"auth={self.auth}, profile={self.profile}, capacity={shown}, rate={rate}, "
             f"retry_after={'on' if self.retry_after else 'off'}, "

@@ -7,6 +7,7 @@ State lives in the app rather than in module globals, so two emulators in one pr
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -40,6 +41,27 @@ class _TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
+@dataclass(slots=True)
+class _FixedWindow:
+    """A fixed-window counter on epoch-aligned windows of the wall clock (how LiteLLM counts ``rpm``)."""
+
+    quota: int
+    seconds: float
+    start: float = -math.inf
+    used: int = 0
+
+    def take(self, now: float) -> tuple[bool, int, float]:
+        """Admit a request at wall time ``now``? ``(admitted, requests left, seconds to the window's end)``."""
+        start = math.floor(now / self.seconds) * self.seconds
+        if start != self.start:
+            self.start, self.used = start, 0
+        reset = max(0.0, start + self.seconds - now)
+        if self.used >= self.quota:
+            return False, 0, reset
+        self.used += 1
+        return True, self.quota - self.used, reset
+
+
 REQUEST_LOG = web.AppKey("request_log", RequestLog)
 
 
@@ -54,6 +76,7 @@ class _State:
     loaded_at: float | None = None  # set by the first admitted model request
     pool: ModelPool | None = None  # None: unlimited capacity, every request runs at once
     credits_used: int = 0  # model requests admitted, counted against ``settings.credits``
+    window: _FixedWindow | None = None  # the fixed-window limit, when ``settings.window_quota`` is set
 
     def delay(self) -> float:
         """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
@@ -81,6 +104,7 @@ class _Ctx:
     decoded: Decoded | None = None
     fault: str = ""
     queued: float = 0.0
+    headers: dict[str, str] | None = None  # added to the answer (a fixed window's quota headers)
 
 
 _STATE = web.AppKey("emulator_state", _State)

@@ -128,7 +128,7 @@ class Admission:
         if p.probe and breaker.circuit.reason == "throttled":
             spacing = self.learner.confirmed(p.sent_wall)
             if spacing is not None:
-                self.pace.learned(spacing)
+                self.pace.learned(spacing, last=p.started)
         breaker.answered(p.started, p.probe)
         self.learner.success(p.sent_wall)
         if quota is not None:

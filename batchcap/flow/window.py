@@ -229,9 +229,11 @@ class ServerPace:
         elif quota.limit and quota.window:
             self._set(quota.window / quota.limit * SLACK, "headers")
 
-    def learned(self, spacing: float) -> None:
-        """A fixed window found from the 429s (``WindowLearner.confirmed``)."""
+    def learned(self, spacing: float, *, last: float) -> None:
+        """A fixed window found from the 429s (``WindowLearner.confirmed``); ``last`` is when the request that
+        proved it (the first of the new window) went out: the next one keeps its distance."""
         self._set(spacing, "learned")
+        self._next = max(self._next, last + spacing)
 
     def _set(self, spacing: float, source: str) -> None:
         if math.isfinite(spacing) and spacing >= 0:

@@ -115,9 +115,9 @@ _VOLATILE = (
 )
 
 _CONNECT_CAUSES = {
-    "refused": "nothing is listening there (connection refused): is the server up, and the port right?",
-    "dns": "the host name does not resolve (DNS): check its spelling",
-    "tls": "the TLS handshake failed: check http:// against https:// and the server's certificate",
+    "refused": "nothing is listening there (connection refused: is the server up, the port right?)",
+    "dns": "the host name does not resolve (DNS: check its spelling)",
+    "tls": "the TLS handshake failed (check http:// against https://, and the server's certificate)",
     "unreachable": "there is no route to it (network unreachable, or a firewall)",
 }
 
@@ -211,7 +211,7 @@ class RunGuard:
         return self.tick()
 
     def _connect_message(self, exc: CannotConnect) -> str:
-        return (f"cannot connect to {exc.host or self.host}: {_CONNECT_CAUSES[exc.cause]} Nothing was sent; "
+        return (f"cannot connect to {exc.host or self.host}: {_CONNECT_CAUSES[exc.cause]}; nothing was captioned: "
                 f"check --endpoint / --base-url / --api-base ({self.url})")
 
     def _same_5xx(self, exc: ServerError, path: str) -> Stop | None:

@@ -51,6 +51,8 @@ Handed: TypeAlias = LoadedImage | tuple[ImageJob, InputError] | Record
 LOAD_CHUNK_BYTES = 32 * 1024 * 1024
 #: Seconds between two beats of the watchdog.
 HEARTBEAT = 1.0
+#: Error records the summary names (the rest are in the journal).
+FAILED_EXAMPLES = 5
 
 
 def _chunks(jobs: list[ImageJob], limit: int) -> list[list[ImageJob]]:
@@ -363,6 +365,7 @@ class Stages:
             for rec in batch:
                 if rec.flags:
                     stats.flags.update(rec.flags)
+                    stats.flagged += rec.status == "ok"
                 if rec.duplicate_of is not None:
                     stats.duplicates += 1
                 if rec.status == "ok":
@@ -377,7 +380,11 @@ class Stages:
                     if rec.duplicate_of is None and rec.caption:
                         boilerplate(rec.caption, rec.path)
                 else:
-                    stats.errors_by_type[rec.error.type if rec.error else "?"] += 1
+                    error = rec.error
+                    stats.errors_by_type[error.type if error else "?"] += 1
+                    if len(stats.failed_examples) < FAILED_EXAMPLES:
+                        stats.failed_examples.append((rec.path, error.type if error else "?",
+                                                      error.message if error else ""))
                 if self.count_targets:
                     stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
             stats.ok += ok

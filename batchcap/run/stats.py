@@ -32,6 +32,8 @@ class RunStats:
     scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
     sidecar_errors: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
+    #: the first few error records of this run, ``(path, type, message)``, for the summary to name
+    failed_examples: list[tuple[str, str, str]] = field(default_factory=list)
     by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
     drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
     targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
@@ -43,6 +45,7 @@ class RunStats:
     duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
     quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
     flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
+    flagged: int = 0  #: ok records written with at least one quality flag (the run then exits 1)
     boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)  #: captions of sent images
 
     def __repr__(self) -> str:

@@ -122,7 +122,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, *, url_host: 
     """Map a non-2xx answer to the error class that decides what happens next (with its quota headers)."""
     error = _classify(status, headers, body, url_host=url_host)
     if "atelimit" in "".join(headers).lower() or "Retry-After" in headers or "retry-after" in headers:
-        error.quota = quota_from_headers(headers, now_wall=time.time())
+        quota = error.quota = quota_from_headers(headers, now_wall=time.time())
+        if (isinstance(error, RateLimited) and error.retry_after is None and quota is not None
+                and quota.remaining is not None and quota.remaining <= 0 and quota.reset):
+            error.retry_after = quota.reset  # x-ratelimit-reset-requests: the wait, said another way
     return error
 
 
