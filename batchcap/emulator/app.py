@@ -21,6 +21,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from batchcap.emulator import faults, toolkit
+from batchcap.emulator.bodies import (
+    _Answer,
+    _answer_chat,
+    _answer_pipeline,
+    _json,
+    _Parse,
+    _parse_chat,
+    _parse_endpoint,
+    _parse_serverless,
+    _Payload,
+    _tgi_error,
+)
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
@@ -34,18 +46,6 @@ from batchcap.emulator.proxy import (
 )
 from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _FixedWindow, _State, _TokenBucket
-from batchcap.emulator.wire import (
-    _Answer,
-    _answer_chat,
-    _answer_pipeline,
-    _json,
-    _Parse,
-    _parse_chat,
-    _parse_endpoint,
-    _parse_serverless,
-    _Payload,
-    _tgi_error,
-)
 
 __all__ = ["make_app"]
 

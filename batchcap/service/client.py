@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from batchcap.config import Secret
 from batchcap.errors import APIError, CannotConnect, ConnectCause, RequestTimeout, TransportError
 from batchcap.flow.window import quota_from_headers
 from batchcap.models import LoadedImage, Quota
+from batchcap.service.auth import Secret
 from batchcap.service.protocols import Adapter, classify, parse_reply
 from batchcap.version import __version__
 

@@ -195,7 +195,7 @@ async def test_the_issues_429_forever_with_max_wait_20(emulator: Emulator, image
 
 
 def cfg(folder: Path, out: Path, url: str, **kw: Any) -> RunConfig:
-    return RunConfig(input_dir=folder, out=out, model=MODEL, api_base=url.rstrip("/"), rate=None, timeout=5.0,
+    return RunConfig.build(input_dir=folder, out=out, model=MODEL, api_base=url.rstrip("/"), rate=None, timeout=5.0,
                      **kw).validate()
 
 
