@@ -47,7 +47,7 @@ from batchcap.emulator.proxy import (
 from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _FixedWindow, _State, _TokenBucket
 
-__all__ = ["make_app"]
+__all__ = ["make_app", "reconfigure"]
 
 
 async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Response | None]:
@@ -280,22 +280,29 @@ async def _close_pool(app: web.Application) -> None:
         await pool.close()
 
 
+def reconfigure(app: web.Application, settings: EmulatorSettings) -> None:
+    """Behave as ``settings`` say from the next request on (a soak's fault schedule): faults, latency, rate and
+    fixed-window limits, auth. The routes and the model's capacity stay as the app was made."""
+    state = app[_STATE]
+    state.settings = settings
+    state.bucket = None
+    if settings.rate is not None:
+        burst = settings.effective_burst
+        state.bucket = _TokenBucket(rate=settings.rate, burst=burst, tokens=float(burst))
+    state.window = None
+    if settings.window_quota is not None:
+        state.window = _FixedWindow(settings.window_quota, settings.window_seconds)
+
+
 def make_app(settings: EmulatorSettings | None = None) -> web.Application:
     """A fresh emulator application; state (bucket, log, cold-start clock) lives in the app, not the module."""
     settings = settings or EmulatorSettings()
-    bucket = None
-    if settings.rate is not None:
-        burst = settings.effective_burst
-        bucket = _TokenBucket(rate=settings.rate, burst=burst, tokens=float(burst))
     limit = max(settings.body_limit(kind) for kind in ("serverless", "endpoint", "chat"))
     app = web.Application(middlewares=[_track], client_max_size=limit)
     capacity = settings.capacity
     pool = ModelPool(capacity) if capacity is not None else None
-    window = None
-    if settings.window_quota is not None:
-        window = _FixedWindow(settings.window_quota, settings.window_seconds)
-    app[_STATE] = _State(settings=settings, bucket=bucket, rng=random.Random(settings.seed), pool=pool,
-                         window=window)
+    app[_STATE] = _State(settings=settings, bucket=None, rng=random.Random(settings.seed), pool=pool)
+    reconfigure(app, settings)
     app[REQUEST_LOG] = RequestLog()
     app.on_cleanup.append(_close_pool)
     _add_routes(app, settings)

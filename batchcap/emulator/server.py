@@ -11,7 +11,7 @@ from typing import Self
 
 from aiohttp import web
 
-from batchcap.emulator.app import make_app
+from batchcap.emulator.app import make_app, reconfigure
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.log import RequestLog
 from batchcap.emulator.settings import EmulatorSettings
@@ -42,6 +42,11 @@ class RunningEmulator:
     def pool(self) -> ModelPool | None:
         """The model's replicas and queue, or None when capacity is unlimited."""
         return self.app[_STATE].pool
+
+    def reconfigure(self, settings: EmulatorSettings) -> None:
+        """From the next request on, behave as ``settings`` say (faults, latency, limits); see ``app.reconfigure``."""
+        reconfigure(self.app, settings)
+        self.settings = settings
 
     async def go_down(self) -> None:
         """An outage, as a killed server: stop listening (new connections are refused) and drop every open
