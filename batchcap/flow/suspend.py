@@ -69,7 +69,7 @@ class SuspendDetector:
         failed attempt was judged first, right after waking) counts, and is recorded now."""
         if self.tick_due(now, wall):
             self.tick(now, wall)
-        return any(woke >= started for woke, _ in self.suspensions)
+        return any(woke > started for woke, _ in self.suspensions)
 
     def tick_due(self, now: float, wall: float) -> bool:
         """A sleep happened since the last heartbeat (it would show at the next ``tick``)."""

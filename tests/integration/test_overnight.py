@@ -271,8 +271,8 @@ async def fixed_window(emulator: Emulator, folder: Path, tmp_path: Path, *, quot
 async def test_a_header_less_fixed_window_is_learned_and_paced(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "thirty"
-    generate(folder, 30, seed=4)
+    folder = tmp_path / "twenty"
+    generate(folder, 20, seed=4)
     server = await fixed_window(emulator, folder, tmp_path, quota=5, seconds=1.0)
     assert server.log.count(429) <= 5  # once, at the first window: not one per image
 
@@ -287,8 +287,8 @@ async def test_the_issues_litellm_rpm_20_gives_60_captions_with_at_most_5_429s(
 
 @pytest.mark.parametrize(("headers", "most"), [("ietf", 4), ("openai", 4), ("retry-after", 12)])
 async def test_rate_limit_headers_are_honoured(emulator: Emulator, tmp_path: Path, headers: str, most: int) -> None:
-    folder = tmp_path / "twenty"
-    generate(folder, 20, seed=6)
+    folder = tmp_path / "fifteen"
+    generate(folder, 15, seed=6)
     server = await fixed_window(emulator, folder, tmp_path, quota=5, seconds=1.0, headers=headers)
     assert server.log.count(429) <= most  # with remaining/reset the pace avoids them; Retry-After is waited out
 
@@ -298,7 +298,7 @@ async def test_rate_limit_headers_are_honoured(emulator: Emulator, tmp_path: Pat
 
 async def test_sigterm_drains_every_request_the_server_received(emulator: Emulator, tmp_path: Path) -> None:
     folder = tmp_path / "many"
-    generate(folder, 300, seed=8)
+    generate(folder, 150, seed=8)
     server = await emulator(EmulatorSettings(latency=0.3))
     out = tmp_path / "out.jsonl"
     cmd = batchcap(folder, out, *endpoint(server), extra=("--concurrency", "fixed:16", "-q"))
