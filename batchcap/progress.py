@@ -187,6 +187,7 @@ class LogProgress:
         now = self._clock()
         if now - self._last >= self._every:
             self._write(self.line(now))
+            self._note = ""  # a note is news: shown once (an outage's is sent again every second while it lasts)
 
     def line(self, now: float | None = None) -> str:
         """The line for ``now`` (and the interval it closes)."""

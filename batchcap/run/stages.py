@@ -163,7 +163,7 @@ class Stages:
             if not self.draining:
                 captioner.check()  # raises RunAborted: nothing but failures for --max-wait
             note = captioner.status_note()
-            if note != self._note:
+            if note is not None or self._note is not None:  # kept fresh while it lasts, cleared once over
                 progress.note(note or "")
                 self._note = note
             progress.tick()

@@ -106,6 +106,19 @@ async def test_a_wrong_target_exits_3_within_seconds_naming_the_host_and_writes_
     assert "Traceback" not in err
 
 
+async def test_https_to_a_plain_http_server_is_a_tls_failure_named_as_such(
+    emulator: Emulator, images: Path, tmp_path: Path
+) -> None:
+    server = await emulator(EmulatorSettings())
+    url = server.url.replace("http://", "https://") + "/"
+    out = tmp_path / "out.jsonl"
+    cfg = RunConfig.build(input_dir=images, out=out, endpoint=url, rate=None, timeout=5.0).validate()
+    with anyio.fail_after(20), pytest.raises(RunAborted, match="the TLS handshake failed") as info:
+        await run(cfg)
+    assert info.value.kind == "wrong_target"
+    assert records(out) == []
+
+
 # -- 2. outages are ridden out ------------------------------------------------------------------------------------
 
 
