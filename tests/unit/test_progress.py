@@ -28,8 +28,8 @@ def test_one_line_per_interval_with_counts_errors_rate_and_eta() -> None:
     p.note("target unreachable for 2m, probing")
     now[0] += 1.0
     p.tick()
-    assert lines == ["batchcap: 300/1000 done (296 ok, 4 errors: TransportError 3, RejectedImage 1), 10.0 img/s, "
-                     "ETA 1m10s, c=12/16, target unreachable for 2m, probing"]
+    assert lines == [("batchcap: 300/1000 done (296 ok, 4 errors: TransportError 3, RejectedImage 1), 10.0 img/s, "
+                      "ETA 1m10s, c=12/16, target unreachable for 2m, probing")]
     now[0] += 30.0
     p.tick()
     assert lines[1] == "batchcap: 300/1000 done (296 ok, 4 errors: TransportError 3, RejectedImage 1), 0.0 img/s, " \
