@@ -17,6 +17,7 @@ from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
+from batchcap.words import plural
 
 __all__ = ["HELP", "add_arguments", "main"]
 
@@ -44,7 +45,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     err = sys.stderr
     if not cfg.quiet:
         if cfg.targets:
-            via = f"{len(cfg.targets)} targets ({cfg.route}: {', '.join(t.name for t in lane_targets(cfg))})"
+            via = f"{plural(len(cfg.targets), 'target')} ({cfg.route}: {', '.join(t.name for t in lane_targets(cfg))})"
             print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
         else:
             rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
@@ -76,7 +77,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         return EXIT_INTERRUPTED
     if stats.failed or stats.earlier_errors:
         if stats.earlier_errors and not stats.failed:
-            print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
+            their = "its" if stats.earlier_errors == 1 else "their"
+            print(f"batchcap: {plural(stats.earlier_errors, 'image')} kept {their} earlier error record; "
                   "add --retry-failed to try them again", file=err)
         return EXIT_ERRORS
     return EXIT_OK
@@ -102,7 +104,7 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     err = sys.stderr
     if not cfg.quiet:
         rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({workers} workers; "
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({plural(workers, 'worker')}; "
               f"concurrency {cfg.concurrency}, rate {rate} for the whole job)", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     try:
@@ -113,14 +115,14 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     c = job.counts
     rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
     breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
-    print(f"batchcap: {c['ok']} ok, {c['failed']} errors, {c['skipped']} already done, in {job.elapsed:.1f} s "
-          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers, Ray start-up {job.startup:.1f} s, "
-          f"stop and merge {job.shutdown:.1f} s; "
-          f"{c['retries']} retries, "
+    print(f"batchcap: {c['ok']} ok, {plural(c['failed'], 'error')}, {c['skipped']} already done, in "
+          f"{job.elapsed:.1f} s ({rate_s:.1f} img/s; {plural(job.shards_done, 'shard')} on "
+          f"{plural(workers, 'worker')}, Ray start-up {job.startup:.1f} s, stop and merge {job.shutdown:.1f} s; "
+          f"{plural(c['retries'], 'retry')}, "
           f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
     if job.merge is not None:
         m = job.merge
-        print(f"batchcap: results in {cfg.out}: {m.images} images ({m.ok} ok, {m.errors} errors; shard journals "
+        print(f"batchcap: results in {cfg.out}: {plural(m.images, 'image')} ({m.ok} ok, {plural(m.errors, 'error')}; shard journals "
               f"in {cfg.out.name}.parts/)", file=err)
     if job.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
@@ -134,36 +136,38 @@ def _summary(stats: RunStats, out: Path) -> None:
     err = sys.stderr
     breakdown = ", ".join(f"{k} {v}" for k, v in stats.errors_by_type.most_common())
     print(
-        f"batchcap: {stats.ok} ok, {stats.failed} errors, {stats.skipped} already done, in {stats.elapsed:.1f} s "
-        f"({stats.rate:.1f} img/s; {stats.retries} retries, {stats.throttled} rate-limited)"
+        f"batchcap: {stats.ok} ok, {plural(stats.failed, 'error')}, {stats.skipped} already done, in "
+        f"{stats.elapsed:.1f} s ({stats.rate:.1f} img/s; {plural(stats.retries, 'retry')}, "
+        f"{stats.throttled} rate-limited)"
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
     if stats.duplicates:
-        print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
+        their = "its" if stats.duplicates == 1 else "their"
+        print(f"batchcap: {plural(stats.duplicates, 'copy')} got {their} original's caption without a request "
               "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
     if stats.flags or stats.quality_retries:
         flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
-        print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)
+        print(f"batchcap: caption quality: {plural(stats.quality_retries, 'retry')}; flags: {flags}", file=err)
     for b in stats.boilerplate.top():
         examples = ", ".join(b.examples)
         print(f"batchcap: the same caption for {b.count} distinct images ({100 * b.share:.0f}%): {b.caption[:100]!r}"
               + (f" (e.g. {examples})" if examples else ""), file=err)
     if stats.scan_problems:
-        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+        parts = [plural(n, noun) for n, noun in
                  ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
         print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
               file=err)
     if stats.prepared or stats.passed:
         print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
-              f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
+              f"({plural(stats.prepared, 'image')} prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
-        print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+        print(f"batchcap: {plural(stats.sidecar_errors, 'caption sidecar')} could not be written", file=err)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
         spent = f"; spent: {info['drained']}" if info.get("drained") else ""
-        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
+        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {plural(counts.get('error', 0), 'error')}{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
 
@@ -173,4 +177,4 @@ def _bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    return plural(n, "byte")

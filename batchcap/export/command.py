@@ -9,6 +9,7 @@ from typing import cast
 
 from batchcap.errors import BatchcapError
 from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.words import plural
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 
@@ -91,27 +92,29 @@ def run_from_args(ns: argparse.Namespace) -> int:
 def summary(report: ExportReport, fmt: str) -> list[str]:
     """What the export did, as short lines: the count, where, and each kind of thing left out."""
     where = ", ".join(str(p) for p in report.outputs)
-    lines = [f"{report.written} captions exported ({fmt}) to {where}"]
+    lines = [f"{plural(report.written, 'caption')} exported ({fmt}) to {where}"]
     extra = []
     if report.kept:
-        extra.append(f"{report.kept} existing sidecars kept (--mode overwrite/append/prepend to change them)")
+        extra.append(f"{plural(report.kept, 'existing sidecar')} kept (--mode overwrite/append/prepend to change them)")
     if report.unchanged:
-        extra.append(f"{report.unchanged} files already up to date (not rewritten)")
+        extra.append(f"{plural(report.unchanged, 'file')} already up to date (not rewritten)")
     if report.linked or report.copied:
         extra.append(f"images: {report.linked} hard-linked, {report.copied} copied")
     if report.errors:
-        extra.append(f"{report.errors} images with an error record left out"
+        extra.append(f"{plural(report.errors, 'image')} with an error record left out"
                      + (" (in the errors file)" if fmt == "openai-batch" else ""))
     if report.flagged:
-        extra.append(f"{report.flagged} flagged images left out (--skip-flagged)")
+        extra.append(f"{plural(report.flagged, 'flagged image')} left out (--skip-flagged)")
     lines += extra
     if report.bad_lines:
-        lines.append(f"{report.bad_lines} lines are not batchcap records and were skipped "
+        lines.append(f"{plural(report.bad_lines, 'line')} skipped: not "
+                     f"{'a batchcap record' if report.bad_lines == 1 else 'batchcap records'} "
                      f"(first: line {report.first_bad_line})")
     if report.refused:
-        lines.append(f"{report.refused} paths refused: they would land outside the folder (../, absolute, NUL)")
+        lines.append(f"{plural(report.refused, 'path')} refused: outside the folder (../, absolute, NUL)")
     if report.missing:
-        lines.append(f"{report.missing} images missing from the input folder were left out")
+        lines.append(f"{plural(report.missing, 'image')} missing from the input folder left out")
     if report.conflicts:
-        lines.append(f"{report.conflicts} sidecars left out: two images share one name, or the name is the image's")
+        lines.append(f"{plural(report.conflicts, 'sidecar')} left out: two images share one name, or the name "
+                     "is the image's")
     return lines

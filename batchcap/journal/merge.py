@@ -75,7 +75,7 @@ def merge_journals(out: Path, parts: Sequence[Path], *, bucket_bytes: int = BUCK
         files = [stack.enter_context(_open_locked(p)) for p in parts]
         if out.exists() and not any(_same_file(out, p) for p in parts):
             raise ConfigError(
-                f"{out} already exists; to fold it into the merge list it among the parts too "
+                f"{out} already exists; to fold it into the merge, list it among the parts too "
                 f"(batchcap merge {out} {out} PART...), or move it aside"
             )
         if not out.parent.is_dir():

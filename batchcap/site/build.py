@@ -30,6 +30,7 @@ from batchcap.export import input_dir_from_manifest, manifest_path, read_records
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
 from batchcap.site.thumbs import THUMB_PX, ThumbStats, make_thumbnails
+from batchcap.words import plural
 
 __all__ = ["CHUNK", "SiteOptions", "SiteReport", "build_site"]
 
@@ -175,7 +176,7 @@ def build_site(
     thumbs: dict[str, str] = {}
     if images is not None:
         if on_progress:
-            on_progress(f"thumbnails for {len(items)} images")
+            on_progress(f"thumbnails for {plural(len(items), 'image')}")
         thumbs, report.thumbs = make_thumbnails(images, (p for p, _ in items), out / "thumbs", jobs=options.jobs)
 
     t0, t1 = sel.ts_first, sel.ts_last
@@ -246,7 +247,7 @@ def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _readme_body(report: SiteReport) -> str:
     return (
-        f"A batchcap report: {report.records} images, {report.ok} captioned, "
+        f"A batchcap report: {plural(report.records, 'image')}, {report.ok} captioned, "
         f"{report.errors} with an error record.\n\nOpen `index.html` (it works from the disk), or upload this "
         "folder as a Static Space.\n"
     )

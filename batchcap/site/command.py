@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from batchcap.site.build import SiteOptions, build_site
+from batchcap.words import plural
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 
@@ -61,19 +62,20 @@ def run_from_args(ns: argparse.Namespace) -> int:
         print(f"batchcap report: cannot read or write{where}: {exc.strerror or exc}", file=err)
         return 3
     t = report.thumbs
-    print(f"batchcap report: {report.records} records ({report.ok} ok, {report.errors} errors) in "
-          f"{report.seconds:.1f} s; open {report.index.resolve().as_uri()}", file=err)
+    print(f"batchcap report: {plural(report.records, 'record')} ({report.ok} ok, "
+          f"{plural(report.errors, 'error')}) in {report.seconds:.1f} s; open {report.index.resolve().as_uri()}", file=err)
     if report.images is None:
         print("batchcap report: no input folder (no run manifest beside the JSONL): no thumbnails; "
               "pass --images DIR", file=err)
     else:
         print(f"batchcap report: thumbnails: {t.made} made, {t.reused} up to date"
-              + (f", {t.missing} images missing" if t.missing else "")
+              + (f", {plural(t.missing, 'image')} missing" if t.missing else "")
               + (f", {t.failed} unreadable" if t.failed else ""), file=err)
     if report.bad_lines:
-        print(f"batchcap report: {report.bad_lines} lines are not batchcap records and were skipped "
-              f"(first: line {report.first_bad_line})", file=err)
+        n = report.bad_lines
+        print(f"batchcap report: {plural(n, 'line')} skipped: not {'a batchcap record' if n == 1 else 'batchcap records'}"
+              f" (first: line {report.first_bad_line})", file=err)
     if report.refused:
-        print(f"batchcap report: {report.refused} paths refused: they would leave the input folder "
+        print(f"batchcap report: {plural(report.refused, 'path')} refused: outside the input folder "
               "(../, absolute, NUL)", file=err)
     return 1 if report.bad_lines or report.refused else 0

@@ -1,0 +1,43 @@
+"""Issue 21: what a new user meets in the first hour, each papercut as the user meets it (the real CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchcap.cli import EXIT_OK, EXIT_USAGE, main
+
+
+def test_samples_help_says_what_each_flag_does(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["samples", "--help"]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "Write COUNT deterministic sample images" in text
+    for flag, words in (("DEST", "folder to write into"), ("--count", "number of images"),
+                        ("--seed", "another seed"), ("--force", "already holds other files")):
+        assert flag in text, flag
+        assert words in text, flag
+
+
+def test_samples_refuses_a_folder_with_other_files_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "Pictures"
+    photos.mkdir()
+    (photos / "IMG_0001.jpg").write_bytes(b"my own photo")
+    assert main(["samples", str(photos), "--count", "5"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "already holds other files (IMG_0001.jpg)" in err
+    assert "--force" in err
+    assert sorted(p.name for p in photos.rglob("*")) == ["IMG_0001.jpg"]  # nothing written
+
+    assert main(["samples", str(photos), "--count", "5", "--force"]) == EXIT_OK
+    assert (photos / "IMG_0001.jpg").read_bytes() == b"my own photo"
+    assert len([p for p in photos.rglob("img_*") if p.is_file()]) == 5
+
+    fresh = tmp_path / "demo-images"
+    assert main(["samples", str(fresh), "--count", "3"]) == EXIT_OK
+    assert main(["samples", str(fresh), "--count", "3"]) == EXIT_OK  # earlier samples: the demo runs twice
+    assert "3 sample images in" in capsys.readouterr().err
+    assert main(["samples", str(fresh / "one"), "--count", "1"]) == EXIT_OK
+    assert "1 sample image in" in capsys.readouterr().err
