@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
 from batchcap.flow.concurrency import parse_concurrency
+from batchcap.redact import TOKEN_HINT, looks_like_token, shown
 from batchcap.source.shard import Shard, parse_shard
 from batchcap.tasks.quality import QualitySettings
 
@@ -160,6 +161,10 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raise ConfigError naming the setting and the fix; return self for chaining."""
+        for name in ("model", "endpoint", "base_url", "api_base", "endpoint_name"):
+            if looks_like_token(getattr(self, name) or ""):
+                raise ConfigError(f"--{name.replace('_', '-')}: this looks like a token, not a "
+                                  f"{'model id' if name == 'model' else 'URL'}: set HF_TOKEN for the token instead")
         if self.api not in API_CHOICES:
             raise ConfigError(f"api must be one of {', '.join(API_CHOICES)} (got {self.api!r})")
         if self.api == "openai":
@@ -270,7 +275,8 @@ def _strip_userinfo(url: str) -> str:
 def _check_url(flag: str, url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{flag} must be an http(s) URL (got {url!r})")
+        got = "a token: set HF_TOKEN for it instead" if looks_like_token(url) else repr(url)
+        raise ConfigError(f"{flag} must be an http(s) URL (got {got})")
     if parts.username or parts.password:
         raise ConfigError(f"{flag} must not carry credentials in the URL; use HF_TOKEN or --token-file")
     if parts.hostname == LEGACY_HOST:
@@ -288,9 +294,12 @@ def load_profile(path: Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if looks_like_token(path):
+            raise ConfigError(f"--config: {TOKEN_HINT}") from None
         raise ConfigError(f"config file {path} does not exist (see configs/ for examples)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise ConfigError(f"cannot read config file {shown(path)}: {reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
@@ -409,7 +418,7 @@ def find_token(token_file: Path | None = None, env: Mapping[str, str] | None = N
     if token_file is not None:
         value = _read_token(token_file, "--token-file")
         if value is None:
-            raise ConfigError(f"--token-file {token_file} is empty")
+            raise ConfigError(f"--token-file {shown(token_file)} is empty; put the token in it, or set HF_TOKEN")
         return Secret(value), f"--token-file {token_file}"
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         value = env.get(name, "").strip()
@@ -434,7 +443,9 @@ def _read_token(path: Path, what: str, *, missing_ok: bool = False) -> str | Non
     except FileNotFoundError:
         if missing_ok:
             return None
+        if looks_like_token(path):
+            raise ConfigError(f"{what}: {TOKEN_HINT}") from None
         raise ConfigError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.__class__.__name__}") from None
+        raise ConfigError(f"cannot read {what} {shown(path)}: {exc.__class__.__name__}") from None
     return value or None

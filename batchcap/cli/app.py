@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from batchcap.cli import bench, check, export, merge, report, run, samples, serve
+from batchcap.cli.argtypes import Parser
 from batchcap.cli.exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 from batchcap.errors import Aborted, BatchcapError, ConfigError, UsageError
+from batchcap.redact import redact
 from batchcap.version import __version__
 
 __all__ = ["COMMANDS", "Command", "build_parser", "exit_for", "main"]
@@ -48,7 +50,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="batchcap",
         allow_abbrev=False,
         description="Caption whole image folders through hosted inference services, resumably.",
@@ -98,5 +100,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BatchcapError, KeyboardInterrupt) as exc:
         code, lines = exit_for(exc, command.prefix)
         for line in lines:
-            print(line, file=sys.stderr)
+            print(redact(line), file=sys.stderr)
         return code

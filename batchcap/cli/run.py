@@ -15,6 +15,7 @@ from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
+from batchcap.redact import shown
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
 from batchcap.version import __version__
 from batchcap.words import plural
@@ -37,9 +38,9 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.token_file)
     if not cfg.input_dir.is_dir():
-        raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
+        raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     if not cfg.out.parent.exists():
-        raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
+        raise ConfigError(f"--out {shown(cfg.out)}: folder {shown(cfg.out.parent)} does not exist")
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr

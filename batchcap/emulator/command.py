@@ -18,6 +18,7 @@ from batchcap.emulator.management import ManagedEndpointSettings, start_managed_
 from batchcap.emulator.server import start_emulator
 from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.errors import ConfigError
+from batchcap.redact import TOKEN_HINT, looks_like_token
 
 __all__ = ["add_arguments", "managed_from_args", "serve", "settings_from_args"]
 
@@ -162,9 +163,11 @@ def _read_tokens(path: Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
+        if looks_like_token(path):
+            raise ConfigError(f"--token-file: {TOKEN_HINT}") from None
         raise ConfigError(
             f"cannot read --token-file {path}: {exc.strerror}; write one token per line"
-        ) from exc
+        ) from None
     tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
     if not tokens:
         raise ConfigError(f"--token-file {path} holds no token; write one token per line")

@@ -9,6 +9,7 @@ from typing import cast
 
 from batchcap.errors import BatchcapError
 from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.redact import shown
 from batchcap.words import plural
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
@@ -74,7 +75,7 @@ def run_from_args(ns: argparse.Namespace) -> int:
         mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
     )
     if not ns.results.is_file():
-        print(f"batchcap export: cannot read {ns.results}: no such file", file=sys.stderr)
+        print(f"batchcap export: cannot read {shown(ns.results)}: no such file", file=sys.stderr)
         return 3
     try:
         report = export(ns.results, options)

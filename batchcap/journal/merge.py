@@ -37,6 +37,7 @@ import orjson
 
 from batchcap.errors import ConfigError, JournalError
 from batchcap.journal import decode_line, write_json_atomic
+from batchcap.redact import shown
 from batchcap.run import manifest_path
 from batchcap.version import __version__
 
@@ -122,7 +123,7 @@ def _open_locked(path: Path) -> Iterator[BinaryIO]:
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except FileNotFoundError:
-        raise ConfigError(f"part {path} does not exist; check the path") from None
+        raise ConfigError(f"part {shown(path)} does not exist; check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"part {path} is a folder; pass the journal files (*.jsonl)") from None
     except OSError as exc:

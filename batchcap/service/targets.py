@@ -18,6 +18,7 @@ from pathlib import Path
 
 from batchcap.config import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, RunConfig, load_profile
 from batchcap.errors import ConfigError, UsageError
+from batchcap.redact import shown
 
 __all__ = ["DEMO_MODEL", "Target", "parse_target", "resolve_targets"]
 
@@ -45,32 +46,32 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
             name, spec = Path(text).stem, text
         else:
             raise UsageError(
-                f"--target {text!r}: expected NAME=SPEC, e.g. free=hf:{DEMO_MODEL}, "
+                f"--target {shown(text)!r}: expected NAME=SPEC, e.g. free=hf:{DEMO_MODEL}, "
                 "endpoint=https://xyz.endpoints.huggingface.cloud, vlm=openai:MODEL@https://router.huggingface.co/v1 "
                 "or ep=configs/endpoint.toml"
             )
     if spec.startswith(("hf:", "hf-json:")):
         api, _, model = spec.partition(":")
         if not model:
-            raise UsageError(f"--target {name}={spec}: the model id is missing after '{api}:'")
+            raise UsageError(f"--target {name}={shown(spec)}: the model id is missing after '{api}:'")
         cfg = RunConfig(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
     elif spec.startswith(("http://", "https://")):
         cfg = RunConfig(api="hf", endpoint=spec)
     elif spec.startswith("endpoint:"):
         endpoint_name, at, api = spec.removeprefix("endpoint:").partition("@")
         if at and not api.startswith(("http://", "https://")):
-            raise UsageError(f"--target {name}={spec}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
+            raise UsageError(f"--target {name}={shown(spec)}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
         cfg = RunConfig(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
-            raise UsageError(f"--target {name}={spec}: expected openai:MODEL@BASE_URL, e.g. "
+            raise UsageError(f"--target {name}={shown(spec)}: expected openai:MODEL@BASE_URL, e.g. "
                              "openai:Qwen/Qwen2.5-VL-7B-Instruct@https://router.huggingface.co/v1")
         cfg = RunConfig(api="openai", model=model, base_url=base)
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = RunConfig().merged(load_profile(Path(spec)))
     else:
-        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
+        raise UsageError(f"--target {name}={shown(spec)}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
                          ".toml profile")
     try:
         cfg.validate()
@@ -98,9 +99,9 @@ def _price(text: str) -> float:
     try:
         value = float(text.removeprefix("$"))
     except ValueError:
-        raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {text!r})") from None
+        raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {shown(text)!r})") from None
     if not (value >= 0 and math.isfinite(value)):
-        raise UsageError(f"--price-per-hour must be >= 0 dollars (got {text!r}); 0 means free")
+        raise UsageError(f"--price-per-hour must be >= 0 dollars (got {shown(text)!r}); 0 means free")
     return value
 
 

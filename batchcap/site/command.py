@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from batchcap.redact import shown
 from batchcap.site.build import SiteOptions, build_site
 from batchcap.words import plural
 
@@ -50,10 +51,10 @@ def run_from_args(ns: argparse.Namespace) -> int:
     """Build the site; one line per outcome on stderr; the exit code as documented."""
     err = sys.stderr
     if not ns.results.is_file():
-        print(f"batchcap report: cannot read {ns.results}: no such file", file=err)
+        print(f"batchcap report: cannot read {shown(ns.results)}: no such file", file=err)
         return 3
     if ns.images is not None and not ns.images.is_dir():
-        print(f"batchcap report: --images {ns.images} is not a folder", file=err)
+        print(f"batchcap report: --images {shown(ns.images)} is not a folder", file=err)
         return 2
     try:
         report = build_site(ns.results, SiteOptions(out=ns.out, images=ns.images, title=ns.title, jobs=ns.jobs))

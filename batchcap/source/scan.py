@@ -30,6 +30,7 @@ from pathlib import Path
 
 from batchcap.errors import ConfigError
 from batchcap.models import ImageJob
+from batchcap.redact import shown
 
 __all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
 
@@ -65,13 +66,13 @@ def scan(
             with os.scandir(root_abs):
                 pass
     except FileNotFoundError:
-        raise ConfigError(f"input folder {root} does not exist; check the path") from None
+        raise ConfigError(f"input folder {shown(root)} does not exist; check the path") from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot read input folder {root}: {exc.strerror or exc}; check the path and its permissions"
+            f"cannot read input folder {shown(root)}: {exc.strerror or exc}; check the path and its permissions"
         ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{root} is not a folder; pass the folder that holds the images")
+        raise ConfigError(f"{shown(root)} is not a folder; pass the folder that holds the images")
     exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     if sort_limit < 0:
         raise ValueError(f"sort_limit must be >= 0 (got {sort_limit})")

@@ -41,3 +41,39 @@ def test_samples_refuses_a_folder_with_other_files_unless_forced(
     assert "3 sample images in" in capsys.readouterr().err
     assert main(["samples", str(fresh / "one"), "--count", "1"]) == EXIT_OK
     assert "1 sample image in" in capsys.readouterr().err
+
+
+TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "{dir}", "--model", "m/m", "--token-file", TOKEN],
+        ["run", "{dir}", "--model", "m/m", TOKEN],  # a stray value: argparse's own "unrecognized arguments"
+        ["run", "{dir}", "--model", TOKEN],
+        ["run", TOKEN, "--model", "m/m"],
+        ["run", "{dir}", "--config", TOKEN],
+        ["run", "{dir}", "--endpoint", TOKEN],
+        ["run", "{dir}", "--target", TOKEN],
+        ["run", "{dir}", "--target", f"free={TOKEN}"],
+        ["run", "{dir}", "--model", "m/m", "--rate", TOKEN],
+        ["bench", "{dir}", "--target", "free=hf:m/m", "--token-file", TOKEN],
+        ["check", "{dir}", "--target", "hf:m/m", "--probe", "1", "--token-file", TOKEN],
+        ["serve", "--auth", "protected", "--token-file", TOKEN, "--port", "0"],
+        ["export", TOKEN, "--format", "csv"],
+        ["report", TOKEN, "--out", "{dir}/site"],
+        ["merge", "{dir}/out.jsonl", TOKEN],
+    ],
+    ids=lambda argv: "-".join(a for a in argv[:4] if a != TOKEN and "{" not in a),
+)
+def test_a_token_pasted_as_a_value_is_never_printed(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([a.replace("{dir}", str(tmp_path)) for a in argv])
+    out = capsys.readouterr()
+    assert code in (2, 3), out.err
+    assert TOKEN not in out.out + out.err
+    assert TOKEN[3:] not in out.out + out.err
+    if "--token-file" in argv:
+        assert "this looks like a token, not a file: set HF_TOKEN instead" in out.err
