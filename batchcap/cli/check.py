@@ -12,9 +12,10 @@ import orjson
 
 from batchcap.check import MAX_PROBE, check_from_args, render
 from batchcap.cli.argtypes import number
-from batchcap.cli.exit_codes import EXIT_OK
+from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_OK
 from batchcap.config import RunConfig, parse_rate
 from batchcap.errors import ConfigError
+from batchcap.source.scan import first_image, no_images_message
 
 __all__ = ["HELP", "PREFIX", "add_arguments", "main"]
 
@@ -71,11 +72,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    """0 the report was made (unreadable files are findings, not failures), 2 bad flags, 3 unreadable folder/journal."""
+    """0 the report was made (unreadable files are findings, not failures), 1 the folder holds no image, 2 bad
+    flags, 3 unreadable folder/journal."""
     report = check_from_args(ns)
     if ns.json:
         sys.stdout.write(orjson.dumps(report.data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(render(ns.input_dir, ns.out, report.inventory, report.estimate, report.probe))
     sys.stdout.flush()
+    if report.inventory.files == 0 and not report.inventory.scan_problems:
+        _, passed = first_image(ns.input_dir, follow_symlinks=ns.follow_symlinks)  # no images: a quick pass
+        print(f"{PREFIX}: {no_images_message(ns.input_dir, passed)}", file=sys.stderr)
+        return EXIT_ERRORS
     return EXIT_OK

@@ -17,6 +17,7 @@ from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.source.scan import first_image, no_images_message
 from batchcap.version import __version__
 from batchcap.words import plural
 
@@ -41,6 +42,9 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {shown(cfg.out)}: folder {shown(cfg.out.parent)} does not exist")
+    if (empty := _no_images(cfg)) is not None:
+        print(f"batchcap: {empty}", file=sys.stderr)
+        return EXIT_ERRORS
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
@@ -83,6 +87,15 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
                   "add --retry-failed to try them again", file=err)
         return EXIT_ERRORS
     return EXIT_OK
+
+
+def _no_images(cfg: RunConfig) -> str | None:
+    """Issue 21: a folder without a single image is said so (exit 1), before a journal is made or a token sent.
+    Folders the scan cannot read are left to the run, which records each one."""
+    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.follow_symlinks)
+    if image is not None or passed.unreadable:
+        return None
+    return no_images_message(cfg.input_dir, passed)
 
 
 def _note(text: str) -> None:

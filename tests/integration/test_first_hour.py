@@ -77,3 +77,28 @@ def test_a_token_pasted_as_a_value_is_never_printed(
     assert TOKEN[3:] not in out.out + out.err
     if "--token-file" in argv:
         assert "this looks like a token, not a file: set HF_TOKEN instead" in out.err
+
+
+@pytest.mark.parametrize("kind", ["empty", "no images"])
+def test_a_folder_without_images_says_so_and_exits_1(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    if kind == "no images":
+        for name in ("notes.txt", "export.json", "album/meta.json", "album/thumbs.db"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+        expected = (f"no images found in {folder} (4 files skipped: .json, .db, .txt); batchcap captions .avif .bmp "
+                    ".gif .heic .heif .jpeg .jpg .png .tif .tiff .webp files")
+    else:
+        expected = f"no images found in {folder}: the folder is empty"
+    out = tmp_path / "captions.jsonl"
+    # the API base is a closed port: nothing may be sent, and nothing is
+    assert main(["run", str(folder), "--out", str(out), "--model", "org/m", "--api-base", "http://127.0.0.1:9"]) == 1
+    assert capsys.readouterr().err == f"batchcap: {expected}\n"
+    assert not out.exists()  # no journal, no manifest for a run that had nothing to do
+    assert main(["check", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"batchcap check: {expected}\n"
+    assert "0 image files" in captured.out  # the report is still printed
