@@ -3,22 +3,65 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 from batchcap.errors import BatchcapError
 from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.journal.fsio import held_by_a_run, wait_released
 from batchcap.redact import shown
 from batchcap.words import plural
 
-__all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
+__all__ = ["EXIT_CODES_HELP", "WAIT_DEFAULT_S", "add_arguments", "add_wait_argument", "held_note", "run_from_args",
+           "still_written"]
+
+#: ``--wait`` without a number: how long to wait for a run to finish before reading what it has.
+WAIT_DEFAULT_S = 3600.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """``--wait [S]`` for the commands that read a journal a run may still be writing (export, report)."""
+    parser.add_argument("--wait", nargs="?", type=_seconds, const=WAIT_DEFAULT_S, metavar="S",
+                        help="if a batchcap run is still writing the JSONL, wait until it finishes, at most S "
+                             f"seconds (default: {WAIT_DEFAULT_S:g}), then read it; without --wait what it holds "
+                             "now is read and the command says so")
+
+
+def still_written(results: Path, wait: float | None, say: Callable[[str], None]) -> bool:
+    """Whether a run still holds ``results`` after waiting up to ``wait`` seconds (None: not waiting)."""
+    if not held_by_a_run(results):
+        return False
+    if wait is None or wait <= 0:
+        return True
+    say(f"a batchcap run is writing {results}; waiting up to {wait:g} s for it to finish (--wait)")
+    return not wait_released(results, wait)
+
+
+def held_note(results: Path, read: str, waited: float | None) -> str:
+    """The line that says a run holds the journal, and what was read of it."""
+    how = f"still running after --wait {waited:g} s" if waited else "add --wait to let it finish first"
+    return (f"a batchcap run is still writing {results} (it holds the journal's lock): this read {read}, what it "
+            f"had written so far; run the command again when the run finishes ({how})")
 
 EXIT_CODES_HELP = """\
 exit codes:
   0  exported (images whose latest record is an error are left out and counted: that is expected)
   1  exported, but something was left out that needs a look: lines that are not records, paths that
-     would land outside the folder, images missing from the input folder, sidecar name clashes
+     would land outside the folder, images missing from the input folder, sidecar name clashes; or a
+     run is still writing the JSONL, so only what it held then was exported (see --wait)
   2  usage error (bad flags, no input folder known, parquet without pyarrow)
   3  aborted: the JSONL cannot be read, or an output cannot be written
 """
@@ -52,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the caption (joined by ', '; never added twice)")
     parser.add_argument("--skip-flagged", action="store_true",
                         help="leave out records that carry quality flags")
+    add_wait_argument(parser)
 
 
 def _usage(message: str) -> int:
@@ -77,6 +121,7 @@ def run_from_args(ns: argparse.Namespace) -> int:
     if not ns.results.is_file():
         print(f"batchcap export: cannot read {shown(ns.results)}: no such file", file=sys.stderr)
         return 3
+    held = still_written(ns.results, ns.wait, _say)
     try:
         report = export(ns.results, options)
     except BatchcapError as exc:
@@ -86,8 +131,15 @@ def run_from_args(ns: argparse.Namespace) -> int:
         print(f"batchcap export: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 3
     for line in summary(report, fmt):
-        print(f"batchcap export: {line}", file=sys.stderr)
-    return 1 if report.left_out else 0
+        _say(line)
+    if held:
+        images = report.written + report.errors + report.flagged
+        _say(held_note(ns.results, f"{plural(images, 'image')} ({plural(report.written, 'caption')})", ns.wait))
+    return 1 if report.left_out or held else 0
+
+
+def _say(line: str) -> None:
+    print(f"batchcap export: {line}", file=sys.stderr)
 
 
 def summary(report: ExportReport, fmt: str) -> list[str]:

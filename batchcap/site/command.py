@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from batchcap.export.command import add_wait_argument, held_note, still_written
 from batchcap.redact import shown
 from batchcap.site.build import SiteOptions, build_site
 from batchcap.words import plural
@@ -16,7 +17,8 @@ __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 EXIT_CODES_HELP = """\
 exit codes:
   0  site written (records with errors are part of it: that is what it is for)
-  1  site written, but lines that are not records or paths that would leave the input folder were skipped
+  1  site written, but lines that are not records or paths that would leave the input folder were skipped;
+     or a run is still writing the JSONL, so the site shows what it held then (see --wait)
   2  usage error (bad flags)
   3  aborted: the JSONL cannot be read, or the site cannot be written
 """
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", help="page and Space title (default: batchcap: RESULTS.jsonl)")
     parser.add_argument("--jobs", type=_jobs, default=min(4, os.cpu_count() or 1),
                         help="threads making thumbnails (default: CPUs, at most 4)")
+    add_wait_argument(parser)
 
 
 def run_from_args(ns: argparse.Namespace) -> int:
@@ -56,6 +59,7 @@ def run_from_args(ns: argparse.Namespace) -> int:
     if ns.images is not None and not ns.images.is_dir():
         print(f"batchcap report: --images {shown(ns.images)} is not a folder", file=err)
         return 2
+    held = still_written(ns.results, ns.wait, _say)
     try:
         report = build_site(ns.results, SiteOptions(out=ns.out, images=ns.images, title=ns.title, jobs=ns.jobs))
     except OSError as exc:
@@ -79,4 +83,10 @@ def run_from_args(ns: argparse.Namespace) -> int:
     if report.refused:
         print(f"batchcap report: {plural(report.refused, 'path')} refused: outside the input folder "
               "(../, absolute, NUL)", file=err)
-    return 1 if report.bad_lines or report.refused else 0
+    if held:
+        _say(held_note(ns.results, plural(report.records, "image"), ns.wait))
+    return 1 if report.bad_lines or report.refused or held else 0
+
+
+def _say(line: str) -> None:
+    print(f"batchcap report: {line}", file=sys.stderr)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batchcap.cli import EXIT_OK, EXIT_USAGE, main
+from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
+from batchcap.source.samples import generate
+from batchcap.words import plural
+
+Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
+MODEL = DEFAULT_MODEL_ID
 
 
 def test_samples_help_says_what_each_flag_does(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +111,39 @@ def test_a_folder_without_images_says_so_and_exits_1(
     captured = capsys.readouterr()
     assert captured.err == f"batchcap check: {expected}\n"
     assert "0 image files" in captured.out  # the report is still printed
+
+
+async def test_export_and_report_of_a_journal_a_run_is_writing(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --wait: what the run held then, said so, exit 1. With --wait: after the run, all of it, exit 0."""
+    folder = tmp_path / "imgs"
+    generate(folder, 24, seed=2)
+    server = await emulator(EmulatorSettings(latency=0.1))
+    out = tmp_path / "captions.jsonl"
+    cmd = [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--model", MODEL,
+           "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited", "--concurrency", "fixed:1", "--quiet"]
+    async with await anyio.open_process(cmd) as proc:
+        with anyio.fail_after(30):
+            while not out.exists() or out.read_bytes().count(b"\n") < 2:
+                await anyio.sleep(0.02)
+        code = await anyio.to_thread.run_sync(main, ["export", str(out), "--format", "csv"])
+        partial = (tmp_path / "captions.csv").read_text().count("\n") - 1
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert 2 <= partial < 24
+        assert (f"batchcap export: a batchcap run is still writing {out} (it holds the journal's lock): this read "
+                f"{plural(partial, 'image')} ({plural(partial, 'caption')}), what it had written so far") in err
+        assert "add --wait" in err
+
+        code = await anyio.to_thread.run_sync(main, ["report", str(out), "--out", str(tmp_path / "site"), "--wait",
+                                                     "60"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert f"batchcap report: a batchcap run is writing {out}; waiting up to 60 s" in err
+        assert "24 records (24 ok, 0 errors)" in err
+        assert "still writing" not in err
+        await proc.wait()
+    assert proc.returncode == 0
+    assert await anyio.to_thread.run_sync(main, ["export", str(out), "--format", "csv", "--wait"]) == 0
+    assert (tmp_path / "captions.csv").read_text().count("\n") == 25
