@@ -14,6 +14,7 @@ from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPT
 from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
+from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
@@ -77,6 +78,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     _summary(stats, cfg.out)
+    if stats.undersized:
+        print(f"batchcap: {_undersized(stats, cfg)}", file=err)
     if stats.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED
@@ -96,6 +99,17 @@ def _no_images(cfg: RunConfig) -> str | None:
     if image is not None or passed.unreadable:
         return None
     return no_images_message(cfg.input_dir, passed)
+
+
+def _undersized(stats: RunStats, cfg: RunConfig) -> str:
+    """Issue 21: once, with the count, when a limit sent images smaller than a model can use."""
+    w, h = stats.smallest_sent or (0, 0)
+    limits = [f"--max-side {cfg.max_side}"] if cfg.max_side < USEFUL_SIDE else []
+    if not limits or max(w, h) < cfg.max_side * (1 - DCT_SLACK):  # smaller than --max-side alone makes it
+        limits.append(f"--max-upload-mb {cfg.max_upload_mb:g}")
+    return (f"warning: {plural(stats.undersized, 'image')} went smaller than {USEFUL_SIDE} px on the long side "
+            f"(down to {w}x{h}) to fit {' and '.join(limits)}; models use {USEFUL_SIDE}-1024 px, so their "
+            f"captions may be poor: raise {' / '.join(limit.split()[0] for limit in limits)}")
 
 
 def _note(text: str) -> None:

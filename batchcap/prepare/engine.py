@@ -44,11 +44,13 @@ from batchcap.source.read import check, sniff
 __all__ = [
     "DCT_SLACK",
     "DEFAULT_MAX_PIXELS",
+    "USEFUL_SIDE",
     "Base64WireSize",
     "PrepareSettings",
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "below_useful_size",
     "pass_through",
     "plain_fit",
     "prepare",
@@ -61,9 +63,19 @@ WireSize = Callable[[int], int]
 #: Pillow's own default (89,478,485 px: 0.25 GB of 24-bit RGB), fixed at import so settings stay plain ints.
 DEFAULT_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
+#: The long side under which a model sees too little of an image: LLaVA-1.5 uses 336 px, BLIP 384, Florence-2
+#: 768 (protocol.md section 9). A limit that sends images smaller than this is worth a warning.
+USEFUL_SIDE: Final = 336
+
 #: A JPEG may be DCT-scaled to a long side this much under ``max_side`` (4032 -> 1008 for 1024) instead of
 #: being decoded at twice the size and resized: 1/4 the pixels to decode, no resize at all.
 DCT_SLACK: Final = 0.05
+
+
+def below_useful_size(original: tuple[int, int], sent: tuple[int, int]) -> bool:
+    """Whether preparation made an image smaller than a model can use: its long side as sent is under
+    ``USEFUL_SIDE`` and under the original's own (a 64 px icon sent as it is was small already)."""
+    return max(sent) < min(USEFUL_SIDE, max(original))
 
 
 def raw_wire_size(n: int) -> int:

@@ -63,7 +63,9 @@ class Manifest:
             errors_by_type=dict(stats.errors_by_type),
             preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
                          "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
-                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
+                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent,
+                         "below_useful_size": stats.undersized,
+                         "smallest_sent": list(stats.smallest_sent) if stats.smallest_sent else None},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
