@@ -43,6 +43,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {shown(cfg.out)}: folder {shown(cfg.out.parent)} does not exist")
+    if cfg.targets:
+        lane_targets(cfg)  # every --target checked (exit 2/3) before the folder is looked at
     if (empty := _no_images(cfg)) is not None:
         print(f"batchcap: {empty}", file=sys.stderr)
         return EXIT_ERRORS

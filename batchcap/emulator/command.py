@@ -16,7 +16,7 @@ from pathlib import Path
 
 from batchcap.emulator.management import ManagedEndpointSettings, start_managed_endpoint
 from batchcap.emulator.server import start_emulator
-from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
+from batchcap.emulator.settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.errors import ConfigError
 from batchcap.redact import TOKEN_HINT, looks_like_token
 
@@ -142,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add(f"--{name}-rate", type=float, default=0.0, metavar="F", help=f"fraction of {what} (default: 0)")
     add("--credits", type=int, metavar="N", help="answer 402 (credits exhausted) once N captions were admitted")
     add("--legacy-gone", action="store_true", help="answer 410 on the retired /models/<id> route")
+    add("--models", metavar="ID,...", default=DEFAULT_MODEL_ID,
+        help="model ids the serverless routes serve; any other id is answered 404 Not Found, as the router does "
+             "(default: %(default)s)")
     add(
         "--answer-shape",
         choices=("list", "object", "string"),
@@ -172,6 +175,13 @@ def _read_tokens(path: Path) -> tuple[str, ...]:
     if not tokens:
         raise ConfigError(f"--token-file {path} holds no token; write one token per line")
     return tokens
+
+
+def _models(text: str) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not models:
+        raise ConfigError(f"--models {text!r}: give one or more model ids, comma-separated")
+    return models
 
 
 _BODY_ROUTES = ("serverless", "endpoint", "chat")
@@ -227,6 +237,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         credits=ns.credits,
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
+        models=_models(ns.models),
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 

@@ -140,7 +140,7 @@ def no_images_message(root: Path, passed: Passed, *, extensions: Iterable[str] =
     if passed.unreadable:
         reasons.append(f"{plural(passed.unreadable, 'entry', 'entries')} could not be read")
     known = " ".join(sorted(extensions))
-    return f"no images found in {shown_root} ({'; '.join(reasons)}); batchcap captions {known} files"
+    return f"no images found in {shown_root} ({'; '.join(reasons)}); batchcap captions files ending in {known}"
 
 
 def scan_batches(

@@ -74,7 +74,7 @@ TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
         ["report", TOKEN, "--out", "{dir}/site"],
         ["merge", "{dir}/out.jsonl", TOKEN],
     ],
-    ids=lambda argv: "-".join(a for a in argv[:4] if a != TOKEN and "{" not in a),
+    ids=lambda argv: "-".join(a for a in argv[:4] if TOKEN not in a and "{" not in a),
 )
 def test_a_token_pasted_as_a_value_is_never_printed(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -98,8 +98,8 @@ def test_a_folder_without_images_says_so_and_exits_1(
         for name in ("notes.txt", "export.json", "album/meta.json", "album/thumbs.db"):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text("{}")
-        expected = (f"no images found in {folder} (4 files skipped: .json, .db, .txt); batchcap captions .avif .bmp "
-                    ".gif .heic .heif .jpeg .jpg .png .tif .tiff .webp files")
+        expected = (f"no images found in {folder} (4 files skipped: .json, .db, .txt); batchcap captions files "
+                    "ending in .avif .bmp .gif .heic .heif .jpeg .jpg .png .tif .tiff .webp")
     else:
         expected = f"no images found in {folder}: the folder is empty"
     out = tmp_path / "captions.jsonl"
@@ -147,3 +147,21 @@ async def test_export_and_report_of_a_journal_a_run_is_writing(
     assert proc.returncode == 0
     assert await anyio.to_thread.run_sync(main, ["export", str(out), "--format", "csv", "--wait"]) == 0
     assert (tmp_path / "captions.csv").read_text().count("\n") == 25
+
+
+async def test_a_typo_in_the_model_id_stops_the_run_against_the_emulator(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "imgs"
+    generate(folder, 5, seed=1)
+    server = await emulator(EmulatorSettings())
+    out = tmp_path / "captions.jsonl"
+    cmd = [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--model",
+           "Salesforce/blip-image-captioning-bsae", "--api-base", f"{server.url}/hf-inference", "--quiet"]
+    with anyio.fail_after(60):
+        result = await anyio.run_process(cmd, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 3, err
+    assert "HTTP 404" in err
+    assert "check --model" in err
+    assert out.read_bytes() == b""  # nothing captioned, nothing recorded as failed

@@ -212,7 +212,7 @@ def test_first_image_stops_at_the_first_and_says_what_else_there_is(tmp_path: Pa
     assert image is None
     assert no_images_message(tmp_path / "docs", passed) == (
         f"no images found in {tmp_path / 'docs'} (5 files skipped: .json, .txt, (no extension)); batchcap captions "
-        ".avif .bmp .gif .heic .heif .jpeg .jpg .png .tif .tiff .webp files"
+        "files ending in .avif .bmp .gif .heic .heif .jpeg .jpg .png .tif .tiff .webp"
     )
     (tmp_path / "empty").mkdir()
     image, passed = first_image(tmp_path / "empty")
