@@ -14,6 +14,7 @@ from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPT
 from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
+from batchcap.journal.throughput import images_per_s
 from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
@@ -143,7 +144,7 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     c = job.counts
-    rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
+    rate_s = images_per_s(c["ok"] + c["failed"], job.elapsed)  # the one definition: busy time of the job
     breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
     print(f"batchcap: {c['ok']} ok, {plural(c['failed'], 'error')}, {c['skipped']} already done, in "
           f"{job.elapsed:.1f} s ({rate_s:.1f} img/s; {plural(job.shards_done, 'shard')} on "

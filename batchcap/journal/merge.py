@@ -37,6 +37,7 @@ import orjson
 
 from batchcap.errors import ConfigError, JournalError
 from batchcap.journal import decode_line, write_json_atomic
+from batchcap.journal.throughput import Invocation, Throughput
 from batchcap.redact import shown
 from batchcap.run import manifest_path
 from batchcap.version import __version__
@@ -253,8 +254,10 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
     """The merged manifest: merged counts, the parts' run counts summed, and each part's own manifest kept."""
     entries: list[dict[str, Any]] = []
     summed: dict[str, float] = {}
+    runs: list[Invocation] = []
     for part, c in zip(parts, counts, strict=True):
         manifest = _read_manifest(manifest_path(part))
+        runs += Invocation.from_manifest(manifest)
         part_counts = manifest.get("counts") if isinstance(manifest, dict) else None
         if isinstance(part_counts, dict):
             for k, v in part_counts.items():
@@ -269,6 +272,9 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
         "counts": asdict(stats),
         "runs_counts": summed,
         "parts": entries,
+        # the parts' runs, side by side: busy time is the union of their windows (batchcap.journal.throughput)
+        "invocations": [inv.to_json() for inv in Invocation.fold(sorted(runs, key=lambda inv: inv.started_at))],
+        "throughput": Throughput.of(runs).to_json(),
     }
     if (config := _common_config([e["manifest"] for e in entries])) is not None:
         body["config"] = config  # what export and report read (config.input_dir), as in a run's manifest

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batchcap.journal.throughput import images_per_s
 from batchcap.tasks.quality import BoilerplateCounter
 
 __all__ = ["RunStats"]
@@ -59,4 +60,5 @@ class RunStats:
 
     @property
     def rate(self) -> float:
-        return (self.ok + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
+        """Images recorded per busy second of this run (``batchcap.journal.throughput``: the one definition)."""
+        return images_per_s(self.ok + self.failed, self.elapsed)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from batchcap.cli import EXIT_OK, EXIT_USAGE, main
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
+from batchcap.run import manifest_path
+from batchcap.site.build import SiteOptions, build_site
 from batchcap.source.samples import generate
 from batchcap.words import plural
 
@@ -165,3 +171,84 @@ async def test_a_typo_in_the_model_id_stops_the_run_against_the_emulator(
     assert "HTTP 404" in err
     assert "check --model" in err
     assert out.read_bytes() == b""  # nothing captioned, nothing recorded as failed
+
+
+def _summary_rate(err: str) -> tuple[int, float, str]:
+    """(images recorded, seconds, img/s as printed) from a run's summary line."""
+    found = re.search(r"batchcap: (\d+) ok, (\d+) errors?, \d+ already done, in ([\d.]+) s \(([\d.]+) img/s", err)
+    assert found, err
+    return int(found[1]) + int(found[2]), float(found[3]), found[4]
+
+
+def _report_throughput(journal: Path, site: Path) -> dict[str, Any]:
+    build_site(journal, SiteOptions(out=site))
+    raw = (site / "data" / "meta.js").read_bytes()
+    meta = orjson.loads(raw.removeprefix(b"self.BATCHCAP_META = ").rstrip(b";\n"))
+    throughput: dict[str, Any] = meta["throughput"]
+    return throughput
+
+
+async def test_summary_manifest_and_report_agree_and_a_resume_does_not_count_the_gap(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    folder = tmp_path / "imgs"
+    generate(folder, 60, seed=4)
+    server = await emulator(EmulatorSettings(latency=0.03))
+    out = tmp_path / "captions.jsonl"
+    cmd = [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--model", MODEL,
+           "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited", "--concurrency", "fixed:2", "--quiet"]
+
+    # an evening's run, interrupted
+    with anyio.fail_after(60):
+        async with await anyio.open_process(cmd) as proc:
+            while not out.exists() or out.read_bytes().count(b"\n") < 10:
+                await anyio.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            await proc.wait()
+            assert proc.stderr is not None
+            err = b"".join([chunk async for chunk in proc.stderr]).decode()
+    assert proc.returncode == 130, err
+    first_images, _, first_rate = _summary_rate(err)
+    manifest = orjson.loads(manifest_path(out).read_bytes())
+    assert manifest["throughput"]["images"] == first_images
+    assert f"{manifest['throughput']['images_per_s']:.1f}" == first_rate  # the summary's number, the manifest's
+    report = _report_throughput(out, tmp_path / "site1")
+    assert f"{report['per_s']:.1f}" == first_rate  # and the report's
+    assert report["images"] == first_images
+    assert report["idle_s"] == 0
+    first_busy = manifest["throughput"]["busy_s"]
+
+    # ... as the files are the next morning: the same records and manifest, written 10 hours ago
+    night = 10 * 3600.0
+    shifted = []
+    for line in out.read_bytes().splitlines():
+        record = orjson.loads(line)
+        record["ts"] -= night
+        shifted.append(orjson.dumps(record))
+    out.write_bytes(b"\n".join(shifted) + b"\n")
+    manifest["started_at"] -= night
+    for run in manifest["invocations"]:
+        run["started_at"] -= night
+    manifest_path(out).write_bytes(orjson.dumps(manifest))
+
+    # the resume
+    with anyio.fail_after(60):
+        result = await anyio.run_process(cmd, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    second_images, _, _ = _summary_rate(err)
+    assert first_images + second_images == 60
+    manifest = orjson.loads(manifest_path(out).read_bytes())
+    total = manifest["throughput"]
+    assert total["invocations"] == 2
+    assert total["images"] == 60
+    second_busy = manifest["invocations"][1]["elapsed_s"]
+    assert total["busy_s"] == pytest.approx(first_busy + second_busy, abs=0.002)  # not the 10 hours between
+    report = _report_throughput(out, tmp_path / "site2")
+    assert report["busy_s"] == pytest.approx(total["busy_s"], abs=0.002)
+    assert f"{report['per_s']:.1f}" == f"{total['images_per_s']:.1f}"
+    assert report["invocations"] == 2
+    assert report["idle_s"] > night - 60
+    assert "not counted" in report["definition"]  # what the report's tooltip says
+    assert sum(report["ok"]) + sum(report["errors"]) == 60
+    assert report["bin_s"] * len(report["ok"]) == pytest.approx(report["busy_s"], rel=0.01)  # the chart's axis
