@@ -47,8 +47,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     a = p.parse_args()
     pipeline.RateLimiter = RecordingLimiter  # type: ignore[misc]
-    cfg = RunConfig(input_dir=a.input_dir, out=a.out, model=DEFAULT_MODEL_ID, api_base=a.url, concurrency=a.concurrency,
-                    rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
+    cfg = RunConfig.build(input_dir=a.input_dir, out=a.out, model=DEFAULT_MODEL_ID, api_base=a.url,
+                          concurrency=a.concurrency,
+                          rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
     try:
         import uvloop  # noqa: F401
     except ImportError:

@@ -5,20 +5,11 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from batchcap.aio import EVENT_LOOPS
-from batchcap.redact import redact
 
-__all__ = ["Parser", "add_event_loop_flag", "number"]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its error messages passed through ``redact``: argparse repeats the value it rejects
-    (``unrecognized arguments: hf_...``), and a token pasted in the wrong place must not be printed back."""
-
-    def error(self, message: str) -> NoReturn:
-        super().error(redact(message))
+__all__ = ["add_event_loop_flag", "number"]
 
 
 def number(kind: Callable[[str], float], minimum: float, *, strict: bool = False) -> Callable[[str], Any]:

@@ -12,9 +12,7 @@ from batchcap.journal.merge import merge_journals
 from batchcap.run import manifest_path
 from batchcap.words import plural
 
-__all__ = ["HELP", "add_arguments", "main"]
-
-HELP = "join shard journals into one (one line per image: an ok record wins, then the latest)"
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,41 +11,48 @@ from pathlib import Path
 
 from batchcap.aio import run_async
 from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-from batchcap.cli.options import add_run_arguments, config_from_args
-from batchcap.config import RunConfig, Secret, find_token
+from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.journal.throughput import images_per_s
 from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
-from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.run import RunStats, manifest_path, run, run_targets, tune_malloc
+from batchcap.service.auth import Secret, find_token
 from batchcap.source.scan import first_image, no_images_message
 from batchcap.version import __version__
 from batchcap.words import plural
 
-__all__ = ["HELP", "add_arguments", "main"]
+from .argtypes import add_event_loop_flag, number
+from .options import add_run_options, config_from_args
 
-HELP = "caption every image under a folder into a JSONL file"
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Caption every image under INPUT_DIR (recursively) into a JSONL file that is also the resume "
                      "checkpoint: run the same command again after any interruption and it continues.")
     p.epilog = EXIT_CODES_HELP
-    add_run_arguments(p)
+    p.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
+    add_run_options(p)
+    add_event_loop_flag(p)
+    d = p.add_argument_group("distributed (Ray; pip install 'batchcap[ray]')")
+    d.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the shards as Ray tasks on the cluster at ADDRESS, or with no ADDRESS at $RAY_ADDRESS, "
+                        "else on a private local cluster ('local': always that); every node must see INPUT_DIR "
+                        "and --out")
+    d.add_argument("--workers", type=number(int, 1), help="shards captioned at once with --ray (default: 2)")
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    cfg = config_from_args(ns)
+    cfg = config_from_args(ns, input_dir=ns.input_dir)
     if ns.workers is not None and ns.ray is None:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
-    token, source = find_token(cfg.token_file)
+    token, source = find_token(cfg.target.token_file)
     if not cfg.input_dir.is_dir():
         raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
-    if not cfg.out.parent.exists():
-        raise ConfigError(f"--out {shown(cfg.out)}: folder {shown(cfg.out.parent)} does not exist")
-    if cfg.targets:
-        lane_targets(cfg)  # every --target checked (exit 2/3) before the folder is looked at
+    prepare_out(cfg.out)
+    targets = run_targets(cfg)  # every --target checked before the first line is printed
     if (empty := _no_images(cfg)) is not None:
         print(f"batchcap: {empty}", file=sys.stderr)
         return EXIT_ERRORS
@@ -53,19 +60,19 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
     if not cfg.quiet:
-        if cfg.targets:
-            via = f"{plural(len(cfg.targets), 'target')} ({cfg.route}: {', '.join(t.name for t in lane_targets(cfg))})"
+        if targets:
+            via = f"{plural(len(targets), 'target')} ({cfg.routing.route}: {', '.join(t.name for t in targets)})"
             print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
         else:
             rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} "
-                  f"(token: {source}; concurrency {cfg.concurrency}, rate {rate})", file=err)
+            print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} "
+                  f"(token: {source}; concurrency {cfg.limits.concurrency}, rate {rate})", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     scan_done = getattr(progress, "scan_finished", None)
     tune_malloc()
     try:
-        if cfg.endpoint_name:
-            from batchcap.service.endpoints import run_with_endpoint
+        if cfg.target.endpoint_name:
+            from batchcap.run import run_with_endpoint
 
             stats = run_async(
                 lambda: run_with_endpoint(cfg, token=token, progress=progress, notes=_note, handle_signals=True,
@@ -74,7 +81,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            targets=targets),
                 ns.event_loop,
             )
     except RunAborted as exc:
@@ -98,7 +106,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
 def _no_images(cfg: RunConfig) -> str | None:
     """Issue 21: a folder without a single image is said so (exit 1), before a journal is made or a token sent.
     Folders the scan cannot read are left to the run, which records each one."""
-    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.follow_symlinks)
+    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.source.follow_symlinks)
     if image is not None or passed.unreadable:
         return None
     return no_images_message(cfg.input_dir, passed)
@@ -107,12 +115,23 @@ def _no_images(cfg: RunConfig) -> str | None:
 def _undersized(stats: RunStats, cfg: RunConfig) -> str:
     """Issue 21: once, with the count, when a limit sent images smaller than a model can use."""
     w, h = stats.smallest_sent or (0, 0)
-    limits = [f"--max-side {cfg.max_side}"] if cfg.max_side < USEFUL_SIDE else []
-    if not limits or max(w, h) < cfg.max_side * (1 - DCT_SLACK):  # smaller than --max-side alone makes it
-        limits.append(f"--max-upload-mb {cfg.max_upload_mb:g}")
+    max_side = cfg.prepare.max_side
+    limits = [f"--max-side {max_side}"] if max_side < USEFUL_SIDE else []
+    if not limits or max(w, h) < max_side * (1 - DCT_SLACK):  # smaller than --max-side alone makes it
+        limits.append(f"--max-upload-mb {cfg.prepare.max_upload_mb:g}")
     return (f"warning: {plural(stats.undersized, 'image')} went smaller than {USEFUL_SIDE} px on the long side "
             f"(down to {w}x{h}) to fit {' and '.join(limits)}; models use {USEFUL_SIDE}-1024 px, so their "
             f"captions may be poor: raise {' / '.join(limit.split()[0] for limit in limits)}")
+
+
+def prepare_out(out: Path) -> None:
+    """``--out``'s folder is created; a folder that cannot be, or an ``--out`` that is a folder, is exit 2."""
+    if out.is_dir():
+        raise ConfigError(f"--out {shown(out)} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create its folder {out.parent} ({exc.strerror or exc})") from None
 
 
 def _note(text: str) -> None:
@@ -124,19 +143,19 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     """``--ray``: the shards as Ray tasks, one merge at the end, one summary."""
     from batchcap.distributed import JobAborted, run_distributed
 
-    if cfg.shard is not None:
+    if cfg.source.shard is not None:
         raise UsageError("--ray makes its own shards; drop --shard")
-    if cfg.endpoint_name:
+    if cfg.target.endpoint_name:
         raise ConfigError("--ray with --endpoint-name is not supported yet; wake the Endpoint with a plain run "
                           "(or pass its --endpoint URL)")
-    if cfg.targets:
+    if cfg.routing.targets:
         raise ConfigError("--ray with --target is not supported yet: give one target (--model, --endpoint, ...)")
     workers = ns.workers or 2
     err = sys.stderr
     if not cfg.quiet:
         rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target} on Ray ({plural(workers, 'worker')}; "
-              f"concurrency {cfg.concurrency}, rate {rate} for the whole job)", file=err)
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} on Ray "
+              f"({plural(workers, 'worker')}; concurrency {cfg.limits.concurrency}, rate {rate} for the whole job)", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     try:
         job = run_distributed(cfg, workers=workers, address=ns.ray, token=token, progress=progress)
@@ -153,8 +172,8 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
           f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
     if job.merge is not None:
         m = job.merge
-        print(f"batchcap: results in {cfg.out}: {plural(m.images, 'image')} ({m.ok} ok, {plural(m.errors, 'error')}; shard journals "
-              f"in {cfg.out.name}.parts/)", file=err)
+        print(f"batchcap: results in {cfg.out}: {plural(m.images, 'image')} ({m.ok} ok, "
+              f"{plural(m.errors, 'error')}; shard journals in {cfg.out.name}.parts/)", file=err)
     if job.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED

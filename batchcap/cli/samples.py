@@ -13,9 +13,7 @@ from batchcap.errors import UsageError
 from batchcap.source.samples import foreign_entries, generate
 from batchcap.words import plural
 
-__all__ = ["HELP", "add_arguments", "main"]
-
-HELP = "write a folder of varied sample images (for the demo)"
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

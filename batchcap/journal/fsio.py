@@ -27,6 +27,7 @@ __all__ = [
     "file_id",
     "held_by_a_run",
     "lock",
+    "manifest_path",
     "replacing",
     "sync",
     "sync_dir",
@@ -202,3 +203,7 @@ def write_error(path: Path, exc: OSError) -> JournalError:
         f"cannot write {path}: {reason}; fix the disk and run the same command again (results so far are kept)"
     )
 
+
+def manifest_path(journal: Path) -> Path:
+    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
+    return journal.with_name(journal.stem + ".manifest.json")

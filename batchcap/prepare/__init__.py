@@ -9,18 +9,17 @@ from __future__ import annotations
 from batchcap.prepare.engine import (
     DCT_SLACK,
     DEFAULT_MAX_PIXELS,
-    USEFUL_SIDE,
     Base64WireSize,
     Prepared,
     PrepareSettings,
     WireSize,
     base64_wire_size,
-    below_useful_size,
     pass_through,
     prepare,
     raw_wire_size,
 )
 from batchcap.prepare.pool import PreparePool, default_workers, prepared_image
+from batchcap.prepare.settings import USEFUL_SIDE, below_useful_size
 from batchcap.prepare.wire import largest_wire_size, wire_size_for
 
 __all__ = [

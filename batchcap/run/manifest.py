@@ -10,7 +10,7 @@ import orjson
 
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
-from batchcap.journal import JournalIndex, write_json_atomic
+from batchcap.journal import JournalIndex, manifest_path, write_json_atomic
 from batchcap.journal.throughput import Invocation, Throughput
 from batchcap.run.stats import RunStats
 from batchcap.version import __version__
@@ -24,11 +24,6 @@ def _earlier_invocations(path: Path) -> list[Invocation]:
         return Invocation.from_manifest(orjson.loads(path.read_bytes()))
     except (OSError, ValueError):
         return []
-
-
-def manifest_path(out: Path) -> Path:
-    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return out.with_name(out.stem + ".manifest.json")
 
 
 class Manifest:

@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import pytest
 
+from batchcap.cli.serve import add_arguments, settings_from_args
 from batchcap.emulator import (
     DEFAULT_TOKEN,
     REQUEST_LOG,
@@ -28,9 +29,7 @@ from batchcap.emulator import (
     RequestLog,
     RunningEmulator,
     _TokenBucket,
-    add_arguments,
     caption_for,
-    settings_from_args,
 )
 from batchcap.errors import ConfigError
 

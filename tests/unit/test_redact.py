@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from batchcap.config import RunConfig, find_token, load_profile
+from batchcap.config import RunConfig, load_profile
 from batchcap.errors import ConfigError
 from batchcap.redact import NOT_SHOWN, looks_like_token, redact, shown
+from batchcap.service.auth import find_token
 
 HF = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"  # the shape of a real one: hf_ and 34 letters
 OPENAI = "sk-proj-" + "Zq4Xo8Lk2Jh6Gf0Ds3Ap9Mn1Bv5Cx7Ze"
@@ -57,8 +58,8 @@ def test_profile_path_and_target_values_are_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_profile(Path(HF))
     assert HF not in str(refused.value)
-    for field in ("model", "endpoint", "base_url", "api_base"):
+    for field in ("model", "endpoint", "base_url", "api_base", "endpoints_api"):
         with pytest.raises(ConfigError) as refused:
-            RunConfig(**{"model": "m", field: HF}).validate()  # type: ignore[arg-type]
+            RunConfig.build(**{"model": "m", field: HF}).validate()
         assert HF not in str(refused.value)
         assert "looks like a token" in str(refused.value)

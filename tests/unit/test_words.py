@@ -47,7 +47,7 @@ _BARE_PLURAL = re.compile(
     r"|targets|workers|sidecars|folders|paths|thumbnails|attempts|entries|parts)\b(?!/)"
 )
 #: Counts that are never 1 (a constant), as (file, expression).
-_NEVER_ONE = {("check/command.py", "MAX_PROBE")}
+_NEVER_ONE = {("check/preflight.py", "MAX_PROBE")}
 
 
 def test_no_message_writes_a_count_before_a_bare_plural() -> None:
