@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TextIO
 
 from batchcap.types import Clock
+from batchcap.words import plural
 
 __all__ = ["LogProgress", "NullProgress", "Progress", "TqdmProgress", "eta"]
 
@@ -197,7 +198,7 @@ class LogProgress:
         rate = (done - self._last_done) / span
         self._last, self._last_done = now, done
         total = f"{self._total}{'+' if self._scanning else ''}"
-        errors = f"{self._failed} errors"
+        errors = plural(self._failed, "error")
         if self._failed and self._by_type:
             kinds = sorted(self._by_type.items(), key=lambda kv: -kv[1])
             errors += ": " + ", ".join(f"{name} {n}" for name, n in kinds[:4])

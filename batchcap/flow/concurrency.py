@@ -296,11 +296,11 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     ``RequestTimeout`` (``client.py`` raises it for aiohttp's ``TimeoutError``);
     other transport faults, 5xx and unreadable bodies say nothing about capacity.
     """
-    from batchcap.errors import ModelLoading, RateLimited, RequestTimeout, ServerError, TransportError
+    from batchcap.errors import RequestTimeout, ServerError, TransportError, WaitRequested
 
     if exc is None:
         return "ok"
-    if isinstance(exc, RateLimited | ModelLoading):
+    if isinstance(exc, WaitRequested):  # 429, a model loading, and any later kind of "wait" (a full queue)
         return "overload"
     if isinstance(exc, TransportError):
         return "timeout" if isinstance(exc, RequestTimeout) else "error"

@@ -66,6 +66,7 @@ from batchcap.errors import (
 )
 from batchcap.models import Record
 from batchcap.types import Clock
+from batchcap.words import plural
 
 __all__ = [
     "BAD_CAPTION_IMAGES",
@@ -224,7 +225,7 @@ class RunGuard:
         images.add(path)
         if len(images) < self.limits[0]:
             return None
-        return Stop("server_errors", f"the first {len(images)} images were all answered with the same server "
+        return Stop("server_errors", f"the first {plural(len(images), 'image')} were all answered with the same server "
                                      f"error ({exc.message}); the service cannot caption now: check it (and "
                                      "--model / --endpoint), then run the same command again")
 
@@ -281,12 +282,12 @@ class RunGuard:
     @staticmethod
     def _refused(exc: APIError, n: int) -> Stop:
         if isinstance(exc, ServerError):
-            return Stop("server_errors", f"every one of the {n} images was answered with the same server error "
+            return Stop("server_errors", f"every one of {plural(n, 'image')} was answered with the same server error "
                                          f"({exc.message}); check the service (and --model / --endpoint), then "
                                          "run the same command again")
         what = "refused with the same answer" if isinstance(exc, RejectedImage) else \
             "answered with the same unreadable body"
-        first = f"the first {n} images were all" if n >= REFUSAL_LIMIT else f"all {n} images were"
+        first = f"the first {plural(n, 'image')} were all" if n >= REFUSAL_LIMIT else f"all {plural(n, 'image')} were"
         return Stop("refusals", f"{first} {what} ({exc.message}); check --model / --api and the service, then "
                                 "run the same command again")
 
@@ -316,7 +317,7 @@ class RunGuard:
 
     @staticmethod
     def _bad_captions(flags: tuple[str, ...], n: int) -> Stop:
-        return Stop("bad_captions", f"the captions of the first {n} images all failed the quality gates the "
+        return Stop("bad_captions", f"the captions of the first {plural(n, 'image')} all failed the quality gates the "
                                     f"same way ({', '.join(flags)}), after their quality retries: the model, "
                                     "the prompt or the route is wrong; check --model / --prompt / --api, then "
                                     "run the same command again")

@@ -22,6 +22,7 @@ import orjson
 
 from batchcap.errors import NotifyFailed
 from batchcap.version import __version__
+from batchcap.words import plural
 
 __all__ = ["RunState", "notify", "payload", "topic_of"]
 
@@ -40,7 +41,8 @@ def payload(
     """The one JSON object: the facts, and the same news as text for each service."""
     words = {"done": "done", "errors": "finished with errors", "interrupted": "interrupted (resumable)",
              "aborted": "stopped (resumable)"}[state]
-    text = f"batchcap {words}: {ok} ok, {errors} errors, {skipped} already done in {elapsed:.0f} s; results in {out}"
+    text = (f"batchcap {words}: {ok} ok, {plural(errors, 'error')}, {skipped} already done in {elapsed:.0f} s; "
+            f"results in {out}")
     if reason:
         text += f"; {reason}"
     body: dict[str, Any] = {
