@@ -49,7 +49,8 @@ def _rate_limited(wait: float, settings: EmulatorSettings) -> web.Response:
     window = max(1, math.ceil(burst / (settings.rate or 1.0)))
     headers = {
         "RateLimit": f'"api";r=0;t={seconds}',
-        "RateLimit-Policy": f'"token bucket";"api";q={burst};w={window}',
+        # the quota per window as a client may pace by it: the sustained rate over the window, at least a burst
+        "RateLimit-Policy": f'"token bucket";"api";q={max(burst, round((settings.rate or 1.0) * window))};w={window}',
     }
     if settings.retry_after:
         headers["Retry-After"] = str(seconds)
