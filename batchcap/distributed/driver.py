@@ -226,6 +226,7 @@ def _report(ray: Any, hub: Any, progress: Progress) -> None:
         progress.done(ok, failed)
     if note:
         progress.note(note)
+    progress.tick()  # a log-file display prints on its own interval from here
 
 
 def _merge(plan: JobPlan) -> MergeStats | None:
