@@ -90,7 +90,7 @@ async def test_a_night_compressed(emulator: Emulator, tmp_path: Path) -> None:
     server = await emulator(NORMAL)
     out = tmp_path / "night.jsonl"
     log = tmp_path / "night.log"
-    rate = SOAK_IMAGES / (SOAK_MINUTES * 60 * 0.8)  # the run's own pace; the faults eat the rest of the time
+    rate = SOAK_IMAGES / (SOAK_MINUTES * 60 * 0.6)  # the run's own pace; the faults eat about 40% of the time
     cmd = [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--endpoint", f"{server.url}/",
            "--rate", f"{rate:.1f}", "--concurrency", "16", "--timeout", "10", "--no-dedupe", "--progress-every",
            "30"]
@@ -147,7 +147,10 @@ async def test_a_night_compressed(emulator: Emulator, tmp_path: Path) -> None:
     assert len(oks) == SOAK_IMAGES
     assert set(oks.values()) == {1}  # exactly one ok line per image
     elapsed = samples[-1][0] if samples else 0.0
-    warm = next((s for s in samples if s[0] >= min(180.0, elapsed / 4)), samples[0])
+    # Warm-up: caches reach their bounds (the boilerplate counter's 4,096 captions) and so do the allocator's
+    # arenas (``run.malloc`` keeps up to 16 MB of freed heap in each thread's arena): RSS climbs in steps, then
+    # stays. A leak grows with the work done; so growth is measured over the last 60% of the run.
+    warm = next((s for s in samples if s[0] >= max(180.0, 0.4 * elapsed)), samples[0])
     after = [s for s in samples if s[0] >= warm[0]]
     end_rss = max(s[1] for s in after[-6:])  # the last half minute
     peak_fds = max(s[2] for s in after)
