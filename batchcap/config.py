@@ -23,6 +23,7 @@ from batchcap.tasks.quality import QualitySettings
 
 if TYPE_CHECKING:
     from batchcap.prepare import PrepareSettings
+    from batchcap.service.space.settings import SpaceSettings
 
 __all__ = [
     "API_CHOICES",
@@ -87,6 +88,12 @@ class RunConfig:
     targets: tuple[str, ...] = ()  #: ``NAME=SPEC`` (see ``batchcap.service.targets``): several targets in one run
     route: Literal["failover", "spread"] = "failover"
     price_per_hour: tuple[str, ...] = ()  #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
+    #: A Gradio app to caption through (issue 20, ``batchcap.service.space``): ``OWNER/NAME`` (a Space), a Space
+    #: URL or any Gradio app's URL; its endpoint (None: the one that takes an image and returns text) and the
+    #: other inputs by name, ``NAME=VALUE``.
+    space: str | None = None
+    space_api: str | None = None
+    space_inputs: tuple[str, ...] = ()
     #: Caption only this shard of the folder (``--shard I/N``); None = all of it.
     shard: Shard | None = None
     #: ``NAMESPACE/NAME`` of an Inference Endpoint to look up, wake and use (its URL replaces ``endpoint``).
@@ -121,9 +128,21 @@ class RunConfig:
         return QualitySettings(quality_retries=self.quality_retries, on_bad_caption=self.on_bad_caption,
                                min_words=self.min_words, max_words=self.max_words)
 
+    def space_settings(self) -> SpaceSettings | None:
+        """The Space to caption through (``--space``), or None for every other target."""
+        if self.space is None:
+            return None
+        from batchcap.service.space.settings import SpaceSettings, parse_inputs
+
+        return SpaceSettings(self.space, self.space_api, parse_inputs(self.space_inputs))
+
     @property
     def url(self) -> str:
-        """The URL each request goes to."""
+        """The URL each request goes to (for a Space: the app's base URL)."""
+        if self.space is not None:
+            from batchcap.service.space.settings import space_url
+
+            return space_url(self.space)
         if self.api == "openai":
             base = (self.base_url or "").rstrip("/")
             return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
@@ -135,8 +154,8 @@ class RunConfig:
 
     @property
     def serverless(self) -> bool:
-        """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
-        return self.api != "openai" and not self.endpoint
+        """The shared serverless API (as opposed to an Endpoint, a chat server or a Space)."""
+        return self.api != "openai" and not self.endpoint and self.space is None
 
     @property
     def request_rate(self) -> float | None:
@@ -149,6 +168,8 @@ class RunConfig:
     @property
     def target(self) -> str:
         """A short, secret-free name of the target, written into every journal line."""
+        if (space := self.space_settings()) is not None:
+            return space.target
         if self.api == "openai":
             return f"openai:{self.model}@{_host(self.base_url or '')}"
         if self.endpoint:
@@ -162,7 +183,11 @@ class RunConfig:
         """Raise ConfigError naming the setting and the fix; return self for chaining."""
         if self.api not in API_CHOICES:
             raise ConfigError(f"api must be one of {', '.join(API_CHOICES)} (got {self.api!r})")
-        if self.api == "openai":
+        if self.space is not None:
+            self._validate_space()
+        elif self.space_api is not None or self.space_inputs:
+            raise ConfigError("--space-api and --space-input need --space OWNER/NAME (or a Gradio app's URL)")
+        elif self.api == "openai":
             if not self.base_url:
                 raise ConfigError("--api openai needs --base-url (e.g. https://router.huggingface.co/v1)")
             if not self.model:
@@ -218,6 +243,15 @@ class RunConfig:
         self._validate_endpoint_name()
         return self
 
+    def _validate_space(self) -> None:
+        """``--space`` is a target of its own: no other target flag beside it."""
+        others = [flag for flag, given in (("--endpoint", self.endpoint), ("--base-url", self.base_url),
+                                           ("--endpoint-name", self.endpoint_name), ("--target", self.targets),
+                                           ("--model", self.model)) if given]
+        if others:
+            raise ConfigError(f"give --space or {others[0]}, not both (a Space is a target of its own)")
+        self.space_settings()  # ConfigError for the URL, UsageError for a malformed --space-input
+
     def _validate_endpoint_name(self) -> None:
         if self.endpoint_name is None:
             if self.after_run is not None:
@@ -249,6 +283,7 @@ class RunConfig:
             out[f.name] = str(value) if isinstance(value, Path | Shard) else value
         out["parameters"] = dict(self.parameters) if self.parameters else None
         out["targets"] = list(self.targets)
+        out["space_inputs"] = list(self.space_inputs)
         out["price_per_hour"] = list(self.price_per_hour)
         out["url"] = _strip_userinfo(self.url)
         out["request_rate"] = self.request_rate
@@ -295,7 +330,7 @@ def load_profile(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in raw.items():
-        if isinstance(value, dict) and key != "parameters":
+        if isinstance(value, dict) and key not in ("parameters", "space_inputs"):
             for sub, subvalue in value.items():
                 _put(flat, sub, subvalue, path)
         else:
@@ -332,7 +367,9 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         elif key == "concurrency" and isinstance(value, str):
             spec = parse_concurrency(value)
             out["concurrency"], out["concurrency_mode"] = spec.n, spec.mode
-        elif key in ("targets", "price_per_hour"):
+        elif key == "space_inputs" and isinstance(value, Mapping):  # a profile's [space_inputs] table
+            out[key] = tuple(f"{name}={text}" for name, text in value.items())
+        elif key in ("targets", "price_per_hour", "space_inputs"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
             out[key] = tuple(value)

@@ -1,6 +1,6 @@
 """One bench, measured: every target in turn, cold start first, then the closed- and open-loop sweeps.
 
-Each target is driven with the project's own ``CaptionClient`` and protocol adapters on the same images (loaded
+Each target is driven with the project's own client (``service.connect``) and protocol adapters on the same images (loaded
 once, into memory), so the numbers are what ``batchcap run`` would get. Failed requests are data, summarized
 per step; only the failures that would doom every request (a refused token, a wrong URL or model) stop the bench.
 
@@ -40,7 +40,7 @@ from batchcap.bench.verdict import describe_errors, verdict
 from batchcap.config import AfterRun, RunConfig, Secret, find_token
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.models import LoadedImage
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
 from batchcap.source.read import load_batch
 from batchcap.source.scan import scan
@@ -182,8 +182,7 @@ class TargetBench:
         sizes = [len(adapter.build(img).body) for img in self.images]
         connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
         self.log(f"batchcap bench: {self.target.name} -> {cfg.target} (token: {self.token_source})")
-        async with CaptionClient(cfg.url, adapter, token=self.token, timeout=self.timeout,
-                                 connections=connections) as client:
+        async with make_client(cfg, token=self.token, timeout=self.timeout, connections=connections) as client:
             send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
             cold = await self.cold_start(send)
             if woke_after and cold.seconds is not None:  # the true cold start: from the resume call on

@@ -23,7 +23,7 @@ from batchcap.errors import (
     abort_message,
 )
 from batchcap.models import LoadedImage
-from batchcap.service.client import CaptionClient
+from batchcap.service.client import ServiceClient
 
 __all__ = ["error_kind", "make_sender", "pause_after"]
 
@@ -51,7 +51,7 @@ def pause_after(exc: APIError, throttle_pause: float) -> float:
 
 
 def make_sender(
-    client: CaptionClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
+    client: ServiceClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
     throttle_pause: float,
 ) -> Send:
     """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target."""

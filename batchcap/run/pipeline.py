@@ -30,7 +30,7 @@ from batchcap.run.manifest import Manifest
 from batchcap.run.route import Lane, Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
 from batchcap.service.targets import Target, resolve_targets
 
@@ -122,8 +122,7 @@ def _captioner(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
     seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
 ) -> Captioner:
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
-                           connections=cfg.concurrency)
+    client = make_client(cfg, token=token, connections=cfg.concurrency)
     return Captioner(
         client,
         limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),

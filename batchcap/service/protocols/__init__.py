@@ -22,5 +22,9 @@ REGISTRY: dict[str, Callable[[RunConfig], Adapter]] = {
 
 
 def make_adapter(cfg: RunConfig) -> Adapter:
-    """The adapter for ``cfg.api``."""
+    """The adapter for ``cfg.api`` (for ``--space``: the Space's, whose image goes as it is in an upload)."""
+    if cfg.space is not None:
+        from batchcap.service.space.client import SpaceAdapter
+
+        return SpaceAdapter()
     return REGISTRY[cfg.api](cfg)
