@@ -185,8 +185,9 @@ class RunConfig:
             raise ConfigError(f"api must be one of {', '.join(API_CHOICES)} (got {self.api!r})")
         if self.space is not None:
             self._validate_space()
-        elif self.space_api is not None or self.space_inputs:
-            raise ConfigError("--space-api and --space-input need --space OWNER/NAME (or a Gradio app's URL)")
+        elif (self.space_api is not None or self.space_inputs) and not self.targets:
+            raise ConfigError("--space-api and --space-input need --space OWNER/NAME (or a Gradio app's URL), or a "
+                              "--target NAME=space:OWNER/NAME")
         elif self.api == "openai":
             if not self.base_url:
                 raise ConfigError("--api openai needs --base-url (e.g. https://router.huggingface.co/v1)")

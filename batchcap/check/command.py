@@ -27,14 +27,24 @@ MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memor
 
 
 def target_config(ns: argparse.Namespace) -> RunConfig | None:
-    """The target's RunConfig with the limit flags applied, or None without ``--target``."""
-    if ns.target is None:
+    """The target's RunConfig with the limit flags applied, or None without ``--target`` (or ``--space``)."""
+    space = getattr(ns, "space", None)
+    if ns.target is not None and space is not None:
+        raise UsageError("give --target SPEC or --space OWNER/NAME, not both")
+    if ns.target is None and space is None:
+        if getattr(ns, "space_api", None) is not None or getattr(ns, "space_inputs", None):
+            raise UsageError("--space-api and --space-input need --space OWNER/NAME (or --target space:...)")
         return None
-    text = ns.target
-    if text.startswith(("hf:", "hf-json:", "openai:", "http://", "https://")):
+    text = ns.target if space is None else "space:" + space
+    if text.startswith(("hf:", "hf-json:", "openai:", "http://", "https://", "space:")):
         text = "target=" + text
     cfg = parse_target(text).cfg
     overrides: dict[str, Any] = {}
+    if cfg.space is not None:
+        if getattr(ns, "space_api", None) is not None:
+            overrides["space_api"] = ns.space_api
+        if getattr(ns, "space_inputs", None):
+            overrides["space_inputs"] = tuple(ns.space_inputs)
     if ns.concurrency is not None:
         overrides["concurrency"] = ns.concurrency
     if ns.rate is not None:
@@ -58,8 +68,8 @@ class CheckReport:
 
 def check_from_args(ns: argparse.Namespace) -> CheckReport:
     """Take stock of the folder, probe if asked, estimate if there is a target. Raises from the error tree."""
-    if ns.probe is not None and ns.target is None:
-        raise UsageError("--probe needs --target: the probe measures that target")
+    if ns.probe is not None and ns.target is None and getattr(ns, "space", None) is None:
+        raise UsageError("--probe needs --target (or --space): the probe measures that target")
     if ns.probe is not None and ns.probe > MAX_PROBE:
         raise UsageError(f"--probe {ns.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
     cfg = target_config(ns)

@@ -45,8 +45,13 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_dir", metavar="DIR", type=Path, help="folder of images (searched recursively)")
     p.add_argument("--out", type=Path, help="the JSONL results file a run would resume: count what is already done")
     p.add_argument("--target", metavar="SPEC",
-                   help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL "
-                        "or a profile .toml (as in bench)")
+                   help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL, "
+                        "space:OWNER/NAME or a profile .toml (as in bench)")
+    p.add_argument("--space", metavar="OWNER/NAME|URL",
+                   help="the target is a Gradio app: a Space (OWNER/NAME) or a Gradio app's URL (as run --space)")
+    p.add_argument("--space-api", metavar="NAME", help="the Space's endpoint, e.g. /caption (as run --space-api)")
+    p.add_argument("--space-input", dest="space_inputs", action="append", metavar="NAME=VALUE",
+                   help="repeatable: another input of the Space's endpoint by name (as run --space-input)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     p.add_argument("--probe", type=number(int, 1), metavar="N",
                    help=f"send N real requests (at most {MAX_PROBE}) to measure the target's latency; "

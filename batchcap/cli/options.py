@@ -76,7 +76,7 @@ class _RefuseToken(argparse.Action):
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
     """Where to send and how hard: the target and limits flag groups."""
-    t = p.add_argument_group("target (one of --model, --endpoint, --api openai)")
+    t = p.add_argument_group("target (one of --model, --endpoint, --api openai, --space)")
     t.add_argument("--model", help="model id, e.g. Salesforce/blip-image-captioning-base")
     t.add_argument("--api", choices=API_CHOICES,
                    help="service shape: hf = raw image bytes (Inference API / Endpoint), hf-json = base64 JSON "
@@ -93,6 +93,14 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                         "down), then the next; spread = each image to the target with room (default: failover)")
     t.add_argument("--price-per-hour", dest="price_per_hour", action="append", metavar="NAME=DOLLARS",
                    help="with --target: what target NAME costs per hour, for the per-target cost in the summary")
+    t.add_argument("--space", metavar="OWNER/NAME|URL",
+                   help="caption through a Gradio app: a Hugging Face Space (OWNER/NAME is "
+                        "https://OWNER-NAME.hf.space), a Space page URL, or any Gradio app's URL; a Space has a "
+                        "queue and often a daily GPU quota: it is for small sets")
+    t.add_argument("--space-api", metavar="NAME",
+                   help="the app's endpoint, e.g. /caption (default: the one that takes an image and returns text)")
+    t.add_argument("--space-input", dest="space_inputs", action="append", metavar="NAME=VALUE",
+                   help='repeatable: another input of the endpoint by name, e.g. --space-input prompt="Describe it."')
     t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
     t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {default('max_tokens')})")
     t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {default('temperature')})")
@@ -122,7 +130,7 @@ _RUN_FIELDS = (
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
-    "shard", "endpoint_name", "endpoints_api", "after_run",
+    "shard", "endpoint_name", "endpoints_api", "after_run", "space", "space_api", "space_inputs",
 )
 
 

@@ -176,8 +176,11 @@ def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
             raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
                               "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
         if not t.spec.endswith(".toml"):
+            space = t.cfg.space  # a Space lane takes the run's --space-api (unless its spec names one) and inputs
             lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
-                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
+                           api_base=t.cfg.api_base, targets=(), price_per_hour=(), space=space,
+                           space_api=(t.cfg.space_api or cfg.space_api) if space else None,
+                           space_inputs=cfg.space_inputs if space else ())
             t = replace(t, cfg=lane.validate())
         out.append(t)
     return tuple(out)
