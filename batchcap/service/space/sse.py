@@ -31,7 +31,7 @@ class SseEvent:
 
 
 class SseDecoder:
-    """Feed bytes, get whole events; ``close()`` reports whether a partial event was left unfinished."""
+    """Feed bytes, get whole events; ``close()`` at the end of the stream; ``pending``: an event left unfinished."""
 
     __slots__ = ("_buffer", "_data", "_event", "_size", "_text")
 
@@ -55,6 +55,13 @@ class SseDecoder:
                 yield event
         if len(self._buffer) > MAX_EVENT_BYTES:
             raise ValueError(f"an event-stream line is longer than {MAX_EVENT_BYTES} bytes")
+
+    def close(self) -> Iterator[SseEvent]:
+        """The stream ended: a last line ended by a lone CR still counts (an unfinished event does not)."""
+        if self._buffer.endswith("\r"):
+            line, self._buffer = self._buffer[:-1], ""
+            if (event := self._line(line)) is not None:
+                yield event
 
     @property
     def pending(self) -> bool:
@@ -98,4 +105,5 @@ def _line_end(text: str) -> tuple[int, int] | None:
 
 def parse_events(body: bytes) -> list[SseEvent]:
     """Every complete event of a whole stream (an unfinished last event is not one)."""
-    return list(SseDecoder().feed(body))
+    decoder = SseDecoder()
+    return [*decoder.feed(body), *decoder.close()]
