@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from batchcap.errors import (
-    QueueFull,
-    QuotaExhausted,
     APIError,
     AuthError,
     BadResponse,
@@ -24,6 +22,8 @@ from batchcap.errors import (
     JournalError,
     ModelLoading,
     PermanentError,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     RejectedImage,
     ServerError,
@@ -349,7 +349,9 @@ def test_a_full_queue_is_waited_out_without_spending_a_retry_or_the_budget() -> 
     waited = 0.0
     for _ in range(50):  # far past the wait budget: back-pressure never becomes the image's final error
         d = policy.decide(full, retries_used=0, waited=waited, rand=lambda: 1.0)
-        assert d.action == "retry" and not d.spends_retry and 0 < d.delay <= policy.wait_cap
+        assert d.action == "retry"
+        assert not d.spends_retry
+        assert 0 < d.delay <= policy.wait_cap
         waited += d.delay
     assert policy.decide(QueueFull("x", retry_after=3.0), retries_used=0, waited=0.0, rand=lambda: 0.0).delay == 3.0
     # immediate(): no waits at all, so a full queue counts as a retry and the loop ends

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from batchcap.errors import (
-    QueueFull,
-    QuotaExhausted,
     AuthError,
     BadResponse,
     CreditsExhausted,
     ModelLoading,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     RejectedImage,
     ServerError,
@@ -164,8 +164,10 @@ def test_a_quota_that_comes_back_after_max_wait_stops_and_says_when() -> None:
     assert g.after_attempt(soon) is None  # waited out
     late = QuotaExhausted("acme-blip.hf.space: GPU quota spent", retry_after=588.0, resets_at=1_000_588.0)
     stop = g.after_attempt(late)
-    assert stop is not None and stop.kind == "quota"
-    assert "comes back in 0:09:48" in stop.message and "local time" in stop.message
+    assert stop is not None
+    assert stop.kind == "quota"
+    assert "comes back in 0:09:48" in stop.message
+    assert "local time" in stop.message
     assert "run the same command then to resume" in stop.message
 
 
@@ -177,4 +179,5 @@ def test_a_full_queue_or_a_timeless_quota_stops_only_when_nothing_was_captioned_
     assert g.after_attempt(exc) is None  # type: ignore[arg-type]
     clock.now += 2.0
     stop = g.after_attempt(exc)  # type: ignore[arg-type]
-    assert stop is not None and stop.kind == "stalled"
+    assert stop is not None
+    assert stop.kind == "stalled"

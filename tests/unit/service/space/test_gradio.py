@@ -38,7 +38,8 @@ def test_config_gives_the_prefix_and_a_shown_concurrency_limit() -> None:
     assert (app.api_prefix, app.protocol, app.version) == ("/gradio_api", "sse_v3", "6.31.0")
     assert app.concurrency_of("/caption") is None  # 6.31 does not show it
     shown = parse_config(orjson.dumps({"dependencies": [{"api_name": "caption", "concurrency_limit": 3}]}))
-    assert shown.api_prefix == "" and shown.concurrency_of("/caption") == 3
+    assert shown.api_prefix == ""
+    assert shown.concurrency_of("/caption") == 3
     with pytest.raises(BadResponse, match="Gradio"):
         parse_config(b"<html>not an app</html>")
 
@@ -65,7 +66,9 @@ def test_several_or_none_or_a_wrong_name_is_a_usage_error_that_lists_them() -> N
 def test_the_plan_types_inputs_by_name_and_fills_defaults() -> None:
     endpoint = parse_info(INFO)["/caption"]
     plan = plan_call(endpoint, [("prompt", "Describe it."), ("beams", "5")])
-    assert plan.values == (None, "Describe it.", 5.0) and plan.image_index == 0 and plan.output_index == 0
+    assert plan.values == (None, "Describe it.", 5.0)
+    assert plan.image_index == 0
+    assert plan.output_index == 0
     body = orjson.loads(plan.body({"path": "/tmp/gradio/x/image.jpg", "meta": {"_type": "gradio.FileData"}}))
     assert body == {"data": [{"path": "/tmp/gradio/x/image.jpg", "meta": {"_type": "gradio.FileData"}},
                              "Describe it.", 5.0]}

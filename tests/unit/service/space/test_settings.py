@@ -33,7 +33,8 @@ def test_only_a_spaces_own_host_gets_a_found_token() -> None:
 
 def test_settings_normalise_the_api_name_and_say_the_target() -> None:
     s = SpaceSettings("acme/blip", "caption", (("prompt", "Describe"),))
-    assert s.api_name == "/caption" and s.space_id == "acme/blip"
+    assert s.api_name == "/caption"
+    assert s.space_id == "acme/blip"
     assert s.target == "space:acme/blip@/caption"
     assert SpaceSettings("http://127.0.0.1:7860").target == "space:http://127.0.0.1:7860"
     with pytest.raises(ConfigError, match="--space-api"):

@@ -38,6 +38,7 @@ def test_an_unfinished_event_is_not_dispatched() -> None:
 
 def test_an_endless_line_is_refused_not_buffered_forever() -> None:
     decoder = SseDecoder()
+    for _ in range(4):
+        list(decoder.feed(b"x" * (1024 * 1024)))
     with pytest.raises(ValueError, match="longer than"):
-        for _ in range(5):
-            list(decoder.feed(b"x" * (1024 * 1024)))
+        list(decoder.feed(b"x" * (1024 * 1024)))
