@@ -16,10 +16,11 @@ from typing import Any
 
 import anyio
 
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.errors import APIError, RateLimited
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.models import LoadedImage
+from batchcap.service.auth import Secret
 from batchcap.service.connect import make_client
 from batchcap.tasks.quality import DEFAULT_QUALITY, QualitySettings, judge
 
@@ -72,11 +73,13 @@ async def probe(
     result = ProbeResult()
     if not images:
         return result
-    limiter = RateLimiter(cfg.request_rate, cfg.burst)
-    prompt = cfg.prompt if cfg.api == "openai" else None
+    target, limits = cfg.target, cfg.limits
+    limiter = RateLimiter(cfg.request_rate, limits.burst)
+    prompt = target.prompt if target.takes_prompt else None
     queue = list(reversed(images))
     started = time.monotonic()
-    client = make_client(cfg, token=token, connections=min(cfg.concurrency, len(images)))
+    client = make_client(target, token=token, timeout=limits.timeout, connections=min(limits.ceiling, len(images)),
+                         max_wait=limits.max_wait)
 
     async def worker() -> None:
         while queue:
@@ -101,7 +104,7 @@ async def probe(
                 result.examples.append({"path": image.job.path, "caption": reply.caption, "flags": list(flags)})
 
     async with client, anyio.create_task_group() as tg:
-        for _ in range(min(cfg.concurrency, len(images))):
+        for _ in range(min(limits.ceiling, len(images))):
             tg.start_soon(worker)
     result.elapsed_s = time.monotonic() - started
     return result

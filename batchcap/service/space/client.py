@@ -28,9 +28,9 @@ import aiohttp
 import anyio
 import orjson
 
-from batchcap.config import Secret
 from batchcap.errors import APIError, BadResponse, TransientError, TransportError
 from batchcap.models import LoadedImage
+from batchcap.service.auth import Secret
 from batchcap.service.client import _CLIENT_ERRORS, _LARGE_BODY, Reply, _transport_error
 from batchcap.service.protocols.base import Adapter, Built
 from batchcap.service.space.gradio import (

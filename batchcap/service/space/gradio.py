@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from batchcap.errors import BadResponse, UsageError
+from batchcap.errors import BadResponse, UsageError, WrongTarget
 from batchcap.models import LoadedImage
 
 __all__ = [
@@ -105,17 +105,17 @@ def _json(body: bytes, what: str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise BadResponse(f"{what} is not JSON ({body[:60]!r}): is this a Gradio app?") from None
+        raise WrongTarget(f"{what} is not JSON ({body[:60]!r}): is this a Gradio app?") from None
 
 
 def parse_config(body: bytes) -> AppConfig:
-    """``GET /config`` -> AppConfig; BadResponse for anything that is not a Gradio config."""
+    """``GET /config`` -> AppConfig; WrongTarget for anything that is not a Gradio config."""
     data = _json(body, "GET /config")
     if not isinstance(data, dict) or not isinstance(data.get("dependencies", []), list):
-        raise BadResponse("GET /config is not a Gradio config (no dependencies list): is this a Gradio app?")
+        raise WrongTarget("GET /config is not a Gradio config (no dependencies list): is this a Gradio app?")
     prefix = data.get("api_prefix") or ""
     if not isinstance(prefix, str):
-        raise BadResponse(f"GET /config: api_prefix is not a string ({prefix!r})")
+        raise WrongTarget(f"GET /config: api_prefix is not a string ({prefix!r})")
     limits: dict[str, int] = {}
     for dep in data.get("dependencies", []):
         if not isinstance(dep, dict):
@@ -133,7 +133,7 @@ def parse_config(body: bytes) -> AppConfig:
 
 def _param(raw: Any, index: int) -> Param:
     if not isinstance(raw, dict):
-        raise BadResponse(f"GET /info: parameter {index} is not an object")
+        raise WrongTarget(f"GET /info: parameter {index} is not an object")
     label = str(raw.get("label") or f"input {index}")
     name = raw.get("parameter_name") or label
     schema = raw.get("type")
@@ -159,7 +159,7 @@ def parse_info(body: bytes) -> dict[str, Endpoint]:
     data = _json(body, "GET /info")
     named = data.get("named_endpoints") if isinstance(data, dict) else None
     if not isinstance(named, dict):
-        raise BadResponse("GET /info has no named_endpoints: is this a Gradio app (version 4 or later)?")
+        raise WrongTarget("GET /info has no named_endpoints: is this a Gradio app (version 4 or later)?")
     out: dict[str, Endpoint] = {}
     for api_name, raw in named.items():
         if not isinstance(raw, dict) or not isinstance(api_name, str):

@@ -7,7 +7,7 @@ import pytest
 
 from batchcap.emulator import EmulatorSettings
 from batchcap.emulator.space import config_body, info_body
-from batchcap.errors import BadResponse, UsageError
+from batchcap.errors import BadResponse, UsageError, WrongTarget
 from batchcap.service.space import choose_endpoint, parse_config, parse_info, plan_call
 from batchcap.service.space.gradio import Endpoint, data_url, file_data
 
@@ -40,7 +40,7 @@ def test_config_gives_the_prefix_and_a_shown_concurrency_limit() -> None:
     shown = parse_config(orjson.dumps({"dependencies": [{"api_name": "caption", "concurrency_limit": 3}]}))
     assert shown.api_prefix == ""
     assert shown.concurrency_of("/caption") == 3
-    with pytest.raises(BadResponse, match="Gradio"):
+    with pytest.raises(WrongTarget, match="Gradio"):
         parse_config(b"<html>not an app</html>")
 
 
