@@ -28,7 +28,7 @@ import aiohttp
 import anyio
 import orjson
 
-from batchcap.errors import APIError, BadResponse, TransientError, TransportError
+from batchcap.errors import APIError, AuthError, BadResponse, TransientError, TransportError, abort_message
 from batchcap.models import LoadedImage
 from batchcap.service.auth import Secret
 from batchcap.service.client import _CLIENT_ERRORS, _LARGE_BODY, Reply, _transport_error
@@ -170,7 +170,14 @@ class SpaceClient:
         status, headers, body = await self._request("GET", url)
         if status != 200:
             error = classify_http(status, headers, body, where=self.host)
-            error.message = f"{what}: {error.message} (is {self.url} a Gradio app?)"
+            if isinstance(error, AuthError):
+                error.message = abort_message(error, where=self.host, has_token=self.sends_token,
+                                              token_flag="--token-file", check="--space")
+                if not self.sends_token and not is_space_host(self.url):
+                    error.message += (" (a token found in HF_TOKEN or the token file goes only to a Space's own "
+                                      "*.hf.space host; --token-file sends it to this one)")
+            else:
+                error.message = f"{what}: {error.message} (is {self.url} a Gradio app?)"
             error.args = (error.message,)
             raise self._scrub(error)
         return body
