@@ -35,7 +35,7 @@ class App:
         self.url = url
         self.counts_file = counts
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, float]:
         return json.loads(self.counts_file.read_text()) if self.counts_file.exists() else {}
 
 
