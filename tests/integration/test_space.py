@@ -217,3 +217,33 @@ async def test_several_endpoints_or_a_wrong_one_is_a_usage_error_that_lists_them
             env=env(), check=False)
     assert not_gradio.returncode == EXIT_ABORTED
     assert "a Gradio app" in not_gradio.stderr.decode()
+
+
+async def test_bench_holds_a_space_beside_an_endpoint_and_says_when_its_quota_makes_it_unfit(
+    emulator: EmulatorFactory, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchcap.bench import BenchSettings, resolve_targets, run_bench
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-hf-home"))
+    endpoint = await emulator(EmulatorSettings(latency=0.01, name="endpoint"))
+    zerogpu = await emulator(space(latency=0.01, space_quota=600, space_gpu_duration=60, space_quota_reset=588.0))
+    targets = resolve_targets([f"endpoint={endpoint.url}/", f"space=space:{zerogpu.url}@/caption"],
+                              api_base=endpoint.url, prices=["endpoint=0.60", "space=0"])
+    settings = BenchSettings(targets=targets, images_dir=images, images=4, concurrency=(1, 2), requests=6,
+                             warmup=1, duration=10.0, max_time=60.0, cold_start_timeout=10.0)
+    with anyio.fail_after(60):
+        result = await run_bench(settings)
+    space_result = next(t for t in result.targets if t.name == "space")
+    assert space_result.description == f"space:{zerogpu.url}@/caption"
+    assert space_result.space_quota is not None
+    assert space_result.space_quota.captions_before == 10  # 600 s of quota at 60 s a call
+    assert "space ran out of its GPU quota after 10 captions, back in 0:09:4" in result.verdict
+    assert "unfit for this folder size" in result.verdict
+    assert any(s.stats.ok for s in space_result.steps)  # it was measured until the quota ran out
+    from batchcap.bench.report import write_reports
+
+    doc = orjson.loads(write_reports(result, tmp_path / "bench").json.read_bytes())
+    quota = next(t for t in doc["targets"] if t["name"] == "space")["space_quota"]
+    assert quota["captions_before"] == 10
+    assert quota["retry_after_s"] > 580
