@@ -244,6 +244,10 @@ class EmulatorSettings:
         faults = ", ".join(f"{name}={getattr(self, name):g}" for name in FAULT_KNOBS[1:] if getattr(self, name))
         extra = (f", {faults}" if faults else "") + (f", credits={self.credits}" if self.credits is not None else "")
         extra += ", legacy_gone" if self.legacy_gone else ""
+        if self.profile in ("space", "all"):
+            queue = "unbounded" if self.space_queue_size is None else str(self.space_queue_size)
+            quota = "none" if self.space_quota is None else f"{self.space_quota:g}s"
+            extra += f", space: {self.space_concurrency} at once, queue {queue}, GPU quota {quota}"
         return (
             f"auth={self.auth}, profile={self.profile}, capacity={shown}, rate={rate}, "
             f"retry_after={'on' if self.retry_after else 'off'}, "
