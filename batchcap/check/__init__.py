@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from batchcap.check.estimate import Estimate, estimate
 from batchcap.check.inventory import FileFacts, Inventory, inspect, inventory
-from batchcap.check.report import MAX_PROBE, CheckReport, render, run_check
+from batchcap.check.preflight import MAX_PROBE, CheckReport, render, run_check
 from batchcap.check.upload import PrepareModel, ResizeModel, Sampled, UploadModel
 
 __all__ = [

@@ -78,7 +78,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            targets=targets),
                 ns.event_loop,
             )
     except RunAborted as exc:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.emulator.management import ManagedEndpointSettings
-from batchcap.emulator.serve import serve
 from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
+from batchcap.emulator.standalone import serve
 from batchcap.errors import ConfigError
 
 __all__ = ["FLAGS", "add_arguments", "main", "managed_from_args", "settings_from_args"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from batchcap.errors import ConfigError
 
-from .run import RunConfig, setting_refs
+from .runconfig import RunConfig, setting_refs
 
 __all__ = ["TABLE_VALUES", "did_you_mean", "load_profile", "profile_config", "user_setting_names"]
 

@@ -21,7 +21,7 @@ from batchcap.errors import ConfigError, UsageError
 from batchcap.service.settings import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, TargetSettings
 
 from .profile import profile_config
-from .run import RunConfig
+from .runconfig import RunConfig
 
 __all__ = ["DEMO_MODEL", "Target", "parse_target", "resolve_targets"]
 
