@@ -38,7 +38,7 @@ from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
 from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
 from batchcap.emulator.settings import EmulatorSettings
-from batchcap.emulator.space import add_space_routes
+from batchcap.emulator.spaceapp import add_space_routes
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
 
 __all__ = ["make_app"]

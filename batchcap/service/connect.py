@@ -19,7 +19,7 @@ def make_client(
     a Space may take to answer its config while it wakes (at most 120 s)."""
     space = target.space_settings()
     if space is not None:
-        from batchcap.service.space.client import SpaceClient
+        from batchcap.service.space.spaceclient import SpaceClient
 
         return SpaceClient(space, token=token, token_anywhere=target.token_file is not None, timeout=timeout,
                            connections=connections, discovery_wait=min(max_wait, 120.0))

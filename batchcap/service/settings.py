@@ -23,7 +23,7 @@ from batchcap.settings import (
 )
 
 if TYPE_CHECKING:
-    from batchcap.service.space.settings import SpaceSettings
+    from batchcap.service.space.address import SpaceSettings
 
 __all__ = [
     "AFTER_RUN_CHOICES",
@@ -157,7 +157,7 @@ class TargetSettings:
         """The Gradio app to caption through (``--space``), or None for every other target."""
         if self.space is None:
             return None
-        from batchcap.service.space.settings import SpaceSettings, parse_inputs
+        from batchcap.service.space.address import SpaceSettings, parse_inputs
 
         return SpaceSettings(self.space, self.space_api, parse_inputs(self.space_inputs))
 
@@ -196,7 +196,7 @@ class TargetSettings:
         """The URL each request goes to ("" for a named Endpoint until the management API gave its URL; a Space's
         base URL, under which its routes are)."""
         if self.space is not None:
-            from batchcap.service.space.settings import space_url
+            from batchcap.service.space.address import space_url
 
             return space_url(self.space)
         if self.api == "openai":

@@ -19,7 +19,7 @@ from conftest import EmulatorFactory
 from batchcap.cli import EXIT_ABORTED, EXIT_OK, EXIT_USAGE
 from batchcap.config import RunConfig
 from batchcap.emulator import DEFAULT_TOKEN, EmulatorSettings, RunningEmulator, caption_for
-from batchcap.emulator.space import SPACE
+from batchcap.emulator.spaceapp import SPACE
 from batchcap.errors import AuthError, RunAborted
 from batchcap.run import REFUSAL_LIMIT, run
 from batchcap.service.auth import Secret

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from batchcap.emulator import EmulatorSettings
-from batchcap.emulator.space import config_body, info_body
+from batchcap.emulator.spaceapp import config_body, info_body
 from batchcap.errors import BadResponse, UsageError, WrongTarget
 from batchcap.service.space import choose_endpoint, parse_config, parse_info, plan_call
 from batchcap.service.space.gradio import Endpoint, data_url, file_data

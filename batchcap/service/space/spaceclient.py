@@ -33,6 +33,7 @@ from batchcap.models import LoadedImage
 from batchcap.service.auth import Secret
 from batchcap.service.client import _CLIENT_ERRORS, _LARGE_BODY, Reply, _transport_error
 from batchcap.service.protocols.base import Adapter, Built
+from batchcap.service.space.address import SpaceSettings, is_space_host
 from batchcap.service.space.gradio import (
     AppConfig,
     CallPlan,
@@ -44,7 +45,6 @@ from batchcap.service.space.gradio import (
     plan_call,
     upload_name,
 )
-from batchcap.service.space.settings import SpaceSettings, is_space_host
 from batchcap.service.space.sse import SseDecoder
 from batchcap.service.space.words import classify_error, classify_http
 from batchcap.types import Sleep
