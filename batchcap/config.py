@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
 from batchcap.flow.concurrency import parse_concurrency
+from batchcap.source.datasets import DatasetSettings, as_input
 from batchcap.source.shard import Shard, parse_shard
 from batchcap.tasks.quality import QualitySettings
 
@@ -57,7 +58,9 @@ Dedupe = Literal["exact", "near", "off"]
 class RunConfig:
     """Everything one ``batchcap run`` needs. Validated by :meth:`validate`; never holds the token itself."""
 
-    input_dir: Path = Path(".")
+    #: INPUT: a folder of images, a parquet file, a WebDataset tar, a folder of those shards (a ``Path``), or an
+    #: fsspec URL of any of these (a ``str``); see ``batchcap.source.datasets``.
+    input_dir: Path | str = Path(".")
     out: Path = Path("results.jsonl")
     api: Api = "hf"
     model: str | None = None
@@ -115,6 +118,11 @@ class RunConfig:
     on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
     min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
     max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+    image_column: str | None = None  #: a parquet input's column of images (None: the first of the Image type)
+
+    def dataset_settings(self) -> DatasetSettings:
+        """How a dataset input is read (``batchcap.source.datasets``); validated when built."""
+        return DatasetSettings(image_column=self.image_column)
 
     def quality(self) -> QualitySettings:
         """The caption quality gates this run applies (``batchcap.tasks.quality``)."""
@@ -211,6 +219,7 @@ class RunConfig:
         if self.dedupe not in DEDUPE_CHOICES:
             raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
         self.quality().validate()
+        self.dataset_settings()
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
         if self.shard is not None and not isinstance(self.shard, Shard):
@@ -321,7 +330,10 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     for key, value in values.items():
         if value is None:
             continue
-        if key in ("input_dir", "out", "token_file"):
+        if key == "input_dir":
+            got = as_input(value)
+            out[key] = Path(os.path.expanduser(str(got))) if isinstance(got, Path) else got
+        elif key in ("out", "token_file"):
             out[key] = Path(os.path.expanduser(str(value)))
         elif key == "rate":
             out[key] = parse_rate(value, source=source)

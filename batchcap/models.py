@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
@@ -12,11 +13,20 @@ Status = Literal["ok", "error"]
 
 @dataclass(frozen=True, slots=True)
 class ImageJob:
-    """One file found by the scanner. ``path`` is POSIX and relative to the input dir: the journal key."""
+    """One image a source found. ``path`` is its stable id, the journal key: for a folder the POSIX path relative
+    to it; for a dataset ``train-00000.parquet#1234`` or ``shard-00001.tar/000000042.jpg`` (``source.datasets``).
+
+    ``abspath`` is where a folder image is read from (a local path, or an fsspec URL). A dataset image's bytes
+    come with the job instead (``data``, read in order from its parquet or tar; dropped once loaded), and
+    ``context`` holds what the dataset says of the image: the row's other columns, a tar sample's ``.txt`` or
+    ``.json`` (by extension), as text, for prompt templates. Neither takes part in equality or hashing.
+    """
 
     path: str
     abspath: str
     size: int
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    context: Mapping[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

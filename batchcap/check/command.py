@@ -19,6 +19,7 @@ from batchcap.check.estimate import Estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
 from batchcap.config import RunConfig, find_token
 from batchcap.errors import ConfigError, UsageError
+from batchcap.source.datasets import DatasetSettings, as_input, open_source
 from batchcap.tasks.quality import QualitySettings
 
 __all__ = ["MAX_PROBE", "CheckReport", "check_from_args", "render", "target_config"]
@@ -65,8 +66,11 @@ def check_from_args(ns: argparse.Namespace) -> CheckReport:
     cfg = target_config(ns)
     if ns.out is not None and ns.out.is_dir():
         raise ConfigError(f"--out {ns.out} is a folder; pass the JSONL results file")
+    token, _ = find_token(cfg.token_file if cfg is not None else ns.token_file)
+    source = open_source(as_input(ns.input_dir), DatasetSettings(image_column=ns.image_column),
+                         follow_symlinks=ns.follow_symlinks, token=token.reveal() if token is not None else None)
     inv = inventory(
-        ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
+        source, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
         follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
         retry_failed=ns.retry_failed,
     )
@@ -102,7 +106,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
+def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
     """The human report."""
     lines = [
         f"batchcap check {root}: {inv.files} image files ({_mb(inv.bytes)}), {inv.images} readable, "

@@ -15,10 +15,12 @@ from batchcap.cli.argtypes import number
 from batchcap.cli.exit_codes import EXIT_OK
 from batchcap.config import RunConfig, parse_rate
 from batchcap.errors import ConfigError
+from batchcap.source.datasets import UNDERSTOOD
 
 __all__ = ["HELP", "PREFIX", "add_arguments", "main"]
 
-HELP = "pre-flight: count images, corrupt files, copies and what is done; estimate time and cost (sends nothing)"
+HELP = ("pre-flight: count images (of a folder or a dataset), corrupt files, copies and what is done; estimate "
+        "time and cost (sends nothing)")
 PREFIX = "batchcap check"
 
 
@@ -42,7 +44,7 @@ def _rate(text: str) -> float | str:
 
 def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``batchcap check``."""
-    p.add_argument("input_dir", metavar="DIR", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("input_dir", metavar="INPUT", help=f"what a run would caption: {UNDERSTOOD}")
     p.add_argument("--out", type=Path, help="the JSONL results file a run would resume: count what is already done")
     p.add_argument("--target", metavar="SPEC",
                    help="estimate time and cost for this target: hf:MODEL, an Endpoint URL, openai:MODEL@BASE_URL "
@@ -64,6 +66,8 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-mb", type=float, default=RunConfig().max_image_mb,
                    help="larger files count as unreadable, as run records them (default: %(default)s)")
     p.add_argument("--readers", type=number(int, 1), default=2, help="reader threads (default: %(default)s)")
+    p.add_argument("--image-column", metavar="NAME",
+                   help="parquet input: the column of images (default: the first column of the Image type)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

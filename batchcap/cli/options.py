@@ -20,6 +20,7 @@ from batchcap.config import (
 )
 from batchcap.errors import ConfigError
 from batchcap.flow.concurrency import parse_concurrency
+from batchcap.source.datasets import UNDERSTOOD, as_input
 from batchcap.source.shard import Shard, parse_shard
 
 __all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
@@ -122,13 +123,13 @@ _RUN_FIELDS = (
     "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
-    "shard", "endpoint_name", "endpoints_api", "after_run",
+    "shard", "endpoint_name", "endpoints_api", "after_run", "image_column",
 )
 
 
 def config_from_args(ns: argparse.Namespace) -> RunConfig:
     """Profile first, then every flag the user actually gave."""
-    cfg = RunConfig(input_dir=ns.input_dir)
+    cfg = RunConfig(input_dir=as_input(ns.input_dir))
     if ns.config is not None:
         cfg = cfg.merged(load_profile(ns.config))
     flags = {name: getattr(ns, name) for name in _RUN_FIELDS if getattr(ns, name, None) is not None}
@@ -139,7 +140,7 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
 
 def add_run_arguments(r: argparse.ArgumentParser) -> None:
     """Every ``batchcap run`` flag."""
-    r.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
+    r.add_argument("input_dir", metavar="INPUT", help=f"what to caption: {UNDERSTOOD}")
     r.add_argument("--out", type=Path, help=f"JSONL results file, also the resume checkpoint (default: {default('out')})")
     r.add_argument("--config", type=Path, help="TOML profile (see configs/); flags given here override it")
     add_target_arguments(r)
@@ -151,8 +152,11 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
     o.add_argument("--shard", type=_shard, metavar="I/N",
-                   help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
-                        "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`")
+                   help="caption only shard I of N (numbered from 1; by a stable hash of each path, of each tar of "
+                        "a WebDataset, of each row group of parquet), e.g. --shard 2/3 --out part-2.jsonl; join the "
+                        "parts with `batchcap merge`")
+    o.add_argument("--image-column", metavar="NAME",
+                   help="parquet input: the column of images (default: the first column of the Image type)")
     d = r.add_argument_group("copies and caption quality")
     d.add_argument("--dedupe", choices=DEDUPE_CHOICES,
                    help="send identical images once, every copy gets the caption and \"duplicate_of\"; near = also "

@@ -15,17 +15,18 @@ from batchcap.cli.options import add_run_arguments, config_from_args
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
-from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.run import RunStats, lane_targets, manifest_path, open_input, run, tune_malloc
 from batchcap.version import __version__
 
 __all__ = ["HELP", "add_arguments", "main"]
 
-HELP = "caption every image under a folder into a JSONL file"
+HELP = "caption every image of a folder or a dataset (parquet, WebDataset, hf://) into a JSONL file"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Caption every image under INPUT_DIR (recursively) into a JSONL file that is also the resume "
-                     "checkpoint: run the same command again after any interruption and it continues.")
+    p.description = ("Caption every image of INPUT (a folder, searched recursively, or a parquet / WebDataset "
+                     "dataset, local or at an fsspec URL) into a JSONL file that is also the resume checkpoint: run "
+                     "the same command again after any interruption and it continues.")
     p.epilog = EXIT_CODES_HELP
     add_run_arguments(p)
 
@@ -35,10 +36,9 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.workers is not None and ns.ray is None:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.token_file)
-    if not cfg.input_dir.is_dir():
-        raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
+    images = open_input(cfg, token)
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
@@ -64,7 +64,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            source=images),
                 ns.event_loop,
             )
     except RunAborted as exc:

@@ -25,7 +25,9 @@ class Manifest:
 
     __slots__ = ("doc", "out", "path")
 
-    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
+    def __init__(
+        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None
+    ) -> None:
         self.out = cfg.out
         self.path = manifest_path(cfg.out)
         self.doc: dict[str, Any] = {
@@ -35,6 +37,7 @@ class Manifest:
             "finished_at": None,
             "state": "running",
             "config": cfg.public_dict(),
+            "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
         }

@@ -33,8 +33,9 @@ from batchcap.run.stats import RunStats
 from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import make_adapter
 from batchcap.service.targets import Target, resolve_targets
+from batchcap.source.datasets import Source, open_source
 
-__all__ = ["run"]
+__all__ = ["open_input", "run"]
 
 
 async def run(
@@ -48,30 +49,34 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    source: Source | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers).
+    (a Ray job shares one across its workers). ``source`` is ``cfg.input_dir`` opened already (the CLI opens it
+    to check it before anything else); None: opened here.
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
     captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
                          limiter=limiter)
+    if source is None:
+        source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time())
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe())
     try:
         manifest.write_start()
     except JournalError:
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    source=source, on_scan_done=on_scan_done, preparer=_preparer(cfg))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -95,6 +100,17 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
     return stats
+
+
+def open_input(cfg: RunConfig, token: Secret | None = None) -> Source:
+    """The run's INPUT as a source (``ConfigError`` when it is none batchcap reads); ``--sidecar`` needs a local
+    folder of images, where captions can sit beside them."""
+    source = open_source(cfg.input_dir, cfg.dataset_settings(), follow_symlinks=cfg.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
+    if cfg.sidecar and source.root is None:
+        raise ConfigError(f"--sidecar writes each caption beside its image file, and {source.location} is a "
+                          f"{source.kind} source, not a local folder of images; use `batchcap export` instead")
+    return source
 
 
 def _preparer(cfg: RunConfig) -> PreparePool | None:

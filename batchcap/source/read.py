@@ -145,13 +145,24 @@ def check(data: bytes) -> str:
 
 
 def load(job: ImageJob, *, max_bytes: int) -> LoadedImage:
-    """Read one file and check it; every failure is an ``InputError`` with a readable reason.
+    """Read one image and check it; every failure is an ``InputError`` with a readable reason.
 
-    The scan-time size is checked first, so a 5 GB file is refused without reading it;
+    A dataset job carries its bytes (``job.data``), a remote folder image is read through fsspec, a local file
+    with ``os.read``. The scan-time size is checked first, so a 5 GB file is refused without reading it;
     the read itself stops past ``max_bytes`` in case the file grew since the scan.
     """
     if job.size > max_bytes:
         raise InputError(_too_big(job.size, max_bytes))
+    if job.data is not None:  # a dataset image: its bytes came with the job; the job lets go of them here
+        return LoadedImage(job=ImageJob(job.path, job.abspath, job.size, None, job.context), data=job.data,
+                           mime=check(job.data))
+    if "://" in job.abspath:  # a folder image at an fsspec URL
+        from batchcap.source.location import read_url
+
+        data = read_url(job.abspath, max_bytes)
+        if len(data) > max_bytes:
+            raise InputError(_too_big(len(data), max_bytes, grew=True))
+        return LoadedImage(job=job, data=data, mime=check(data))
     try:
         fd = os.open(job.abspath, _OPEN_FLAGS)
     except OSError as exc:

@@ -31,7 +31,7 @@ from pathlib import Path
 from batchcap.errors import ConfigError
 from batchcap.models import ImageJob
 
-__all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
+__all__ = ["DEFAULT_EXTENSIONS", "OnError", "SourceProblem", "batched", "problem_reason", "scan", "scan_batches"]
 
 DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -39,6 +39,14 @@ DEFAULT_EXTENSIONS = frozenset(
 
 #: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]
+
+
+class SourceProblem(OSError):
+    """Something of a dataset source that cannot be read (a damaged tar or parquet file, a row without an
+    image): its message is the record's reason as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EIO, reason)
 
 
 def scan(
@@ -106,10 +114,10 @@ def scan_batches(
         sort_limit=sort_limit,
         on_error=on_error,
     )
-    return _batches(jobs, batch_size, max_batch_bytes, skip)
+    return batched(jobs, batch_size, max_batch_bytes, skip)
 
 
-def _batches(
+def batched(
     jobs: Iterator[ImageJob], batch_size: int, max_bytes: int, skip: Callable[[str], bool] | None
 ) -> Iterator[list[ImageJob]]:
     batch: list[ImageJob] = []
@@ -143,6 +151,8 @@ def _folder(rel: str) -> str:
 
 def problem_reason(path: str, exc: OSError) -> str:
     """The short reason an error record keeps for something the scan skipped."""
+    if isinstance(exc, SourceProblem):
+        return str(exc.strerror)
     what = "folder" if path.endswith("/") else "file"
     if exc.errno == errno.EILSEQ:
         return f"{what} name is not valid UTF-8, so it cannot be a journal key; rename it"

@@ -73,7 +73,7 @@ def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--model" in err
     assert "Traceback" not in err
     assert main(["run", str(tmp_path / "missing"), "--model", "m"]) == EXIT_ABORTED
-    assert "not a folder" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 async def test_kill_9_mid_run_then_resume_loses_nothing(emulator: Emulator, many: Path, tmp_path: Path) -> None:
