@@ -26,6 +26,7 @@ can raise almost anything from a plugin) are translated here, at the one boundar
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -49,7 +50,10 @@ __all__ = [
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "deep_to_l",
+    "open_image",
     "pass_through",
+    "pillow_errors",
     "plain_fit",
     "prepare",
     "raw_wire_size",
@@ -531,3 +535,19 @@ def _pillow_errors(what: str) -> Iterator[None]:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def open_image(data: bytes) -> ImageFile.ImageFile:
+    """Pillow's lazy open over the raster formats batchcap reads, HEIC/HEIF included (pillow-heif registered on
+    the first one): for exports and thumbnails, which decode what ``run`` captioned. Raises ``InputError``."""
+    return _open(data)
+
+
+def deep_to_l(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale to 8-bit ``L`` by their range (``Image.convert`` would clip to white)."""
+    return _deep_to_l(im)
+
+
+def pillow_errors(what: str) -> contextlib.AbstractContextManager[None]:
+    """Pillow's exceptions, within the block, as ``InputError`` (the one translation, as ``prepare`` uses)."""
+    return _pillow_errors(what)

@@ -183,7 +183,7 @@ class ParquetImages:
             column = rg.column(i)
             if column.path_in_schema.split(".")[0] == self.image:
                 image_bytes += column.total_uncompressed_size
-        return max(1, min(MAX_BATCH_ROWS, BATCH_BYTES * rows // max(1, image_bytes)))
+        return max(1, min(MAX_BATCH_ROWS, int(BATCH_BYTES * rows // max(1, image_bytes))))
 
     def jobs(
         self,
