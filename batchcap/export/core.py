@@ -20,7 +20,14 @@ import orjson
 from batchcap.errors import ConfigError, UsageError
 from batchcap.export.card import MARKER, CardFacts, card_text
 from batchcap.export.convert import CONVERT_CHOICES, Convert, needs_plugin, would_convert
-from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_bytes, replace_text, sync_all
+from batchcap.export.files import (
+    atomic_bytes,
+    atomic_text,
+    place_image,
+    replace_bytes,
+    replace_text,
+    sync_all,
+)
 from batchcap.export.items import (
     ExportImage,
     ImageCounts,
@@ -32,7 +39,8 @@ from batchcap.export.items import (
 from batchcap.export.paths import Inside
 from batchcap.export.select import Selection, read_records, select
 from batchcap.export.shards import DEFAULT_SHARD_MB, ShardWriter
-from batchcap.source.datasets import DatasetSettings, Source, open_source
+from batchcap.journal import manifest_path
+from batchcap.source.datasets import Source, open_source
 from batchcap.source.location import is_url
 from batchcap.source.read import sniff
 
@@ -109,11 +117,6 @@ class ExportReport:
         return self.refused + self.bad_lines + self.missing + self.conflicts + self.images.undecodable
 
 
-def manifest_path(journal: Path) -> Path:
-    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return journal.with_name(journal.stem + ".manifest.json")
-
-
 def read_manifest(journal: Path) -> dict[str, Any] | None:
     """The run manifest beside ``journal`` (a run's or a merge's); None when absent or unreadable."""
     try:
@@ -173,7 +176,7 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
                 "pass --images INPUT (the folder or dataset that was captioned)"
             )
         try:
-            source = open_source(where, DatasetSettings(image_column=_image_column(journal, options)))
+            source = open_source(where, image_column=_image_column(journal, options))
         except ConfigError as exc:
             raise UsageError(f"{exc}; pass --images INPUT") from None
         images = source.root

@@ -10,32 +10,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import anyio
 
 from batchcap.aio import first_leaf, leaves
-from batchcap.config import RunConfig, Secret, find_token
-from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
-from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
-from batchcap.flow.ratelimit import Limiter, RateLimiter
+from batchcap.config import RunConfig, Target
+from batchcap.errors import JournalError, RunAborted
+from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index
-from batchcap.models import Record
-from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.attempt import Captioner, Captions
-from batchcap.run.guard import RunGuard
+from batchcap.run.assemble import captions_for, open_input, preparer_for, run_targets
 from batchcap.run.manifest import Manifest
-from batchcap.run.route import Lane, Router
+from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import make_adapter
-from batchcap.service.targets import Target, resolve_targets
-from batchcap.source.datasets import Source, open_source
+from batchcap.service.auth import Secret
+from batchcap.source.datasets import Source
 
-__all__ = ["open_input", "run"]
+__all__ = ["run"]
 
 
 async def run(
@@ -49,20 +42,23 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    targets: tuple[Target, ...] | None = None,
     source: Source | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
-    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers). ``source`` is ``cfg.input_dir`` opened already (the CLI opens it
-    to check it before anything else); None: opened here.
+    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
+    (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
+    (``run_targets(cfg)``), so they are parsed once. ``source``: ``cfg.input_dir`` already opened by the caller
+    (the CLI opens it to check it before anything else: ``open_input``); None: opened here.
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
-    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter)
+    if targets is None:
+        targets = run_targets(cfg)  # checked before anything is read or sent
+    captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter)
     if source is None:
         source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
@@ -76,7 +72,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    source=source, on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    source=source, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -100,104 +96,6 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
     return stats
-
-
-def open_input(cfg: RunConfig, token: Secret | None = None) -> Source:
-    """The run's INPUT as a source (``ConfigError`` when it is none batchcap reads); ``--sidecar`` needs a local
-    folder of images, where captions can sit beside them."""
-    source = open_source(cfg.input_dir, cfg.dataset_settings(), follow_symlinks=cfg.follow_symlinks,
-                         token=token.reveal() if token is not None else None)
-    if cfg.sidecar and source.root is None:
-        raise ConfigError(f"--sidecar writes each caption beside its image file, and {source.location} is a "
-                          f"{source.kind} source, not a local folder of images; use `batchcap export` instead")
-    return source
-
-
-def _preparer(cfg: RunConfig) -> PreparePool | None:
-    """Issue 8: every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is
-    counted as each target's adapter wraps the image; with several targets an image must fit them all."""
-    if not cfg.max_side:
-        return None
-    configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
-    wire = largest_wire_size([wire_size_for(make_adapter(c)) for c in configs])
-    return PreparePool(cfg.prepare_settings(), wire_size=wire)
-
-
-def _captions(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None,
-) -> Captions:
-    """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
-    if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed)
-    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter)
-
-
-def _captioner(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
-) -> Captioner:
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
-                           connections=cfg.concurrency)
-    return Captioner(
-        client,
-        limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),
-        policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
-        guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
-        stats=stats,
-        progress=progress,
-        target=target,
-        seed=seed,
-        senders=cfg.concurrency,
-        released=released,
-        concurrency=_adaptive(cfg),
-        quality=cfg.quality(),
-        prompt=cfg.prompt if cfg.api == "openai" else None,
-    )
-
-
-def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None) -> Router:
-    """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
-    released: list[Record] = []
-    lanes = []
-    for target in lane_targets(cfg):
-        token, _ = find_token(target.token_file)
-        lane_cfg = target.cfg
-        captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released)
-        lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
-    return Router(lanes, route=cfg.route, released=released)
-
-
-def _adaptive(cfg: RunConfig) -> ConcurrencyLimiter | None:
-    """The adaptive limit for ``--concurrency N`` (None for ``fixed:N``). It starts at 8 (or N if lower), not 1:
-    three round trips of slow start saved (Little's-law row 0.94 -> 0.96 of c/L in benchmarks/), and 8
-    requests queued on a one-at-a-time server answer within 8 service times, far inside the default timeout;
-    the first cut brings the limit down from there."""
-    if cfg.concurrency_mode != "adaptive":
-        return None
-    return ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency, initial=min(8, cfg.concurrency)))
-
-
-def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
-    """The run's ``--target``s as configs: a bare SPEC takes the run's limits; a profile keeps its own."""
-    try:
-        targets = resolve_targets(cfg.targets, api_base=cfg.api_base, prices=cfg.price_per_hour)
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    out = []
-    for t in targets:
-        if t.cfg.endpoint_name:
-            raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
-                              "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
-        if not t.spec.endswith(".toml"):
-            lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
-                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
-            t = replace(t, cfg=lane.validate())
-        out.append(t)
-    return tuple(out)
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

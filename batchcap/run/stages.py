@@ -77,17 +77,17 @@ class Stages:
         self.progress = progress
         self.on_scan_done = on_scan_done
         self.preparer = preparer  #: None: files go as they are (--max-side 0)
-        self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
+        self.max_bytes = cfg.source.max_bytes
         senders = captioner.senders
-        self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
+        self.feed = Feed(capacity=max(2 * senders, cfg.source.read_batch))
         self.sink = Sink(flush_at=max(64, 4 * senders), high_water=max(4096, 64 * senders))
-        self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
+        self.count_targets = len(cfg.routing.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.dedupe, root=source.root) if cfg.dedupe != "off" else None
+        self.deduper = Deduper(cfg.source.dedupe, root=source.root) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -141,17 +141,17 @@ class Stages:
                 tg.start_soon(self.sender)
 
     async def readers(self) -> None:
-        cfg = self.cfg
+        source = self.cfg.source
         try:
             batches = self.source.batches(
-                batch_size=cfg.read_batch,
+                batch_size=source.read_batch,
                 skip=self.skip(),
-                shard=cfg.shard,
+                shard=source.shard,
                 on_error=self.scan_error,
                 max_bytes=self.max_bytes,
             )
             async with anyio.create_task_group() as tg:
-                for _ in range(cfg.readers):
+                for _ in range(source.readers):
                     tg.start_soon(self.reader, batches)
         finally:
             self.feed.close()

@@ -1,6 +1,6 @@
 """Every input ``run``, ``check``, ``export`` and ``report`` take, behind one interface: ``open_source(INPUT)``.
 
-    source = open_source("hf://datasets/acme/photos", DatasetSettings(), token=token)
+    source = open_source("hf://datasets/acme/photos", image_column=None, token=token)
     for batch in source.batches(batch_size=64, skip=done.__contains__, shard=shard, on_error=record):
         ...   # list[ImageJob]; a dataset image's bytes come with its job (``job.data``)
 
@@ -24,7 +24,6 @@ a parquet dataset by row groups (``FILE@GROUP``), so no byte is read by two shar
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -36,10 +35,8 @@ from batchcap.source.shard import Shard
 
 __all__ = [
     "UNDERSTOOD",
-    "DatasetSettings",
     "Source",
     "SourceKind",
-    "as_input",
     "open_source",
 ]
 
@@ -49,25 +46,6 @@ Skip = Callable[[str], bool]
 #: What INPUT may be, for the message an input batchcap cannot read gets.
 UNDERSTOOD = ("a folder of images, a .parquet file, a WebDataset .tar (or .tar.gz), a folder of .parquet or .tar "
               "shards, or an fsspec URL of any of these (hf://datasets/ORG/NAME/..., file://..., memory://...)")
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetSettings:
-    """How a dataset input is read. ``image_column`` None: the first column of the Image type."""
-
-    image_column: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.image_column is not None and not self.image_column.strip():
-            raise ConfigError("--image-column must name a column (got an empty name)")
-
-
-def as_input(value: str | Path) -> str | Path:
-    """A command line's INPUT as the settings keep it: a URL as it is, anything else a ``Path``."""
-    from batchcap.source.location import is_url
-
-    text = str(value)
-    return text if is_url(text) else Path(text)
 
 
 class Source(Protocol):
@@ -181,12 +159,12 @@ class DatasetSource:
 
     root = None
 
-    def __init__(self, kind: SourceKind, where: Place, files: list[str], settings: DatasetSettings,
-                 *, single: bool) -> None:
+    def __init__(self, kind: SourceKind, where: Place, files: list[str], *, image_column: str | None,
+                 single: bool) -> None:
         self.kind = kind
         self.where = where
         self.files = files  #: relative to the input folder (a single file: its name)
-        self.settings = settings
+        self.wanted_column = image_column  #: --image-column (None: found per file)
         self.single = single
         self.image_column: str | None = None  #: the column found in the first file (parquet)
 
@@ -207,7 +185,7 @@ class DatasetSource:
         require_pyarrow()
         with self.open(self.files[0]) as f:
             try:
-                self.image_column = ParquetImages(f, self.files[0], self.settings.image_column).image
+                self.image_column = ParquetImages(f, self.files[0], self.wanted_column).image
             except SourceProblem as exc:
                 raise ConfigError(f"{self.location}: {self.files[0]} is {exc.strerror}") from None
             except OSError as exc:
@@ -246,7 +224,7 @@ class DatasetSource:
             from batchcap.source.parquet import ParquetImages
 
             try:
-                images = ParquetImages(f, rel, self.settings.image_column)
+                images = ParquetImages(f, rel, self.wanted_column or self.image_column)
             except ConfigError as exc:  # this file lacks the column the first one has
                 raise SourceProblem(str(exc)) from None
             owns = None if shard is None or shard.count == 1 else (lambda g: shard.owns(f"{rel}@{g}"))
@@ -255,7 +233,7 @@ class DatasetSource:
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "location": self.location, "files": len(self.files)}
         if self.kind == "parquet":
-            out["image_column"] = self.image_column or self.settings.image_column
+            out["image_column"] = self.image_column or self.wanted_column
         return out
 
     def __repr__(self) -> str:
@@ -271,14 +249,14 @@ _KINDS: dict[str, SourceKind] = {"parquet": "parquet", "tar": "webdataset"}
 
 def open_source(
     value: str | Path,
-    settings: DatasetSettings | None = None,
     *,
+    image_column: str | None = None,
     follow_symlinks: bool = False,
     token: str | None = None,
 ) -> FolderSource | RemoteFolderSource | DatasetSource:
     """The source INPUT names (see the module doc). Raises ``ConfigError`` (exit 2: nothing sent) for an input
-    that does not exist or is not one of the kinds understood, and for a dataset without an image column."""
-    settings = settings or DatasetSettings()
+    that does not exist or is not one of the kinds understood, and for a dataset without an image column
+    (``image_column``: ``--image-column``)."""
     text = str(value)
     where = place(text, token=token)
     if where.local:
@@ -301,7 +279,7 @@ def open_source(
         if kind is None:
             extra = " (one image is not a folder: pass its folder)" if image_ext(where.name()) else ""
             raise ConfigError(f"input {text} is not a kind batchcap reads{extra}; it reads {UNDERSTOOD}")
-        source = DatasetSource(_KINDS[kind], where, [where.name()], settings, single=True)
+        source = DatasetSource(_KINDS[kind], where, [where.name()], image_column=image_column, single=True)
         source.check()
         return source
     counts = where.survey(follow_symlinks=follow_symlinks)
@@ -312,6 +290,6 @@ def open_source(
             return FolderSource(Path(where.path), follow_symlinks=follow_symlinks)
         return RemoteFolderSource(where, list(where.walk(kinds=frozenset({"image"}))))
     files = [rel for rel, _size in where.walk(kinds=frozenset({winner}), follow_symlinks=follow_symlinks)]
-    source = DatasetSource(_KINDS[winner], where, files, settings, single=False)
+    source = DatasetSource(_KINDS[winner], where, files, image_column=image_column, single=False)
     source.check()
     return source

@@ -120,8 +120,8 @@ async def test_every_row_one_ok_line_and_kill_9_resume_sends_only_the_rest(
 
 
 async def in_process(server: RunningEmulator, source: Path | str, out: Path, **kw: Any) -> dict[str, str]:
-    cfg = RunConfig(input_dir=source, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
-                    concurrency=8, rate=None, timeout=10.0, **kw).validate()
+    cfg = RunConfig.build(input_dir=source, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
+                          concurrency=8, rate=None, timeout=10.0, **kw).validate()
     stats = await run(cfg)
     assert stats.failed == 0
     return {r["path"]: r["caption"] for r in records(out) if r["status"] == "ok"}
