@@ -26,7 +26,6 @@ can raise almost anything from a plugin) are translated here, at the one boundar
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -516,17 +515,6 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def open_image(data: bytes) -> ImageFile.ImageFile:
-    """Pillow's lazy open over the raster formats batchcap reads, HEIC/HEIF included (pillow-heif registered on
-    the first one): for exports and thumbnails, which decode what ``run`` captioned. Raises ``InputError``."""
-    return _open(data)
 
-
-def deep_to_l(im: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float greyscale to 8-bit ``L`` by their range (``Image.convert`` would clip to white)."""
-    return _deep_to_l(im)
-
-
-def pillow_errors(what: str) -> contextlib.AbstractContextManager[None]:
-    """Pillow's exceptions, within the block, as ``InputError`` (the one translation, as ``prepare`` uses)."""
-    return _pillow_errors(what)
+#: For exports and thumbnails: the same opener (HEIC too), deep-image scaling and Pillow error translation.
+open_image, deep_to_l, pillow_errors = _open, _deep_to_l, _pillow_errors

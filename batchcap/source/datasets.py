@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from batchcap.errors import ConfigError
+from batchcap.errors import ConfigError, SourceProblem
 from batchcap.models import ImageJob
 from batchcap.source.location import FileKind, Place, data_kind, image_ext, place, stat_kind
-from batchcap.source.scan import OnError, SourceProblem, batched, scan_batches
+from batchcap.source.scan import OnError, batched, scan_batches
 from batchcap.source.shard import Shard
 
 __all__ = [

@@ -19,9 +19,9 @@ from typing import IO, Any
 
 import orjson
 
-from batchcap.errors import ConfigError
+from batchcap.errors import ConfigError, SourceProblem
 from batchcap.models import ImageJob
-from batchcap.source.scan import OnError, SourceProblem
+from batchcap.source.scan import OnError
 
 __all__ = ["BATCH_BYTES", "BUFFER_BYTES", "ParquetImages", "image_column", "require_pyarrow"]
 

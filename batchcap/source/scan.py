@@ -28,10 +28,10 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from batchcap.errors import ConfigError
+from batchcap.errors import ConfigError, SourceProblem
 from batchcap.models import ImageJob
 
-__all__ = ["DEFAULT_EXTENSIONS", "OnError", "SourceProblem", "batched", "problem_reason", "scan", "scan_batches"]
+__all__ = ["DEFAULT_EXTENSIONS", "OnError", "batched", "problem_reason", "scan", "scan_batches"]
 
 DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -39,14 +39,6 @@ DEFAULT_EXTENSIONS = frozenset(
 
 #: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]
-
-
-class SourceProblem(OSError):
-    """Something of a dataset source that cannot be read (a damaged tar or parquet file, a row without an
-    image): its message is the record's reason as it is."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(errno.EIO, reason)
 
 
 def scan(

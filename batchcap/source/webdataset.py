@@ -16,9 +16,9 @@ import tarfile
 from collections.abc import Callable, Iterator
 from typing import IO
 
+from batchcap.errors import SourceProblem
 from batchcap.models import ImageJob
 from batchcap.source.location import image_ext
-from batchcap.source.scan import SourceProblem
 
 __all__ = ["MAX_SIDECAR_BYTES", "split_key", "tar_jobs"]
 
