@@ -64,3 +64,43 @@ def write_tars(folder: Path, images: Sequence[bytes], shards: int, *, ext: str =
                             "json": {"key": i, "caption": f"alt text {i}"}})
         paths.append(path)
     return paths
+
+
+#: The formats a folder of phone and web images brings, small: the ones a reader cannot open without a plugin
+#: (HEIC, AVIF), a 16-bit PNG (clipped to white by a careless conversion), RGBA, CMYK, a JPEG stored sideways.
+HARD = ("iphone.heic", "photo.avif", "gray16.png", "rgba.png", "cmyk.jpg", "phone_portrait.jpg")
+
+
+def hard_images(dest: Path) -> dict[str, Path]:
+    """``HARD`` as files in ``dest`` (~0.5 s: small images; tests/corpus.py has the full-size ones)."""
+    import pillow_heif
+    from corpus import _mark_upright, _photo_pixels, phone_exif
+
+    pillow_heif.register_heif_opener()
+    dest.mkdir(parents=True, exist_ok=True)
+    photo = _photo_pixels((320, 256), 3)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    deep = Image.frombytes("I;16", (200, 150), b"".join(((x * 211) % 65536).to_bytes(2, "little")
+                                                       for x in range(200 * 150)))
+    upright = _mark_upright(_photo_pixels((240, 320), 5))
+
+    def save(im: Image.Image, fmt: str, **kw: object) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        return buf.getvalue()
+
+    files = {
+        "iphone.heic": save(upright, "HEIF", quality=70),
+        "photo.avif": save(photo, "AVIF", quality=60),
+        "gray16.png": save(deep, "PNG"),
+        "rgba.png": save(rgba, "PNG"),
+        "cmyk.jpg": save(photo.convert("CMYK"), "JPEG", quality=90),
+        "phone_portrait.jpg": save(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90,
+                                   exif=phone_exif(6).tobytes()),
+    }
+    out = {}
+    for name, data in files.items():
+        (dest / name).write_bytes(data)
+        out[name] = dest / name
+    return out
