@@ -134,12 +134,16 @@ def input_dir_from_manifest(journal: Path) -> Path | None:
 
 
 def image_column(journal: Path, options: ExportOptions) -> str | None:
+    """The parquet input's image column: ``--image-column``, else the one the run read (its manifest's source,
+    or the config of a merged manifest)."""
     if options.image_column is not None:
         return options.image_column
-    doc = read_manifest(journal)
-    source = doc.get("source") if doc is not None else None
-    column = source.get("image_column") if isinstance(source, dict) else None
-    return column if isinstance(column, str) else None
+    doc = read_manifest(journal) or {}
+    for where in (doc.get("source"), doc.get("config")):
+        column = where.get("image_column") if isinstance(where, dict) else None
+        if isinstance(column, str):
+            return column
+    return None
 
 
 @dataclass(slots=True)

@@ -42,14 +42,15 @@ def tar_jobs(
 ) -> Iterator[ImageJob]:
     """The image jobs of one tar, in member order, each with its sample's context once the sample is read.
 
-    Raises ``SourceProblem`` when the tar is damaged or cut short; the jobs of the samples before stay valid.
+    Raises ``SourceProblem`` when the tar is damaged or cut short, after the jobs of every image read whole.
     """
     key: str | None = None
     images: list[tuple[str, int, bytes]] = []  # (member name, size, bytes) of the current sample
     context: dict[str, str] = {}
     try:
-        with tarfile.open(fileobj=file, mode="r|*") as tar:
+        with tarfile.open(fileobj=file, mode="r|*", tarinfo=_StrictInfo) as tar:
             for member in tar:
+                tar.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every header read: memory
                 if not member.isfile():
                     continue
                 split = split_key(member.name)
@@ -71,6 +72,7 @@ def tar_jobs(
                     context[ext] = _read(tar, member).decode("utf-8", "replace")
             yield from _sample(rel, images, context)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        yield from _sample(rel, images, context)  # the images read whole before the damage are good
         where = f" after {key}" if key else ""
         raise SourceProblem(f"damaged or truncated tar{where}: {type(exc).__name__}: {exc}"[:300]) from None
 
@@ -80,7 +82,31 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     if f is None:
         return b""
     with f:
-        return f.read()
+        data = f.read()
+    if len(data) != member.size:
+        raise tarfile.ReadError(f"{member.name} is cut short ({len(data)} of {member.size} bytes)")
+    return data
+
+
+class _StrictInfo(tarfile.TarInfo):
+    """``tarfile`` ends quietly at a cut or garbled header (as if the archive were over): that is damage here,
+    or the rest of the tar would be skipped without a word. A clean end (a zero block) and a tar that ends on a
+    member boundary without its end blocks stay the end."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictInfo:
+        try:
+            info = super().fromtarfile(tarfile_)
+        except _CUT as exc:
+            raise tarfile.ReadError(f"cut short in a member header ({exc})") from None
+        except _GARBLED as exc:
+            raise tarfile.ReadError(f"damaged member header ({exc})") from None
+        return info
+
+
+#: tarfile's own header errors (public at run time, absent from its type stubs).
+_CUT: type[Exception] = vars(tarfile)["TruncatedHeaderError"]
+_GARBLED: type[Exception] = vars(tarfile)["InvalidHeaderError"]
 
 
 def _sample(rel: str, images: list[tuple[str, int, bytes]], context: dict[str, str]) -> Iterator[ImageJob]:

@@ -252,3 +252,46 @@ def test_an_input_of_no_kind_batchcap_reads_says_which_it_reads(
     assert err.count("\n") == 1
     assert main(["check", "nope://x/y"]) != EXIT_OK
     assert "nope" in capsys.readouterr().err
+
+
+async def test_shards_of_a_tar_dataset_are_whole_tars_and_merge_then_export(
+    emulator: Emulator, tmp_path: Path, tar_dir: Path
+) -> None:
+    server = await emulator(EmulatorSettings())
+    parts = [tmp_path / f"part-{i}.jsonl" for i in (1, 2, 3)]
+    codes = [0, 0, 0]
+
+    async def shard(i: int) -> None:
+        done = await anyio.run_process(command(server, tar_dir, parts[i - 1], "--shard", f"{i}/3"), env=env(),
+                                       check=False)
+        codes[i - 1] = done.returncode
+
+    async with anyio.create_task_group() as tg:
+        for i in (1, 2, 3):
+            tg.start_soon(shard, i)
+    assert codes == [EXIT_OK] * 3
+    tars_of = [{k.split("/")[0] for k in ok_lines(p)} for p in parts]
+    for i, a in enumerate(tars_of):  # a tar is read by one shard only: whole tars
+        for b in tars_of[i + 1 :]:
+            assert not a & b
+    assert set().union(*(ok_lines(p).keys() for p in parts)) == tar_ids().keys()
+    assert server.log.count(200) == ROWS
+    out = tmp_path / "all.jsonl"
+    merged = await anyio.run_process([sys.executable, "-m", "batchcap", "merge", str(out), *map(str, parts)],
+                                     env=env(), check=False)
+    assert merged.returncode == EXIT_OK, merged.stderr.decode()
+    assert ok_lines(out).keys() == tar_ids().keys()
+    exported = await anyio.run_process([sys.executable, "-m", "batchcap", "export", str(out), "--format", "parquet",
+                                        "--out", str(tmp_path / "ds")], env=env(), check=False)
+    assert exported.returncode == EXIT_OK, exported.stderr.decode()  # the merged manifest names the tars
+
+
+def test_check_counts_a_dataset_as_run_would_read_it(tmp_path: Path, parquet_dir: Path, tar_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for source in (parquet_dir, tar_dir, parquet_dir / "train-00001-of-00003.parquet"):
+        assert main(["check", str(source), "--json"]) == EXIT_OK
+        report = orjson.loads(capsys.readouterr().out)
+        want = 200 if source.suffix == ".parquet" else ROWS
+        assert report["images"] == want, source
+        assert report["to_caption"] == want
+        assert report["unreadable"] == 0
