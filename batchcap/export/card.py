@@ -203,7 +203,13 @@ def _scalar(v: Any) -> str:
         return "{}"
     if isinstance(v, list):
         return "[]"
-    return orjson.dumps(str(v)).decode()
+    text = str(v).encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate (argv bytes) as \udcff
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", orjson.dumps(text).decode())
+
+
+#: Characters YAML reads as line breaks inside a quoted string (NEL, LS, PS) or refuses in a stream (DEL, the C1
+#: controls, BOM, U+FFFE/FFFF): escaped as \uXXXX, which a YAML double-quoted string reads back exactly.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
 def _fence(text: str) -> str:

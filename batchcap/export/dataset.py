@@ -35,12 +35,16 @@ def upload_command(repo: str | None, folder: Path, fmt: str) -> str:
 
 
 def place(job: Job, item: ExportImage, dest_root: Path) -> Path | None:
-    """Put one image into ``dest_root``: linked or copied byte for byte, or written converted. None: left out."""
+    """Put one image into ``dest_root``: linked or copied byte for byte, or written converted. None: left out.
+
+    In place (no ``--out``: the metadata beside the input's own files) nothing is converted: batchcap does not add
+    images to the user's folder; what a reader cannot decode is counted and said.
+    """
     counts = job.report.images
     mode = job.options.convert
     if item.src is not None:
         mime = sniff(_head(item.src) or b"")
-        if mime is None or not would_convert(mime, mode):
+        if mime is None or not would_convert(mime, mode) or job.in_place(dest_root):
             if mime is not None and needs_plugin(mime):
                 counts.kept_unreadable[mime.removeprefix("image/")] += 1
             return _link(job, item.src, item.name, dest_root)
