@@ -17,7 +17,7 @@ import re
 import stat
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 from batchcap.errors import ConfigError, InputError
@@ -78,7 +78,7 @@ class Place:
 
     text: str
     path: str
-    fs: Any = None
+    fs: Any = field(default=None, repr=False, compare=False)  #: holds the hf:// token: never in a repr
 
     @property
     def local(self) -> bool:

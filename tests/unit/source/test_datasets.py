@@ -144,3 +144,19 @@ def test_what_batchcap_does_not_read_is_named_with_what_it_does(tmp_path: Path) 
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(ConfigError, match="not a readable parquet file"):
         open_source(tmp_path / "bad.parquet")
+
+
+def test_hf_urls_get_the_token_and_nothing_else_does(tmp_path: Path) -> None:
+    """The seam to the Hub, without the network: huggingface_hub's own filesystem, holding the run's token."""
+    pytest.importorskip("huggingface_hub")
+    from batchcap.source.location import place
+
+    where = place("hf://datasets/acme/photos/data", token="hf_secret_x")
+    assert type(where.fs).__name__ == "HfFileSystem"
+    assert where.fs.token == "hf_secret_x"
+    assert where.path == "datasets/acme/photos/data"
+    assert "hf_secret_x" not in repr(where)
+    assert place("memory://x/y", token="hf_secret_x").fs.storage_options == {}  # the token goes to hf:// only
+    local = place(tmp_path.as_uri())
+    assert local.local
+    assert local.path == str(tmp_path)
