@@ -24,6 +24,7 @@ from batchcap.export.convert import EXTENSIONS, Convert, Converted, convert, nee
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection
 from batchcap.journal import decode_line
+from batchcap.models import DatasetJob
 from batchcap.source.datasets import Source
 from batchcap.source.read import sniff
 
@@ -100,7 +101,7 @@ def dataset_images(
         for batch in source.batches(batch_size=64):
             for job in batch:
                 offset = wanted.get(job.path)
-                if offset is None or job.data is None:
+                if offset is None or not isinstance(job, DatasetJob) or job.data is None:
                     continue
                 seen += 1
                 f.seek(offset, os.SEEK_SET)

@@ -20,7 +20,7 @@ from typing import IO, Any
 import orjson
 
 from batchcap.errors import ConfigError, SourceProblem
-from batchcap.models import ImageJob
+from batchcap.models import DatasetJob
 from batchcap.source.scan import OnError
 
 __all__ = ["BATCH_BYTES", "BUFFER_BYTES", "ParquetImages", "image_column", "require_pyarrow"]
@@ -192,7 +192,7 @@ class ParquetImages:
         done: Callable[[str], bool] | None = None,
         max_bytes: int | None = None,
         on_error: OnError | None = None,
-    ) -> Iterator[ImageJob]:
+    ) -> Iterator[DatasetJob]:
         """One job per row (of the owned row groups), its bytes in ``data``; rows ``done`` says are done are left
         out, and a row group with none left is never read. A row without an image goes to ``on_error``; an image
         over ``max_bytes`` comes without its bytes (``load`` refuses it by size). Raises ``SourceProblem`` when
@@ -214,7 +214,7 @@ class ParquetImages:
     def _group(
         self, group: int, row: int, done: Callable[[str], bool] | None, max_bytes: int | None,
         on_error: OnError | None,
-    ) -> Iterator[ImageJob]:
+    ) -> Iterator[DatasetJob]:
         rel = self.rel
         for batch in self.pf.iter_batches(batch_size=self._batch_rows(group), row_groups=[group],
                                           columns=self.columns, use_threads=False):
@@ -243,9 +243,9 @@ class ParquetImages:
                             "embedded" if path else "row has no image"))
                     continue
                 if max_bytes is not None and len(data) > max_bytes:
-                    yield ImageJob(key, rel, len(data), b"", context)
+                    yield DatasetJob(key, rel, len(data), b"", context)
                     continue
-                yield ImageJob(key, rel, len(data), data, context)
+                yield DatasetJob(key, rel, len(data), data, context)
             row += batch.num_rows
 
 

@@ -38,7 +38,7 @@ import os
 from collections.abc import Sequence
 
 from batchcap.errors import InputError
-from batchcap.models import ImageJob, LoadedImage
+from batchcap.models import DatasetJob, ImageJob, LoadedImage
 
 __all__ = ["MB", "MIME_TYPES", "check", "load", "load_batch", "sniff"]
 
@@ -153,8 +153,8 @@ def load(job: ImageJob, *, max_bytes: int) -> LoadedImage:
     """
     if job.size > max_bytes:
         raise InputError(_too_big(job.size, max_bytes))
-    if job.data is not None:  # a dataset image: its bytes came with the job; the job lets go of them here
-        return LoadedImage(job=ImageJob(job.path, job.abspath, job.size, None, job.context), data=job.data,
+    if isinstance(job, DatasetJob) and job.data is not None:  # its bytes came with it; the job lets go of them
+        return LoadedImage(job=DatasetJob(job.path, job.abspath, job.size, None, job.context), data=job.data,
                            mime=check(job.data))
     if "://" in job.abspath:  # a folder image at an fsspec URL
         from batchcap.source.location import read_url

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from batchcap.errors import SourceProblem
-from batchcap.models import ImageJob
+from batchcap.models import DatasetJob
 from batchcap.source.location import image_ext
 
 __all__ = ["MAX_SIDECAR_BYTES", "split_key", "tar_jobs"]
@@ -39,7 +39,7 @@ def tar_jobs(
     *,
     done: Callable[[str], bool] | None = None,
     max_bytes: int | None = None,
-) -> Iterator[ImageJob]:
+) -> Iterator[DatasetJob]:
     """The image jobs of one tar, in member order, each with its sample's context once the sample is read.
 
     Raises ``SourceProblem`` when the tar is damaged or cut short, after the jobs of every image read whole.
@@ -109,7 +109,7 @@ _CUT: type[Exception] = vars(tarfile)["TruncatedHeaderError"]
 _GARBLED: type[Exception] = vars(tarfile)["InvalidHeaderError"]
 
 
-def _sample(rel: str, images: list[tuple[str, int, bytes]], context: dict[str, str]) -> Iterator[ImageJob]:
+def _sample(rel: str, images: list[tuple[str, int, bytes]], context: dict[str, str]) -> Iterator[DatasetJob]:
     ctx = context or None
     for name, size, data in images:
-        yield ImageJob(f"{rel}/{name}", rel, size, data, ctx)
+        yield DatasetJob(f"{rel}/{name}", rel, size, data, ctx)
