@@ -153,14 +153,14 @@ def summary(report: ExportReport, fmt: str) -> list[str]:
     images = report.images
     if images.converted:
         kinds = ", ".join(f"{n} {k.upper()}" for k, n in images.converted.most_common())
-        lines.append(f"{sum(images.converted.values())} images converted so that every reader decodes them "
+        lines.append(f"{plural(sum(images.converted.values()), 'image')} converted so that every reader decodes them "
                      f"({kinds}; --convert keep ships them as they are)")
     if images.kept_unreadable:
         kinds = ", ".join(f"{n} {k.upper()}" for k, n in images.kept_unreadable.most_common())
-        lines.append(f"{sum(images.kept_unreadable.values())} images kept as they are that datasets/Pillow cannot "
+        lines.append(f"{plural(sum(images.kept_unreadable.values()), 'image')} kept as they are that datasets/Pillow cannot "
                      f"decode without a plugin ({kinds}; --convert auto converts them)")
     if images.undecodable:
-        lines.append(f"{images.undecodable} images left out: they cannot be decoded to convert them")
+        lines.append(f"{plural(images.undecodable, 'image')} left out: they cannot be decoded to convert them")
     if report.card is not None:
         lines.append(f"dataset card: {report.card}")
     if report.card_kept is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from batchcap.version import __version__
+from batchcap.words import plural
 
 __all__ = ["MARKER", "CardFacts", "card_text", "provenance", "size_category", "yaml_dump"]
 
@@ -245,7 +246,7 @@ def card_text(facts: CardFacts, manifest: Mapping[str, Any] | None, *, upload: s
         meta["source_datasets"] = [repo]
     meta["batchcap"] = prov
     lines = ["---\n", yaml_dump(meta), "---\n", MARKER, "\n\n# Captioned images\n\n"]
-    lines.append(f"{facts.rows} images, each with its caption in "
+    lines.append(f"{plural(facts.rows, 'image')}, each with its caption in "
                  f"{', '.join(_code(c) for c in facts.text_columns)}, exported by batchcap {__version__} "
                  f"({facts.format}).\n\n## Load it\n\n")
     if facts.format == "parquet":
@@ -260,7 +261,7 @@ def card_text(facts: CardFacts, manifest: Mapping[str, Any] | None, *, upload: s
     lines.append(f"- Source: {_code(str(src.get('location') or 'unknown'))}"
                  + (f" ({src['kind']})" if src.get("kind") else "") + "\n")
     for m in prov["models"]:
-        n = f": {m['captions']} captions" if "captions" in m else ""
+        n = f": {plural(m['captions'], 'caption')}" if "captions" in m else ""
         lines.append(f"- Model / provider: {_code(str(m['target']))}{n}\n")
     if prov.get("prompts"):
         for p in prov["prompts"]:
@@ -274,7 +275,7 @@ def card_text(facts: CardFacts, manifest: Mapping[str, Any] | None, *, upload: s
         lines.append("- Preparation: " + ", ".join(f"{k} {_code(str(v))}" for k, v in prov["preparation"].items())
                      + "\n")
     c = prov["counts"]
-    lines.append(f"- Rows: {c['rows']}; left out: {c['errors_left_out']} images with an error record, "
+    lines.append(f"- Rows: {c['rows']}; left out: {plural(c['errors_left_out'], 'image')} with an error record, "
                  f"{c['flagged_left_out']} flagged\n")
     if c["converted"]:
         lines.append("- Converted so every reader decodes them: "

@@ -151,7 +151,7 @@ class RemoteFolderSource:
         return {"kind": self.kind, "location": self.location, "files": len(self.files)}
 
     def __repr__(self) -> str:
-        return f"<RemoteFolderSource {self.location} files={len(self.files)}>"
+        return f"<RemoteFolderSource location={self.location!r} n_files={len(self.files)}>"
 
 
 class DatasetSource:
@@ -237,7 +237,7 @@ class DatasetSource:
         return out
 
     def __repr__(self) -> str:
-        return f"<DatasetSource {self.kind} {self.location} files={len(self.files)}>"
+        return f"<DatasetSource {self.kind} location={self.location!r} n_files={len(self.files)}>"
 
 
 def _os_reason(exc: OSError) -> str:
