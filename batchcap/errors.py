@@ -6,6 +6,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── ConfigError            the command line, a profile or a path is wrong; nothing was sent -> exit 2
     │   └── UsageError         a malformed flag or argument (kept for its name: also exit 2)
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
+    │   └── SourceProblem      a dataset's file or row that cannot be read (damaged tar or parquet, a row
+    │                          without an image); also an OSError, as the sources report what they skip
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
     ├── Aborted                a command started and stopped on purpose      -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
@@ -36,6 +38,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "APIError",
     "Aborted",
@@ -58,6 +62,7 @@ __all__ = [
     "RequestTimeout",
     "RunAborted",
     "ServerError",
+    "SourceProblem",
     "TransientError",
     "TransportError",
     "UsageError",
@@ -80,6 +85,13 @@ class UsageError(ConfigError):
 
 class InputError(BatchcapError):
     """One input file cannot be sent (unreadable, empty, truncated, not an image, too large)."""
+
+
+class SourceProblem(InputError, OSError):
+    """Part of a dataset source that cannot be read; its message is the error record's reason as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EIO, reason)
 
 
 class JournalError(BatchcapError):
