@@ -46,6 +46,7 @@ from batchcap.emulator.proxy import (
     window_refused,
 )
 from batchcap.emulator.settings import EmulatorSettings
+from batchcap.emulator.spaceapp import add_space_routes
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _FixedWindow, _State, _TokenBucket
 
 __all__ = ["make_app", "reconfigure"]
@@ -274,6 +275,8 @@ def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
         add_get("/metrics", _metrics)
     if profile in ("all", "serverless"):
         add_get("/api/models/{model_id:.+}", _hub_model)
+    if profile in ("all", "space"):
+        add_space_routes(app, settings)
     if profile != "endpoint":
         add_get("/stats", _stats)
 

@@ -17,6 +17,7 @@ caller) or ``closed`` (an ordinary failure: the retry policy decides).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,17 +63,30 @@ class Pass:
 class Admission:
     """The gates of one target, shared by its senders (see the module docstring)."""
 
-    __slots__ = ("_clock", "_sleep", "_wall", "breaker", "concurrency", "learner", "limiter", "pace", "suspend",
-                 "try_acquire", "wait_cap")
+    __slots__ = (
+        "_clock",
+        "_sleep",
+        "_wall",
+        "breaker",
+        "concurrency",
+        "learner",
+        "limiter",
+        "longest_wait",
+        "pace",
+        "suspend",
+        "try_acquire",
+    )
 
     def __init__(
         self, *, limiter: Limiter, concurrency: ConcurrencyLimiter | None = None,
         circuit: CircuitSettings | None = None, suspend: SuspendDetector | None = None,
-        wait_cap: float = 120.0, clock: Clock = time.monotonic, wall: Clock = time.time,
-        sleep: Sleep = anyio.sleep,
+        longest_wait: Callable[[BaseException], float] = lambda exc: 120.0, clock: Clock = time.monotonic,
+        wall: Clock = time.time, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.limiter = limiter
-        self.wait_cap = wait_cap  #: the longest pause a server's hint may impose on the whole pool
+        #: the longest pause a server's hint may impose on the whole pool (``RetryPolicy.longest_wait``: the
+        #: policy's ``wait_cap``, a spent GPU quota's whole wait)
+        self.longest_wait = longest_wait
         self.try_acquire = limiter.try_acquire  # unlimited and unpaused: a token without a coroutine
         self.concurrency = concurrency  #: the adaptive limit (None for fixed:N: the senders are the limit)
         self.breaker = CircuitBreaker(circuit, clock=clock)
@@ -145,7 +159,7 @@ class Admission:
             self.pace.observe(now, exc.quota)
         hint = exc.retry_after if isinstance(exc, WaitRequested) else None
         if isinstance(exc, RateLimited):
-            self.limiter.throttled(None if hint is None else min(hint, self.wait_cap))
+            self.limiter.throttled(None if hint is None else min(hint, self.longest_wait(exc)))
         breaker = self.breaker
         if is_unreachable(exc):
             is_open = breaker.unreachable(p.started, p.probe, hint)

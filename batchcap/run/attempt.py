@@ -27,10 +27,19 @@ from typing import Protocol, Self
 
 import anyio
 
-from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
+from batchcap.errors import (
+    APIError,
+    BadCaption,
+    BatchcapError,
+    QueueFull,
+    QuotaExhausted,
+    RateLimited,
+    RunAborted,
+    TransientError,
+)
 from batchcap.flow.admit import Admission, Pass, is_unreachable
 from batchcap.flow.circuit import CircuitSettings
-from batchcap.flow.concurrency import ConcurrencyLimiter, outcome_of, timeout_retry_delay
+from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.flow.suspend import SuspendDetector
@@ -38,7 +47,7 @@ from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.run.guard import RunGuard, Stop
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
 from batchcap.words import plural
@@ -89,6 +98,16 @@ def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, message, status, retryable)
 
 
+def quota_note(exc: QuotaExhausted) -> str:
+    """The progress line while a Space's GPU quota is spent: how long until it comes back, and when."""
+    from batchcap.service.space.words import format_wait
+
+    if exc.retry_after is None:
+        return "GPU quota spent: waiting (the Space named no time)"
+    at = "" if exc.resets_at is None else time.strftime(" (at %H:%M)", time.localtime(exc.resets_at))
+    return f"GPU quota spent: waiting {format_wait(exc.retry_after)}{at}"
+
+
 def abort(stop: Stop) -> RunAborted:
     return RunAborted(stop.message, kind=stop.kind)
 
@@ -132,7 +151,7 @@ class Captioner:
                  "quality", "released", "rng", "senders", "stats", "target")
 
     def __init__(
-        self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
+        self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
@@ -140,7 +159,7 @@ class Captioner:
     ) -> None:
         self.client = client
         self.admission = Admission(limiter=limiter, concurrency=concurrency, circuit=circuit, suspend=suspend,
-                                   wait_cap=policy.wait_cap)
+                                   longest_wait=policy.longest_wait)
         self.policy = policy
         self.guard = guard
         self.stats = stats
@@ -167,6 +186,9 @@ class Captioner:
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
+        conc = self.concurrency
+        if conc is not None and self.client.capacity and isinstance(conc.algorithm, AdaptiveLimit):
+            conc.algorithm.start_at(self.client.capacity)  # a Space's own limit: more would only queue there
         return self
 
     async def __aexit__(
@@ -266,7 +288,9 @@ class Captioner:
             self.stats.retries += 1
             return False, None
         if isinstance(exc, RateLimited):
-            self._throttled()
+            self._throttled(exc)
+        elif isinstance(exc, QueueFull):
+            self._queue_full(exc)
         if (stop := self.guard.after_attempt(exc, image.job.path)) is not None:
             raise abort(stop) from None
         if self._halt is not False:  # draining: no retry; the next run sends it
@@ -383,11 +407,20 @@ class Captioner:
         conc = self.concurrency
         return None if conc is None else f"c={conc.limit}/{conc.algorithm.ceiling}"
 
-    def _throttled(self) -> None:
-        """A 429 (the admission already slowed the pool down): count it, say so."""
+    def _throttled(self, exc: RateLimited) -> None:
+        """A 429 (the admission already slowed the pool down, or paused it for a spent GPU quota): count it,
+        say so."""
         self.stats.throttled += 1
+        if isinstance(exc, QuotaExhausted):
+            self.progress.note(quota_note(exc))
+            return
         rate = self.limiter.bucket.rate
         self.progress.note(f"rate-limited: now {rate:.2g} req/s" if rate else "rate-limited")
+
+    def _queue_full(self, exc: QueueFull) -> None:
+        """A Space's full queue: push-back (the adaptive limit cuts), said on the progress line."""
+        self.stats.throttled += 1
+        self.progress.note("queue full: waiting")
 
     def _failure(self, image: LoadedImage, exc: APIError, attempts: int) -> Record:
         return Record(

@@ -56,11 +56,13 @@ from batchcap.errors import (
     CreditsExhausted,
     JournalError,
     ModelLoading,
+    QuotaExhausted,
     RateLimited,
     RejectedImage,
     RunAborted,
     ServerError,
     TransportError,
+    WaitRequested,
     WrongTarget,
     abort_message,
 )
@@ -80,6 +82,7 @@ __all__ = [
     "every_target_spent",
     "first_stop",
     "lane_verdict",
+    "quota_message",
     "refusal_key",
 ]
 
@@ -96,11 +99,11 @@ CONNECT_FAILURES = 3
 
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
 StopKind = Literal["auth", "credits", "wrong_target", "refusals", "server_errors", "bad_captions", "stalled",
-                   "journal", "targets_spent", "other"]
+                   "quota", "journal", "targets_spent", "other"]
 
 #: Stops that give up on one target when there are several (its images go to the next) instead of the run.
 DRAINING: frozenset[str] = frozenset(
-    {"auth", "credits", "wrong_target", "stalled", "refusals", "server_errors", "bad_captions"}
+    {"auth", "credits", "wrong_target", "stalled", "refusals", "server_errors", "bad_captions", "quota"}
 )
 
 #: Records held back at most (many *different* refusals are no systematic fault): memory stays bounded.
@@ -129,6 +132,16 @@ def refusal_key(exc: APIError) -> tuple[int | None, str]:
     for pattern, repl in _VOLATILE:
         text = pattern.sub(repl, text)
     return exc.status, " ".join(text.split())[:200]
+
+
+def quota_message(exc: QuotaExhausted, host: str, max_wait: float) -> str:
+    """The stop line for a GPU quota that comes back after ``--max-wait``: when, and that resuming is safe."""
+    from batchcap.service.space.words import format_wait
+
+    wait = exc.retry_after or 0.0
+    at = "" if exc.resets_at is None else time.strftime(" (at %H:%M local time)", time.localtime(exc.resets_at))
+    return (f"the GPU quota at {host} is spent and comes back in {format_wait(wait)}{at}, later than --max-wait "
+            f"{max_wait:g} s; no image was given up on: run the same command then to resume ({exc.message})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,8 @@ class RunGuard:
                     return Stop("wrong_target", self._connect_message(exc))
         elif not isinstance(exc, TransportError):
             self.answered = True
+        if isinstance(exc, QuotaExhausted) and exc.retry_after is not None and exc.retry_after > self.max_wait:
+            return Stop("quota", quota_message(exc, self.host, self.max_wait))
         if isinstance(exc, ServerError) and not self.ok_seen and (stop := self._same_5xx(exc, path)):
             return stop
         return self.tick()
@@ -235,8 +250,12 @@ class RunGuard:
         if exc is None or self._clock() - self.last_caption <= self.max_wait:
             return None
         wait = f"{self.max_wait:g} s"
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, QuotaExhausted):
+            what = f"has not served a caption for {wait} (GPU quota spent: {exc.message})"
+        elif isinstance(exc, RateLimited):
             what = f"answered only 429 (rate limited) for {wait} ({exc.message}); lower --rate or wait"
+        elif isinstance(exc, WaitRequested):
+            what = f"has not served a caption for {wait} (it asked to wait: {exc.message})"
         elif isinstance(exc, ModelLoading):
             what = f"has not served a caption for {wait} (still loading or waking up: {exc.message})"
         elif isinstance(exc, TransportError) or exc.status in (502, 503, 504):

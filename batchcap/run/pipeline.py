@@ -22,13 +22,14 @@ from batchcap.flow.retry import RetryPolicy
 from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalWriter, load_index
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.assemble import captions_for, preparer_for, run_targets
+from batchcap.run.assemble import captions_for, open_input, preparer_for, run_targets
 from batchcap.run.guard import first_stop
 from batchcap.run.manifest import Manifest
 from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.auth import Secret
+from batchcap.source.datasets import Source
 
 __all__ = ["run"]
 
@@ -46,6 +47,7 @@ async def run(
     limiter: Limiter | None = None,
     targets: tuple[Target, ...] | None = None,
     stop_now: anyio.Event | None = None,
+    source: Source | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
@@ -53,7 +55,8 @@ async def run(
     flight finish and are written), for a caller that watches signals itself; ``stop_now`` as a second Ctrl-C
     does (at once). ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
     (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
-    (``run_targets(cfg)``), so they are parsed once.
+    (``run_targets(cfg)``), so they are parsed once. ``source``: ``cfg.input_dir`` already opened by the caller
+    (the CLI opens it to check it before anything else: ``open_input``); None: opened here.
     """
     progress = progress or NullProgress()
     stats = RunStats()
@@ -63,18 +66,20 @@ async def run(
     suspend = SuspendDetector(now=started, wall=time.time())
     captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter,
                             suspend=suspend)
+    if source is None:
+        source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time())
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe())
     try:
         manifest.write_start()
     except JournalError:
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets), suspend=suspend)
+                    source=source, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets), suspend=suspend)
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
