@@ -97,7 +97,18 @@ class Admission:
         self._wall = wall
         self._sleep = sleep
 
-    async def admit(self) -> Pass:
+    def try_admit(self) -> tuple[Pass | None, bool]:
+        """The per-request fast path, no coroutine: a pass if every gate is open now (circuit closed, nothing
+        paced, a free rate token, room in the limit), else None and whether the rate token was taken (for
+        ``admit``)."""
+        if self.breaker.circuit.state != "closed" or self.pace.active or not self.try_acquire():
+            return None, False
+        ticket = None
+        if (conc := self.concurrency) is not None and (ticket := conc.try_acquire()) is None:
+            return None, True
+        return Pass(self._clock(), self._wall(), False, ticket), True
+
+    async def admit(self, *, token_taken: bool = False) -> Pass:
         """Wait at every gate; the pass to send with. Cancelled: nothing is held."""
         probe = await self.breaker.admit()
         conc = self.concurrency
@@ -106,7 +117,7 @@ class Admission:
             if conc is not None:
                 ticket = await conc.acquire()
             waited = False
-            if not self.try_acquire():
+            if not (token_taken and not probe) and not self.try_acquire():
                 await self.limiter.acquire()
                 waited = True
             pace = self.pace
@@ -136,14 +147,18 @@ class Admission:
 
     def answered(self, p: Pass, quota: Quota | None = None) -> None:
         """A 2xx: the limits grow back, the circuit closes, the window learner counts it."""
-        self._release(p, "ok")
+        if p.ticket is not None:
+            self._release(p, "ok")
         self.limiter.succeeded()
         breaker = self.breaker
         if p.probe and breaker.circuit.reason == "throttled":
             spacing = self.learner.confirmed(p.sent_wall)
             if spacing is not None:
                 self.pace.learned(spacing, last=p.started)
-        breaker.answered(p.started, p.probe)
+        if breaker.circuit.state == "closed":
+            breaker.circuit.answered(0.0, p.started, p.probe)  # nobody waits: no wake-up, no clock
+        else:
+            breaker.answered(p.started, p.probe)
         self.learner.success(p.sent_wall)
         if quota is not None:
             self.pace.observe(self._clock(), quota)

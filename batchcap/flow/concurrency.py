@@ -425,6 +425,13 @@ class ConcurrencyLimiter:
             self._inflight += 1
         return Ticket(self._clock(), self._algorithm.epoch, self._inflight)
 
+    def try_acquire(self) -> Ticket | None:
+        """Count one more in flight if there is room now and nobody waits (no coroutine); else None."""
+        if self._waiters or self._inflight >= self._algorithm.value:
+            return None
+        self._inflight += 1
+        return Ticket(self._clock(), self._algorithm.epoch, self._inflight)
+
     def restart(self, ticket: Ticket) -> Ticket:
         """The same admission, its clock started now: for a caller that waited (for a rate token) after
         ``acquire``, so that wait is not taken for the server's queueing."""

@@ -193,23 +193,20 @@ class ServerPace:
     a window that :class:`WindowLearner` found. Monotonic seconds throughout.
     """
 
-    __slots__ = ("_hold_until", "_next", "_spacing", "source")
+    __slots__ = ("_hold_until", "_next", "_spacing", "active", "source")
 
     def __init__(self) -> None:
         self._hold_until = -math.inf
         self._next = -math.inf  # the earliest start of the next request
         self._spacing = 0.0  # seconds between requests; 0: unpaced
         self.source = ""  #: what set the pace: "headers" or "learned" (for the progress line)
+        #: whether anything paces or holds requests (else ``reserve`` always answers 0.0): read per request
+        self.active = False
 
     @property
     def spacing(self) -> float:
         """Seconds between two requests (0.0: unpaced)."""
         return self._spacing
-
-    @property
-    def active(self) -> bool:
-        """Whether anything paces or holds requests (else ``reserve`` always answers 0.0)."""
-        return self._spacing > 0 or self._hold_until > -math.inf
 
     @property
     def hold_until(self) -> float:
@@ -221,6 +218,7 @@ class ServerPace:
         if quota.remaining is not None and quota.reset is not None:
             if quota.remaining <= 0:
                 self._hold_until = max(self._hold_until, now + quota.reset)
+                self.active = True
             else:
                 spacing = quota.reset / quota.remaining
                 if quota.limit and quota.window:  # never slower than the stated policy allows
@@ -239,6 +237,7 @@ class ServerPace:
         if math.isfinite(spacing) and spacing >= 0:
             self._spacing = spacing
             self.source = source
+            self.active = self.active or spacing > 0
 
     def reserve(self, now: float) -> float:
         """Book the next request; the seconds it waits first (for the hold, then for its turn)."""

@@ -373,10 +373,12 @@ class Captioner:
 
     async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> tuple[Reply | APIError, Pass] | None:
         """One HTTP attempt through the gates; None if a drain or a stop cut the wait for them short."""
-        with self._interruptible() as scope:
-            p = await self.admission.admit()
-        if scope.cancelled_caught:
-            return None
+        p, took = self.admission.try_admit()
+        if p is None:
+            with self._interruptible() as scope:
+                p = await self.admission.admit(token_taken=took)
+            if scope.cancelled_caught:
+                return None
         self.stats.attempts += 1
         try:
             reply = await self.client.caption(image, adapter=adapter)
