@@ -111,8 +111,7 @@ class Circuit:
     def answered(self, now: float, sent: float, probe: bool = False) -> None:
         """An answer that shows the target reachable: a spell of failures it ends is over; the probe's answer
         (or any answer during an outage) closes the circuit."""
-        if sent > self._answer_sent:
-            self._answer_sent = sent
+        self._answer_sent = max(self._answer_sent, sent)
         if not (self._unreachable or self._throttles or probe) and self.state == "closed":
             return  # the per-request path: nothing to end
         ends_throttle = probe or sent >= self._throttled_since
