@@ -16,6 +16,7 @@ from batchcap.errors import (
     BadResponse,
     BatchcapError,
     BenchAborted,
+    BudgetReached,
     ConfigError,
     CreditsExhausted,
     InputError,
@@ -32,7 +33,7 @@ from batchcap.errors import (
     UsageError,
     WrongTarget,
 )
-from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record, Usage
 from batchcap.run import RunStats, run
 from batchcap.version import __version__
 
@@ -44,6 +45,7 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "BudgetReached",
     "ConfigError",
     "CreditsExhausted",
     "ErrorInfo",
@@ -64,6 +66,7 @@ __all__ = [
     "ServerError",
     "TransientError",
     "TransportError",
+    "Usage",
     "UsageError",
     "WrongTarget",
     "__version__",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import BudgetSettings, TokenPrice, parse_token_price
 from batchcap.flow.concurrency import parse_concurrency
 from batchcap.source.shard import Shard, parse_shard
 from batchcap.tasks.quality import QualitySettings
@@ -115,6 +116,14 @@ class RunConfig:
     on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
     min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
     max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+    #: Money (issue 18, ``flow.budget.BudgetSettings``): USD per 1M input/output tokens, overriding /v1/models ...
+    token_price: TokenPrice | None = None
+    max_cost: float | None = None  #: ... the whole job's cap in USD (earlier runs of the journal count) ...
+    max_images: int | None = None  #: ... and in images done
+
+    def budget(self) -> BudgetSettings:
+        """The money settings of this run (``--token-price``, ``--max-cost``, ``--max-images``)."""
+        return BudgetSettings(token_price=self.token_price, max_cost=self.max_cost, max_images=self.max_images)
 
     def quality(self) -> QualitySettings:
         """The caption quality gates this run applies (``batchcap.tasks.quality``)."""
@@ -211,6 +220,7 @@ class RunConfig:
         if self.dedupe not in DEDUPE_CHOICES:
             raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
         self.quality().validate()
+        self.budget()  # raises ConfigError naming the flag
         if not self.sidecar_ext.startswith("."):
             raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
         if self.shard is not None and not isinstance(self.shard, Shard):
@@ -250,6 +260,8 @@ class RunConfig:
         out["parameters"] = dict(self.parameters) if self.parameters else None
         out["targets"] = list(self.targets)
         out["price_per_hour"] = list(self.price_per_hour)
+        tp = self.token_price
+        out["token_price"] = None if tp is None else {"input": tp.input, "output": tp.output}
         out["url"] = _strip_userinfo(self.url)
         out["request_rate"] = self.request_rate
         out["target"] = self.target
@@ -336,6 +348,10 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
             out[key] = tuple(value)
+        elif key == "token_price" and isinstance(value, str):
+            out[key] = parse_token_price(value)
+        elif key == "token_price" and isinstance(value, list | tuple) and len(value) == 2:
+            out[key] = TokenPrice(value[0], value[1])
         elif key == "parameters" and not isinstance(value, Mapping):
             raise ConfigError(f"{source}: parameters must be a table of generation parameters")
         else:

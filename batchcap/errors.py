@@ -7,6 +7,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     │   └── UsageError         a malformed flag or argument                  -> exit 2
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
+    ├── BudgetReached(cap)     the next request could cross --max-cost / --max-images: stop starting,
+    │                          drain, then RunAborted(kind="budget") -> exit 3
     ├── Aborted                the whole command stopped on purpose          -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
     │   └── BenchAborted       a bench target refused the token or does not exist
@@ -38,6 +40,7 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "BudgetReached",
     "ConfigError",
     "CreditsExhausted",
     "InputError",
@@ -75,6 +78,18 @@ class InputError(BatchcapError):
 
 class JournalError(BatchcapError):
     """The results journal cannot be used: locked by another run, corrupt mid-file, or the disk is full."""
+
+
+class BudgetReached(BatchcapError):
+    """No further request may start: it could cross ``--max-cost`` (``cap == "cost"``) or ``--max-images``.
+
+    Raised by ``flow.budget.BudgetGate`` before anything is sent; the run lets what is in flight finish,
+    writes it, and stops with ``RunAborted(kind="budget")`` (``run.guard.budget_stop`` words the line).
+    """
+
+    def __init__(self, cap: str) -> None:
+        super().__init__(f"the {'--max-cost' if cap == 'cost' else '--max-images'} budget is reached")
+        self.cap = cap
 
 
 class Aborted(BatchcapError):

@@ -19,10 +19,11 @@ from batchcap.config import (
     parse_rate,
 )
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import TokenPrice, parse_token_price
 from batchcap.flow.concurrency import parse_concurrency
 from batchcap.source.shard import Shard, parse_shard
 
-__all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
+__all__ = ["add_cost_arguments", "add_run_arguments", "add_target_arguments", "config_from_args", "default"]
 
 
 _D = RunConfig()
@@ -66,6 +67,26 @@ def _concurrency(text: str) -> str:
     return text
 
 
+def _token_price(text: str) -> TokenPrice:
+    try:
+        return parse_token_price(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--token-price ")) from None
+
+
+def add_cost_arguments(p: argparse.ArgumentParser) -> None:
+    """What it costs, known and capped (issue 18): prices, and the caps that hold under any concurrency."""
+    c = p.add_argument_group("cost (USD)")
+    c.add_argument("--token-price", type=_token_price, metavar="IN,OUT",
+                   help="USD per 1M input and output tokens for chat targets, e.g. 0.2,0.8 (default: the price the "
+                        "target's /v1/models lists for the provider that served each answer)")
+    c.add_argument("--max-cost", type=_positive_float, metavar="USD",
+                   help="stop starting requests when the next one could take the job's spend over USD (earlier runs "
+                        "of the same --out count); exit 3, and a rerun with a higher cap continues")
+    c.add_argument("--max-images", type=_positive_int, metavar="N",
+                   help="stop once N images have their record (those done by earlier runs count); exit 3")
+
+
 class _RefuseToken(argparse.Action):
     """A token on the command line shows in the process list and shell history: refuse it and say why."""
 
@@ -91,8 +112,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--route", choices=("failover", "spread"),
                    help="with several --target: failover = the first until it fails run-level (credits, token, "
                         "down), then the next; spread = each image to the target with room (default: failover)")
-    t.add_argument("--price-per-hour", dest="price_per_hour", action="append", metavar="NAME=DOLLARS",
-                   help="with --target: what target NAME costs per hour, for the per-target cost in the summary")
+    t.add_argument("--price-per-hour", dest="price_per_hour", action="append", metavar="[NAME=]DOLLARS",
+                   help="what an Endpoint costs per hour (with --target: NAME=DOLLARS per target): its records get "
+                        "their share of its busy time as cost_usd, and --max-cost holds for it")
     t.add_argument("--prompt", help="instruction sent with each image (--api openai)")
     t.add_argument("--max-tokens", type=_positive_int, help=f"caption length limit (--api openai; default: {default('max_tokens')})")
     t.add_argument("--temperature", type=float, help=f"sampling temperature (--api openai; default: {default('temperature')})")
@@ -123,6 +145,7 @@ _RUN_FIELDS = (
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
     "shard", "endpoint_name", "endpoints_api", "after_run",
+    "token_price", "max_cost", "max_images",
 )
 
 
@@ -143,6 +166,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out", type=Path, help=f"JSONL results file, also the resume checkpoint (default: {default('out')})")
     r.add_argument("--config", type=Path, help="TOML profile (see configs/); flags given here override it")
     add_target_arguments(r)
+    add_cost_arguments(r)
     o = r.add_argument_group("input and output")
     o.add_argument("--retry-failed", action="store_true", default=None, help="also retry images whose earlier error was final")
     o.add_argument("--follow-symlinks", action="store_true", default=None, help="follow symbolic links (default: skip them)")

@@ -16,6 +16,7 @@ from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.run.spend import money
 from batchcap.version import __version__
 
 __all__ = ["HELP", "add_arguments", "main"]
@@ -64,11 +65,15 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            notes=_note),
                 ns.event_loop,
             )
     except RunAborted as exc:
-        exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        if exc.kind == "budget":  # the line says what to do; the manifest says what was spent where
+            exc.advice = f"results so far are in {cfg.out}; spend by target and provider in {manifest_path(cfg.out)}"
+        else:
+            exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     _summary(stats, cfg.out)
     if stats.interrupted:
@@ -159,6 +164,7 @@ def _summary(stats: RunStats, out: Path) -> None:
               f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+    _spend(stats)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
@@ -166,6 +172,26 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _spend(stats: RunStats) -> None:
+    """What it cost (issue 18): the run, per 1,000 images, per target and provider, the job so far."""
+    spend, err = stats.spend, sys.stderr
+    for note in spend.notes:
+        print(f"batchcap: {note}", file=err)
+    line = spend.total
+    if not line.images and not line.prompt_tokens:
+        return
+    tokens = f"{line.prompt_tokens:,} prompt + {line.completion_tokens:,} completion tokens"
+    if line.images:
+        per = f", {money(1000 * line.usd / line.images)} per 1,000 images" if line.images else ""
+        job = f"; the job so far {money(spend.job_usd)}" if spend.earlier_usd else ""
+        print(f"batchcap: spent {money(line.usd)} on {line.images:,} images{per} ({tokens}){job}", file=err)
+    else:
+        print(f"batchcap: {tokens}; no price known, so no cost (pass --token-price IN,OUT)", file=err)
+    parts = [*((t, v) for t, v in spend.by_target.items()), *((f"provider {p}", v) for p, v in spend.by_provider.items())]
+    if len(spend.by_target) > 1 or spend.by_provider:
+        print("batchcap:   " + "; ".join(f"{name}: {money(v.usd)} ({v.images:,} images)" for name, v in parts), file=err)
 
 
 def _bytes(n: int) -> str:

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from batchcap.emulator.billing import ProviderPrice
 from batchcap.emulator.management import ManagedEndpointSettings, start_managed_endpoint
 from batchcap.emulator.server import start_emulator
-from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
+from batchcap.emulator.settings import DEFAULT_PROVIDERS, DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.errors import ConfigError
 
 __all__ = ["add_arguments", "managed_from_args", "serve", "settings_from_args"]
@@ -156,6 +157,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="body limit in MB (10^6 bytes) for every route, or for one of serverless, endpoint, chat; 413 with "
         "TGI's message beyond it (default: chat=2 as TGI, others 20 MiB); repeatable",
     )
+    add(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="NAME[=IN,OUT]",
+        help="a provider of the emulated router with its price in USD per 1M input,output tokens (none: listed "
+        "without pricing); the first serves by default, MODEL:NAME picks one, MODEL:cheapest the cheapest; "
+        f"repeatable (default: {', '.join(_provider_text(p) for p in DEFAULT_PROVIDERS)})",
+    )
 
 
 def _read_tokens(path: Path) -> tuple[str, ...]:
@@ -194,6 +204,27 @@ def _body_limits(values: list[str]) -> dict[str, int]:
     return limits
 
 
+def _provider_text(p: ProviderPrice) -> str:
+    return p.name if p.input is None else f"{p.name}={p.input:g},{p.output:g}"
+
+
+def _providers(values: list[str]) -> dict[str, tuple[ProviderPrice, ...]]:
+    """``--provider NAME[=IN,OUT]`` values as the ``providers`` setting (none given: the default list)."""
+    out = []
+    for value in values:
+        name, sep, prices = value.partition("=")
+        if not sep:
+            out.append(ProviderPrice(name.strip()))
+            continue
+        try:
+            price_in, price_out = (float(x) for x in prices.split(","))
+        except ValueError:
+            raise ConfigError(f"--provider {value}: write NAME=IN,OUT in USD per 1M tokens, e.g. fast=0.25,1") \
+                from None
+        out.append(ProviderPrice(name.strip(), price_in, price_out))
+    return {"providers": tuple(out)} if out else {}
+
+
 def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
     """Build settings from :func:`add_arguments` options; raises ``ConfigError`` with a hint when one is invalid."""
     tokens = _read_tokens(ns.token_file) if ns.token_file is not None else (DEFAULT_TOKEN,)
@@ -225,6 +256,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
+        **_providers(ns.provider),  # type: ignore[arg-type]
     )
 
 

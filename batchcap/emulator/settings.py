@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from batchcap.emulator.billing import ProviderPrice
 from batchcap.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "DEFAULT_PROVIDERS",
     "DEFAULT_TOKEN",
     "FAULT_KNOBS",
     "PROFILES",
@@ -22,6 +24,13 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN = "hf_emulator_token"
+#: The emulated router's providers (USD per 1M input / output tokens, like small VLMs on the HF router); the
+#: last lists no price, as some real ones do not.
+DEFAULT_PROVIDERS = (
+    ProviderPrice("emu-fast", 0.25, 1.00),
+    ProviderPrice("emu-cheap", 0.10, 0.40),
+    ProviderPrice("emu-unpriced"),
+)
 DEFAULT_MODEL_ID = "Salesforce/blip-image-captioning-base"
 #: TGI's ``--payload-limit`` default (protocol.md sections 3 and 9), bytes.
 TGI_PAYLOAD_LIMIT = 2_000_000
@@ -91,6 +100,13 @@ class EmulatorSettings:
 
     Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
     ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
+
+    Money (issue 18): the chat route reports ``usage`` as a VLM counts it (``billing``: image tokens from the
+    decoded size, text tokens from the prompt and the caption, the caption cut at ``max_tokens`` with
+    ``finish_reason: "length"``). On the router's profiles (``all``, ``serverless``) ``providers`` serve it: the
+    model suffix picks one, ``x-inference-provider`` names it, ``GET /v1/models`` lists each with its
+    ``pricing`` (none for a provider without prices), and the request log sums what was billed. ``tgi`` serves
+    one model, names no provider and lists no prices, as TGI does.
     """
 
     auth: Literal["public", "protected"] = "public"
@@ -123,6 +139,7 @@ class EmulatorSettings:
     chat_max_body_bytes: int = TGI_PAYLOAD_LIMIT
     endpoint_max_body_bytes: int | None = None
     answer_shape: AnswerShape = "list"
+    providers: tuple[ProviderPrice, ...] = DEFAULT_PROVIDERS
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -171,6 +188,11 @@ class EmulatorSettings:
                 raise bad(f"{name} must be >= {low} (got {value})", "--" + name.replace("_", "-"))
         if self.answer_shape not in ("list", "object", "string"):
             raise bad(f"answer_shape must be list, object or string (got {self.answer_shape!r})", "--answer-shape")
+        for p in self.providers:
+            if not isinstance(p, ProviderPrice) or not p.name or any(
+                x is not None and not (math.isfinite(x) and x >= 0) for x in (p.input, p.output)
+            ):
+                raise bad(f"providers must be named, with prices >= 0 USD per 1M tokens (got {p!r})", "--provider")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 

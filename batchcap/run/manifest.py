@@ -68,6 +68,9 @@ class Manifest:
                      for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
+        if "spend" in self.doc or stats.spend.any:
+            prices = self.doc.get("spend", {}).get("prices") or stats.spend.prices
+            self.doc["spend"] = {**stats.spend.to_dict(), "prices": prices}
         try:
             write_json_atomic(self.path, self.doc)
         except OSError:

@@ -1,7 +1,8 @@
 """``run()``: caption every image of a folder that the journal does not hold yet, as a table of contents.
 
-    read the journal's index -> take the journal -> write the manifest -> start the writer and the stages
-    -> drain -> close the journal, write the manifest, report the stop (if any)
+    read the journal's index (and what it spent) -> price the targets (``prices``) -> take the journal
+    -> write the manifest -> start the writer and the stages -> drain -> close the journal, write the manifest,
+    report the stop (if any)
 
 The stages are in ``stages``; one image's attempts in ``attempt``; the run-level stop rule in ``guard``.
 """
@@ -17,21 +18,24 @@ import anyio
 from batchcap.aio import first_leaf, leaves
 from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
+from batchcap.flow.budget import Budget, BudgetGate
 from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
-from batchcap.journal import JournalWriter, load_index
+from batchcap.journal import JournalIndex, JournalWriter, load_index
 from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
 from batchcap.run.attempt import Captioner, Captions
-from batchcap.run.guard import RunGuard
-from batchcap.run.manifest import Manifest
+from batchcap.run.guard import RunGuard, budget_stop
+from batchcap.run.manifest import Manifest, manifest_path
+from batchcap.run.prices import cached_prices, hourly_price, price_targets
 from batchcap.run.route import Lane, Router
+from batchcap.run.spend import Meter
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import make_adapter
+from batchcap.service.protocols import OpenAIChat, make_adapter
 from batchcap.service.targets import Target, resolve_targets
 
 __all__ = ["run"]
@@ -48,23 +52,30 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers).
+    (a Ray job shares one across its workers). ``notes`` hears the few lines worth saying once (each target's
+    price, or that it has none).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
+    settings = cfg.budget()
+    gate = BudgetGate(Budget(max_cost=settings.max_cost, max_images=settings.max_images)) if settings.capped else None
     captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter)
+                         limiter=limiter, budget=gate)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
+    await _price(cfg, captions, stats, index, gate, notes=notes or (lambda text: None))
     writer = JournalWriter(cfg.out)
     writer.open()
     manifest = Manifest(cfg, index, started_at=time.time())
+    if stats.spend.prices or gate is not None or stats.spend.notes:
+        manifest.doc["spend"] = stats.spend.to_dict()
     try:
         manifest.write_start()
     except JournalError:
@@ -87,6 +98,8 @@ async def run(
         writer.close()
         if not stages.writer_failed:
             stats.aborted, stats.abort_kind = _first_stop(stages.failures)
+            if stats.abort_kind == "budget" and gate is not None and gate.budget.closed:
+                stats.aborted = budget_stop(gate.budget).message  # drained: the final figures
         if isinstance(stages.captioner, Router):
             stats.drained = stages.captioner.drained
             stats.targets = stages.captioner.summary()
@@ -95,6 +108,24 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
     return stats
+
+
+async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: JournalIndex, gate: BudgetGate | None,
+                 *, notes: Callable[[str], None]) -> None:
+    """Issue 18: what earlier runs spent (the cap is for the whole job), and each target's prices."""
+    spend = stats.spend
+    spend.earlier_usd, spend.earlier_images = index.spent_usd, index.spent_images
+    settings = cfg.budget()
+    spend.max_cost, spend.max_images = settings.max_cost, settings.max_images
+    if gate is not None:
+        gate.budget.spent, gate.budget.spent_images = index.spent_usd, len(index)
+    captioners = [lane.captioner for lane in captions.lanes] if isinstance(captions, Router) else [captions]
+    lanes = [(c.client, c.meter, c.client.adapter.model if isinstance(c.client.adapter, OpenAIChat) else None)
+             for c in captioners if isinstance(c, Captioner)]
+    cached = cached_prices(manifest_path(cfg.out)) if any(m is not None for _, m, _ in lanes) else {}
+    await price_targets(lanes, settings=settings, spend=spend, cached=cached, note=notes)
+    if gate is not None and settings.max_cost is not None and index.spent_usd > settings.max_cost:
+        notes(f"the journal already holds {index.spent_usd:.4g} USD of spend, above --max-cost {settings.max_cost:g}")
 
 
 def _preparer(cfg: RunConfig) -> PreparePool | None:
@@ -109,21 +140,25 @@ def _preparer(cfg: RunConfig) -> PreparePool | None:
 
 def _captions(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None,
+    seed: int | None, limiter: Limiter | None = None, budget: BudgetGate | None = None,
 ) -> Captions:
     """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
     if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed)
+        return _router(cfg, stats, progress, policy=policy, seed=seed, budget=budget)
     return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter)
+                      limiter=limiter, budget=budget, per_hour=hourly_price(cfg))
 
 
 def _captioner(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
     seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
+    budget: BudgetGate | None = None, per_hour: float | None = None,
 ) -> Captioner:
     client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
                            connections=cfg.concurrency)
+    meter = None  # chat answers carry usage (priced or not); an Endpoint's time is priced per hour
+    if cfg.api == "openai" or per_hour is not None:
+        meter = Meter(target, per_hour=per_hour, max_tokens=cfg.max_tokens)
     return Captioner(
         client,
         limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),
@@ -138,11 +173,13 @@ def _captioner(
         concurrency=_adaptive(cfg),
         quality=cfg.quality(),
         prompt=cfg.prompt if cfg.api == "openai" else None,
+        meter=meter,
+        budget=budget,
     )
 
 
 def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None) -> Router:
+            seed: int | None, budget: BudgetGate | None = None) -> Router:
     """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
     released: list[Record] = []
     lanes = []
@@ -150,7 +187,8 @@ def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: Retr
         token, _ = find_token(target.token_file)
         lane_cfg = target.cfg
         captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released)
+                               target=f"{target.name}={lane_cfg.target}", released=released, budget=budget,
+                               per_hour=target.price_per_hour)
         lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
     return Router(lanes, route=cfg.route, released=released)
 
