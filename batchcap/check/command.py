@@ -15,10 +15,12 @@ from typing import Any
 
 from batchcap.aio import run_async
 from batchcap.bench import parse_target
-from batchcap.check.estimate import Estimate, estimate
+from batchcap.check.estimate import CostEstimate, Estimate, cost_estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
 from batchcap.config import RunConfig, find_token
 from batchcap.errors import ConfigError, UsageError
+from batchcap.flow.budget import TokenPrice
+from batchcap.run.spend import money
 from batchcap.tasks.quality import QualitySettings
 
 __all__ = ["MAX_PROBE", "CheckReport", "check_from_args", "render", "target_config"]
@@ -68,19 +70,21 @@ def check_from_args(ns: argparse.Namespace) -> CheckReport:
     inv = inventory(
         ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
         follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
-        retry_failed=ns.retry_failed,
+        retry_failed=ns.retry_failed, max_side=cfg.max_side if cfg is not None else 1024,
     )
     probed: dict[str, Any] | None = None
     est: Estimate | None = None
     if cfg is not None:
         latency = None
         throttled = False
+        tokens: CostEstimate | None = None
         if ns.probe:
-            probed, latency, throttled = _probe(cfg, inv)
+            probed, latency, throttled, tokens = _probe(cfg, inv, getattr(ns, "token_price", None),
+                                                        by_tokens=ns.price_per_hour is None)
         est = estimate(
             inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.request_rate,
             burst=cfg.burst,
-            latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
+            latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour, tokens=tokens,
         )
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
@@ -88,14 +92,21 @@ def check_from_args(ns: argparse.Namespace) -> CheckReport:
     return CheckReport(inv, est, probed, data)
 
 
-def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
+def _probe(
+    cfg: RunConfig, inv: Inventory, token_price: TokenPrice | None, *, by_tokens: bool
+) -> tuple[dict[str, Any], float | None, bool, CostEstimate | None]:
     from batchcap.check.probe import probe
 
     token, _ = find_token(cfg.token_file)
     images = list(inv.probe_images)
+    pixels = {image.job.path: px for image, px in zip(images, inv.probe_pixels, strict=True)}
     inv.probe_images.clear()
-    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings()))
-    return result.to_dict(), result.latency_s, result.throttled > 0
+    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings(), token_price=token_price,
+                                     priced_by_tokens=by_tokens))
+    paths = list(result.costs)
+    tokens = cost_estimate(inv.to_caption, [result.costs[p] for p in paths], pixels=[pixels.get(p) for p in paths],
+                           pixels_total=inv.pixels_to_send, pixels_unknown=inv.pixels_unknown)
+    return result.to_dict(), result.latency_s, result.throttled > 0, tokens
 
 
 def _mb(n: int) -> str:
@@ -137,10 +148,19 @@ def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, p
         lines.append(f"  probe: {probed['requests']} requests, {probed['ok']} ok, mean latency "
                      f"{probed['latency_mean_s']} s, errors {probed['errors'] or 'none'}, "
                      f"quality flags {probed['quality_flags'] or 'none'} (captions not kept)")
+        usage = probed["usage"]
+        if usage["prompt_tokens"] or usage["completion_tokens"]:
+            billed = "" if probed["cost_usd"] is None else f", billed {money(probed['cost_usd'])}"
+            lines.append(f"  probe usage: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} "
+                         f"completion tokens{billed}; prices: {probed['prices'] or 'none known'}")
+        lines.extend(f"    note: {n}" for n in probed["notes"])
     if est is not None:
         rate = "unlimited" if est.rate is None else f"{est.rate:g}/s"
         wall = "unknown" if est.wall_s is None else _duration(est.wall_s)
-        cost = "" if est.cost is None else f", ~${est.cost:.2f}"
+        cost = "" if est.cost is None else f", ~{money(est.cost)}"
+        if est.cost_low is not None and est.cost_high is not None and est.tokens is not None:
+            cost += (f" ({money(est.cost_low)} to {money(est.cost_high)}, 95%; {money(1000 * est.tokens.per_image)} "
+                     f"per 1,000 images, from {est.tokens.sample} probe answers' usage)")
         lines.append(f"  estimate for {est.target}: {wall} (bound: {est.bound}; rate {rate}, burst {est.burst}, "
                      f"concurrency {est.concurrency}){cost}")
         lines.extend(f"    note: {n}" for n in est.notes)

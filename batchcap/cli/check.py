@@ -15,6 +15,7 @@ from batchcap.cli.argtypes import number
 from batchcap.cli.exit_codes import EXIT_OK
 from batchcap.config import RunConfig, parse_rate
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import TokenPrice, parse_token_price
 
 __all__ = ["HELP", "PREFIX", "add_arguments", "main"]
 
@@ -30,6 +31,13 @@ def _price(text: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be >= 0 dollars (got {text!r})")
     return value
+
+
+def _token_price(text: str) -> TokenPrice:
+    try:
+        return parse_token_price(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--token-price ")) from None
 
 
 def _rate(text: str) -> float | str:
@@ -52,6 +60,9 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"send N real requests (at most {MAX_PROBE}) to measure the target's latency; "
                         "without it check sends nothing")
     p.add_argument("--price-per-hour", type=_price, metavar="P", help="the target's price in dollars per hour")
+    p.add_argument("--token-price", type=_token_price, metavar="IN,OUT",
+                   help="a chat target's USD per 1M input and output tokens for the --probe estimate (default: "
+                        "its /v1/models prices, per provider)")
     p.add_argument("--dedupe", choices=("exact", "near", "off"), default="exact",
                    help="copies to find: exact (same bytes, default), near (also resized / re-saved), off")
     p.add_argument("--no-dedupe", dest="dedupe", action="store_const", const="off", help="same as --dedupe off")

@@ -212,3 +212,29 @@ async def test_an_endpoints_records_share_its_busy_time_and_the_cap_holds(
     assert spent <= 0.08
     ts = [float(r["ts"]) for r in recs]  # type: ignore[arg-type]
     assert spent == pytest.approx(per_hour / 3600 * (max(ts) - min(ts)), abs=0.02)  # the busy span, cut up
+
+
+async def test_check_probe_10_estimates_the_runs_spend_within_15_percent(emulator: Emulator, folder: Path,
+                                                                      tmp_path: Path) -> None:
+    """The issue's third check: the estimate comes from measured usage (tokens, not guesses), with a range."""
+    server = await emulator(EmulatorSettings())
+    target = f"openai:Salesforce/blip-image-captioning-base@{server.url}/v1"
+    with anyio.fail_after(60):
+        proc = await anyio.run_process([sys.executable, "-m", "batchcap", "check", str(folder), "--target", target,
+                                        "--probe", "10", "--json"], env=env(), check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = orjson.loads(proc.stdout)
+    assert report["probe"]["ok"] == 10 and report["probe"]["usage"]["prompt_tokens"] > 0
+    est = report["estimate"]
+    assert est["cost_source"] == "probe usage" and est["tokens"]["sample"] == 10
+    assert est["cost_low"] <= est["cost"] <= est["cost_high"]
+    probed = server.log.billed_usd
+    with anyio.fail_after(60):
+        stats = await run(RunConfig(input_dir=folder, out=tmp_path / "r.jsonl", api="openai",
+                                    base_url=server.url + "/v1", model="Salesforce/blip-image-captioning-base",
+                                    concurrency=16).validate())
+    real = stats.spend.usd
+    assert stats.ok == 300
+    assert real == pytest.approx(server.log.billed_usd - probed)  # what the run recorded is what was billed
+    assert abs(est["cost"] - real) <= 0.15 * real
+    assert est["cost_low"] <= real <= est["cost_high"]
