@@ -119,7 +119,8 @@ async def test_max_cost_holds_at_concurrency_16_and_a_rerun_pays_only_for_the_re
 
     code, err = await batchcap(*run_args, "--max-cost", "20")
     assert code == EXIT_OK, err
-    assert len(server.billed) == 300 and set(server.billed.values()) == {1}  # each image billed exactly once
+    assert len(server.billed) == 300
+    assert set(server.billed.values()) == {1}
     done = records(out)
     assert len({r["path"] for r in done}) == len(done) == 300
     manifest = orjson.loads((tmp_path / "captions.manifest.json").read_bytes())
@@ -148,7 +149,9 @@ async def test_max_images_caps_by_count_for_the_whole_job(raw_server: RawServer,
     assert sum(server.billed.values()) == 100
     with anyio.fail_after(60):
         stats = await run(RunConfig(**{**_fields(cfg), "max_images": 300}).validate())
-    assert stats.ok == 200 and len(server.billed) == 300 and set(server.billed.values()) == {1}
+    assert stats.ok == 200
+    assert len(server.billed) == 300
+    assert set(server.billed.values()) == {1}
 
 
 def _fields(cfg: RunConfig) -> dict[str, object]:
@@ -158,8 +161,8 @@ def _fields(cfg: RunConfig) -> dict[str, object]:
 async def test_router_prices_and_token_price_give_the_same_costs(emulator: Emulator, tmp_path: Path) -> None:
     generate(tmp_path / "img", 40, seed=7)
     server = await emulator(EmulatorSettings())  # emu-fast serves by default at $0.25 / $1.00 per 1M tokens
-    base = dict(input_dir=tmp_path / "img", api="openai", base_url=server.url + "/v1",
-                model="Salesforce/blip-image-captioning-base", concurrency=8)
+    base = {"input_dir": tmp_path / "img", "api": "openai", "base_url": server.url + "/v1",
+                "model": "Salesforce/blip-image-captioning-base", "concurrency": 8}
     notes: list[str] = []
     with anyio.fail_after(60):
         listed = await run(RunConfig(out=tmp_path / "listed.jsonl", **base).validate(),  # type: ignore[arg-type]
@@ -169,7 +172,8 @@ async def test_router_prices_and_token_price_give_the_same_costs(emulator: Emula
     assert any("emu-fast $0.25 in / $1 out per 1M tokens" in n and "/v1/models" in n for n in notes)
     a = {r["path"]: r["cost_usd"] for r in records(tmp_path / "listed.jsonl")}
     b = {r["path"]: r["cost_usd"] for r in records(tmp_path / "fixed.jsonl")}
-    assert len(a) == 40 and a == b
+    assert len(a) == 40
+    assert a == b
     assert listed.spend.usd == pytest.approx(fixed.spend.usd) == pytest.approx(server.log.billed_usd / 2)
 
 
@@ -178,8 +182,8 @@ async def test_a_provider_without_a_price_is_said_once_and_a_cap_refuses_to_star
 ) -> None:
     generate(tmp_path / "img", 12, seed=8)
     server = await emulator(EmulatorSettings())
-    base = dict(input_dir=tmp_path / "img", out=tmp_path / "r.jsonl", api="openai", base_url=server.url + "/v1",
-                model="Salesforce/blip-image-captioning-base:emu-unpriced", concurrency=4)
+    base = {"input_dir": tmp_path / "img", "out": tmp_path / "r.jsonl", "api": "openai", "base_url": server.url + "/v1",
+                "model": "Salesforce/blip-image-captioning-base:emu-unpriced", "concurrency": 4}
     notes: list[str] = []
     with anyio.fail_after(60):
         stats = await run(RunConfig(**base).validate(), notes=notes.append)  # type: ignore[arg-type]
@@ -224,9 +228,11 @@ async def test_check_probe_10_estimates_the_runs_spend_within_15_percent(emulato
                                         "--probe", "10", "--json"], env=env(), check=False)
     assert proc.returncode == 0, proc.stderr.decode()
     report = orjson.loads(proc.stdout)
-    assert report["probe"]["ok"] == 10 and report["probe"]["usage"]["prompt_tokens"] > 0
+    assert report["probe"]["ok"] == 10
+    assert report["probe"]["usage"]["prompt_tokens"] > 0
     est = report["estimate"]
-    assert est["cost_source"] == "probe usage" and est["tokens"]["sample"] == 10
+    assert est["cost_source"] == "probe usage"
+    assert est["tokens"]["sample"] == 10
     assert est["cost_low"] <= est["cost"] <= est["cost_high"]
     probed = server.log.billed_usd
     with anyio.fail_after(60):

@@ -44,7 +44,9 @@ def test_image_tokens_count_28_pixel_cells_within_the_models_limit() -> None:
     assert image_tokens(1008, 756) == 36 * 27 + 2
     assert image_tokens(4032, 3024) <= 1280 + 2  # scaled down to max_pixels first
     assert image_tokens(4032, 3024) == image_tokens(1344, 1008)  # the same picture, smaller: the same tokens
-    assert text_tokens("") == 0 and text_tokens("abcd") == 1 and text_tokens("abcde") == 2
+    assert text_tokens("") == 0
+    assert text_tokens("abcd") == 1
+    assert text_tokens("abcde") == 2
 
 
 async def test_usage_grows_with_the_image_and_the_prompt(emulator: Emulator) -> None:
@@ -86,13 +88,15 @@ async def test_the_provider_is_named_and_billed_at_its_listed_price(emulator: Em
     assert prices.unpriced == ("mystery",)
     assert {k: v[2] for k, v in answers.items()} == {"": "fast", ":cheapest": "cheap", ":mystery": "mystery",
                                                      ":fast": "fast"}
-    assert status == 400 and "not supported by any provider" in refused["error"]
+    assert status == 400
+    assert "not supported by any provider" in refused["error"]
     expected = 0.0
     for _, body, name in answers.values():
         provider = next(p for p in providers if p.name == name)
         expected += usage_cost(provider, body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
     assert server.log.billed_usd == pytest.approx(expected)
-    assert sum(server.log.billed.values()) == 4 and len(server.log.billed) == 1  # one image, billed 4 times
+    assert sum(server.log.billed.values()) == 4
+    assert len(server.log.billed) == 1
 
 
 async def test_max_tokens_cuts_the_caption_and_says_so(emulator: Emulator) -> None:
@@ -105,7 +109,8 @@ async def test_max_tokens_cuts_the_caption_and_says_so(emulator: Emulator) -> No
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 3
     assert caption_for(data).startswith(body["choices"][0]["message"]["content"])
-    assert status == 422 and "max_tokens" in bad["error"]
+    assert status == 422
+    assert "max_tokens" in bad["error"]
 
 
 async def test_tgi_names_no_provider_and_lists_no_prices(emulator: Emulator) -> None:
@@ -115,7 +120,9 @@ async def test_tgi_names_no_provider_and_lists_no_prices(emulator: Emulator) -> 
             status, body, provider = await ask(session, server.url, chat(jpeg(64, 64)))
             async with session.get(server.url + "/v1/models") as response:
                 listing = await response.json()
-    assert status == 200 and provider is None and body["usage"]["prompt_tokens"] > 0
+    assert status == 200
+    assert provider is None
+    assert body["usage"]["prompt_tokens"] > 0
     assert "providers" not in listing["data"][0]
     assert parse_models(listing, MODEL, source="tgi") is None
     assert server.log.billed_usd == 0.0

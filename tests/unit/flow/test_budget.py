@@ -37,7 +37,8 @@ def test_budget_settings_check_their_flags(kw: dict[str, float], flag: str) -> N
 
 def test_settings_without_a_cap_reserve_nothing() -> None:
     assert not BudgetSettings(token_price=TokenPrice(1, 1)).capped
-    assert BudgetSettings(max_cost=5).capped and BudgetSettings(max_images=10).capped
+    assert BudgetSettings(max_cost=5).capped
+    assert BudgetSettings(max_images=10).capped
 
 
 def test_reserve_settle_and_refuse_at_the_cap() -> None:
@@ -51,7 +52,8 @@ def test_reserve_settle_and_refuse_at_the_cap() -> None:
     b.settle(0.4, 0.4)
     assert b.spent == pytest.approx(0.85)
     assert b.reserve(0.2) == "refuse"  # 0.85 + 0.2 can never fit: settled spend only grows
-    assert b.closed and b.refused_for == "cost"
+    assert b.closed
+    assert b.refused_for == "cost"
     assert b.reserve(0.0) == "refuse"  # closed: nothing starts any more
 
 

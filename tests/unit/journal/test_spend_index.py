@@ -66,7 +66,8 @@ def test_a_torn_last_line_costs_nothing_and_a_whole_one_without_newline_counts(t
     assert load_index(p).spent_usd == pytest.approx(5.0)
     p.write_bytes(good + encode_record(billed("d.jpg", 8.0))[:-8] + b"\n\n")  # a bad last line, then blanks
     index = load_index(p)
-    assert index.spent_usd == pytest.approx(1.0) and index.spent_images == 1
+    assert index.spent_usd == pytest.approx(1.0)
+    assert index.spent_images == 1
 
 
 @settings(max_examples=30, deadline=None)

@@ -43,9 +43,12 @@ def test_an_unpriced_provider_is_said_once_and_leaves_no_cost() -> None:
     for _ in range(3):
         bill = Bill()
         assert meter.charge(bill, reply(800, 20, "fireworks-ai")) == 0.0
-        assert bill.unpriced and bill.cost_usd is None and bill.usage == Usage(800, 20)
+        assert bill.unpriced
+        assert bill.cost_usd is None
+        assert bill.usage == Usage(800, 20)
     assert len(meter.notes) == 1
-    assert "fireworks-ai" in meter.notes[0] and "--token-price" in meter.notes[0]
+    assert "fireworks-ai" in meter.notes[0]
+    assert "--token-price" in meter.notes[0]
 
 
 def test_the_first_attempt_goes_alone_then_the_largest_prompt_sets_the_reserve() -> None:
@@ -53,7 +56,8 @@ def test_the_first_attempt_goes_alone_then_the_largest_prompt_sets_the_reserve()
     worst = ROUTER.highest()
     assert worst == TokenPrice(0.3, 1.2)
     cost, alone = meter.reserve()
-    assert alone and cost == pytest.approx(worst.cost(0, 64))
+    assert alone
+    assert cost == pytest.approx(worst.cost(0, 64))
     meter.charge(Bill(), reply(800, 20, "novita"))
     meter.charge(Bill(), reply(400, 20, "novita"))
     cost, alone = meter.reserve()
@@ -65,7 +69,8 @@ def test_a_failed_attempt_of_a_token_target_costs_nothing() -> None:
     meter = Meter("t", prices=ROUTER)
     bill = Bill()
     assert meter.charge(bill) == 0.0
-    assert bill.cost_usd is None and bill.usage is None
+    assert bill.cost_usd is None
+    assert bill.usage is None
 
 
 def test_an_endpoints_busy_span_is_cut_into_its_records() -> None:
@@ -83,8 +88,10 @@ def test_an_endpoints_busy_span_is_cut_into_its_records() -> None:
     assert meter.charge(b) == pytest.approx(0.25)  # a failure costs its time too
     clock.now += 0.25
     cost, alone = meter.reserve()
-    assert not alone and cost == pytest.approx(0.25 + 1.5 * 0.5)  # accrued + one slowest request
-    assert a.cost_usd == pytest.approx(0.5) and b.cost_usd == pytest.approx(0.25)
+    assert not alone
+    assert cost == pytest.approx(0.25 + 1.5 * 0.5)
+    assert a.cost_usd == pytest.approx(0.5)
+    assert b.cost_usd == pytest.approx(0.25)
 
 
 def test_a_target_with_no_price_records_usage_only() -> None:
@@ -92,7 +99,9 @@ def test_a_target_with_no_price_records_usage_only() -> None:
     assert meter.billing == "unknown"
     bill = Bill()
     assert meter.charge(bill, reply(10, 2, "p")) == 0.0
-    assert bill.usage == Usage(10, 2) and bill.cost_usd is None and bill.provider == "p"
+    assert bill.usage == Usage(10, 2)
+    assert bill.cost_usd is None
+    assert bill.provider == "p"
     assert meter.reserve() == (0.0, False)
 
 
@@ -105,7 +114,8 @@ def test_the_tally_sums_by_task_target_and_provider() -> None:
     assert tally.usd == pytest.approx(0.009)
     assert tally.job_usd == pytest.approx(1.509)
     doc = tally.to_dict()
-    assert doc["run"]["images"] == 3 and doc["run"]["prompt_tokens"] == 305
+    assert doc["run"]["images"] == 3
+    assert doc["run"]["prompt_tokens"] == 305
     assert doc["run"]["per_1000_images_usd"] == pytest.approx(3.0)
     assert doc["by_task"]["caption"]["usd"] == pytest.approx(0.009)
     assert doc["by_provider"]["novita"]["images"] == 2

@@ -44,18 +44,23 @@ def test_the_router_list_gives_a_price_per_provider() -> None:
 
 def test_a_provider_suffix_pins_the_price_and_a_policy_does_not() -> None:
     pinned = parse_models(ROUTER, "deepseek-ai/DeepSeek-V4-Pro:deepinfra", source="router")
-    assert pinned is not None and pinned.pinned == "deepinfra"
+    assert pinned is not None
+    assert pinned.pinned == "deepinfra"
     assert pinned.price(None) == TokenPrice(1.74, 3.48)
     assert pinned.highest() == TokenPrice(1.74, 3.48)
     unpriced = parse_models(ROUTER, "deepseek-ai/DeepSeek-V4-Pro:fireworks-ai", source="router")
-    assert unpriced is not None and not unpriced.known
+    assert unpriced is not None
+    assert not unpriced.known
     cheapest = parse_models(ROUTER, "deepseek-ai/DeepSeek-V4-Pro:cheapest", source="router")
-    assert cheapest is not None and cheapest.pinned is None and cheapest.highest() == TokenPrice(2.1, 4.4)
+    assert cheapest is not None
+    assert cheapest.pinned is None
+    assert cheapest.highest() == TokenPrice(2.1, 4.4)
 
 
 def test_one_provider_serving_the_model_needs_no_header() -> None:
     prices = parse_models(ROUTER, "other/model", source="router")
-    assert prices is not None and prices.price(None) == TokenPrice(9, 9)
+    assert prices is not None
+    assert prices.price(None) == TokenPrice(9, 9)
 
 
 @pytest.mark.parametrize("body", [
@@ -71,7 +76,8 @@ def test_a_list_without_the_model_or_its_providers_has_no_prices(body: Any) -> N
 def test_a_single_model_answer_is_read_too() -> None:
     entry = ROUTER["data"][1]
     prices = parse_models(entry, "deepseek-ai/DeepSeek-V4-Pro", source="router")
-    assert prices is not None and prices.price("together") == TokenPrice(2.1, 4.4)
+    assert prices is not None
+    assert prices.price("together") == TokenPrice(2.1, 4.4)
 
 
 def test_bad_prices_are_unknown_not_zero() -> None:
@@ -79,7 +85,9 @@ def test_bad_prices_are_unknown_not_zero() -> None:
                                                {"provider": "b", "pricing": {"input": -1, "output": 1}},
                                                {"provider": "c", "pricing": {"input": True, "output": 1}}]}]}
     prices = parse_models(body, "m", source="x")
-    assert prices is not None and not prices.known and prices.unpriced == ("a", "b", "c")
+    assert prices is not None
+    assert not prices.known
+    assert prices.unpriced == ("a", "b", "c")
 
 
 def test_a_fixed_price_is_every_providers_price() -> None:
@@ -92,8 +100,10 @@ def test_prices_survive_the_manifest_round_trip() -> None:
     assert prices is not None
     again = PriceList.from_dict(prices.to_dict(), source="cache")
     assert again is not None
-    assert again.by_provider == prices.by_provider and again.unpriced == prices.unpriced
-    assert again.pinned == "novita" and again.source == "cache"
+    assert again.by_provider == prices.by_provider
+    assert again.unpriced == prices.unpriced
+    assert again.pinned == "novita"
+    assert again.source == "cache"
     assert PriceList.from_dict({"by_provider": {"a": {"input": "x"}}}, source="c") is None
     assert PriceList.from_dict(None, source="c") is None
 

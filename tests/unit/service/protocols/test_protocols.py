@@ -18,7 +18,15 @@ from batchcap.errors import (
     WrongTarget,
 )
 from batchcap.models import ImageJob, LoadedImage, Usage
-from batchcap.service.protocols import HFJson, HFRaw, OpenAIChat, classify, error_message, make_adapter, parse_answer
+from batchcap.service.protocols import (
+    HFJson,
+    HFRaw,
+    OpenAIChat,
+    classify,
+    error_message,
+    make_adapter,
+    parse_answer,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 IMG = LoadedImage(ImageJob("a/b.png", "/x/a/b.png", len(PNG)), PNG, "image/png")
