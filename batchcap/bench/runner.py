@@ -41,6 +41,7 @@ from batchcap.config import AfterRun, RunConfig, Secret, find_token
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.models import LoadedImage
 from batchcap.service.client import CaptionClient
+from batchcap.service.pricing import PriceList, fetch_prices
 from batchcap.service.protocols import make_adapter
 from batchcap.source.read import load_batch
 from batchcap.source.scan import scan
@@ -144,6 +145,7 @@ class TargetBench:
         self.timeout = settings.timeout or target.cfg.timeout
         self.notes: list[str] = []
         self.steps: list[StepRecord] = []
+        self.prices: PriceList | None = None  #: a token-billed target's, found before its first request
         self.out_of_time = False  #: the time share ran out before every step had run
 
     async def measure(self) -> TargetResult:
@@ -184,7 +186,10 @@ class TargetBench:
         self.log(f"batchcap bench: {self.target.name} -> {cfg.target} (token: {self.token_source})")
         async with CaptionClient(cfg.url, adapter, token=self.token, timeout=self.timeout,
                                  connections=connections) as client:
-            send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
+            if cfg.api == "openai" and self.target.price_per_hour is None:  # billed by the token, per provider
+                await self.find_prices(client, cfg)
+            send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause,
+                               self.prices)
             cold = await self.cold_start(send)
             if woke_after and cold.seconds is not None:  # the true cold start: from the resume call on
                 self.note(f"{found} -> running and healthy in {woke_after:.1f} s through the management API; "
@@ -193,6 +198,18 @@ class TargetBench:
             if cold.ok:
                 await self.sweep(send)
         return self.result(cold)
+
+    async def find_prices(self, client: CaptionClient, cfg: RunConfig) -> None:
+        """``--token-price``, else the target's ``/v1/models`` (once); no price is said, not guessed."""
+        if self.settings.token_price is not None:
+            self.prices = PriceList(source="--token-price", fixed=self.settings.token_price)
+            return
+        self.prices, why = await fetch_prices(client, cfg.model or "")
+        if self.prices is None or not self.prices.known:
+            reason = why or (self.prices.describe() if self.prices is not None else "no prices listed")
+            self.note(f"no price known ({reason}): its $ / 1k images is left out; pass --token-price IN,OUT or "
+                      "--price-per-hour")
+            self.prices = None
 
     async def cold_start(self, send: Send) -> ColdStart:
         """Time to the first caption, probing one request at a time."""
@@ -233,7 +250,8 @@ class TargetBench:
                           "not measured")
                 return
             warm, run = measured
-            self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour))
+            self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour,
+                                      token_billed=self.prices is not None))
             self.log(_step_line(self.target.name, self.steps[-1]))
             if mode == "closed" and self.steps[-1].stats.ok == 0 and level != max(settings.concurrency):
                 skip_closed = True
@@ -277,6 +295,7 @@ class TargetBench:
             knee=knee(main, self.settings.slo),
             throttle=throttle_summary(main),
             notes=tuple(self.notes),
+            pricing=None if self.prices is None else self.prices.describe(),
         )
 
 
@@ -284,10 +303,11 @@ def _what(mode: Mode, level: float) -> str:
     return f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
 
 
-def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None) -> StepRecord:
+def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None, *,
+            token_billed: bool = False) -> StepRecord:
     stats = summarize_step(
         run.samples, mode=mode, level=level, price_per_hour=price, window_s=run.window_s, unsent=run.unsent,
-        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples,
+        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples, token_billed=token_billed,
     )
     return StepRecord(stats, run.samples, warm.samples)
 

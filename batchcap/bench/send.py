@@ -23,7 +23,8 @@ from batchcap.errors import (
     abort_message,
 )
 from batchcap.models import LoadedImage
-from batchcap.service.client import CaptionClient
+from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.pricing import PriceList
 
 __all__ = ["error_kind", "make_sender", "pause_after"]
 
@@ -41,6 +42,12 @@ def error_kind(exc: APIError) -> ErrorKind:
     return "other"
 
 
+def _cost(reply: Reply, prices: PriceList | None) -> float | None:
+    usage = reply.usage
+    price = None if prices is None or usage is None else prices.price(reply.provider)
+    return None if price is None or usage is None else price.cost(usage.prompt_tokens, usage.completion_tokens)
+
+
 def pause_after(exc: APIError, throttle_pause: float) -> float:
     """How long a closed-loop worker rests after this error: the server's hint, else ``throttle_pause``."""
     if isinstance(exc, RateLimited):
@@ -52,9 +59,12 @@ def pause_after(exc: APIError, throttle_pause: float) -> float:
 
 def make_sender(
     client: CaptionClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
-    throttle_pause: float,
+    throttle_pause: float, prices: PriceList | None = None,
 ) -> Send:
-    """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target."""
+    """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target.
+
+    ``prices``: a token-billed target's; each answer's usage is priced at the provider that served it.
+    """
 
     async def send(i: int) -> Outcome:
         k = i % len(images)
@@ -68,6 +78,6 @@ def make_sender(
             raise BenchAborted(f"target {target.name}: {message}") from None
         except APIError as exc:
             return Outcome(False, error_kind(exc), exc.status, sizes[k], pause_after(exc, throttle_pause), exc.message)
-        return Outcome(True, None, reply.status, reply.bytes_sent)
+        return Outcome(True, None, reply.status, reply.bytes_sent, cost_usd=_cost(reply, prices))
 
     return send

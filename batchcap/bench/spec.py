@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchcap.flow.budget import TokenPrice
 from batchcap.service.targets import DEMO_MODEL, Target, parse_target, resolve_targets
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
@@ -37,6 +38,7 @@ class BenchSettings:
     seed: int = 0
     demo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
+    token_price: TokenPrice | None = None  #: chat targets' USD per 1M tokens (default: each one's /v1/models)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON values, secret-free (targets by their public config)."""
@@ -52,6 +54,8 @@ class BenchSettings:
                 ("seed", self.seed), ("demo", self.demo),
             )
         }
+        tp = self.token_price
+        out["token_price"] = None if tp is None else {"input": tp.input, "output": tp.output}
         out["targets"] = [
             {"name": t.name, "spec": t.spec, "price_per_hour": t.price_per_hour, "config": t.cfg.public_dict()}
             for t in self.targets

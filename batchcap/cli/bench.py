@@ -21,7 +21,8 @@ from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targe
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.config import DEFAULT_API_BASE
-from batchcap.errors import UsageError
+from batchcap.errors import ConfigError, UsageError
+from batchcap.flow.budget import TokenPrice, parse_token_price
 
 __all__ = ["HELP", "PREFIX", "add_arguments", "images_dir", "main", "settings_from_args"]
 
@@ -37,6 +38,13 @@ _DEFAULTS = {  # flag: (real run, --demo)
     "cold_start_timeout": (300.0, 20.0),
     "max_time": (900.0, 120.0),
 }
+
+
+def _token_price(text: str) -> TokenPrice:
+    try:
+        return parse_token_price(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--token-price ")) from None
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -77,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.epilog = (
         "examples:\n"
-        "  batchcap bench --demo                      # offline: two local emulators, ~1 minute\n"
+        "  batchcap bench --demo                      # offline: three local emulators, ~1.5 minutes\n"
         f"  batchcap bench photos/ --target free=hf:{DEMO_MODEL} \\\n"
         "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
         "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"
@@ -100,6 +108,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding the token for target NAME (PATH alone: every target)")
     t.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=DOLLARS",
                    help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar")
+    t.add_argument("--token-price", type=_token_price, metavar="IN,OUT",
+                   help="USD per 1M input and output tokens for the chat targets without --price-per-hour (default: "
+                        "each one's /v1/models prices, per provider): their cost per 1,000 images is their answers' "
+                        "measured usage at that price")
     s = p.add_argument_group("sweep")
     s.add_argument("--concurrency", type=_positive_ints, metavar="LIST",
                    help=f"closed loop: requests in flight per step ({_dflt('concurrency')})")
@@ -129,7 +141,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="folder for bench.json/.md/.png (default: %(default)s)")
     b.add_argument("--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)")
     b.add_argument("--demo", action="store_true",
-                   help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
+                   help="benchmark three local emulators: a rate-limited, cold-starting 'free' API, a token-billed VLM "
+                        "'router' provider and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
 
@@ -153,7 +166,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
     given = images_dir(ns)
     if demo:
         if ns.target:
-            raise UsageError("--demo makes its own two targets; drop --target (or drop --demo)")
+            raise UsageError("--demo makes its own three targets; drop --target (or drop --demo)")
         targets: tuple[Target, ...] = ()
     else:
         if not ns.target:
@@ -183,6 +196,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         max_image_mb=ns.max_image_mb,
         seed=ns.seed,
         demo=demo,
+        token_price=ns.token_price,
     )
 
 
