@@ -19,12 +19,13 @@ from typing import Any
 
 import anyio
 
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.errors import APIError, InputError, RateLimited
 from batchcap.flow.budget import TokenPrice
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.models import LoadedImage
 from batchcap.prepare import PreparePool, prepared_image, wire_size_for
+from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient, Reply
 from batchcap.service.pricing import PriceList, fetch_prices
 from batchcap.service.protocols import make_adapter
@@ -98,21 +99,23 @@ async def probe(
     images, unsendable = await _prepared(cfg, images)
     for exc in unsendable:
         result.errors[type(exc).__name__] += 1
-    limiter = RateLimiter(cfg.request_rate, cfg.burst)
-    prompt = cfg.prompt if cfg.api == "openai" else None
+    target, limits = cfg.target, cfg.limits
+    limiter = RateLimiter(cfg.request_rate, limits.burst)
+    prompt = target.prompt if target.takes_prompt else None
     queue = list(reversed(images))
     started = time.monotonic()
     client = CaptionClient(
-        cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout, connections=min(cfg.concurrency, len(images))
+        target.url, make_adapter(target), token=token, timeout=limits.timeout,
+        connections=min(limits.ceiling, len(images)),
     )
 
     prices: PriceList | None = None
-    if cfg.api == "openai" and priced_by_tokens:
+    if target.api == "openai" and priced_by_tokens:
         if token_price is not None:
             prices = PriceList(source="--token-price", fixed=token_price)
         else:
             async with client:
-                prices, why = await fetch_prices(client, cfg.model or "")
+                prices, why = await fetch_prices(client, target.model or "")
             if why:
                 result.notes.append(why)
         result.prices = None if prices is None else prices.describe()
@@ -141,7 +144,7 @@ async def probe(
                 result.examples.append({"path": image.job.path, "caption": reply.caption, "flags": list(flags)})
 
     async with client, anyio.create_task_group() as tg:
-        for _ in range(min(cfg.concurrency, len(images))):
+        for _ in range(min(limits.ceiling, len(images))):
             tg.start_soon(worker)
     result.elapsed_s = time.monotonic() - started
     return result
@@ -167,9 +170,9 @@ def _bill(result: ProbeResult, path: str, reply: Reply, prices: PriceList | None
 
 async def _prepared(cfg: RunConfig, images: Sequence[LoadedImage]) -> tuple[list[LoadedImage], list[InputError]]:
     """The images as a run would send them (``--max-side 0``: as they are), and those it could not send."""
-    if not cfg.max_side:
+    if not cfg.prepare.enabled:
         return list(images), []
-    pool = PreparePool(cfg.prepare_settings(), wire_size=wire_size_for(make_adapter(cfg)))
+    pool = PreparePool(cfg.prepare, wire_size=wire_size_for(make_adapter(cfg.target)))
     ready: list[LoadedImage] = []
     failed: list[InputError] = []
     for image in images:

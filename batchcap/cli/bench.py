@@ -20,14 +20,13 @@ from batchcap.bench import bench, render_results, write_reports
 from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-from batchcap.config import DEFAULT_API_BASE
-from batchcap.errors import ConfigError, UsageError
-from batchcap.flow.budget import TokenPrice, parse_token_price
+from batchcap.cli.options import PREPARE, TOKEN_PRICE, add_options, given_settings
+from batchcap.config import RunConfig
+from batchcap.errors import UsageError
+from batchcap.service.settings import DEFAULT_API_BASE
 
-__all__ = ["HELP", "PREFIX", "add_arguments", "images_dir", "main", "settings_from_args"]
+__all__ = ["add_arguments", "images_dir", "main", "settings_from_args"]
 
-HELP = "benchmark targets (e.g. an Endpoint vs the free API) on the same images"
-PREFIX = "batchcap bench"
 
 _DEFAULTS = {  # flag: (real run, --demo)
     "concurrency": ((1, 2, 4, 8, 16, 32), (1, 2, 4, 8, 16)),
@@ -38,13 +37,6 @@ _DEFAULTS = {  # flag: (real run, --demo)
     "cold_start_timeout": (300.0, 20.0),
     "max_time": (900.0, 120.0),
 }
-
-
-def _token_price(text: str) -> TokenPrice:
-    try:
-        return parse_token_price(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--token-price ")) from None
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -108,10 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding the token for target NAME (PATH alone: every target)")
     t.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=DOLLARS",
                    help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar")
-    t.add_argument("--token-price", type=_token_price, metavar="IN,OUT",
-                   help="USD per 1M input and output tokens for the chat targets without --price-per-hour (default: "
-                        "each one's /v1/models prices, per provider): their cost per 1,000 images is their answers' "
-                        "measured usage at that price")
+    add_options(t, TOKEN_PRICE)
     s = p.add_argument_group("sweep")
     s.add_argument("--concurrency", type=_positive_ints, metavar="LIST",
                    help=f"closed loop: requests in flight per step ({_dflt('concurrency')})")
@@ -145,6 +134,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'router' provider and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
+    add_options(p.add_argument_group("image preparation (the same as batchcap run: what is measured is what a run "
+                                     "sends)"), PREPARE)
 
 
 def images_dir(ns: argparse.Namespace) -> Path | None:
@@ -174,6 +165,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         targets = resolve_targets(ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour)
         if given is None:
             raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
+    run_settings = RunConfig().with_flat(given_settings(ns))  # the run's flags bench shares: preparation, prices
     concurrency = ns.concurrency
     rates = ns.arrival_rate or ()
     if concurrency is None:
@@ -196,7 +188,8 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         max_image_mb=ns.max_image_mb,
         seed=ns.seed,
         demo=demo,
-        token_price=ns.token_price,
+        prepare=run_settings.prepare,
+        token_price=run_settings.budget.token_price,
     )
 
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
 from batchcap.errors import BudgetReached, ConfigError
+from batchcap.settings import parse_float, parse_int, setting
 
 __all__ = ["Budget", "BudgetGate", "BudgetSettings", "TokenPrice", "Verdict", "parse_token_price"]
 
@@ -76,13 +77,30 @@ def parse_token_price(text: str) -> TokenPrice:
     return TokenPrice(price_in, price_out)
 
 
+def _token_price_setting(value: Any, name: str = "token_price") -> TokenPrice | None:
+    """A profile's ``token_price = "0.2,0.8"`` or ``[0.2, 0.8]``, or the flag's text."""
+    if value is None or isinstance(value, TokenPrice):
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return TokenPrice(parse_float(value[0], name), parse_float(value[1], name))
+    return parse_token_price(str(value))
+
+
+def _optional_float(value: Any, name: str = "max_cost") -> float | None:
+    return None if value is None else parse_float(value, name)
+
+
+def _optional_int(value: Any, name: str = "max_images") -> int | None:
+    return None if value is None else parse_int(value, name)
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetSettings:
-    """The money flags of a run. ``token_price`` overrides what a target's ``/v1/models`` says."""
+    """The money settings of a run (``RunConfig.budget``). ``token_price`` overrides a target's ``/v1/models``."""
 
-    token_price: TokenPrice | None = None  #: ``--token-price IN,OUT``
-    max_cost: float | None = None  #: ``--max-cost USD``, for the whole job (earlier runs' spend counts)
-    max_images: int | None = None  #: ``--max-images N``, for the whole job (images already done count)
+    token_price: TokenPrice | None = setting(None, parse=_token_price_setting)  #: ``--token-price IN,OUT``
+    max_cost: float | None = setting(None, parse=_optional_float)  #: ``--max-cost USD``: the whole job's cap
+    max_images: int | None = setting(None, parse=_optional_int)  #: ``--max-images N``: the whole job's, done
 
     def __post_init__(self) -> None:
         if self.max_cost is not None and (

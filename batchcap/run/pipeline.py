@@ -11,32 +11,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import anyio
 
 from batchcap.aio import first_leaf, leaves
-from batchcap.config import RunConfig, Secret, find_token
-from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
+from batchcap.config import RunConfig, Target
+from batchcap.errors import JournalError, RunAborted
 from batchcap.flow.budget import Budget, BudgetGate
-from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
-from batchcap.flow.ratelimit import Limiter, RateLimiter
+from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
-from batchcap.journal import JournalIndex, JournalWriter, load_index
-from batchcap.models import Record
-from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
+from batchcap.journal import JournalIndex, JournalWriter, load_index, manifest_path
 from batchcap.progress import NullProgress, Progress
+from batchcap.run.assemble import captions_for, preparer_for, run_targets
 from batchcap.run.attempt import Captioner, Captions
-from batchcap.run.guard import RunGuard, budget_stop
-from batchcap.run.manifest import Manifest, manifest_path
-from batchcap.run.prices import cached_prices, hourly_price, price_targets
-from batchcap.run.route import Lane, Router
-from batchcap.run.spend import Meter
+from batchcap.run.guard import budget_stop
+from batchcap.run.manifest import Manifest
+from batchcap.run.prices import cached_prices, price_targets
+from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import OpenAIChat, make_adapter
-from batchcap.service.targets import Target, resolve_targets
+from batchcap.service.auth import Secret
+from batchcap.service.protocols import OpenAIChat
 
 __all__ = ["run"]
 
@@ -52,22 +47,26 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    targets: tuple[Target, ...] | None = None,
     notes: Callable[[str], None] | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
-    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers). ``notes`` hears the few lines worth saying once (each target's
-    price, or that it has none).
+    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
+    (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
+    (``run_targets(cfg)``), so they are parsed once. ``notes`` hears the few lines worth saying once (each
+    target's price, or that it has none).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
-    settings = cfg.budget()
-    gate = BudgetGate(Budget(max_cost=settings.max_cost, max_images=settings.max_images)) if settings.capped else None
-    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter, budget=gate)
+    if targets is None:
+        targets = run_targets(cfg)  # checked before anything is read or sent
+    budget = cfg.budget
+    gate = BudgetGate(Budget(max_cost=budget.max_cost, max_images=budget.max_images)) if budget.capped else None
+    captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter,
+                            budget=gate)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     await _price(cfg, captions, stats, index, gate, notes=notes or (lambda text: None))
@@ -82,7 +81,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -113,113 +112,16 @@ async def run(
 async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: JournalIndex, gate: BudgetGate | None,
                  *, notes: Callable[[str], None]) -> None:
     """Issue 18: what earlier runs spent (the cap is for the whole job), and each target's prices."""
-    spend = stats.spend
+    spend, budget = stats.spend, cfg.budget
     spend.earlier_usd, spend.earlier_images = index.spent_usd, index.spent_images
-    settings = cfg.budget()
-    spend.max_cost, spend.max_images = settings.max_cost, settings.max_images
+    spend.max_cost, spend.max_images = budget.max_cost, budget.max_images
     if gate is not None:
         gate.budget.spent, gate.budget.spent_images = index.spent_usd, len(index)
     captioners = [lane.captioner for lane in captions.lanes] if isinstance(captions, Router) else [captions]
     lanes = [(c.client, c.meter, c.client.adapter.model if isinstance(c.client.adapter, OpenAIChat) else None)
              for c in captioners if isinstance(c, Captioner)]
     cached = cached_prices(manifest_path(cfg.out)) if any(m is not None for _, m, _ in lanes) else {}
-    await price_targets(lanes, settings=settings, spend=spend, cached=cached, note=notes)
-    if gate is not None and settings.max_cost is not None and index.spent_usd > settings.max_cost:
-        notes(f"the journal already holds {index.spent_usd:.4g} USD of spend, above --max-cost {settings.max_cost:g}")
-
-
-def _preparer(cfg: RunConfig) -> PreparePool | None:
-    """Issue 8: every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is
-    counted as each target's adapter wraps the image; with several targets an image must fit them all."""
-    if not cfg.max_side:
-        return None
-    configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
-    wire = largest_wire_size([wire_size_for(make_adapter(c)) for c in configs])
-    return PreparePool(cfg.prepare_settings(), wire_size=wire)
-
-
-def _captions(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None, budget: BudgetGate | None = None,
-) -> Captions:
-    """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
-    if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed, budget=budget)
-    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter, budget=budget, per_hour=hourly_price(cfg))
-
-
-def _captioner(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
-    budget: BudgetGate | None = None, per_hour: float | None = None,
-) -> Captioner:
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
-                           connections=cfg.concurrency)
-    meter = None  # chat answers carry usage (priced or not); an Endpoint's time is priced per hour
-    if cfg.api == "openai" or per_hour is not None:
-        meter = Meter(target, per_hour=per_hour, max_tokens=cfg.max_tokens)
-    return Captioner(
-        client,
-        limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),
-        policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
-        guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
-        stats=stats,
-        progress=progress,
-        target=target,
-        seed=seed,
-        senders=cfg.concurrency,
-        released=released,
-        concurrency=_adaptive(cfg),
-        quality=cfg.quality(),
-        prompt=cfg.prompt if cfg.api == "openai" else None,
-        meter=meter,
-        budget=budget,
-    )
-
-
-def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None, budget: BudgetGate | None = None) -> Router:
-    """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
-    released: list[Record] = []
-    lanes = []
-    for target in lane_targets(cfg):
-        token, _ = find_token(target.token_file)
-        lane_cfg = target.cfg
-        captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released, budget=budget,
-                               per_hour=target.price_per_hour)
-        lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
-    return Router(lanes, route=cfg.route, released=released)
-
-
-def _adaptive(cfg: RunConfig) -> ConcurrencyLimiter | None:
-    """The adaptive limit for ``--concurrency N`` (None for ``fixed:N``). It starts at 8 (or N if lower), not 1:
-    three round trips of slow start saved (Little's-law row 0.94 -> 0.96 of c/L in benchmarks/), and 8
-    requests queued on a one-at-a-time server answer within 8 service times, far inside the default timeout;
-    the first cut brings the limit down from there."""
-    if cfg.concurrency_mode != "adaptive":
-        return None
-    return ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency, initial=min(8, cfg.concurrency)))
-
-
-def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
-    """The run's ``--target``s as configs: a bare SPEC takes the run's limits; a profile keeps its own."""
-    try:
-        targets = resolve_targets(cfg.targets, api_base=cfg.api_base, prices=cfg.price_per_hour)
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    out = []
-    for t in targets:
-        if t.cfg.endpoint_name:
-            raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
-                              "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
-        if not t.spec.endswith(".toml"):
-            lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
-                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
-            t = replace(t, cfg=lane.validate())
-        out.append(t)
-    return tuple(out)
+    await price_targets(lanes, settings=budget, spend=spend, cached=cached, note=notes)
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

@@ -29,12 +29,13 @@ __all__ = ["cached_prices", "hourly_price", "price_targets"]
 
 def hourly_price(cfg: RunConfig) -> float | None:
     """``--price-per-hour DOLLARS`` of a one-target run (with ``--target`` it is ``NAME=DOLLARS`` per target)."""
-    if cfg.targets or not cfg.price_per_hour:
+    prices = cfg.routing.price_per_hour
+    if cfg.routing.targets or not prices:
         return None
-    if len(cfg.price_per_hour) > 1 or "=" in cfg.price_per_hour[0]:
-        raise ConfigError(f"--price-per-hour {' '.join(cfg.price_per_hour)}: with one target give one price in "
-                          "dollars, e.g. --price-per-hour 0.60 (NAME=DOLLARS is for --target NAME=SPEC)")
-    text = cfg.price_per_hour[0]
+    if len(prices) > 1:
+        raise ConfigError(f"--price-per-hour {' '.join(prices)}: with one target give one price in dollars, e.g. "
+                          "--price-per-hour 0.60 (NAME=DOLLARS is for several --target NAME=SPEC)")
+    text = prices[0].rpartition("=")[2]
     try:
         value = float(text.removeprefix("$"))
     except ValueError:

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from batchcap.config import Secret
 from batchcap.errors import APIError, BadResponse, RequestTimeout, TransportError, WrongTarget
 from batchcap.models import LoadedImage, Usage
+from batchcap.service.auth import Secret
 from batchcap.service.protocols import Adapter, classify, parse_answer
 from batchcap.version import __version__
 

@@ -137,7 +137,7 @@ async def test_max_images_caps_by_count_for_the_whole_job(raw_server: RawServer,
     server = Metered()
     url = (await raw_server(server)).rstrip("/")
     out = tmp_path / "captions.jsonl"
-    cfg = RunConfig(input_dir=folder, out=out, api="openai", base_url=url + "/v1", model=MODEL, concurrency=16,
+    cfg = RunConfig.build(input_dir=folder, out=out, api="openai", base_url=url + "/v1", model=MODEL, concurrency=16,
                     max_images=100).validate()
     with anyio.fail_after(60), pytest.raises(RunAborted, match=r"image limit reached: 100 images of --max-images "
                                                                 r"100 done") as info:
@@ -148,14 +148,10 @@ async def test_max_images_caps_by_count_for_the_whole_job(raw_server: RawServer,
         await run(cfg)  # the same cap again: the 100 already done count, nothing more is sent
     assert sum(server.billed.values()) == 100
     with anyio.fail_after(60):
-        stats = await run(RunConfig(**{**_fields(cfg), "max_images": 300}).validate())
+        stats = await run(cfg.with_flat({"max_images": 300}).validate())
     assert stats.ok == 200
     assert len(server.billed) == 300
     assert set(server.billed.values()) == {1}
-
-
-def _fields(cfg: RunConfig) -> dict[str, object]:
-    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
 
 
 async def test_router_prices_and_token_price_give_the_same_costs(emulator: Emulator, tmp_path: Path) -> None:
@@ -165,9 +161,9 @@ async def test_router_prices_and_token_price_give_the_same_costs(emulator: Emula
                 "model": "Salesforce/blip-image-captioning-base", "concurrency": 8}
     notes: list[str] = []
     with anyio.fail_after(60):
-        listed = await run(RunConfig(out=tmp_path / "listed.jsonl", **base).validate(),  # type: ignore[arg-type]
+        listed = await run(RunConfig.build(out=tmp_path / "listed.jsonl", **base).validate(),  # type: ignore[arg-type]
                            notes=notes.append)
-        fixed = await run(RunConfig(out=tmp_path / "fixed.jsonl", token_price=TokenPrice(0.25, 1.0),  # type: ignore[arg-type]
+        fixed = await run(RunConfig.build(out=tmp_path / "fixed.jsonl", token_price=TokenPrice(0.25, 1.0),  # type: ignore[arg-type]
                                     **base).validate())
     assert any("emu-fast $0.25 in / $1 out per 1M tokens" in n and "/v1/models" in n for n in notes)
     a = {r["path"]: r["cost_usd"] for r in records(tmp_path / "listed.jsonl")}
@@ -186,7 +182,7 @@ async def test_a_provider_without_a_price_is_said_once_and_a_cap_refuses_to_star
                 "model": "Salesforce/blip-image-captioning-base:emu-unpriced", "concurrency": 4}
     notes: list[str] = []
     with anyio.fail_after(60):
-        stats = await run(RunConfig(**base).validate(), notes=notes.append)  # type: ignore[arg-type]
+        stats = await run(RunConfig.build(**base).validate(), notes=notes.append)  # type: ignore[arg-type]
     assert stats.ok == 12
     assert [n for n in notes if "no price is known" in n] == notes[-1:]  # said once
     assert "--token-price" in notes[-1]
@@ -195,7 +191,7 @@ async def test_a_provider_without_a_price_is_said_once_and_a_cap_refuses_to_star
     served = sum(1 for entry in server.log.entries if entry.kind == "chat")
     (tmp_path / "r.jsonl").unlink()
     with anyio.fail_after(60), pytest.raises(ConfigError, match=r"--max-cost 1 cannot be kept: no price is known"):
-        await run(RunConfig(max_cost=1.0, **base).validate())  # type: ignore[arg-type]
+        await run(RunConfig.build(max_cost=1.0, **base).validate())  # type: ignore[arg-type]
     assert sum(1 for entry in server.log.entries if entry.kind == "chat") == served  # nothing was sent
 
 
@@ -205,7 +201,7 @@ async def test_an_endpoints_records_share_its_busy_time_and_the_cap_holds(
     generate(tmp_path / "img", 60, seed=9)
     server = await emulator(EmulatorSettings(profile="endpoint", latency=0.02))
     per_hour = 360.0  # $0.10 a second
-    cfg = RunConfig(input_dir=tmp_path / "img", out=tmp_path / "r.jsonl", endpoint=server.url, concurrency=4,
+    cfg = RunConfig.build(input_dir=tmp_path / "img", out=tmp_path / "r.jsonl", endpoint=server.url, concurrency=4,
                     price_per_hour=(str(per_hour),), max_cost=0.08).validate()
     with anyio.fail_after(60), pytest.raises(RunAborted, match="budget reached") as info:
         await run(cfg)
@@ -236,7 +232,7 @@ async def test_check_probe_10_estimates_the_runs_spend_within_15_percent(emulato
     assert est["cost_low"] <= est["cost"] <= est["cost_high"]
     probed = server.log.billed_usd
     with anyio.fail_after(60):
-        stats = await run(RunConfig(input_dir=folder, out=tmp_path / "r.jsonl", api="openai",
+        stats = await run(RunConfig.build(input_dir=folder, out=tmp_path / "r.jsonl", api="openai",
                                     base_url=server.url + "/v1", model="Salesforce/blip-image-captioning-base",
                                     concurrency=16).validate())
     real = stats.spend.usd
