@@ -122,6 +122,9 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
                           "(or pass its --endpoint URL)")
     if cfg.routing.targets:
         raise ConfigError("--ray with --target is not supported yet: give one target (--model, --endpoint, ...)")
+    if cfg.budget.capped:  # each shard is its own run: one cap cannot be held across them yet
+        raise ConfigError("--ray with --max-cost / --max-images is not supported yet: the shards would each spend up "
+                          "to the cap; run without --ray to cap the job")
     workers = ns.workers or 2
     err = sys.stderr
     if not cfg.quiet:
@@ -196,7 +199,7 @@ def _summary(stats: RunStats, out: Path) -> None:
 def _spend(stats: RunStats) -> None:
     """What it cost (issue 18): the run, per 1,000 images, per target and provider, the job so far."""
     spend, err = stats.spend, sys.stderr
-    for note in spend.notes:
+    for note in spend.notes[spend.announced:]:  # the ones said at the start are not said twice
         print(f"batchcap: {note}", file=err)
     line = spend.total
     if not line.images and not line.prompt_tokens:

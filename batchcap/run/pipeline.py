@@ -102,6 +102,9 @@ async def run(
         if isinstance(stages.captioner, Router):
             stats.drained = stages.captioner.drained
             stats.targets = stages.captioner.summary()
+        for captioner in _captioners(stages.captioner):  # providers found without a price during the run
+            for note in captioner.meter.notes if captioner.meter is not None else ():
+                stats.spend.note(note)
         manifest.write_end(stats)
         progress.close()
     if stats.aborted:
@@ -117,11 +120,17 @@ async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: Jou
     spend.max_cost, spend.max_images = budget.max_cost, budget.max_images
     if gate is not None:
         gate.budget.spent, gate.budget.spent_images = index.spent_usd, len(index)
-    captioners = [lane.captioner for lane in captions.lanes] if isinstance(captions, Router) else [captions]
     lanes = [(c.client, c.meter, c.client.adapter.model if isinstance(c.client.adapter, OpenAIChat) else None)
-             for c in captioners if isinstance(c, Captioner)]
+             for c in _captioners(captions)]
     cached = cached_prices(manifest_path(cfg.out)) if any(m is not None for _, m, _ in lanes) else {}
     await price_targets(lanes, settings=budget, spend=spend, cached=cached, note=notes)
+    spend.announced = len(spend.notes)
+
+
+def _captioners(captions: Captions) -> list[Captioner]:
+    """Every target's captioner: the router's lanes, or the one."""
+    found = [lane.captioner for lane in captions.lanes] if isinstance(captions, Router) else [captions]
+    return [c for c in found if isinstance(c, Captioner)]
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

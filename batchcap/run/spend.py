@@ -196,6 +196,7 @@ class SpendTally:
     by_provider: dict[str, _Line] = field(default_factory=dict)
     prices: dict[str, Any] = field(default_factory=dict)  #: per target: the price list in force, its source
     notes: list[str] = field(default_factory=list)  #: targets or providers without a price, each once
+    announced: int = 0  #: how many of ``notes`` were said when the run started (the rest: found during it)
     max_cost: float | None = None
     max_images: int | None = None
 
