@@ -86,8 +86,8 @@ def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_0
         if t.price_per_hour is None and t.pricing is not None and s.cost_per_1000 is not None:
             cost = s.cost_per_1000 * images / 1000.0
             parts.append(
-                f"Billed by the token ({t.pricing}), {t.name} costs {_money(s.cost_per_1000)} per 1,000 images "
-                f"(its answers' measured usage): {images:,} images take {took} for {_money(cost)}."
+                f"Billed by the token, {t.name} costs {_money(s.cost_per_1000)} per 1,000 images (its answers' "
+                f"measured usage at their provider's price): {images:,} images take {took} for {_money(cost)}."
             )
         elif t.price_per_hour:
             cost = t.price_per_hour * images / s.images_per_s / 3600.0
