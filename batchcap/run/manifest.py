@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
 from batchcap.journal import JournalIndex, manifest_path, write_json_atomic
+from batchcap.journal.throughput import Invocation, Throughput
 from batchcap.run.stats import RunStats
 from batchcap.version import __version__
 
 __all__ = ["Manifest", "manifest_path"]
 
 
-class Manifest:
-    """Written atomically when the run starts (state "running") and again when it ends, however it ends."""
+def _earlier_invocations(path: Path) -> list[Invocation]:
+    """The runs the manifest being replaced recorded (none when it is missing or unreadable: JSON is input)."""
+    try:
+        return Invocation.from_manifest(orjson.loads(path.read_bytes()))
+    except (OSError, ValueError):
+        return []
 
-    __slots__ = ("doc", "out", "path")
+
+class Manifest:
+    """Written atomically when the run starts (state "running") and again when it ends, however it ends.
+
+    ``invocations`` carries every earlier run on the same journal forward (from the manifest it replaces), so
+    ``throughput`` covers all of them without the time between them (``batchcap.journal.throughput``).
+    """
+
+    __slots__ = ("doc", "earlier", "out", "path", "started_at")
 
     def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
         self.out = cfg.out
         self.path = manifest_path(cfg.out)
+        self.started_at = started_at
+        self.earlier = _earlier_invocations(self.path) if index.lines else []
         self.doc: dict[str, Any] = {
             "tool": "batchcap",
             "version": __version__,
@@ -31,6 +49,7 @@ class Manifest:
             "config": cfg.public_dict(),
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
+            "invocations": [inv.to_json() for inv in [*self.earlier, Invocation(started_at)]],
         }
 
     def write_start(self) -> None:
@@ -57,11 +76,17 @@ class Manifest:
             errors_by_type=dict(stats.errors_by_type),
             preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
                          "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
-                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
+                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent,
+                         "below_useful_size": stats.undersized,
+                         "smallest_sent": list(stats.smallest_sent) if stats.smallest_sent else None},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
+        now = Invocation(self.started_at, stats.elapsed, stats.ok + stats.failed)
+        invocations = Invocation.fold([*self.earlier, now])
+        self.doc["invocations"] = [inv.to_json() for inv in invocations]
+        self.doc["throughput"] = Throughput.of(invocations).to_json()
         if "spend" in self.doc or stats.spend.any:
             prices = self.doc.get("spend", {}).get("prices") or stats.spend.prices
             self.doc["spend"] = {**stats.spend.to_dict(), "prices": prices}
