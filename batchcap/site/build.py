@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
+from batchcap.export import Selection, input_dir_from_manifest, manifest_path, read_records, select
 from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
@@ -232,10 +232,7 @@ def build_site(
         "latency": {"p50": _percentile(lat, 0.5), "p95": _percentile(lat, 0.95), "max": lat[-1] if lat else None},
         "throughput": {"t0": t0, "bin_s": round(bin_s, 3), "ok": tally.ok_bins, "errors": tally.err_bins,
                        **busy["numbers"]},
-        "thumbnails": len(set(thumbs.values())),
-        "cost": None if not sel.costed else {  # every paid line, superseded ones included (issue 18)
-            "usd": round(sel.cost_usd, 9), "lines": sel.costed,
-            "per_1000_images": round(1000 * sel.cost_usd / sel.costed, 6)},
+        "thumbnails": len(set(thumbs.values())), "cost": _cost_info(sel),
         "run": _run_info(manifest),
     }
     _write(out / "data" / "meta.js", js_assign("BATCHCAP_META", None, meta))
@@ -267,6 +264,14 @@ def _busy(invocations: list[Invocation], sel: Any) -> dict[str, Any]:
             "source": source, "definition": DEFINITION,
         },
     }
+
+
+def _cost_info(sel: Selection) -> dict[str, Any] | None:
+    """What was paid (issue 18): every line's ``cost_usd``, superseded ones included; None when none has one."""
+    if not sel.costed:
+        return None
+    return {"usd": round(sel.cost_usd, 9), "lines": sel.costed,
+            "per_1000_images": round(1000 * sel.cost_usd / sel.costed, 6)}
 
 
 def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
