@@ -335,7 +335,7 @@ def _plot_row(axes: list[Any], result: BenchResult, mode: str) -> None:
             continue
         xs = [s.level for s in steps]
         rates += [s.images_per_s for s in steps if s.images_per_s > 0]
-        price = "" if t.price_per_hour is None else f" (${t.price_per_hour:.2f}/h)"
+        price = f" ({billed(t)})" if billed(t) != "–" else ""
         ax_tp.plot(xs, [s.images_per_s for s in steps], "-o", color=colour, lw=2, label=t.name + price)
         k = t.knee
         if k is not None and k.mode == mode:
