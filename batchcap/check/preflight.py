@@ -44,8 +44,8 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
     target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
     if probe and not has_target:
-        raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
-                         "measures that target")
+        raise UsageError("--probe needs a target (--model, --endpoint, --space, --target SPEC or --config): the "
+                         "probe measures that target")
     if probe > MAX_PROBE:
         raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
     target_cfg = _single_target(cfg) if has_target else None

@@ -1,9 +1,9 @@
 """``--probe N``: N real caption requests to measure a target's latency, what it bills, and its captions.
 
 The only part of ``check`` that sends anything. One attempt per image, no retries, at the run's own rate
-limit and ``min(concurrency, N)`` in flight, through the same ``CaptionClient`` a run uses, with the images
-prepared as a run prepares them (a VLM bills by the pixels it gets, so the tokens are those a run would pay
-for). A chat target's prices come as a run's do (``--token-price``, else its ``/v1/models``); each answer's
+limit and ``min(concurrency, N)`` in flight, through the same client a run uses (``service.connect``), with the
+images prepared as a run prepares them (a VLM bills by the pixels it gets, so the tokens are those a run would
+pay for). A chat target's prices come as a run's do (``--token-price``, else its ``/v1/models``); each answer's
 ``usage`` is priced at the provider that served it. Nothing is written to the journal: a probe's captions
 are not kept (they cost N requests; the output says so).
 """
@@ -27,6 +27,7 @@ from batchcap.models import LoadedImage
 from batchcap.prepare import PreparePool, prepared_image, wire_size_for
 from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.connect import make_client
 from batchcap.service.pricing import PriceList, fetch_prices
 from batchcap.service.protocols import make_adapter
 from batchcap.tasks.quality import DEFAULT_QUALITY, QualitySettings, judge
@@ -104,16 +105,14 @@ async def probe(
     prompt = target.prompt if target.takes_prompt else None
     queue = list(reversed(images))
     started = time.monotonic()
-    client = CaptionClient(
-        target.url, make_adapter(target), token=token, timeout=limits.timeout,
-        connections=min(limits.ceiling, len(images)),
-    )
+    client = make_client(target, token=token, timeout=limits.timeout, connections=min(limits.ceiling, len(images)),
+                         max_wait=limits.max_wait)
 
     prices: PriceList | None = None
     if target.api == "openai" and priced_by_tokens:
         if token_price is not None:
             prices = PriceList(source="--token-price", fixed=token_price)
-        else:
+        elif isinstance(client, CaptionClient):
             async with client:
                 prices, why = await fetch_prices(client, target.model or "")
             if why:

@@ -38,7 +38,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     flags or paths, 3 a journal that cannot be read."""
     cfg = config_from_args(ns, input_dir=ns.input_dir, validate=False)
     routing, target = cfg.routing, cfg.target
-    has_target = bool(routing.targets or target.model or target.endpoint or target.base_url or target.endpoint_name)
+    has_target = bool(routing.targets or target.model or target.endpoint or target.base_url or target.endpoint_name
+                      or target.space)
     if has_target:
         cfg.validate()
     report = run_check(cfg, has_target=has_target, probe=ns.probe or 0)

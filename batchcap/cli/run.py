@@ -50,6 +50,11 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.workers is not None and ns.ray is None:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.target.token_file)
+    if token is not None and cfg.target.space is not None and cfg.target.token_file is None:
+        from batchcap.service.space import is_space_host
+
+        if not is_space_host(cfg.target.url):
+            source += " (not sent: not a *.hf.space host; --token-file sends it)"
     if not cfg.input_dir.is_dir():
         raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     prepare_out(cfg.out)

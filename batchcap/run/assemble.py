@@ -20,7 +20,7 @@ from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
 
 from .attempt import Captioner, Captions
@@ -53,6 +53,9 @@ def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
         target = t.cfg.target
         if target.token_file is None and cfg.target.token_file is not None:  # the run's --token-file: every target
             target = replace(target, token_file=cfg.target.token_file)
+        if target.space is not None and not t.profile:  # the run's --space-api (unless SPEC names one), --space-input
+            target = replace(target, space_api=target.space_api or cfg.target.space_api,
+                             space_inputs=cfg.target.space_inputs)
         lane = replace(cfg, target=target, limits=limits, routing=replace(cfg.routing, targets=()))
         out.append(replace(t, cfg=lane.validate(), token_file=target.token_file))
     return tuple(out)
@@ -98,8 +101,8 @@ def captioner_for(
     """One target's machinery: client, limiter, retry policy, guard, adaptive limit, quality gates, and what its
     attempts cost (a chat target's usage, priced later by ``run.prices``; an Endpoint's busy time per hour)."""
     target, limits = cfg.target, cfg.limits
-    client = CaptionClient(target.url, make_adapter(target), token=token, timeout=limits.timeout,
-                           connections=limits.ceiling)
+    client = make_client(target, token=token, timeout=limits.timeout, connections=limits.ceiling,
+                         max_wait=limits.max_wait)
     meter = None
     if target.api == "openai" or per_hour is not None:
         meter = Meter(label, per_hour=per_hour, max_tokens=target.max_tokens)

@@ -31,6 +31,7 @@ from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.auth import Secret
+from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import OpenAIChat
 
 __all__ = ["run"]
@@ -120,9 +121,10 @@ async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: Jou
     spend.max_cost, spend.max_images = budget.max_cost, budget.max_images
     if gate is not None:
         gate.budget.spent, gate.budget.spent_images = index.spent_usd, len(index)
-    lanes = [(c.client, c.meter, c.client.adapter.model if isinstance(c.client.adapter, OpenAIChat) else None)
-             for c in _captioners(captions)]
-    cached = cached_prices(manifest_path(cfg.out)) if any(m is not None for _, m, _ in lanes) else {}
+    lanes = [(c.target, c.client, c.meter,
+              c.client.adapter.model if isinstance(c.client, CaptionClient) and isinstance(c.client.adapter, OpenAIChat)
+              else None) for c in _captioners(captions)]
+    cached = cached_prices(manifest_path(cfg.out)) if any(m is not None for _, _, m, _ in lanes) else {}
     await price_targets(lanes, settings=budget, spend=spend, cached=cached, note=notes)
     spend.announced = len(spend.notes)
 

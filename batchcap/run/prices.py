@@ -57,18 +57,19 @@ def cached_prices(manifest: Path) -> dict[str, Any]:
 
 
 async def price_targets(
-    lanes: Sequence[tuple[Any, Meter | None, str | None]], *, settings: BudgetSettings, spend: SpendTally,
+    lanes: Sequence[tuple[str, Any, Meter | None, str | None]], *, settings: BudgetSettings, spend: SpendTally,
     cached: dict[str, Any], note: Callable[[str], None] = lambda text: None,
 ) -> None:
-    """Give each lane's meter its prices. ``lanes``: ``(client, meter, model)``, the model for chat targets only.
+    """Give each lane's meter its prices. ``lanes``: ``(label, client, meter, model)``, the model for chat
+    targets only (their client is a ``CaptionClient``: the one that can ask ``/v1/models``).
 
     Raises ``ConfigError`` under ``--max-cost`` when a target has no price (nothing has been sent then).
     """
     unpriced: list[str] = []
-    for client, meter, model in lanes:
+    for label, client, meter, model in lanes:
         if meter is None:
             if settings.max_cost is not None:
-                unpriced.append(f"{client.url} (no usage to count and no --price-per-hour)")
+                unpriced.append(f"{label} (no usage to count and no --price-per-hour)")
             continue
         if meter.per_hour is not None:
             spend.prices[meter.target] = {"source": "--price-per-hour", "per_hour": meter.per_hour}
