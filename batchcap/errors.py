@@ -6,6 +6,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── ConfigError            the command line, a profile or a path is wrong; nothing was sent -> exit 2
     │   └── UsageError         a malformed flag or argument (kept for its name: also exit 2)
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
+    │   └── SourceProblem      a dataset's file or row that cannot be read (damaged tar or parquet, a row
+    │                          without an image); also an OSError, as the sources report what they skip
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
     ├── BudgetReached(cap)     the next request could cross --max-cost / --max-images: stop starting,
     │                          drain, then RunAborted(kind="budget") -> exit 3
@@ -38,6 +40,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "APIError",
     "Aborted",
@@ -61,6 +65,7 @@ __all__ = [
     "RequestTimeout",
     "RunAborted",
     "ServerError",
+    "SourceProblem",
     "TransientError",
     "TransportError",
     "UsageError",
@@ -83,6 +88,13 @@ class UsageError(ConfigError):
 
 class InputError(BatchcapError):
     """One input file cannot be sent (unreadable, empty, truncated, not an image, too large)."""
+
+
+class SourceProblem(InputError, OSError):
+    """Part of a dataset source that cannot be read; its message is the error record's reason as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EIO, reason)
 
 
 class JournalError(BatchcapError):

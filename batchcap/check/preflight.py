@@ -21,6 +21,7 @@ from batchcap.flow.budget import TokenPrice
 from batchcap.run import run_targets
 from batchcap.run.spend import money
 from batchcap.service.auth import find_token
+from batchcap.source.datasets import open_source
 from batchcap.tasks.quality import QualitySettings
 from batchcap.words import plural
 
@@ -38,6 +39,7 @@ class CheckReport:
     probe: dict[str, Any] | None
     data: dict[str, Any]
     out: Path | None = None  #: the journal counted as done, if any
+    folder: Path | None = None  #: the input when it is a local folder of images (None: a dataset, a URL)
 
 
 def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
@@ -53,8 +55,11 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
     source = cfg.source
+    token, _ = find_token(cfg.target.token_file)
+    images = open_source(source.input_dir, image_column=source.image_column, follow_symlinks=source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
     inv = inventory(
-        source.input_dir, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
+        images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, readers=source.readers, probe=probe,
         retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
     )
@@ -76,7 +81,7 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
     data["probe"] = probed
-    return CheckReport(inv, est, probed, data, out)
+    return CheckReport(inv, est, probed, data, out, images.root)
 
 
 def _single_target(cfg: RunConfig) -> RunConfig:
@@ -127,7 +132,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
+def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
     """The human report."""
     lines = [
         f"batchcap check {root}: {plural(inv.files, 'image file')} ({_mb(inv.bytes)}), {inv.images} readable, "

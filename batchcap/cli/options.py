@@ -128,8 +128,11 @@ INPUT_OUTPUT: tuple[Opt, ...] = (
     Opt(("--sidecar-ext",), "sidecar_ext", "sidecar extension"),
     Opt(("--quiet", "-q"), "quiet", "no progress display; only the summary and errors", kind="true",
         show_default=False),
-    Opt(("--shard",), "shard", "caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
-        "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`", metavar="I/N", show_default=False),
+    Opt(("--shard",), "shard", "caption only shard I of N (numbered from 1; by a stable hash of each path, of each "
+        "tar of a WebDataset, of each row group of parquet), e.g. --shard 2/3 --out part-2.jsonl; join the parts "
+        "with `batchcap merge`", metavar="I/N", show_default=False),
+    Opt(("--image-column",), "image_column", "parquet input: the column of images (default: the first column of "
+        "the Image type)", metavar="NAME", show_default=False),
 )
 
 QUALITY: tuple[Opt, ...] = (
@@ -240,7 +243,9 @@ def given_settings(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def config_from_args(ns: argparse.Namespace, *, input_dir: Path | None = None, validate: bool = True) -> RunConfig:
+def config_from_args(
+    ns: argparse.Namespace, *, input_dir: Path | str | None = None, validate: bool = True
+) -> RunConfig:
     """Profile first, then every flag the user actually gave; ``validate``: the whole-target checks too."""
     cfg = RunConfig() if ns.config is None else profile_config(ns.config)
     flags = given_settings(ns)

@@ -4,6 +4,7 @@ guard, adaptive limit) and the image preparation every one of them shares.
     targets = run_targets(cfg)                 # --target NAME=SPEC resolved once, checked before anything is sent
     captions = captions_for(cfg, targets, stats, progress, token=token)
     preparer = preparer_for(cfg, targets)      # None with --max-side 0
+    source = open_input(cfg, token)            # INPUT: a folder, parquet, WebDataset, a URL (source.datasets)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
 from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
+from batchcap.source.datasets import Source, open_source
 
 from .attempt import Captioner, Captions
 from .guard import RunGuard
@@ -30,7 +32,19 @@ from .route import Lane, Router
 from .spend import Meter
 from .stats import RunStats
 
-__all__ = ["captions_for", "preparer_for", "run_targets"]
+__all__ = ["captions_for", "open_input", "preparer_for", "run_targets"]
+
+
+def open_input(cfg: RunConfig, token: Secret | None = None) -> Source:
+    """The run's INPUT as a source (``ConfigError`` when it is none batchcap reads: exit 2, nothing sent);
+    ``--sidecar`` needs a local folder of images, where captions can sit beside them."""
+    source = open_source(cfg.source.input_dir, image_column=cfg.source.image_column,
+                         follow_symlinks=cfg.source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
+    if cfg.sidecar and source.root is None:
+        raise ConfigError(f"--sidecar writes each caption beside its image file, and {source.location} is a "
+                          f"{source.kind} source, not a local folder of images; use `batchcap export` instead")
+    return source
 
 
 def run_targets(cfg: RunConfig) -> tuple[Target, ...]:

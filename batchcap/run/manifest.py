@@ -35,7 +35,9 @@ class Manifest:
 
     __slots__ = ("doc", "earlier", "out", "path", "started_at")
 
-    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
+    def __init__(
+        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None
+    ) -> None:
         self.out = cfg.out
         self.path = manifest_path(cfg.out)
         self.started_at = started_at
@@ -47,6 +49,7 @@ class Manifest:
             "finished_at": None,
             "state": "running",
             "config": cfg.public_dict(),
+            "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
             "invocations": [inv.to_json() for inv in [*self.earlier, Invocation(started_at)]],

@@ -22,7 +22,7 @@ from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalIndex, JournalWriter, load_index, manifest_path
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.assemble import captions_for, preparer_for, run_targets
+from batchcap.run.assemble import captions_for, open_input, preparer_for, run_targets
 from batchcap.run.attempt import Captioner, Captions
 from batchcap.run.guard import budget_stop
 from batchcap.run.manifest import Manifest
@@ -33,6 +33,7 @@ from batchcap.run.stats import RunStats
 from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import OpenAIChat
+from batchcap.source.datasets import Source
 
 __all__ = ["run"]
 
@@ -49,6 +50,7 @@ async def run(
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
     targets: tuple[Target, ...] | None = None,
+    source: Source | None = None,
     notes: Callable[[str], None] | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
@@ -56,8 +58,9 @@ async def run(
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
     (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
-    (``run_targets(cfg)``), so they are parsed once. ``notes`` hears the few lines worth saying once (each
-    target's price, or that it has none).
+    (``run_targets(cfg)``), so they are parsed once. ``source``: ``cfg.input_dir`` already opened by the caller
+    (the CLI opens it to check it before anything else: ``open_input``); None: opened here. ``notes`` hears the
+    few lines worth saying once (each target's price, or that it has none).
     """
     progress = progress or NullProgress()
     stats = RunStats()
@@ -68,12 +71,14 @@ async def run(
     gate = BudgetGate(Budget(max_cost=budget.max_cost, max_images=budget.max_images)) if budget.capped else None
     captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter,
                             budget=gate)
+    if source is None:
+        source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     await _price(cfg, captions, stats, index, gate, notes=notes or (lambda text: None))
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time())
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe())
     if stats.spend.prices or gate is not None or stats.spend.notes:
         manifest.doc["spend"] = stats.spend.to_dict()
     try:
@@ -82,7 +87,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
+                    source=source, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
