@@ -16,6 +16,7 @@ from batchcap.errors import (
     BadResponse,
     BatchcapError,
     BenchAborted,
+    BudgetReached,
     CannotConnect,
     ConfigError,
     CreditsExhausted,
@@ -37,7 +38,7 @@ from batchcap.errors import (
     WaitRequested,
     WrongTarget,
 )
-from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record, Usage
 from batchcap.run import RunStats, run
 from batchcap.service.auth import Secret, find_token
 from batchcap.version import __version__
@@ -50,6 +51,7 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "BudgetReached",
     "CannotConnect",
     "ConfigError",
     "CreditsExhausted",
@@ -74,6 +76,7 @@ __all__ = [
     "ServerError",
     "TransientError",
     "TransportError",
+    "Usage",
     "UsageError",
     "WaitRequested",
     "WrongTarget",

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import BudgetSettings
 from batchcap.flow.settings import Limits
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import RoutingSettings, TargetSettings, strip_userinfo
@@ -71,6 +72,7 @@ class RunConfig:
     limits: Limits = field(default_factory=Limits)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)  #: prices and caps (issue 18)
 
     def __post_init__(self) -> None:
         if not isinstance(self.out, Path):
@@ -167,6 +169,7 @@ GROUPS: dict[str, type] = {
     "limits": Limits,
     "prepare": PrepareSettings,
     "quality": QualitySettings,
+    "budget": BudgetSettings,
 }
 
 

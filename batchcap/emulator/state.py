@@ -105,6 +105,13 @@ class _Ctx:
     fault: str = ""
     queued: float = 0.0
     headers: dict[str, str] | None = None  # added to the answer (a fixed window's quota headers)
+    prompt: str = ""  #: chat: the text parts of the request, its max_tokens and model (what the bill counts)
+    max_tokens: int | None = None
+    model: str = ""
+    usage: tuple[int, int] | None = None  #: chat: the bill, set by the answer
+    provider: str = ""
+    cost: float = 0.0
+    image: str = ""
 
 
 _STATE = web.AppKey("emulator_state", _State)

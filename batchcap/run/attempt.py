@@ -13,6 +13,11 @@
 A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); a drain (the
 first Ctrl-C) lets the request in flight finish and starts no other; everything else ends as exactly one
 ``Record``.
+
+Money (issue 18): with a ``Meter`` each attempt is priced into the image's ``Bill`` (the record's ``usage``,
+``provider``, ``cost_usd``); with a ``BudgetGate`` (``--max-cost``, ``--max-images``) each attempt first reserves
+its worst case (``budget -> admission -> request``) and settles with its actual cost. A refused reservation stops
+the run (kind ``budget``): an image already paid for still gets its record.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol, Self
@@ -29,28 +33,28 @@ import anyio
 
 from batchcap.errors import (
     APIError,
-    BadCaption,
-    BatchcapError,
+    BudgetReached,
     QueueFull,
     QuotaExhausted,
     RateLimited,
     RunAborted,
-    TransientError,
 )
 from batchcap.flow.admit import Admission, Pass, is_unreachable
+from batchcap.flow.budget import BudgetGate
 from batchcap.flow.circuit import CircuitSettings
 from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.flow.suspend import SuspendDetector
-from batchcap.models import ErrorInfo, LoadedImage, Record
+from batchcap.models import LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.run.guard import RunGuard, Stop
+from batchcap.run.guard import RunGuard, Stop, budget_stop, unpriced_stop
+from batchcap.run.records import bad_caption_record, error_info, failure_record, ok_record, quota_note
+from batchcap.run.spend import Bill, Meter
 from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
-from batchcap.words import plural
 
 __all__ = ["Captioner", "Captions", "error_info"]
 
@@ -89,23 +93,6 @@ class Captions(Protocol):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None: ...
-
-
-def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
-    """The journal's view of an error: its class name, the message, the HTTP status."""
-    status = exc.status if isinstance(exc, APIError) else None
-    message = exc.message if isinstance(exc, APIError) else str(exc)
-    return ErrorInfo(type(exc).__name__, message, status, retryable)
-
-
-def quota_note(exc: QuotaExhausted) -> str:
-    """The progress line while a Space's GPU quota is spent: how long until it comes back, and when."""
-    from batchcap.service.space.words import format_wait
-
-    if exc.retry_after is None:
-        return "GPU quota spent: waiting (the Space named no time)"
-    at = "" if exc.resets_at is None else time.strftime(" (at %H:%M)", time.localtime(exc.resets_at))
-    return f"GPU quota spent: waiting {format_wait(exc.retry_after)}{at}"
 
 
 def abort(stop: Stop) -> RunAborted:
@@ -147,8 +134,8 @@ class Captioner:
     """The per-run machinery every sender of one target shares: one client, one admission (circuit, limits,
     pace), one policy, one guard."""
 
-    __slots__ = ("_halt", "_waits", "_warmer", "admission", "client", "guard", "policy", "progress", "prompt",
-                 "quality", "released", "rng", "senders", "stats", "target")
+    __slots__ = ("_halt", "_waits", "_warmer", "admission", "budget", "client", "guard", "meter", "policy",
+                 "progress", "prompt", "quality", "released", "rng", "senders", "stats", "target")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
@@ -156,6 +143,7 @@ class Captioner:
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
         circuit: CircuitSettings | None = None, suspend: SuspendDetector | None = None,
+        meter: Meter | None = None, budget: BudgetGate | None = None,
     ) -> None:
         self.client = client
         self.admission = Admission(limiter=limiter, concurrency=concurrency, circuit=circuit, suspend=suspend,
@@ -172,6 +160,9 @@ class Captioner:
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
+        self.meter = meter if meter is not None or budget is None else Meter(target)
+        self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
         self._halt: Stop | bool = False  # True: draining; a Stop: this target stopped (no attempt starts)
         self._waits: set[anyio.CancelScope] = set()  # waits to cut short when the run drains or stops
 
@@ -255,32 +246,54 @@ class Captioner:
 
         None: no record now: the guard holds the image's final error (see ``guard``), or the run is draining.
         """
+        if self.budget is None:
+            return await self._attempts(image, Bill() if self.meter is not None else None)
+        bill = Bill()
+        record: Record | None = None
+        try:
+            record = await self._attempts(image, bill)
+            return record
+        finally:
+            if bill.images_reserved:  # the image counts (for --max-images) once it has its final record
+                done = bill.released_done or (
+                    record is not None and not (record.error is not None and record.error.retryable))
+                self.budget.settle_images(bill.images_reserved, int(done))
+
+    async def _attempts(self, image: LoadedImage, bill: Bill | None) -> Record | None:
         attempts = quality_used = 0
         cost = _Cost()
+        reply: Reply | None = None  # the last caption, kept for a quality retry the budget refuses
+        failed: APIError | None = None  # the last failure, for a retry the budget refuses
         while True:
             if self._halt is not False:
                 self._halted()
                 return None
             attempts += 1
-            asked = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
+            try:
+                asked = await self._ask(image, self._adapter_for(quality_used) if quality_used else None,
+                                        bill=bill, first=attempts == 1)
+            except BudgetReached:
+                raise self._stopped_by_budget(image, bill, reply, failed, attempts - 1) from None
             if asked is None:  # a drain or a stop cut the wait for the gates short
                 self._halted()
                 return None
             got, p = asked
             if isinstance(got, APIError):
-                done, record = await self._failed(image, got, p, attempts, cost)
+                failed = got
+                done, record = await self._failed(image, got, p, attempts, cost, bill)
                 if done:
                     return record
                 continue
-            record = self._answered(image, got, p, attempts, quality_used)
+            reply, failed = got, None
+            record = self._answered(image, got, p, attempts, quality_used, bill)
             if record is _AGAIN:  # a caption that failed the quality gates: once more
                 quality_used += 1
                 self.stats.quality_retries += 1
                 continue
             return record
 
-    async def _failed(self, image: LoadedImage, exc: APIError, p: Pass, attempts: int,
-                      cost: _Cost) -> tuple[bool, Record | None]:
+    async def _failed(self, image: LoadedImage, exc: APIError, p: Pass, attempts: int, cost: _Cost,
+                      bill: Bill | None) -> tuple[bool, Record | None]:
         """One failed attempt: ``(True, record)`` when the image is done (None: no record now), ``(False,
         None)`` to try again."""
         verdict = self.admission.failed(p, exc)
@@ -303,7 +316,7 @@ class Captioner:
             return False, None
         decision = self.policy.decide(exc, retries_used=cost.retries, waited=cost.waited, rand=self.rng.random)
         if decision.action != "retry":
-            stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+            stop, record = self.guard.before_record(exc, failure_record(image, exc, attempts, bill, self.target))
             if stop is not None:
                 raise abort(stop) from None
             return True, record
@@ -317,14 +330,16 @@ class Captioner:
             return True, None
         return False, None
 
-    def _answered(self, image: LoadedImage, reply: Reply, p: Pass, attempts: int,
-                  quality_used: int) -> Record | None:
+    def _answered(self, image: LoadedImage, reply: Reply, p: Pass, attempts: int, quality_used: int,
+                  bill: Bill | None) -> Record | None:
         """A 2xx: tell the gates and the guard; the record to write (None: held; ``_AGAIN``: ask again)."""
         self.admission.answered(p, reply.quota)
         guard = self.guard
         guard.succeeded()
         self.stats.bytes_sent += reply.bytes_sent
         self.stats.latencies_sum += reply.latency_s
+        if bill is not None and bill.unpriced and self.budget is not None and self.budget.budget.max_cost:
+            raise self._stopped_unpriced(image, reply, attempts, bill)
         flags: tuple[str, ...] = ()
         if self.quality is not None:
             flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
@@ -334,17 +349,34 @@ class Captioner:
                 return _AGAIN
             if flags and self.quality.on_bad_caption == "error":
                 self._take_ready()
-                return self._bad_caption(image, reply, flags, attempts)
-        record = Record(
-            image.job.path, "ok", caption=reply.caption, attempts=attempts,
-            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-            request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
-        )
-        stop, kept = guard.before_ok(record)
+                return bad_caption_record(image, reply, flags, attempts, bill, self.target)
+        stop, kept = guard.before_ok(ok_record(image, reply, attempts, flags, bill, self.target))
         if stop is not None:
             raise abort(stop)
         self._take_ready()
         return kept
+
+    def _stopped_by_budget(self, image: LoadedImage, bill: Bill | None, reply: Reply | None, failed: APIError | None,
+                           attempts: int) -> RunAborted:
+        """A refused reservation: nothing more starts. An image already paid for keeps what it got (the senders
+        write ``released``): the caption a quality retry wanted to better, or its last billed failure, retryable."""
+        if reply is not None:
+            flags = () if self.quality is None else judge(reply.caption, finish_reason=reply.finish_reason,
+                                                          prompt=self.prompt, settings=self.quality)
+            self.released.append(ok_record(image, reply, attempts, flags, bill, self.target))
+            if bill is not None:
+                bill.released_done = True
+        elif failed is not None and bill is not None and (bill.priced or bill.usage is not None):
+            self.released.append(failure_record(image, failed, attempts, bill, self.target, retryable=True))
+        assert self.budget is not None
+        return abort(budget_stop(self.budget.budget))
+
+    def _stopped_unpriced(self, image: LoadedImage, reply: Reply, attempts: int, bill: Bill) -> RunAborted:
+        """Under --max-cost an answer came back whose cost is not known: keep it, start nothing more."""
+        assert self.meter is not None
+        self.released.append(ok_record(image, reply, attempts, (), bill, self.target))
+        bill.released_done = True
+        return abort(unpriced_stop(self.target, self.meter.notes))
 
     def _take_ready(self) -> None:
         if self.guard.ready:
@@ -361,17 +393,38 @@ class Captioner:
             adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
         return adapter
 
-    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
-        """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
-        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
-                         f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
-        return Record(
-            image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
-            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-            request_id=reply.request_id, ts=time.time(), flags=flags,
-        )
+    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None, *, bill: Bill | None = None,
+                   first: bool = False) -> tuple[Reply | APIError, Pass] | None:
+        """One attempt, priced into ``bill`` when the target has a meter, reserved first under a budget (its
+        ``BudgetReached`` means nothing was sent); None if a drain or a stop cut the waits short."""
+        meter = self.meter
+        if meter is None or bill is None:
+            return await self._send(image, adapter)
+        gate = self.budget
+        reserved = 0.0
+        if gate is not None:
+            images = 1 if first else 0  # the image is counted (and capped, with --max-images) once
+            with self._interruptible() as scope:
+                reserved = await gate.reserve(meter.reserve, images)
+            if scope.cancelled_caught:
+                return None
+            bill.images_reserved += images
+        meter.begin()
+        try:
+            asked = await self._send(image, adapter)
+        except BaseException:  # cancelled: costs nothing
+            if gate is not None:
+                gate.settle(reserved, 0.0)
+            raise
+        actual = 0.0
+        if asked is not None:  # a failed attempt may still cost (an Endpoint's time)
+            got = asked[0]
+            actual = meter.charge(bill, got if isinstance(got, Reply) else None)
+        if gate is not None:
+            gate.settle(reserved, actual)
+        return asked
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> tuple[Reply | APIError, Pass] | None:
+    async def _send(self, image: LoadedImage, adapter: Adapter | None = None) -> tuple[Reply | APIError, Pass] | None:
         """One HTTP attempt through the gates; None if a drain or a stop cut the wait for them short."""
         p, took = self.admission.try_admit()
         if p is None:
@@ -423,10 +476,3 @@ class Captioner:
         """A Space's full queue: push-back (the adaptive limit cuts), said on the progress line."""
         self.stats.throttled += 1
         self.progress.note("queue full: waiting")
-
-    def _failure(self, image: LoadedImage, exc: APIError, attempts: int) -> Record:
-        return Record(
-            image.job.path, "error", error=error_info(exc, retryable=isinstance(exc, TransientError)),
-            attempts=attempts, bytes_sent=len(image.data), target=self.target, request_id=exc.request_id,
-            ts=time.time(),
-        )

@@ -63,7 +63,7 @@ async def run_with_endpoint(
                 return stats
             woken = replace(cfg, target=replace(target, endpoint=info.url, endpoint_name=None))
             stats = await run(woken, token=token, progress=progress, stop=stop, stop_now=stop_now,
-                              on_scan_done=on_scan_done)
+                              on_scan_done=on_scan_done, notes=notes)
         except BaseException:
             await lifecycle.sleep(raise_errors=False)
             raise

@@ -66,7 +66,9 @@ from batchcap.errors import (
     WrongTarget,
     abort_message,
 )
+from batchcap.flow.budget import Budget
 from batchcap.models import Record
+from batchcap.run.spend import money
 from batchcap.types import Clock
 from batchcap.words import plural
 
@@ -74,16 +76,20 @@ __all__ = [
     "BAD_CAPTION_IMAGES",
     "CONNECT_FAILURES",
     "DRAINING",
+    "DRAIN_FIRST",
     "REFUSAL_LIMIT",
     "SERVER_ERROR_IMAGES",
     "RunGuard",
     "Stop",
     "StopKind",
+    "budget_stop",
+    "drains_first",
     "every_target_spent",
     "first_stop",
     "lane_verdict",
     "quota_message",
     "refusal_key",
+    "unpriced_stop",
 ]
 
 #: Identical refusals (same HTTP 4xx message) before any success that stop the run: a wrong model or
@@ -99,7 +105,7 @@ CONNECT_FAILURES = 3
 
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
 StopKind = Literal["auth", "credits", "wrong_target", "refusals", "server_errors", "bad_captions", "stalled",
-                   "quota", "journal", "targets_spent", "other"]
+                   "quota", "budget", "journal", "targets_spent", "other"]
 
 #: Stops that give up on one target when there are several (its images go to the next) instead of the run.
 DRAINING: frozenset[str] = frozenset(
@@ -150,6 +156,27 @@ class Stop:
 
     kind: StopKind
     message: str
+
+
+def budget_stop(budget: Budget) -> Stop:
+    """``--max-cost`` / ``--max-images`` reached (``flow.budget``): the line the run ends with, once drained.
+
+    ``spent`` and the images count the whole job (earlier runs of the same journal included), as the cap does.
+    """
+    images = f"{budget.spent_images:,} image{'s' if budget.spent_images != 1 else ''}"
+    if budget.refused_for == "images" and budget.max_images is not None:
+        return Stop("budget", f"image limit reached: {images} of --max-images {budget.max_images:,} done (spent "
+                              f"{money(budget.spent)}); run again with a higher --max-images to continue")
+    cap = money(budget.max_cost) if budget.max_cost is not None else "no cap"
+    return Stop("budget", f"budget reached: spent {money(budget.spent)} of {cap} ({images}); run again with a "
+                          "higher --max-cost to continue")
+
+
+def unpriced_stop(target: str, notes: list[str]) -> Stop:
+    """An answer under ``--max-cost`` whose cost is not known: the cap cannot be kept, so nothing more starts."""
+    why = notes[-1] if notes else f"{target}: an answer's cost is not known"
+    return Stop("budget", f"{why}; --max-cost cannot be kept without it: pass --token-price IN,OUT and run the "
+                          "same command again")
 
 
 Key = tuple[int | None, str]
@@ -368,6 +395,16 @@ class RunGuard:
 
 
 # -- the run as a whole: several targets, and what a stopped run reports ----------------------------------------
+
+
+#: Run-level stops that let the requests in flight finish and be written before the run ends: the budget
+#: refuses only what has not started, so what is in flight is paid for and kept. The others end at once.
+DRAIN_FIRST: frozenset[str] = frozenset({"budget"})
+
+
+def drains_first(kind: str) -> bool:
+    """Whether a stop of this kind lets the requests in flight finish (and be written) before the run ends."""
+    return kind in DRAIN_FIRST
 
 
 def lane_verdict(kind: str) -> Literal["drain", "stop"]:

@@ -27,7 +27,7 @@ import anyio
 
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
-from batchcap.errors import InputError
+from batchcap.errors import InputError, RunAborted
 from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
@@ -35,6 +35,7 @@ from batchcap.prepare import PreparePool, below_useful_size, prepared_image
 from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
+from batchcap.run.guard import drains_first
 from batchcap.run.queues import Feed, Sink
 from batchcap.run.sidecar import write_sidecar
 from batchcap.run.stats import RunStats
@@ -120,7 +121,8 @@ class Stages:
                     tg.start_soon(self.watchdog)
                     await self.produce()
                     tg.cancel_scope.cancel()  # the signal watcher and the watchdog
-                self.finish()
+                if not self.failures:  # no stop: what the guard held back is written (or shows a fault)
+                    self.finish()
             except BaseException as exc:
                 if isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise
@@ -135,10 +137,16 @@ class Stages:
 
     def interrupt(self) -> None:
         """The first Ctrl-C / SIGTERM drains (see the module docstring); the second stops at once."""
-        if self.draining:
+        if self.stats.interrupted:
             self.work_scope.cancel()
             return
         self.stats.interrupted = True
+        self.drain()
+
+    def drain(self) -> None:
+        """No request starts from now on (reading stops, queued images are dropped); those in flight finish."""
+        if self.draining:
+            return
         self.draining = True
         self.read_scope.cancel()
         self.feed.drain()
@@ -182,11 +190,16 @@ class Stages:
     # -- producing -------------------------------------------------------------------------------------------
 
     async def produce(self) -> None:
-        """Readers and senders until the scan is exhausted and every image has a record (or a stop)."""
+        """Readers and senders until the scan is exhausted and every image has a record (or a stop).
+
+        The senders may also end first, on a draining stop (the budget): then the readers are stopped too.
+        """
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.readers)
-            for _ in range(self.captioner.senders):
-                tg.start_soon(self.sender)
+            async with anyio.create_task_group() as senders:
+                for _ in range(self.captioner.senders):
+                    senders.start_soon(self.sender)
+            tg.cancel_scope.cancel()  # the readers: done already, or feeding senders that have stopped
 
     async def readers(self) -> None:
         source = self.cfg.source
@@ -329,6 +342,18 @@ class Stages:
                 tg.start_soon(one, image)
 
     async def sender(self) -> None:
+        """Caption images from the feed until it is empty, or until a draining stop (see ``send_until``)."""
+        try:
+            await self.send_until_stopped()
+        except RunAborted as exc:
+            if not drains_first(exc.kind):  # the guard's verdict: stop at once, or let what is in flight finish
+                raise
+            if not any(isinstance(f, RunAborted) and f.kind == exc.kind for f in self.failures):
+                self.failures.append(exc)  # the first sender to be refused speaks for all
+                self.drain()  # nothing new starts; requests in flight finish and are written
+            self.put_released()  # what the stop kept (a paid-for caption), then stop
+
+    async def send_until_stopped(self) -> None:
         captioner = self.captioner
         feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
@@ -342,14 +367,20 @@ class Stages:
                     for copy in resolved(record):  # copies that waited for this original
                         put(copy)
             if released:  # held-back errors, now safe to write (the first caption arrived)
-                while released:
-                    held = released.pop()
-                    put(held)
-                    if resolved is not None:
-                        for copy in resolved(held):
-                            put(copy)
+                self.put_released()
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
+
+    def put_released(self) -> None:
+        """Records the captioner handed back outside ``caption()`` (held errors, what a stop kept), and their copies."""
+        released, put = self.captioner.released, self.sink.put
+        resolved = self.deduper.resolved if self.deduper is not None else None
+        while released:
+            held = released.pop()
+            put(held)
+            if resolved is not None:
+                for copy in resolved(held):
+                    put(copy)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -360,7 +391,10 @@ class Stages:
         while (batch := await self.sink.take()) is not None:
             stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
+            spend = stats.spend.add
             for rec in batch:
+                if rec.cost_usd is not None or rec.usage is not None:
+                    spend(rec)
                 if rec.flags:
                     stats.flags.update(rec.flags)
                     stats.flagged += rec.status == "ok"

@@ -148,9 +148,11 @@ async def test_a_night_compressed(emulator: Emulator, tmp_path: Path) -> None:
     assert set(oks.values()) == {1}  # exactly one ok line per image
     elapsed = samples[-1][0] if samples else 0.0
     # Warm-up: caches reach their bounds (the boilerplate counter's 4,096 captions) and so do the allocator's
-    # arenas (``run.malloc`` keeps up to 16 MB of freed heap in each thread's arena): RSS climbs in steps, then
-    # stays. A leak grows with the work done; so growth is measured over the last 60% of the run.
-    warm = next((s for s in samples if s[0] >= max(180.0, 0.4 * elapsed)), samples[0])
+    # arenas (``run.malloc`` keeps up to 16 MB of freed heap in each thread's arena): RSS climbs in steps while
+    # the schedule's worst moments come round (the bursts after the first outages), then stays flat. Measured:
+    # +12-20% from minute 3 to minute 9, then +0.05% and +1.5% over the second half of two 50,000-image runs. A
+    # leak grows with the work done; so growth is measured over the second half of the run.
+    warm = next((s for s in samples if s[0] >= max(180.0, 0.5 * elapsed)), samples[0])
     after = [s for s in samples if s[0] >= warm[0]]
     end_rss = max(s[1] for s in after[-6:])  # the last half minute
     peak_fds = max(s[2] for s in after)
