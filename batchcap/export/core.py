@@ -20,6 +20,7 @@ from batchcap.errors import UsageError
 from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection, read_records, select
+from batchcap.journal.meta import input_dir_from_manifest, manifest_path
 
 __all__ = [
     "FORMATS",
@@ -74,26 +75,6 @@ class ExportReport:
     @property
     def left_out(self) -> int:
         return self.refused + self.bad_lines + self.missing + self.conflicts
-
-
-def manifest_path(journal: Path) -> Path:
-    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return journal.with_name(journal.stem + ".manifest.json")
-
-
-def input_dir_from_manifest(journal: Path) -> Path | None:
-    """``config.input_dir`` of the run manifest beside ``journal``; None when absent or unreadable."""
-    try:
-        doc = orjson.loads(manifest_path(journal).read_bytes())
-        value = doc["config"]["input_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        return None
-    folder = Path(value)
-    if not folder.is_absolute() and not folder.is_dir() and (journal.parent / folder).is_dir():
-        folder = journal.parent / folder
-    return folder
 
 
 def export(journal: Path, options: ExportOptions) -> ExportReport:

@@ -1,46 +1,131 @@
-"""The run manifest beside the journal: settings, version, times, counts, the error breakdown, the stop."""
+"""The run manifest beside the journal: what every run into this journal was asked, and what the journal holds.
+
+One journal is written by many invocations (a first run, resumes, ``--retry-failed``, a changed prompt), so the
+manifest keeps each invocation's settings and outcome in ``invocations``, in order, and never rewrites an
+earlier one. The top-level keys are what readers use (``export``, ``report``, ``merge``, the site):
+
+    config          the settings of the latest invocation (paths absolute)
+    input_dir       the captioned folder, absolute; journal: the JSONL, absolute
+    state           the latest invocation's end: running, finished, interrupted, aborted (+ abort_reason/kind)
+    counts          the journal as a whole: images, ok, errors (final / retryable), records; plus the attempts,
+                    retries, throttling and copies of every invocation, summed
+    errors_by_type  paths without a caption, by the error of their last record (the journal as a whole)
+    preparation     bytes before and after preparation, summed over invocations
+    started_at      the first invocation's start; finished_at, the latest's end; elapsed_s, all of them summed
+
+A manifest written before version 2 (one run's view) becomes the first entry of ``invocations``, as it was.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
-from batchcap.journal import JournalIndex, write_json_atomic
+from batchcap.journal import JournalIndex, load_index, write_json_atomic
+from batchcap.journal.meta import MANIFEST_VERSION, manifest_path, read_manifest
 from batchcap.run.stats import RunStats
 from batchcap.version import __version__
 
-__all__ = ["Manifest", "manifest_path"]
+__all__ = ["Manifest", "journal_counts", "manifest_path"]
+
+#: Keys of a settings dict that hold a path: made absolute, so a reader in another folder finds them.
+_PATH_KEYS = frozenset({"input_dir", "out", "token_file"})
+#: Per-invocation counts summed into the top level (the journal-wide ones come from the journal itself).
+_SUMMED = ("attempts", "retries", "throttled", "duplicates", "quality_retries")
 
 
-def manifest_path(out: Path) -> Path:
-    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return out.with_name(out.stem + ".manifest.json")
+def _absolute(settings: Any) -> Any:
+    """``settings`` with every path-valued key made absolute (nested dicts included), without resolving links."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: (os.path.abspath(v) if k in _PATH_KEYS and isinstance(v, str) and v else _absolute(v))
+            for k, v in settings.items()}
+
+
+def journal_counts(index: JournalIndex) -> dict[str, int]:
+    """What the journal holds, per distinct image path (the last record of each, an ok winning over errors)."""
+    errors = index.error_final + index.error_retryable
+    return {"images": index.ok + errors, "ok": index.ok, "errors": errors, "error_final": index.error_final,
+            "error_retryable": index.error_retryable, "records": index.lines}
+
+
+def _earlier(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The invocations an existing manifest records (a version-1 manifest is one invocation, kept as it was)."""
+    if doc is None:
+        return []
+    found = doc.get("invocations")
+    if isinstance(found, list):
+        return [inv for inv in found if isinstance(inv, dict)]
+    legacy = {k: v for k, v in doc.items() if k not in ("tool",)}
+    return [{**legacy, "manifest_version": 1}] if legacy else []
+
+
+def _sum_dicts(dicts: list[Any]) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        if isinstance(d, dict):
+            total.update({k: v for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return dict(total)
 
 
 class Manifest:
-    """Written atomically when the run starts (state "running") and again when it ends, however it ends."""
+    """Written atomically when a run starts (this invocation "running") and again when it ends, however it ends."""
 
-    __slots__ = ("doc", "out", "path")
+    __slots__ = ("earlier", "entry", "input_dir", "out", "path", "totals")
 
     def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
-        self.out = cfg.out
-        self.path = manifest_path(cfg.out)
-        self.doc: dict[str, Any] = {
-            "tool": "batchcap",
+        self.out = Path(os.path.abspath(cfg.out))
+        self.input_dir = os.path.abspath(cfg.input_dir)
+        self.path = manifest_path(self.out)
+        self.earlier: list[dict[str, Any]] = []
+        self.totals: dict[str, Any] = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
+        self.entry: dict[str, Any] = {
             "version": __version__,
             "started_at": started_at,
             "finished_at": None,
             "state": "running",
-            "config": cfg.public_dict(),
+            "config": _absolute(cfg.public_dict()),
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
         }
 
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The whole manifest: the top-level view, then every invocation in order (this one last)."""
+        invocations = [*self.earlier, self.entry]
+        first, last = invocations[0], self.entry
+        summed = _sum_dicts([inv.get("counts") for inv in invocations])
+        counts = {**self.totals["counts"], **{k: int(summed.get(k, 0)) for k in _SUMMED}}
+        return {
+            "tool": "batchcap",
+            "manifest_version": MANIFEST_VERSION,
+            "version": __version__,
+            "journal": str(self.out),
+            "input_dir": self.input_dir,
+            "state": last["state"],
+            "abort_reason": last.get("abort_reason"),
+            "abort_kind": last.get("abort_kind"),
+            "started_at": first.get("started_at", last["started_at"]),
+            "finished_at": last["finished_at"],
+            "elapsed_s": round(sum(float(inv.get("elapsed_s") or 0) for inv in invocations), 3),
+            "config": last["config"],
+            "counts": counts,
+            "errors_by_type": self.totals["errors_by_type"],
+            "preparation": _sum_dicts([inv.get("preparation") for inv in invocations]),
+            "flags": _sum_dicts([inv.get("flags") for inv in invocations]),
+            "boilerplate": last.get("boilerplate", []),
+            "targets": last.get("targets"),
+            "invocations": invocations,
+        }
+
     def write_start(self) -> None:
-        """The first write; a failure here stops the run before anything is sent."""
+        """The first write (earlier invocations read back first); a failure stops the run before anything is sent."""
+        self.earlier = _earlier(read_manifest(self.out))
         try:
             write_json_atomic(self.path, self.doc)
         except OSError as exc:
@@ -49,7 +134,7 @@ class Manifest:
     def write_end(self, stats: RunStats) -> None:
         """The last write (best effort: the journal, not the manifest, is the record of what was done)."""
         reason = stats.aborted
-        self.doc.update(
+        self.entry.update(
             finished_at=time.time(),
             state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
             abort_reason=reason,
@@ -68,6 +153,11 @@ class Manifest:
                      for name, info in stats.targets.items()} or None,
             elapsed_s=round(stats.elapsed, 3),
         )
+        try:
+            index = load_index(self.out, repair=False)  # the journal as a whole, this invocation's lines included
+            self.totals = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
+        except JournalError:
+            pass  # the counts at the start stay; the journal says the rest
         try:
             write_json_atomic(self.path, self.doc)
         except OSError:

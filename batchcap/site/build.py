@@ -24,9 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
+from batchcap.export import read_records, select
+from batchcap.journal.meta import input_dir_from_manifest, read_manifest
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
 from batchcap.site.thumbs import THUMB_PX, ThumbStats, make_thumbnails
@@ -59,14 +58,6 @@ class SiteReport:
     images: Path | None = None
     thumbs: ThumbStats = field(default_factory=ThumbStats)
     seconds: float = 0.0
-
-
-def _manifest(journal: Path) -> dict[str, Any] | None:
-    try:
-        doc = orjson.loads(manifest_path(journal).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -163,7 +154,7 @@ def build_site(
     started = clock()
     out = options.out
     sel = select(journal)
-    manifest = _manifest(journal)
+    manifest = read_manifest(journal)
     images = options.images or input_dir_from_manifest(journal)
     if images is not None and not images.is_dir():
         images = None
