@@ -81,6 +81,8 @@ class RunConfig:
     max_image_mb: float = 20.0
     sidecar: bool = False
     sidecar_ext: str = ".txt"
+    #: An existing sidecar: keep it, overwrite it, or append/prepend the caption (the kohya exporter's --mode).
+    sidecar_mode: Literal["keep", "overwrite", "append", "prepend"] = "keep"
     quiet: bool = False
     readers: int = 2
     read_batch: int = 64
@@ -211,12 +213,20 @@ class RunConfig:
         if self.dedupe not in DEDUPE_CHOICES:
             raise ConfigError(f"dedupe must be one of {', '.join(DEDUPE_CHOICES)} (got {self.dedupe!r})")
         self.quality().validate()
-        if not self.sidecar_ext.startswith("."):
-            raise ConfigError(f"sidecar_ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
+        self._validate_sidecar()
         if self.shard is not None and not isinstance(self.shard, Shard):
             raise ConfigError(f"shard must be I/N, e.g. 1/3 (got {self.shard!r})")
         self._validate_endpoint_name()
         return self
+
+    def _validate_sidecar(self) -> None:
+        from batchcap.export.sidecars import MODES, ext_problem
+        from batchcap.source.scan import DEFAULT_EXTENSIONS
+
+        if (problem := ext_problem(self.sidecar_ext, flag="--sidecar-ext", images=DEFAULT_EXTENSIONS)) is not None:
+            raise ConfigError(problem)
+        if self.sidecar_mode not in MODES:
+            raise ConfigError(f"--sidecar-mode must be one of {', '.join(MODES)} (got {self.sidecar_mode!r})")
 
     def _validate_endpoint_name(self) -> None:
         if self.endpoint_name is None:

@@ -119,7 +119,7 @@ _RUN_FIELDS = (
     "targets", "route", "price_per_hour",
     "out", "model", "api", "api_base", "endpoint", "base_url", "prompt", "max_tokens", "temperature",
     "token_file", "concurrency", "rate", "burst", "timeout", "retries", "max_wait", "retry_failed",
-    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "quiet",
+    "follow_symlinks", "max_image_mb", "sidecar", "sidecar_ext", "sidecar_mode", "quiet",
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
     "shard", "endpoint_name", "endpoints_api", "after_run",
@@ -149,6 +149,10 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     o.add_argument("--max-image-mb", type=_positive_float, help=f"larger files get an error record, unsent (default: {default('max_image_mb')})")
     o.add_argument("--sidecar", action="store_true", default=None, help="also write each caption beside its image as NAME.txt (for training sets)")
     o.add_argument("--sidecar-ext", help=f"sidecar extension (default: {default('sidecar_ext')})")
+    o.add_argument("--sidecar-mode", choices=("keep", "overwrite", "append", "prepend"),
+                   help="a sidecar that is already there: keep it (default), overwrite it, or append/prepend the "
+                        "caption (as export --format kohya --mode); images sharing a sidecar name are named in the "
+                        "summary")
     o.add_argument("--quiet", "-q", action="store_true", default=None, help="no progress bar; only the summary and errors")
     o.add_argument("--shard", type=_shard, metavar="I/N",
                    help="caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "

@@ -16,6 +16,7 @@ from batchcap.config import RunConfig, Secret, find_token
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.run import RunStats, lane_targets, manifest_path, run, tune_malloc
+from batchcap.run.sidecar import SidecarReport
 from batchcap.version import __version__
 
 __all__ = ["HELP", "add_arguments", "main"]
@@ -157,8 +158,8 @@ def _summary(stats: RunStats, out: Path) -> None:
     if stats.prepared or stats.passed:
         print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
               f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
-    if stats.sidecar_errors:
-        print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+    if stats.sidecars is not None:
+        _sidecar_summary(stats.sidecars)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
@@ -166,6 +167,23 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _sidecar_summary(report: SidecarReport) -> None:
+    """What --sidecar did, when anything was not simply written: kept files and name clashes, by name."""
+    err = sys.stderr
+    if report.kept:
+        examples = ", ".join(report.kept_examples)
+        print(f"batchcap: kept {report.kept} existing sidecar{'s' if report.kept != 1 else ''} (e.g. {examples}); "
+              "--sidecar-mode overwrite replaces them, append/prepend adds the caption", file=err)
+    for image, sidecar, owner in report.clash_examples:
+        print(f"batchcap: no sidecar for {image}: {sidecar} is {owner}'s (both map to that name); its caption "
+              "is in the JSONL", file=err)
+    if report.clashes > len(report.clash_examples):
+        print(f"batchcap: {report.clashes - len(report.clash_examples)} more images share a sidecar name with "
+              "another image; their captions are in the JSONL", file=err)
+    if report.failed:
+        print(f"batchcap: {report.failed} caption sidecars could not be written", file=err)
 
 
 def _bytes(n: int) -> str:

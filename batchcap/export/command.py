@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import cast
 
 from batchcap.errors import BatchcapError
-from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.export.core import FORMATS, ExportOptions, ExportReport, Format, export
+from batchcap.export.sidecars import MODES, Mode, ext_problem
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "run_from_args"]
 
@@ -63,8 +64,8 @@ def run_from_args(ns: argparse.Namespace) -> int:
     if fmt != "kohya" and (ns.ext is not None or ns.mode is not None):
         return _usage("--ext and --mode apply to --format kohya only")
     ext = ns.ext if ns.ext is not None else ".txt"
-    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
-        return _usage(f"--ext must look like .txt or .caption (got {ext!r})")
+    if (problem := ext_problem(ext, flag="--ext")) is not None:
+        return _usage(problem)
     column = ns.text_column
     if not column or column == "file_name":
         return _usage(f"--text-column must be a name other than file_name (got {column!r})")

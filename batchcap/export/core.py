@@ -20,6 +20,7 @@ from batchcap.errors import UsageError
 from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection, read_records, select
+from batchcap.export.sidecars import MODES, Mode, sidecar_name, sidecar_text
 from batchcap.journal.meta import input_dir_from_manifest, manifest_path
 
 __all__ = [
@@ -33,11 +34,7 @@ __all__ = [
 ]
 
 Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
-Mode = Literal["keep", "overwrite", "append", "prepend"]
 FORMATS: tuple[Format, ...] = ("imagefolder", "kohya", "csv", "parquet", "openai-batch")
-MODES: tuple[Mode, ...] = ("keep", "overwrite", "append", "prepend")
-#: Joins an existing kohya sidecar and the new caption in append/prepend mode (tags are comma-separated).
-SEPARATOR = ", "
 _PARQUET_BATCH = 8192
 
 
@@ -215,13 +212,12 @@ def _kohya(job: _Job) -> None:
         image = _materialize(job, path, root)
         if image is None:
             continue
-        sidecar = image.with_name(image.stem + ext) if image.suffix else image.with_name(image.name + ext)
-        key = str(sidecar)
-        if sidecar.name == image.name or key in seen:
+        sidecar = sidecar_name(image, ext)
+        if sidecar is None or str(sidecar) in seen:
             job.report.conflicts += 1
             continue
-        seen.add(key)
-        text = _sidecar_text(sidecar, caption, mode)
+        seen.add(str(sidecar))
+        text = sidecar_text(sidecar, caption, mode)
         if text is None:
             job.report.kept += 1
         else:
@@ -231,25 +227,6 @@ def _kohya(job: _Job) -> None:
     if job.report.written > job.report.unchanged:
         sync_all()
     job.report.outputs.append(root)
-
-
-def _sidecar_text(sidecar: Path, caption: str, mode: Mode) -> str | None:
-    """The sidecar's new content, or None to leave it as it is. append/prepend never add a caption twice."""
-    if mode == "overwrite":
-        return caption
-    try:
-        existing = sidecar.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return caption
-    except (OSError, UnicodeDecodeError):
-        return None  # not ours to rewrite blind: kept, and counted as kept
-    if mode == "keep":
-        return None
-    if not existing:
-        return caption
-    if mode == "append":
-        return existing if existing.endswith(caption) else existing + SEPARATOR + caption
-    return existing if existing.startswith(caption) else caption + SEPARATOR + existing
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ class Manifest:
                          "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
+            sidecars=stats.sidecars.as_dict() if stats.sidecars is not None else None,
             elapsed_s=round(stats.elapsed, 3),
         )
         try:

@@ -29,7 +29,7 @@ from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
 from batchcap.run.queues import Feed, Sink
-from batchcap.run.sidecar import write_sidecar
+from batchcap.run.sidecar import SidecarWriter
 from batchcap.run.stats import RunStats
 from batchcap.source.read import load_batch
 from batchcap.source.scan import problem_reason, scan_batches
@@ -86,6 +86,10 @@ class Stages:
         self.writer_failed = False
         self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
+        self.sidecars = SidecarWriter(cfg.input_dir, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
+                                      follow_symlinks=cfg.follow_symlinks) if cfg.sidecar else None
+        if self.sidecars is not None:
+            stats.sidecars = self.sidecars.report
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
@@ -308,7 +312,7 @@ class Stages:
         stats, progress = self.stats, self.progress
         boilerplate = stats.boilerplate.add
         while (batch := await self.sink.take()) is not None:
-            stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
+            await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
             for rec in batch:
                 if rec.flags:
@@ -336,15 +340,12 @@ class Stages:
                 progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
-    def write_batch(self, batch: list[Record]) -> int:
+    def write_batch(self, batch: list[Record]) -> None:
         """In a worker thread: append to the journal (and its periodic fdatasync), write sidecars.
 
-        Returns how many sidecars failed. Only the writer task calls this, one call at a time.
+        Only the writer task calls this, one call at a time.
         """
         self.writer.write(batch)
-        failed = 0
-        if self.cfg.sidecar:
+        if self.sidecars is not None:
             for rec in batch:
-                if rec.status == "ok" and rec.caption is not None and not write_sidecar(self.cfg, rec):
-                    failed += 1
-        return failed
+                self.sidecars.write(rec)
