@@ -12,8 +12,8 @@ from batchcap.errors import RunAborted
 from batchcap.run.guard import REFUSAL_LIMIT, RunGuard, Stop, StopKind
 from batchcap.run.malloc import tune_malloc
 from batchcap.run.manifest import manifest_path
-from batchcap.run.pipeline import lane_targets, run
+from batchcap.run.pipeline import lane_targets, preparer_for, run
 from batchcap.run.stats import RunStats
 
-__all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "lane_targets", "manifest_path", "run",
+__all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "lane_targets", "manifest_path", "preparer_for", "run",
            "tune_malloc"]

@@ -22,7 +22,7 @@ from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index
 from batchcap.models import Record
-from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
+from batchcap.prepare import PreparePool
 from batchcap.progress import NullProgress, Progress
 from batchcap.run.attempt import Captioner, Captions
 from batchcap.run.guard import RunGuard
@@ -34,7 +34,7 @@ from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import make_adapter
 from batchcap.service.targets import Target, resolve_targets
 
-__all__ = ["run"]
+__all__ = ["lane_targets", "preparer_for", "run"]
 
 
 async def run(
@@ -71,7 +71,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    on_scan_done=on_scan_done, preparer=preparer_for(cfg))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -97,14 +97,11 @@ async def run(
     return stats
 
 
-def _preparer(cfg: RunConfig) -> PreparePool | None:
-    """Issue 8: every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is
-    counted as each target's adapter wraps the image; with several targets an image must fit them all."""
-    if not cfg.max_side:
-        return None
+def preparer_for(cfg: RunConfig) -> PreparePool:
+    """What is sent of each file (issue 8; ``--max-side 0``: files as they are), as every target's adapter wraps
+    it. ``check`` builds its estimate with this very function, so the two agree by construction."""
     configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
-    wire = largest_wire_size([wire_size_for(make_adapter(c)) for c in configs])
-    return PreparePool(cfg.prepare_settings(), wire_size=wire)
+    return PreparePool.for_adapters(cfg.prepare_settings(), [make_adapter(c) for c in configs])
 
 
 def _captions(

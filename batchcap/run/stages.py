@@ -24,7 +24,7 @@ from batchcap.config import RunConfig
 from batchcap.errors import InputError
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
-from batchcap.prepare import PreparePool, prepared_image
+from batchcap.prepare import PreparePool
 from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
@@ -64,7 +64,7 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, on_scan_done: Callable[[], None] | None = None, preparer: PreparePool | None = None,
+        progress: Progress, preparer: PreparePool, on_scan_done: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.index = index
@@ -73,7 +73,7 @@ class Stages:
         self.stats = stats
         self.progress = progress
         self.on_scan_done = on_scan_done
-        self.preparer = preparer  #: None: files go as they are (--max-side 0)
+        self.preparer = preparer  #: what is sent of each file (the one path run, bench and check share)
         self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
         senders = captioner.senders
         self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
@@ -216,9 +216,6 @@ class Stages:
                 elif record is not None:  # a copy whose original is already back
                     out.append(record)
             loaded = sent
-        if self.preparer is None:
-            out.extend(loaded)
-            return out
         triage = self.preparer.triage
         for item in loaded:
             if isinstance(item, LoadedImage):
@@ -251,9 +248,10 @@ class Stages:
         """Read images to the senders (those that need pixel work through the pool first), records to the sink."""
         good: list[LoadedImage] = []
         heavy: list[LoadedImage] = []
+        needs_pixels = self.preparer.needs_pixels
         for item in loaded:
             if isinstance(item, LoadedImage):
-                (heavy if item.prep is None and self.preparer is not None else good).append(item)
+                (heavy if needs_pixels(item) else good).append(item)
             elif isinstance(item, Record):
                 self.sink.put(item)
             else:
@@ -268,17 +266,16 @@ class Stages:
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
         the senders as soon as it is ready, so sending never waits for a whole batch."""
-        assert self.preparer is not None
-        pool = self.preparer
+        finish = self.preparer.finish
 
         async def one(image: LoadedImage) -> None:
             try:
-                p = await pool.prepare(image.data)
+                ready = await finish(image)
             except InputError as err:
                 self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
                                      target=self.captioner.target, ts=time.time()))
                 return
-            await self.feed.put([prepared_image(image, p)])
+            await self.feed.put([ready])
 
         async with anyio.create_task_group() as tg:
             for image in images:
