@@ -160,8 +160,12 @@ class RunConfig:
             return f"endpoint:{self.endpoint_name}"
         return f"{self.api}:{self.model}@{_host(self.api_base)}"
 
-    def validate(self) -> RunConfig:
-        """Raise ConfigError naming the setting and the fix; return self for chaining."""
+    def validate(self, *, need_target: bool = True) -> RunConfig:
+        """Raise ConfigError naming the setting and the fix; return self for chaining.
+
+        ``need_target=False``: a command that can do without one (``check`` without a target, ``bench``'s own
+        preparation settings) checks everything else.
+        """
         if self.api not in API_CHOICES:
             raise ConfigError(f"api must be one of {', '.join(API_CHOICES)} (got {self.api!r})")
         if self.api == "openai":
@@ -174,7 +178,7 @@ class RunConfig:
             _check_url("--endpoint", self.endpoint)
         elif self.endpoint_name:
             pass  # checked below; the URL comes from the management API at run time
-        elif not self.targets:
+        elif not self.targets and (need_target or self.model):
             if not self.model:
                 raise ConfigError(
                     "no target: pass --model MODEL_ID (serverless API) or --endpoint URL (Inference Endpoint)"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchcap.prepare import PrepareSettings
 from batchcap.service.targets import DEMO_MODEL, Target, parse_target, resolve_targets
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
@@ -36,6 +37,8 @@ class BenchSettings:
     max_image_mb: float = 20.0
     seed: int = 0
     demo: bool = False
+    #: How each image becomes what is sent: run's own preparation and flags (every target gets these bytes).
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
 
     def public_dict(self) -> dict[str, Any]:
@@ -52,6 +55,9 @@ class BenchSettings:
                 ("seed", self.seed), ("demo", self.demo),
             )
         }
+        p = self.prepare
+        out["prepare"] = {"max_side": p.max_side, "jpeg_quality": p.jpeg_quality, "keep_metadata": p.keep_metadata,
+                          "max_upload_bytes": p.max_upload_bytes, "max_pixels": p.max_pixels}
         out["targets"] = [
             {"name": t.name, "spec": t.spec, "price_per_hour": t.price_per_hour, "config": t.cfg.public_dict()}
             for t in self.targets

@@ -20,8 +20,10 @@ from batchcap.bench import bench, render_results, write_reports
 from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
+from batchcap.cli.options import add_prepare_arguments, prepare_settings_from_args
 from batchcap.config import DEFAULT_API_BASE
 from batchcap.errors import UsageError
+from batchcap.journal.fsio import ensure_writable_folder
 
 __all__ = ["HELP", "PREFIX", "add_arguments", "images_dir", "main", "settings_from_args"]
 
@@ -82,6 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
         "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"
         "  batchcap bench photos/ --target vlm=configs/openai-vlm.toml --arrival-rate 1,2,4\n"
+        "images are prepared as `batchcap run` prepares them (--max-side, --jpeg-quality, --keep-metadata,\n"
+        "--max-upload-mb, --max-pixels), so the bench measures what a run sends.\n"
         "tokens: each target uses --token-file NAME=PATH, else $HF_TOKEN / ~/.cache/huggingface/token;\n"
         "never on the command line, never written to bench.json.\n"
         "exit codes: 0 report written; 1 report written but no target returned a caption; 2 bad flags;\n"
@@ -132,6 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
+    add_prepare_arguments(p)
 
 
 def images_dir(ns: argparse.Namespace) -> Path | None:
@@ -183,6 +188,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         max_image_mb=ns.max_image_mb,
         seed=ns.seed,
         demo=demo,
+        prepare=prepare_settings_from_args(ns),
     )
 
 
@@ -195,6 +201,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     from batchcap.site import write_bench_html
 
     settings = settings_from_args(ns)
+    ensure_writable_folder(ns.out, flag="--out")  # before the first request: a bench may be paid Endpoint time
     given = images_dir(ns)
     result = run_async(lambda: bench(settings, given, _log), ns.event_loop)
     paths = write_reports(result, ns.out, plot_format=ns.plot_format)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.config import (
@@ -22,7 +23,11 @@ from batchcap.errors import ConfigError
 from batchcap.flow.concurrency import parse_concurrency
 from batchcap.source.shard import Shard, parse_shard
 
-__all__ = ["add_run_arguments", "add_target_arguments", "config_from_args", "default"]
+if TYPE_CHECKING:
+    from batchcap.prepare import PrepareSettings
+
+__all__ = ["PREPARE_FIELDS", "add_prepare_arguments", "add_run_arguments", "add_target_arguments", "config_from_args",
+           "default", "prepare_settings_from_args"]
 
 
 _D = RunConfig()
@@ -137,6 +142,26 @@ def config_from_args(ns: argparse.Namespace) -> RunConfig:
 
 
 
+#: The preparation flags, as RunConfig fields: the same five for run, bench and check (one path: PreparePool).
+PREPARE_FIELDS = ("max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels")
+
+
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    """How each file becomes what is sent; run, bench and check take the same flags and mean the same."""
+    i = p.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain files go as they are)")
+    i.add_argument("--max-side", type=_non_negative_int, metavar="PX", help=f"long side at most PX, never enlarged; 0 sends every file as it is (default: {default('max_side')})")
+    i.add_argument("--jpeg-quality", type=_positive_int, help=f"JPEG quality of prepared images, 1-100 (default: {default('jpeg_quality')})")
+    i.add_argument("--keep-metadata", action="store_true", default=None, help="keep EXIF (GPS, camera serial), XMP and IPTC (default: stripped)")
+    i.add_argument("--max-upload-mb", type=number(float, 0), metavar="MB", help=f"request body limit as sent, base64 and JSON included; larger images are re-encoded smaller; 0 = none (default: {default('max_upload_mb')}, TGI's limit)")
+    i.add_argument("--max-pixels", type=_positive_int, help=f"images with more pixels are refused from their header, never decoded (default: {default('max_pixels')}, Pillow's)")
+
+
+def prepare_settings_from_args(ns: argparse.Namespace) -> PrepareSettings:
+    """The preparation flags given (the rest at run's defaults), checked as run checks them."""
+    flags = {name: getattr(ns, name) for name in PREPARE_FIELDS if getattr(ns, name, None) is not None}
+    return RunConfig().merged(coerce(flags, source="command line")).validate(need_target=False).prepare_settings()
+
+
 def add_run_arguments(r: argparse.ArgumentParser) -> None:
     """Every ``batchcap run`` flag."""
     r.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
@@ -171,12 +196,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     d.add_argument("--min-words", type=_positive_int, help="captions with fewer words fail the quality gates (default: off)")
     d.add_argument("--max-words", type=_positive_int, help="captions with more words fail the quality gates (default: off)")
     add_event_loop_flag(o)
-    i = r.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain files go as they are)")
-    i.add_argument("--max-side", type=_non_negative_int, metavar="PX", help=f"long side at most PX, never enlarged; 0 sends every file as it is (default: {default('max_side')})")
-    i.add_argument("--jpeg-quality", type=_positive_int, help=f"JPEG quality of prepared images, 1-100 (default: {default('jpeg_quality')})")
-    i.add_argument("--keep-metadata", action="store_true", default=None, help="keep EXIF (GPS, camera serial), XMP and IPTC (default: stripped)")
-    i.add_argument("--max-upload-mb", type=number(float, 0), metavar="MB", help=f"request body limit as sent, base64 and JSON included; larger images are re-encoded smaller; 0 = none (default: {default('max_upload_mb')}, TGI's limit)")
-    i.add_argument("--max-pixels", type=_positive_int, help=f"images with more pixels are refused from their header, never decoded (default: {default('max_pixels')}, Pillow's)")
+    add_prepare_arguments(r)
     e = r.add_argument_group("Inference Endpoint lifecycle")
     e.add_argument("--endpoint-name", metavar="NAMESPACE/NAME",
                    help="look the Endpoint up through the management API, resume it if paused or scaled to zero, "
