@@ -131,13 +131,13 @@ _RUN_FIELDS = (
 )
 
 
-def config_from_args(ns: argparse.Namespace) -> RunConfig:
-    """Profile first, then every flag the user actually gave."""
+def config_from_args(ns: argparse.Namespace, *, need_target: bool = True) -> RunConfig:
+    """Profile first, then every flag the user actually gave (``run``, and ``check``, which needs no target)."""
     cfg = RunConfig(input_dir=ns.input_dir)
     if ns.config is not None:
         cfg = cfg.merged(load_profile(ns.config))
     flags = {name: getattr(ns, name) for name in _RUN_FIELDS if getattr(ns, name, None) is not None}
-    return cfg.merged(coerce(flags, source="command line")).validate()
+    return cfg.merged(coerce(flags, source="command line")).validate(need_target=need_target)
 
 
 

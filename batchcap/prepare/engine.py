@@ -49,6 +49,7 @@ __all__ = [
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "image_size",
     "pass_through",
     "plain_fit",
     "prepare",
@@ -192,6 +193,15 @@ def pass_through(
     """
     got = _decide(data, settings, wire_size)
     return got if isinstance(got, Prepared) else None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the header (no pixel decode), by the same opener ``prepare`` uses (HEIC and AVIF
+    included); raises ``InputError`` when no format batchcap prepares can read it."""
+    im = _open(data)
+    with _pillow_errors(im.format or "?"):
+        w, h = im.size
+    return int(w), int(h)
 
 
 def _decide(

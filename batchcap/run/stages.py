@@ -255,13 +255,20 @@ class Stages:
             elif isinstance(item, Record):
                 self.sink.put(item)
             else:
-                job, err = item
-                self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
-                                     target=self.captioner.target, ts=time.time()))
+                self.refuse(*item)
         if good:
             await self.feed.put(good)
         if heavy:
             await self.prepare_all(heavy)
+
+    def refuse(self, job: ImageJob, err: InputError) -> None:
+        """A file that cannot be sent: its error record, and the same for the copies that waited for it."""
+        record = Record(job.path, "error", error=error_info(err, retryable=False), target=self.captioner.target,
+                        ts=time.time())
+        self.sink.put(record)
+        if self.deduper is not None:
+            for copy in self.deduper.resolved(record):
+                self.sink.put(copy)
 
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
@@ -272,8 +279,7 @@ class Stages:
             try:
                 ready = await finish(image)
             except InputError as err:
-                self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
-                                     target=self.captioner.target, ts=time.time()))
+                self.refuse(image.job, err)
                 return
             await self.feed.put([ready])
 

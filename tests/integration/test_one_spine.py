@@ -116,3 +116,44 @@ async def test_bench_out_that_cannot_be_written_stops_before_any_request(
     assert "--out" in err
     assert err.strip().count("\n") == 0, err
     assert server.log.count() == 0
+
+
+CHECKED = ("phone_portrait.jpg", "iphone.heic", "photo.avif", "bomb.png", "not_an_image.jpg", "truncated.jpg",
+           "tiny.jpg", "rgba.png", "web_50k.jpg", "cmyk.jpg", "animated.gif", "line_art.png", "gray16.png")
+
+
+async def test_check_counts_what_run_then_records_requests_and_sends(
+    emulator: EmulatorFactory, corpus_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    (folder / "copies").mkdir(parents=True)
+    for name in CHECKED:
+        (folder / name).write_bytes(corpus_paths[name].read_bytes())
+    for name in ("phone_portrait.jpg", "iphone.heic", "bomb.png", "tiny.jpg"):  # copies, a bomb's included
+        (folder / "copies" / f"copy of {name}").write_bytes(corpus_paths[name].read_bytes())
+    server = await emulator(EmulatorSettings(latency=0))
+    flags = ["--api", "openai", "--model", MODEL, "--base-url", f"{server.url}/v1", "--rate", "unlimited",
+             "--out", str(tmp_path / "r.jsonl")]
+    with anyio.fail_after(120):
+        done = await anyio.run_process([sys.executable, "-m", "batchcap", "check", str(folder), *flags, "--json"],
+                                       env=_env(), check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    report = orjson.loads(done.stdout)
+    assert server.log.count() == 0
+    code, err = await _batchcap("run", str(folder), *flags, "-q")
+    assert code == 1, err  # the broken files and the bomb are error records
+    records = [orjson.loads(line) for line in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    sent = [r for r in records if r.get("attempts", 0) >= 1]
+
+    assert report["files"] == len(records) == len(CHECKED) + 4
+    assert report["unreadable"] == sum(1 for r in records if (r.get("error") or {}).get("type") == "InputError")
+    assert report["unreadable"] == 4  # not_an_image, truncated, the bomb and its copy; HEIC and AVIF are read
+    assert report["duplicates"] == sum(1 for r in records if r.get("duplicate_of"))
+    assert report["to_caption"] == len(sent) == server.log.count(200)
+    assert report["images"] == report["files"] - report["unreadable"]
+    bytes_sent = sum(r["bytes_sent"] for r in sent)
+    assert abs(report["bytes_to_send"] - bytes_sent) <= 0.15 * bytes_sent, (report["bytes_to_send"], bytes_sent)
+    assert report["header_unreadable"] == 0  # the HEIC and the AVIF are read, as run reads them
+    bomb_copy = next(r for r in records if r["path"] == "copies/copy of bomb.png")
+    assert bomb_copy["error"]["type"] == "InputError"  # a copy of a refused file gets its record too
+    assert bomb_copy["duplicate_of"] == "bomb.png"

@@ -1,4 +1,4 @@
-"""Session fixtures: the generated corpus (tests/corpus.py, ~6 s) and Pillow's own test images (cached)."""
+"""Pillow's own test images (fetched by ``make venv``; the corpus fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,6 @@ from pathlib import Path
 
 import PIL
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for corpus.py
-
-from corpus import build
-
-
-@pytest.fixture(scope="session")
-def corpus_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="session")
-def corpus(corpus_paths: dict[str, Path]) -> dict[str, bytes]:
-    return {name: path.read_bytes() for name, path in corpus_paths.items()}
-
 
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "pillow-tests" / PIL.__version__
 
