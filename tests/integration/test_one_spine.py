@@ -157,3 +157,26 @@ async def test_check_counts_what_run_then_records_requests_and_sends(
     bomb_copy = next(r for r in records if r["path"] == "copies/copy of bomb.png")
     assert bomb_copy["error"]["type"] == "InputError"  # a copy of a refused file gets its record too
     assert bomb_copy["duplicate_of"] == "bomb.png"
+
+
+async def test_the_readme_check_examples_run(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """Every ``batchcap check`` line of the README, with its URLs pointed at the emulator and its folder made."""
+    import re
+    import shlex
+
+    from batchcap.source.samples import generate
+
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### Before a run: `batchcap check`", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("batchcap check ")]
+    assert len(lines) >= 3
+    server = await emulator(EmulatorSettings(latency=0))
+    generate(tmp_path / "photos", 12, seed=4)
+    for line in lines:
+        line = re.sub(r"https://[a-z0-9.-]+\.huggingface\.co(/v1)?|https://xyz\.[a-z0-9.-]+", server.url + r"\1", line)
+        argv = [a.replace("photos/", str(tmp_path / "photos") + "/") for a in shlex.split(line)[1:]]
+        argv = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in argv]
+        code, err = await _batchcap(*argv, cwd=repo)
+        assert code == 0, (line, err)
+    assert server.log.count(200) == 10  # the one example with --probe 10
