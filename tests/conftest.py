@@ -81,3 +81,15 @@ def corpus_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def corpus(corpus_paths: dict[str, Path]) -> dict[str, bytes]:
     return {name: path.read_bytes() for name, path in corpus_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def pillow_test_images() -> list[Path]:
+    """Pillow's own test images, fetched by ``make venv`` (scripts/fetch_test_data.py), never during a test."""
+    import PIL
+
+    folder = Path(__file__).resolve().parents[1] / ".cache" / "pillow-tests" / PIL.__version__
+    if not (folder / "extracted").exists():
+        pytest.skip(f"Pillow's test images are not in {folder}: run `make venv` (scripts/fetch_test_data.py) "
+                    "with network once")
+    return sorted(p for p in (folder / "images").rglob("*") if p.is_file())

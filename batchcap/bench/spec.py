@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchcap.prepare import PrepareSettings
-from batchcap.service.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.config.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.prepare.settings import PrepareSettings
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
 

@@ -1,54 +1,69 @@
 """The command registry, the parser built from it, and the one exception -> exit-code mapping.
 
-Every command is a module with ``HELP``, ``add_arguments(parser)`` and ``main(ns, argv) -> int``; adding a
-command is one line in ``COMMANDS``. A command raises from the one error tree and ``exit_for`` decides, for
-all of them alike, what is printed and which code is returned: no command catches its own errors to pick one.
+Every command is a module of this package with ``add_arguments(parser)`` and ``main(ns, argv) -> int``; the
+registry names it and its help line, and the module is imported only when that command runs (``batchcap run``
+does not load the emulator, the bench or the report site). A command raises from the one error tree and
+``exit_for`` decides, for all of them alike, what is printed and which code is returned.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
+from typing import NoReturn
 
-from batchcap.cli import bench, check, export, merge, report, run, samples, serve
-from batchcap.cli.exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
-from batchcap.errors import Aborted, BatchcapError, ConfigError, UsageError
+from batchcap.errors import Aborted, BatchcapError, ConfigError
 from batchcap.version import __version__
+
+from .exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
 
 __all__ = ["COMMANDS", "Command", "build_parser", "exit_for", "main"]
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One subcommand: its help line, its flags, its body, and the name its messages start with."""
+    """One subcommand: its help line and the module (in ``batchcap.cli``) that declares and runs it."""
 
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    main: Callable[[argparse.Namespace, Sequence[str]], int]
-    prefix: str = "batchcap"
+    module: str
 
-    @classmethod
-    def of(cls, module: ModuleType) -> Command:
-        return cls(module.HELP, module.add_arguments, module.main, getattr(module, "PREFIX", "batchcap"))
+    @property
+    def prefix(self) -> str:
+        return "batchcap" if self.module == "run" else f"batchcap {self.module}"
+
+    def load(self) -> object:
+        return importlib.import_module(f"batchcap.cli.{self.module}")
 
 
 COMMANDS: dict[str, Command] = {
-    "run": Command.of(run),
-    "serve": Command.of(serve),
-    "bench": Command.of(bench),
-    "check": Command.of(check),
-    "samples": Command.of(samples),
-    "export": Command.of(export),
-    "report": Command.of(report),
-    "merge": Command.of(merge),
+    "run": Command("caption every image under a folder into a JSONL file", "run"),
+    "check": Command("pre-flight: count images, corrupt files, copies and what is done; estimate time and cost "
+                     "(sends nothing)", "check"),
+    "bench": Command("benchmark targets (e.g. an Endpoint vs the free API) on the same images", "bench"),
+    "export": Command("write a run's captions as a training set (imagefolder, kohya, csv, parquet, openai-batch)",
+                      "export"),
+    "report": Command("write a static site (thumbnails, captions, errors, search) to look at a run", "report"),
+    "merge": Command("join shard journals into one (one line per image: an ok record wins, then the latest)",
+                     "merge"),
+    "serve": Command("start the local emulator of the hosted services", "serve"),
+    "samples": Command("write a folder of varied sample images (for the demo and for trying batchcap)", "samples"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors print the one useful line first, then where the help is (not 23 lines
+    of usage), and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s flags are declared (its module imported), the others listed by name."""
+    parser = _Parser(
         prog="batchcap",
         allow_abbrev=False,
         description="Caption whole image folders through hosted inference services, resumably.",
@@ -56,20 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"batchcap {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, allow_abbrev=False,
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        command.add_arguments(p)
+        if name == command:
+            cmd.load().add_arguments(p)  # type: ignore[attr-defined]
     return parser
 
 
 def exit_for(exc: BaseException, prefix: str) -> tuple[int, list[str]]:
     """The exit code and the lines to print for an error that ended a command (decided by class)."""
-    if isinstance(exc, UsageError):
+    if isinstance(exc, ConfigError):  # the command line, a profile or a path: nothing was sent
         return EXIT_USAGE, [f"{prefix}: error: {exc}"]
-    if isinstance(exc, ConfigError):
-        return EXIT_ABORTED, [f"{prefix}: config error: {exc}"]
     if isinstance(exc, Aborted):
         lines = [f"{prefix}: aborted: {exc}"]
         if exc.advice:
@@ -82,9 +96,18 @@ def exit_for(exc: BaseException, prefix: str) -> tuple[int, list[str]]:
     raise exc
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    name = _command_of(argv)
+    parser = build_parser(name)
     try:
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help -> 0, usage errors -> 2
@@ -93,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     command = COMMANDS[ns.command]
+    module = command.load()
     try:
-        return command.main(ns, argv)
+        return int(module.main(ns, argv))  # type: ignore[attr-defined]
     except (BatchcapError, KeyboardInterrupt) as exc:
         code, lines = exit_for(exc, command.prefix)
         for line in lines:

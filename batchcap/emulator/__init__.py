@@ -24,7 +24,6 @@ from __future__ import annotations
 from batchcap.emulator.app import make_app
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import Decoded, caption_for
-from batchcap.emulator.command import add_arguments, managed_from_args, serve, settings_from_args
 from batchcap.emulator.faults import CREDITS_EXHAUSTED, LEGACY_GONE
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
 from batchcap.emulator.management import (
@@ -32,6 +31,7 @@ from batchcap.emulator.management import (
     RunningManagedEndpoint,
     start_managed_endpoint,
 )
+from batchcap.emulator.serve import serve
 from batchcap.emulator.server import RunningEmulator, start_emulator
 from batchcap.emulator.settings import (
     DEFAULT_MODEL_ID,
@@ -66,12 +66,9 @@ __all__ = [
     "RouteKind",
     "RunningEmulator",
     "RunningManagedEndpoint",
-    "add_arguments",
     "caption_for",
     "make_app",
-    "managed_from_args",
     "serve",
-    "settings_from_args",
     "start_emulator",
     "start_managed_endpoint",
 ]

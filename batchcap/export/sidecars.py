@@ -3,7 +3,8 @@
 A sidecar that exists and that batchcap did not write this time is somebody's work: it is kept unless the mode
 says otherwise (``overwrite``, or ``append``/``prepend`` the caption). Two images that map to one sidecar name
 (``photo.jpg`` and ``photo.webp`` -> ``photo.txt``) clash: one sidecar per name, the other image is named in the
-summary, and its caption stays in the JSONL. A sidecar name that is the image's own name is refused outright.
+summary, and its caption stays in the JSONL. An image extension as the sidecar's is refused
+(``source.scan.sidecar_ext_problem``).
 """
 
 from __future__ import annotations
@@ -11,21 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["MODES", "SEPARATOR", "Mode", "ext_problem", "sidecar_name", "sidecar_text"]
+__all__ = ["MODES", "SEPARATOR", "Mode", "sidecar_name", "sidecar_text"]
 
 Mode = Literal["keep", "overwrite", "append", "prepend"]
 MODES: tuple[Mode, ...] = ("keep", "overwrite", "append", "prepend")
 #: Joins an existing sidecar and the new caption in append/prepend mode (tags are comma-separated).
 SEPARATOR = ", "
-
-
-def ext_problem(ext: str, *, flag: str, images: frozenset[str] = frozenset()) -> str | None:
-    """Why ``ext`` cannot be a sidecar extension (a message naming ``flag``), or None when it is fine."""
-    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
-        return f"{flag} must look like .txt or .caption (got {ext!r})"
-    if ext.lower() in images:
-        return f"{flag} {ext} is an image extension: sidecars would overwrite images; use .txt or .caption"
-    return None
 
 
 def sidecar_name(image: Path, ext: str) -> Path | None:

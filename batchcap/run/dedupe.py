@@ -33,9 +33,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from batchcap.config import Dedupe
 from batchcap.models import ImageJob, LoadedImage, Record
 from batchcap.source.digest import NearIndex, NearKey, content_digest, near_key
+from batchcap.source.settings import Dedupe
 
 __all__ = ["Admitted", "Deduper"]
 

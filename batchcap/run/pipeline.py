@@ -10,31 +10,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import anyio
 
 from batchcap.aio import first_leaf, leaves
-from batchcap.config import RunConfig, Secret, find_token
-from batchcap.errors import ConfigError, JournalError, RunAborted, UsageError
-from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
-from batchcap.flow.ratelimit import Limiter, RateLimiter
+from batchcap.config import RunConfig
+from batchcap.errors import JournalError, RunAborted
+from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index
-from batchcap.models import Record
-from batchcap.prepare import PreparePool
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.attempt import Captioner, Captions
-from batchcap.run.guard import RunGuard
+from batchcap.run.assemble import captions_for, preparer_for, run_targets
 from batchcap.run.manifest import Manifest
-from batchcap.run.route import Lane, Router
+from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import make_adapter
-from batchcap.service.targets import Target, resolve_targets
+from batchcap.service.auth import Secret
 
-__all__ = ["lane_targets", "preparer_for", "run"]
+__all__ = ["run"]
 
 
 async def run(
@@ -52,14 +45,14 @@ async def run(
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
-    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
+    caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
     (a Ray job shares one across its workers).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
-    captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter)
+    targets = run_targets(cfg)  # resolved once, checked before anything is read or sent
+    captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
@@ -71,7 +64,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=preparer_for(cfg))
+                    on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -95,90 +88,6 @@ async def run(
     if stats.aborted:
         raise RunAborted(stats.aborted, kind=stats.abort_kind or "other")
     return stats
-
-
-def preparer_for(cfg: RunConfig) -> PreparePool:
-    """What is sent of each file (issue 8; ``--max-side 0``: files as they are), as every target's adapter wraps
-    it. ``check`` builds its estimate with this very function, so the two agree by construction."""
-    configs = [t.cfg for t in lane_targets(cfg)] if cfg.targets else [cfg]
-    return PreparePool.for_adapters(cfg.prepare_settings(), [make_adapter(c) for c in configs])
-
-
-def _captions(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None,
-) -> Captions:
-    """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
-    if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed)
-    return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter)
-
-
-def _captioner(
-    cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
-) -> Captioner:
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
-                           connections=cfg.concurrency)
-    return Captioner(
-        client,
-        limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, cfg.burst),
-        policy=policy or RetryPolicy(retries=cfg.retries, wait_budget=cfg.max_wait),
-        guard=RunGuard(url=cfg.url, has_token=token is not None, max_wait=cfg.max_wait),
-        stats=stats,
-        progress=progress,
-        target=target,
-        seed=seed,
-        senders=cfg.concurrency,
-        released=released,
-        concurrency=_adaptive(cfg),
-        quality=cfg.quality(),
-        prompt=cfg.prompt if cfg.api == "openai" else None,
-    )
-
-
-def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None) -> Router:
-    """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
-    released: list[Record] = []
-    lanes = []
-    for target in lane_targets(cfg):
-        token, _ = find_token(target.token_file)
-        lane_cfg = target.cfg
-        captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released)
-        lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
-    return Router(lanes, route=cfg.route, released=released)
-
-
-def _adaptive(cfg: RunConfig) -> ConcurrencyLimiter | None:
-    """The adaptive limit for ``--concurrency N`` (None for ``fixed:N``). It starts at 8 (or N if lower), not 1:
-    three round trips of slow start saved (Little's-law row 0.94 -> 0.96 of c/L in benchmarks/), and 8
-    requests queued on a one-at-a-time server answer within 8 service times, far inside the default timeout;
-    the first cut brings the limit down from there."""
-    if cfg.concurrency_mode != "adaptive":
-        return None
-    return ConcurrencyLimiter(AdaptiveLimit(cfg.concurrency, initial=min(8, cfg.concurrency)))
-
-
-def lane_targets(cfg: RunConfig) -> tuple[Target, ...]:
-    """The run's ``--target``s as configs: a bare SPEC takes the run's limits; a profile keeps its own."""
-    try:
-        targets = resolve_targets(cfg.targets, api_base=cfg.api_base, prices=cfg.price_per_hour)
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    out = []
-    for t in targets:
-        if t.cfg.endpoint_name:
-            raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
-                              "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
-        if not t.spec.endswith(".toml"):
-            lane = replace(cfg, api=t.cfg.api, model=t.cfg.model, endpoint=t.cfg.endpoint, base_url=t.cfg.base_url,
-                           api_base=t.cfg.api_base, targets=(), price_per_hour=())
-            t = replace(t, cfg=lane.validate())
-        out.append(t)
-    return tuple(out)
 
 
 def _first_stop(failures: list[BaseException]) -> tuple[str | None, str | None]:

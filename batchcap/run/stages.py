@@ -74,20 +74,20 @@ class Stages:
         self.progress = progress
         self.on_scan_done = on_scan_done
         self.preparer = preparer  #: what is sent of each file (the one path run, bench and check share)
-        self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
+        self.max_bytes = cfg.source.max_bytes
         senders = captioner.senders
-        self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
+        self.feed = Feed(capacity=max(2 * senders, cfg.source.read_batch))
         self.sink = Sink(flush_at=max(64, 4 * senders), high_water=max(4096, 64 * senders))
-        self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
+        self.count_targets = len(cfg.routing.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
+        self.deduper = Deduper(cfg.source.dedupe, root=cfg.input_dir) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
         self.sidecars = SidecarWriter(cfg.input_dir, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
-                                      follow_symlinks=cfg.follow_symlinks) if cfg.sidecar else None
+                                      follow_symlinks=cfg.source.follow_symlinks) if cfg.sidecar else None
         if self.sidecars is not None:
             stats.sidecars = self.sidecars.report
 
@@ -142,17 +142,17 @@ class Stages:
                 tg.start_soon(self.sender)
 
     async def readers(self) -> None:
-        cfg = self.cfg
+        source = self.cfg.source
         try:
             batches = scan_batches(
-                cfg.input_dir,
-                batch_size=cfg.read_batch,
+                source.input_dir,
+                batch_size=source.read_batch,
                 skip=self.skip(),
-                follow_symlinks=cfg.follow_symlinks,
+                follow_symlinks=source.follow_symlinks,
                 on_error=self.scan_error,
             )
             async with anyio.create_task_group() as tg:
-                for _ in range(cfg.readers):
+                for _ in range(source.readers):
                     tg.start_soon(self.reader, batches)
         finally:
             self.feed.close()
@@ -160,15 +160,16 @@ class Stages:
     def skip(self) -> Callable[[str], bool] | None:
         """What the scan leaves out: paths the journal has done, and with ``--shard`` other shards' paths."""
         done = self.index.__contains__ if len(self.index) else None  # a fresh run: no per-file lookup
-        if self.cfg.shard is None:
+        shard = self.cfg.source.shard
+        if shard is None:
             return done
-        return self.cfg.shard.skip_others(done)
+        return shard.skip_others(done)
 
     def scan_error(self, path: str, exc: OSError) -> None:
         """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
         if path in self.index:  # recorded by an earlier run: skipped like any done image
             return
-        if self.cfg.shard is not None and not self.cfg.shard.owns(path):  # one shard records it, once
+        if (shard := self.cfg.source.shard) is not None and not shard.owns(path):  # one shard records it, once
             return
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))

@@ -31,11 +31,25 @@ from pathlib import Path
 from batchcap.errors import ConfigError
 from batchcap.models import ImageJob
 
-__all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
+__all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches", "sidecar_ext_problem"]
 
 DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
+
+
+
+def sidecar_ext_problem(ext: str, *, flag: str) -> str | None:
+    """Why ``ext`` cannot name a caption file beside an image (a message naming ``flag``), or None.
+
+    An image extension is refused: ``photo.txt`` is fine, a ``photo.png`` sidecar would overwrite an image.
+    """
+    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
+        return f"{flag} must look like .txt or .caption (got {ext!r})"
+    if ext.lower() in DEFAULT_EXTENSIONS:
+        return f"{flag} {ext} is an image extension: sidecars would overwrite images; use .txt or .caption"
+    return None
+
 
 #: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]

@@ -106,7 +106,7 @@ def test_no_target_no_estimate_and_human_report(messy: Path) -> None:
 async def test_already_done_after_a_run(emulator: Emulator, messy: Path, tmp_path: Path) -> None:
     server = await emulator(EmulatorSettings())
     out = tmp_path / "results.jsonl"
-    cfg = RunConfig(input_dir=messy, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
+    cfg = RunConfig.build(input_dir=messy, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
                     concurrency=8, rate=None, burst=8, timeout=5.0).validate()
     with anyio.fail_after(30):
         stats = await run(cfg)
@@ -148,25 +148,22 @@ async def test_probe_sends_exactly_n(emulator: Emulator, messy: Path) -> None:
         (["--target", "hf:m", "--probe", "1000"], "at most"),
         (["--target", "ftp://x"], "--target"),
         (["--target", "x=ftp://y"], "SPEC must start"),
-        (["--jpeg-quality", "150"], "jpeg_quality"),
+        (["--jpeg-quality", "150"], "--jpeg-quality"),
         (["--api", "openai", "--base-url", "http://127.0.0.1:9/v1"], "--model"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(messy: Path, argv: list[str], says: str) -> None:
-    from batchcap.cli.app import exit_for
-    from batchcap.errors import ConfigError
-
     got, report, err = check_json(messy, *argv)
-    assert got in (2, exit_for(ConfigError("x"), "")[0])  # 2 once ConfigError maps to 2 (issue 15)
+    assert got == 2
     assert says in err
     assert report == {}
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("batchcap check: ")
 
 
-def test_missing_folder_is_one_line_exit_3(tmp_path: Path) -> None:
+def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     got, _, err = check_json(tmp_path / "nope")
-    assert got == 3
+    assert got == 2
     assert "does not exist" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -207,7 +204,7 @@ async def test_estimate_is_within_25_percent_of_the_run(emulator: Emulator, tmp_
     assert code == 0, err
     assert server.log.count() == 0
     forecast = report["estimate"]["wall_s"]
-    cfg = RunConfig(input_dir=folder, out=tmp_path / "r.jsonl", endpoint=f"{server.url}/", rate=20, burst=4,
+    cfg = RunConfig.build(input_dir=folder, out=tmp_path / "r.jsonl", endpoint=f"{server.url}/", rate=20, burst=4,
                     concurrency=4, timeout=10).validate()
     started = time.monotonic()
     with anyio.fail_after(30):

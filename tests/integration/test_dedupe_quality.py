@@ -35,7 +35,7 @@ def cfg_for(server: RunningEmulator, folder: Path, out: Path, **kw: Any) -> RunC
     base: dict[str, Any] = {"input_dir": folder, "out": out, "model": MODEL, "api_base": f"{server.url}/hf-inference",
                             "concurrency": 8, "rate": None, "burst": 8, "timeout": 5.0}
     base.update(kw)
-    return RunConfig(**base).validate()
+    return RunConfig.build(**base).validate()
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ def pictures(tmp_path: Path) -> Path:
 
 
 def chat_cfg(base: str, folder: Path, out: Path, **kw: Any) -> RunConfig:
-    return RunConfig(input_dir=folder, out=out, api="openai", model="m", base_url=base, concurrency=8,
+    return RunConfig.build(input_dir=folder, out=out, api="openai", model="m", base_url=base, concurrency=8,
                      rate=None, burst=8, timeout=5.0, **kw).validate()
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import pytest
 
+from batchcap.cli.serve import add_arguments, settings_from_args
 from batchcap.emulator import (
     DEFAULT_TOKEN,
     EmulatorSettings,
@@ -27,9 +28,7 @@ from batchcap.emulator import (
     RequestLog,
     RunningEmulator,
     _TokenBucket,
-    add_arguments,
     caption_for,
-    settings_from_args,
 )
 from batchcap.errors import ConfigError
 

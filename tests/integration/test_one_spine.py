@@ -104,15 +104,12 @@ async def test_bench_takes_the_run_preparation_flags(
 async def test_bench_out_that_cannot_be_written_stops_before_any_request(
     emulator: EmulatorFactory, phone_photos: Path, tmp_path: Path
 ) -> None:
-    from batchcap.cli.app import exit_for
-    from batchcap.errors import ConfigError
-
     server = await emulator(EmulatorSettings(latency=0))
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     code, err = await _batchcap("bench", str(phone_photos), "--target", f"a=hf:{MODEL}", "--api-base",
                                 f"{server.url}/hf-inference", "--out", str(blocker / "bench"))
-    assert code == exit_for(ConfigError("x"), "batchcap")[0]  # 2 once ConfigError maps to 2 (issue 15)
+    assert code == 2
     assert "--out" in err
     assert err.strip().count("\n") == 0, err
     assert server.log.count() == 0

@@ -37,10 +37,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_each_invocation_keeps_its_settings_and_the_counts_cover_the_journal(in_tmp: Path) -> None:
-    first = RunConfig(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="first", concurrency=2)
+    first = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="first", concurrency=2)
     _invocation(first, [Record("a.jpg", "ok", caption="A"), _err("b.jpg", "RejectedImage"),
                         _err("c.jpg", "ServerError", retryable=True)], attempts=4)
-    again = RunConfig(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="second", concurrency=5,
+    again = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="second", concurrency=5,
                       retry_failed=True)
     _invocation(again, [Record("b.jpg", "ok", caption="B"), _err("d.jpg", "InputError")], attempts=2)
 
@@ -64,7 +64,7 @@ def test_each_invocation_keeps_its_settings_and_the_counts_cover_the_journal(in_
 
 
 def test_the_folder_is_found_from_any_working_directory(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = RunConfig(input_dir=Path("photos"), out=Path("r.jsonl"), model="m")
+    cfg = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m")
     _invocation(cfg, [Record("a.jpg", "ok", caption="A")])
     elsewhere = in_tmp / "elsewhere"
     elsewhere.mkdir()
@@ -76,7 +76,7 @@ def test_a_version_1_manifest_becomes_the_first_invocation(in_tmp: Path) -> None
     old = {"tool": "batchcap", "version": "0.0.9", "state": "finished", "config": {"prompt": "old"},
            "counts": {"ok": 1, "attempts": 3}}
     write_json_atomic(in_tmp / "r.manifest.json", old)
-    cfg = RunConfig(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="new")
+    cfg = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="new")
     _invocation(cfg, [Record("a.jpg", "ok", caption="A")], attempts=1)
     doc = orjson.loads((in_tmp / "r.manifest.json").read_bytes())
     assert [inv.get("manifest_version") for inv in doc["invocations"]] == [1, None]
@@ -85,7 +85,7 @@ def test_a_version_1_manifest_becomes_the_first_invocation(in_tmp: Path) -> None
 
 
 def test_a_running_invocation_is_visible_before_it_ends(in_tmp: Path) -> None:
-    cfg = RunConfig(input_dir=Path("photos"), out=Path("r.jsonl"), model="m")
+    cfg = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m")
     _invocation(cfg, [Record("a.jpg", "ok", caption="A")])
     Manifest(cfg, load_index(cfg.out), started_at=2000.0).write_start()
     doc = orjson.loads((in_tmp / "r.manifest.json").read_bytes())

@@ -1,15 +1,15 @@
-"""``batchcap check DIR``: take stock, probe if asked, estimate for the target a run would use.
+"""``batchcap check DIR``: the report a run's config asks for, and the report as text.
 
-The folder, the journal, the target, the limits and the preparation come in one ``RunConfig``, built from the
-same flags and profile a run takes (``batchcap.cli.options.config_from_args``), and the files are judged with
-the pool the run would build (``batchcap.run.preparer_for``): what check counts is what that run records,
-requests and sends. ``batchcap.cli.check`` parses the flags and prints; this module raises from the one error
-tree (``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or
-journal that cannot be read), and ``cli`` turns those into exit codes.
+``cfg`` is the config a run with the same flags would use, and the files are judged with the pool that run
+would build (``batchcap.run.preparer_for``): what check counts is what that run records, requests and sends.
+``batchcap.cli.check`` registers the command and prints; this module raises from the one error tree
+(``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or journal
+that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,22 +18,14 @@ from typing import Any
 from batchcap.aio import run_async
 from batchcap.check.estimate import Estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
-from batchcap.config import RunConfig, find_token
+from batchcap.config import RunConfig, Target
 from batchcap.errors import ConfigError, UsageError
-from batchcap.run import lane_targets, preparer_for
-from batchcap.service.targets import Target
+from batchcap.run import preparer_for, run_targets
+from batchcap.service.auth import find_token
 
-__all__ = ["MAX_PROBE", "CheckOptions", "CheckReport", "has_target", "render", "take_stock"]
+__all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
 
 MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memory
-
-
-@dataclass(frozen=True, slots=True)
-class CheckOptions:
-    """What ``check`` adds to a run's settings: the probe, the reader threads."""
-
-    probe: int | None = None
-    readers: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,58 +36,39 @@ class CheckReport:
     estimate: Estimate | None
     probe: dict[str, Any] | None
     data: dict[str, Any]
-    estimates: tuple[Estimate, ...] = ()  #: one per target with several --target (``estimate`` is the first)
+    out: Path | None = None  #: the journal counted as done, if any
+    estimates: tuple[Estimate, ...] = ()  #: one per target (several with several --target; ``estimate`` is the first)
 
 
-def has_target(cfg: RunConfig) -> bool:
-    """Whether ``cfg`` names a service to estimate for (check runs without one)."""
-    return bool(cfg.model or cfg.endpoint or cfg.targets or cfg.endpoint_name or cfg.api == "openai")
-
-
-def _lanes(cfg: RunConfig) -> tuple[Target, ...]:
-    """The targets a run with ``cfg`` would caption with, each with its limits and price (as run resolves them)."""
-    if cfg.targets:
-        return lane_targets(cfg)
-    price = None
-    if cfg.price_per_hour:
-        value = cfg.price_per_hour[-1]
-        _, sep, dollars = value.partition("=")
-        try:
-            price = float((dollars if sep else value).removeprefix("$"))
-        except ValueError:
-            raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. 0.60 (got {value!r})") from None
-        if not price >= 0:
-            raise UsageError(f"--price-per-hour must be >= 0 dollars (got {value!r})")
-    return (Target("target", cfg.target, cfg, price),)
-
-
-def take_stock(cfg: RunConfig, options: CheckOptions) -> CheckReport:
-    """Take stock of the folder, probe if asked, estimate if there is a target. Raises from the error tree."""
-    target = has_target(cfg)
-    if options.probe is not None and not target:
-        raise UsageError("--probe needs a target (--model, --endpoint, --api openai, --target or --config): "
-                         "the probe measures that target")
-    if options.probe is not None and options.probe > MAX_PROBE:
-        raise UsageError(f"--probe {options.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
-    if not cfg.input_dir.is_dir():
-        raise ConfigError(f"{cfg.input_dir} does not exist or is not a folder")
-    if cfg.out.is_dir():
-        raise ConfigError(f"--out {cfg.out} is a folder; pass the JSONL results file")
-    lanes = _lanes(cfg) if target else ()
-    if options.probe and len(lanes) > 1:
+def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
+    """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
+    target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
+    if probe and not has_target:
+        raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
+                         "measures that target")
+    if probe > MAX_PROBE:
+        raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
+    targets = run_targets(cfg) if has_target else ()  # a run's lanes, resolved as run resolves them
+    lanes = targets or ((Target("target", cfg.target.label, cfg, _price(cfg)),) if has_target else ())
+    if probe and len(lanes) > 1:
         raise UsageError("--probe measures one target: give one --target (or --model / --endpoint)")
+    out = cfg.out if cfg.out.exists() else None  # a run with these flags resumes it
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
+    source = cfg.source
+    pool = preparer_for(cfg if has_target else replace(cfg, routing=replace(cfg.routing, targets=())), targets)
     inv = inventory(
-        cfg.input_dir, out=cfg.out if cfg.out.exists() else None, dedupe=cfg.dedupe, max_image_mb=cfg.max_image_mb,
-        follow_symlinks=cfg.follow_symlinks, pool=preparer_for(cfg if target else replace(cfg, targets=())),
-        readers=options.readers, probe=options.probe or 0, retry_failed=cfg.retry_failed,
+        source.input_dir, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
+        follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
+        retry_failed=cfg.retry_failed,
     )
     probed: dict[str, Any] | None = None
     latency, throttled = None, False
-    if options.probe:
+    if probe:
         probed, latency, throttled = _probe(lanes[0], inv)
     estimates = tuple(
-        estimate(inv.to_caption, target=lane.cfg.target, concurrency=lane.cfg.concurrency,
-                 rate=lane.cfg.request_rate, burst=lane.cfg.burst, latency_s=latency, throttled=throttled,
+        estimate(inv.to_caption, target=lane.cfg.target.label, concurrency=lane.cfg.limits.ceiling,
+                 rate=lane.cfg.request_rate, burst=lane.cfg.limits.burst, latency_s=latency, throttled=throttled,
                  price_per_hour=lane.price_per_hour)
         for lane in lanes
     )
@@ -105,18 +78,32 @@ def take_stock(cfg: RunConfig, options: CheckOptions) -> CheckReport:
     if len(estimates) > 1:
         data["estimates"] = {lane.name: e.to_dict() for lane, e in zip(lanes, estimates, strict=True)}
     data["probe"] = probed
-    return CheckReport(inv, est, probed, data, estimates)
+    return CheckReport(inv, est, probed, data, out, estimates)
+
+
+def _price(cfg: RunConfig) -> float | None:
+    """``--price-per-hour [NAME=]DOLLARS`` of the one target, if given."""
+    for text in cfg.routing.price_per_hour:
+        value = text.rpartition("=")[2].removeprefix("$")
+        try:
+            price = float(value)
+        except ValueError:
+            raise ConfigError(f"--price-per-hour: expected dollars per hour, e.g. 0.60 (got {text!r})") from None
+        if not (price >= 0 and math.isfinite(price)):
+            raise ConfigError(f"--price-per-hour must be >= 0 dollars (got {text!r}); 0 means free")
+        return price
+    return None
 
 
 def _probe(lane: Target, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
     from batchcap.check.probe import probe
 
-    if lane.cfg.endpoint_name:
-        raise UsageError("--probe with --endpoint-name: wake the Endpoint with a run first, or pass its --endpoint URL")
-    token, _ = find_token(lane.token_file or lane.cfg.token_file)
-    images = list(inv.probe_images)
+    if lane.cfg.target.endpoint_name:
+        raise UsageError("--probe with --endpoint-name: wake the Endpoint with a run first, or pass its URL")
+    token, _ = find_token(lane.token_file or lane.cfg.target.token_file)
+    images = list(inv.probe_images)  # prepared as the run prepares them: the probe sends what the run sends
     inv.probe_images.clear()
-    result = run_async(lambda: probe(lane.cfg, images, token=token, quality=lane.cfg.quality()))
+    result = run_async(lambda: probe(lane.cfg, images, token=token, quality=lane.cfg.quality))
     return result.to_dict(), result.latency_s, result.throttled > 0
 
 
