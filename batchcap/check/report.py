@@ -40,15 +40,19 @@ class CheckReport:
     estimates: tuple[Estimate, ...] = ()  #: one per target (several with several --target; ``estimate`` is the first)
 
 
-def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
+def run_check(
+    cfg: RunConfig, *, has_target: bool, probe: int = 0, targets: tuple[Target, ...] | None = None
+) -> CheckReport:
     """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
-    target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
+    target. ``cfg`` is the config a run with the same flags would use; ``targets`` its ``run_targets(cfg)``, when
+    the caller has them already. Raises from the error tree."""
     if probe and not has_target:
         raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
                          "measures that target")
     if probe > MAX_PROBE:
         raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
-    targets = run_targets(cfg) if has_target else ()  # a run's lanes, resolved as run resolves them
+    if targets is None:
+        targets = run_targets(cfg) if has_target else ()  # a run's lanes, resolved as run resolves them
     lanes = targets or ((Target("target", cfg.target.label, cfg, _price(cfg)),) if has_target else ())
     if probe and len(lanes) > 1:
         raise UsageError("--probe measures one target: give one --target (or --model / --endpoint)")

@@ -11,10 +11,12 @@ from pathlib import Path
 import orjson
 
 from batchcap.check import MAX_PROBE, render, run_check
+from batchcap.config import Target
+from batchcap.run import run_targets
 
 from .argtypes import number
 from .exit_codes import EXIT_OK
-from .options import add_run_options, config_from_args
+from .options import add_run_options, config_from_args, ineffective_flags
 
 __all__ = ["add_arguments", "main"]
 
@@ -38,9 +40,13 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     cfg = config_from_args(ns, input_dir=ns.input_dir, validate=False)
     routing, target = cfg.routing, cfg.target
     has_target = bool(routing.targets or target.model or target.endpoint or target.base_url or target.endpoint_name)
+    targets: tuple[Target, ...] = ()
     if has_target:
         cfg.validate()
-    report = run_check(cfg, has_target=has_target, probe=ns.probe or 0)
+        targets = run_targets(cfg)
+        for line in ineffective_flags(ns, cfg, targets):
+            print(f"batchcap check: warning: {line}", file=sys.stderr)
+    report = run_check(cfg, has_target=has_target, probe=ns.probe or 0, targets=targets)
     if ns.json:
         sys.stdout.write(orjson.dumps(report.data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -36,6 +36,7 @@ __all__ = [
     "config_from_args",
     "default_of",
     "given_settings",
+    "ineffective_flags",
 ]
 
 Kind = Literal["value", "true", "const", "append"]
@@ -227,3 +228,33 @@ def config_from_args(ns: argparse.Namespace, *, input_dir: Path | None = None, v
     except TypeError as exc:  # a value of the wrong type for a field that takes no text: a programming error
         raise ConfigError(str(exc)) from None
     return cfg.validate() if validate else cfg
+
+
+def ineffective_flags(ns: argparse.Namespace, cfg: RunConfig, targets: Sequence[Any] = ()) -> list[str]:
+    """One line per flag given on the command line that no request of this run carries (``--prompt`` with a
+    raw-bytes Endpoint, ``--api hf``): a warning, so a flag that does nothing is never silent."""
+    given = list(given_settings(ns))
+    lanes = [(t.name, t.cfg.target) for t in targets] or [("", cfg.target)]
+    lines = []
+    for name in dict.fromkeys(n for _, target in lanes for n in target.unused(given)):
+        deaf = [(lane, target.api) for lane, target in lanes if target.unused([name])]
+        where = ", ".join(f"target {lane} (--api {api})" if lane else f"--api {api}" for lane, api in deaf)
+        lines.append(f"{flag_of(name)} has no effect with {where}: {_WHY_UNUSED[deaf[0][1]]}")
+    return lines
+
+
+_WHY_UNUSED = {
+    "hf": "the request is the image bytes alone (the model or the Endpoint's handler decides what to do); a prompt "
+          "needs --api openai, generation parameters --api hf-json",
+    "hf-json": "the request is the image and its parameters; a prompt needs --api openai",
+    "openai": "a chat request takes --prompt, --max-tokens and --temperature, not parameters",
+}
+
+
+def flag_of(setting: str) -> str:
+    """The first command-line spelling of a setting."""
+    for table in (TARGET, LIMITS, INPUT_OUTPUT, QUALITY, PREPARE, ENDPOINT):
+        for opt in table:
+            if opt.setting == setting:
+                return opt.flags[0]
+    return "--" + setting.replace("_", "-")

@@ -21,7 +21,7 @@ from batchcap.service.auth import Secret, find_token
 from batchcap.version import __version__
 
 from .argtypes import add_event_loop_flag, number
-from .options import add_run_options, config_from_args
+from .options import add_run_options, config_from_args, ineffective_flags
 
 __all__ = ["add_arguments", "main"]
 
@@ -50,6 +50,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     prepare_out(cfg.out)
     targets = run_targets(cfg)  # every --target checked before the first line is printed
+    for line in ineffective_flags(ns, cfg, targets):
+        print(f"batchcap: warning: {line}", file=sys.stderr)
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
