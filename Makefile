@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench bench-demo clean
+.PHONY: venv demo test test-apart test-all lint bench bench-demo clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(RUNTIME)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# What the default run leaves out (pyproject markers): the Ray, browser and wall-clock tests.
+test-apart: $(STAMP)
+	$(BIN)/python -m pytest -q -m "ray or browser or timing"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

@@ -18,7 +18,7 @@ import dataclasses
 import random
 import time
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import anyio
 
@@ -30,11 +30,28 @@ from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.run.guard import RunGuard, Stop
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.client import Reply
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
+from batchcap.types import Sleep
 
-__all__ = ["Captioner", "Captions", "error_info"]
+__all__ = ["Caller", "Captioner", "Captions", "error_info"]
+
+
+class Caller(Protocol):
+    """What a ``Captioner`` asks: one HTTP attempt per call, an ``APIError`` subclass for every failure.
+
+    ``service.CaptionClient`` implements it; a unit test implements it in a few lines (the seam httpx's
+    ``MockTransport`` is), so the attempt loop is tested without a socket.
+    """
+
+    adapter: Adapter
+
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def close(self) -> None: ...
 
 
 class Captions(Protocol):
@@ -75,13 +92,13 @@ class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
     __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
-                 "released", "rng", "senders", "stats", "target", "try_acquire")
+                 "released", "rng", "senders", "sleep", "stats", "target", "try_acquire")
 
     def __init__(
-        self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
+        self, client: Caller, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
-        quality: QualitySettings | None = None, prompt: str | None = None,
+        quality: QualitySettings | None = None, prompt: str | None = None, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -99,6 +116,7 @@ class Captioner:
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -141,7 +159,7 @@ class Captioner:
                 else:
                     waited += decision.delay
                 if (delay := self._retry_delay(exc, decision.delay)) > 0:
-                    await anyio.sleep(delay)
+                    await self.sleep(delay)
                 continue
             self.limiter.succeeded()
             if held := self.guard.succeeded():

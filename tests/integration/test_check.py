@@ -189,6 +189,7 @@ def test_near_copies_are_counted_with_dedupe_near(tmp_path: Path) -> None:
     assert off["to_caption"] == 9
 
 
+@pytest.mark.timing  # the run's wall time on a loaded machine is the measure
 async def test_estimate_is_within_25_percent_of_the_run(emulator: Emulator, tmp_path: Path) -> None:
     """A service limited to 20 req/s, a profile that says so: check's forecast vs the run's wall time.
 

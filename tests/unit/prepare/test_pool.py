@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import anyio
 import pytest
@@ -37,32 +36,34 @@ async def test_prepare_many_returns_in_order_with_errors_in_place(corpus: dict[s
 async def test_no_more_than_workers_run_at_once_and_the_loop_stays_free(corpus: dict[str, bytes]) -> None:
     active = peak = 0
     lock = threading.Lock()
+    loop_free = threading.Event()  # set by a task on the event loop while both workers are busy
 
     def wire_size(n: int) -> int:  # runs inside prepare, on the worker thread
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
-        time.sleep(0.01)
+        loop_free.wait(timeout=10)  # held until the loop shows it runs while the workers work
         with lock:
             active -= 1
         return n
 
     pool = PreparePool(PrepareSettings(), wire_size=wire_size, workers=2)
-    ticks = 0
 
-    async def ticker() -> None:
-        nonlocal ticks
+    async def loop_side() -> None:
         while True:
-            ticks += 1
-            await anyio.sleep(0.002)
+            with lock:
+                if active == 2:
+                    break
+            await anyio.lowlevel.checkpoint()
+        loop_free.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ticker)
-        await pool.prepare_many([corpus["web_50k.jpg"]] * 12, in_flight=8)
-        tg.cancel_scope.cancel()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(loop_side)
+            await pool.prepare_many([corpus["web_50k.jpg"]] * 12, in_flight=8)
+    assert loop_free.is_set(), "the event loop must keep running while images are prepared"
     assert peak == 2
-    assert ticks >= 5, "the event loop must keep running while images are prepared"
     assert "workers=2" in repr(pool)
 
 
