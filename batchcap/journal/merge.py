@@ -76,8 +76,10 @@ def merge_journals(out: Path, parts: Sequence[Path], *, bucket_bytes: int = BUCK
                 f"{out} already exists; to fold it into the merge list it among the parts too "
                 f"(batchcap merge {out} {out} PART...), or move it aside"
             )
-        if not out.parent.is_dir():
-            raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)  # as every command's output folder is made
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: cannot make its folder {out.parent} ({exc.strerror})") from None
         total = sum(os.fstat(f.fileno()).st_size for f in files)
         nbuckets = max(1, math.ceil(total / bucket_bytes))
         counts = [_Counts() for _ in files]

@@ -68,12 +68,16 @@ async def test_export_report_and_merge_work_from_another_folder(emulator: Emulat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     journal = tmp_path / "runs" / "r.jsonl"
-    for argv in (["export", journal, "--format", "kohya", "--out", "k"], ["report", journal, "--out", "site"],
-                 ["merge", "merged.jsonl", journal], ["export", "merged.jsonl", "--format", "imagefolder"]):
+    for argv in (["export", journal, "--format", "kohya", "--out", "new/k"],  # --out's missing folders are made
+                 ["export", journal, "--format", "csv", "--out", "new/csv/here"],
+                 ["report", journal, "--out", "new/site"],
+                 ["merge", "new/merged/all.jsonl", journal],
+                 ["export", "new/merged/all.jsonl", "--format", "imagefolder"]):
         with anyio.fail_after(60):
             got = await anyio.run_process([sys.executable, "-m", "batchcap", *map(str, argv)], cwd=elsewhere,
                                           env=env, check=False)
         assert got.returncode == 0, (argv, got.stderr.decode())
-    assert len(list((elsewhere / "k").rglob("*.txt"))) == 6
-    assert list((elsewhere / "site" / "thumbs").rglob("*"))  # the report found the images for its thumbnails
+    assert len(list((elsewhere / "new" / "k").rglob("*.txt"))) == 6
+    assert (elsewhere / "new" / "csv" / "here" / "metadata.csv").is_file()
+    assert list((elsewhere / "new" / "site" / "thumbs").rglob("*"))  # the report found the images: thumbnails
     assert (tmp_path / "photos" / "metadata.jsonl").exists()  # imagefolder beside the images of the merged run

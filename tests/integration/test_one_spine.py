@@ -94,11 +94,26 @@ async def test_bench_takes_the_run_preparation_flags(
     assert code == 0, err
     code, err = await _batchcap("bench", str(phone_photos), "--target", f"a=hf:{MODEL}", "--api-base",
                                 f"{bench_server.url}/hf-inference", "--concurrency", "1", "--requests", "3",
-                                "--warmup", "0", "--images", "3", "--out", str(tmp_path / "bench"), *flags)
+                                "--warmup", "0", "--images", "3", "--out", str(tmp_path / "new" / "bench"), *flags)
     assert code == 0, err
+    assert (tmp_path / "new" / "bench" / "bench.json").is_file()  # --out's missing folders are made
     run_sent, bench_sent = _sent(run_server), _sent(bench_server)
     assert bench_sent == run_sent
     assert all(max(w, h) <= 512 and gps for w, h, _, gps in run_sent.values())  # --keep-metadata: GPS kept
+
+
+async def test_run_out_that_cannot_be_written_stops_before_any_request(
+    emulator: EmulatorFactory, phone_photos: Path, tmp_path: Path
+) -> None:
+    server = await emulator(EmulatorSettings(latency=0))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, err = await _batchcap("run", str(phone_photos), "--model", MODEL, "--api-base", f"{server.url}/hf-inference",
+                                "--out", str(blocker / "r.jsonl"))
+    assert code == 2
+    assert err.startswith("batchcap: error: --out"), err
+    assert err.strip().count("\n") == 0, err
+    assert server.log.count() == 0
 
 
 async def test_bench_out_that_cannot_be_written_stops_before_any_request(
