@@ -9,6 +9,7 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
     ├── Aborted                a command started and stopped on purpose      -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
+    │   ├── JobAborted         a Ray job's shard stopped the job (the same causes as RunAborted)
     │   └── BenchAborted       a bench target refused the token or does not exist
     └── APIError(status, request_id)
         ├── TransientError     retried with backoff
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "CreditsExhausted",
     "InputError",
+    "JobAborted",
     "JournalError",
     "ModelLoading",
     "PermanentError",
@@ -90,6 +92,10 @@ class RunAborted(Aborted):
     def __init__(self, message: str, *, kind: str = "other") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class JobAborted(Aborted):
+    """A shard of a Ray job stopped the job on purpose (bad token, wrong URL, journal fault); the message says why."""
 
 
 class BenchAborted(Aborted):

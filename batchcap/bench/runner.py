@@ -48,6 +48,7 @@ from batchcap.service.settings import AfterRun
 from batchcap.source.read import load_batch
 from batchcap.source.scan import scan
 from batchcap.types import Clock
+from batchcap.words import plural
 
 __all__ = ["run_bench"]
 
@@ -75,9 +76,9 @@ async def run_bench(
     t0 = clock()
     tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
     images, image_info = await _load_images(settings)
-    log(f"batchcap bench: {len(images)} images from {settings.images_dir}: {image_info['bytes_total'] / 1e6:.1f} MB on "
-        f"disk, {image_info['bytes_sent_total'] / 1e6:.1f} MB as sent ({image_info['prepared']} prepared, "
-        f"{image_info['passed_as_is']} as they were)")
+    log(f"batchcap bench: {plural(len(images), 'image')} from {settings.images_dir}: "
+        f"{image_info['bytes_total'] / 1e6:.1f} MB on disk, {image_info['bytes_sent_total'] / 1e6:.1f} MB as sent "
+        f"({image_info['prepared']} prepared, {image_info['passed_as_is']} as they were)")
     interrupt = Interrupt()
     results: list[TargetResult] = []
     try:
@@ -212,11 +213,11 @@ class TargetBench:
             return ColdStart(False, None, 0, {}, None, "interrupted")
         if cold.ok:
             self.log(f"  {name}: first caption after {cold.seconds:.2f} s "
-                     f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})")
+                     f"({plural(cold.attempts, 'request')})")
         else:
             last = f"; last error: {cold.last_error}" if cold.last_error else ""
             self.note(f"no caption within {settings.cold_start_timeout:g} s of the first request "
-                      f"({cold.attempts} requests: {describe_errors(cold.errors)}{last}); sweep skipped")
+                      f"({plural(cold.attempts, 'request')}: {describe_errors(cold.errors)}{last}); sweep skipped")
         return cold
 
     async def sweep(self, send: Send) -> None:

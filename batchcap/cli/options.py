@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchcap.config import RunConfig, profile_config
-from batchcap.config.run import setting_refs
+from batchcap.config.runconfig import setting_refs
 from batchcap.errors import ConfigError
 from batchcap.flow.settings import SERVERLESS_RATE
 from batchcap.service.settings import API_CHOICES, DEFAULT_ENDPOINTS_API

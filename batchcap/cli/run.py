@@ -14,11 +14,16 @@ from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPT
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, RunAborted, UsageError
 from batchcap.journal.fsio import ensure_writable_file
+from batchcap.journal.throughput import images_per_s
+from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
+from batchcap.redact import shown
 from batchcap.run import RunStats, manifest_path, run, run_targets, tune_malloc
 from batchcap.run.sidecar import SidecarReport
 from batchcap.service.auth import Secret, find_token
+from batchcap.source.scan import first_image, no_images_message
 from batchcap.version import __version__
+from batchcap.words import plural
 
 from .argtypes import add_event_loop_flag, number
 from .options import add_run_options, config_from_args, ineffective_flags
@@ -47,17 +52,20 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.target.token_file)
     if not cfg.input_dir.is_dir():
-        raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
+        raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     prepare_out(cfg.out)
     targets = run_targets(cfg)  # every --target checked before the first line is printed
     for line in ineffective_flags(ns, cfg, targets):
         print(f"batchcap: warning: {line}", file=sys.stderr)
+    if (empty := _no_images(cfg)) is not None:
+        print(f"batchcap: {empty}", file=sys.stderr)
+        return EXIT_ERRORS
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
     if not cfg.quiet:
         if targets:
-            via = f"{len(targets)} targets ({cfg.routing.route}: {', '.join(t.name for t in targets)})"
+            via = f"{plural(len(targets), 'target')} ({cfg.routing.route}: {', '.join(t.name for t in targets)})"
             print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
         else:
             rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
@@ -77,29 +85,54 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            targets=targets),
                 ns.event_loop,
             )
     except RunAborted as exc:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     _summary(stats, cfg.out)
+    if stats.undersized:
+        print(f"batchcap: {_undersized(stats, cfg)}", file=err)
     if stats.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED
     if stats.failed or stats.earlier_errors:
         if stats.earlier_errors and not stats.failed:
-            print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
+            their = "its" if stats.earlier_errors == 1 else "their"
+            print(f"batchcap: {plural(stats.earlier_errors, 'image')} kept {their} earlier error record; "
                   "add --retry-failed to try them again", file=err)
         return EXIT_ERRORS
     return EXIT_OK
+
+
+def _no_images(cfg: RunConfig) -> str | None:
+    """Issue 21: a folder without a single image is said so (exit 1), before a journal is made or a token sent.
+    Folders the scan cannot read are left to the run, which records each one."""
+    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.source.follow_symlinks)
+    if image is not None or passed.unreadable:
+        return None
+    return no_images_message(cfg.input_dir, passed)
+
+
+def _undersized(stats: RunStats, cfg: RunConfig) -> str:
+    """Issue 21: once, with the count, when a limit sent images smaller than a model can use."""
+    w, h = stats.smallest_sent or (0, 0)
+    max_side = cfg.prepare.max_side
+    limits = [f"--max-side {max_side}"] if max_side < USEFUL_SIDE else []
+    if not limits or max(w, h) < max_side * (1 - DCT_SLACK):  # smaller than --max-side alone makes it
+        limits.append(f"--max-upload-mb {cfg.prepare.max_upload_mb:g}")
+    return (f"warning: {plural(stats.undersized, 'image')} went smaller than {USEFUL_SIDE} px on the long side "
+            f"(down to {w}x{h}) to fit {' and '.join(limits)}; models use {USEFUL_SIDE}-1024 px, so their "
+            f"captions may be poor: raise {' / '.join(limit.split()[0] for limit in limits)}")
 
 
 def prepare_out(out: Path) -> None:
     """``--out``'s folder is created and proved writable (a read-only place is exit 2, before anything is sent);
     an ``--out`` that is a folder is exit 2 too."""
     if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
+        raise ConfigError(f"--out {shown(out)} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
     ensure_writable_file(out, flag="--out")
 
 
@@ -123,8 +156,8 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     err = sys.stderr
     if not cfg.quiet:
         rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} on Ray ({workers} "
-              f"workers; concurrency {cfg.limits.concurrency}, rate {rate} for the whole job)", file=err)
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} on Ray "
+              f"({plural(workers, 'worker')}; concurrency {cfg.limits.concurrency}, rate {rate} for the whole job)", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     try:
         job = run_distributed(cfg, workers=workers, address=ns.ray, token=token, progress=progress)
@@ -132,17 +165,17 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     c = job.counts
-    rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
+    rate_s = images_per_s(c["ok"] + c["failed"], job.elapsed)  # the one definition: busy time of the job
     breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
-    print(f"batchcap: {c['ok']} ok, {c['failed']} errors, {c['skipped']} already done, in {job.elapsed:.1f} s "
-          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers, Ray start-up {job.startup:.1f} s, "
-          f"stop and merge {job.shutdown:.1f} s; "
-          f"{c['retries']} retries, "
+    print(f"batchcap: {c['ok']} ok, {plural(c['failed'], 'error')}, {c['skipped']} already done, in "
+          f"{job.elapsed:.1f} s ({rate_s:.1f} img/s; {plural(job.shards_done, 'shard')} on "
+          f"{plural(workers, 'worker')}, Ray start-up {job.startup:.1f} s, stop and merge {job.shutdown:.1f} s; "
+          f"{plural(c['retries'], 'retry')}, "
           f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
     if job.merge is not None:
         m = job.merge
-        print(f"batchcap: results in {cfg.out}: {m.images} images ({m.ok} ok, {m.errors} errors; shard journals "
-              f"in {cfg.out.name}.parts/)", file=err)
+        print(f"batchcap: results in {cfg.out}: {plural(m.images, 'image')} ({m.ok} ok, "
+              f"{plural(m.errors, 'error')}; shard journals in {cfg.out.name}.parts/)", file=err)
     if job.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED
@@ -155,36 +188,38 @@ def _summary(stats: RunStats, out: Path) -> None:
     err = sys.stderr
     breakdown = ", ".join(f"{k} {v}" for k, v in stats.errors_by_type.most_common())
     print(
-        f"batchcap: {stats.ok} ok, {stats.failed} errors, {stats.skipped} already done, in {stats.elapsed:.1f} s "
-        f"({stats.rate:.1f} img/s; {stats.retries} retries, {stats.throttled} rate-limited)"
+        f"batchcap: {stats.ok} ok, {plural(stats.failed, 'error')}, {stats.skipped} already done, in "
+        f"{stats.elapsed:.1f} s ({stats.rate:.1f} img/s; {plural(stats.retries, 'retry')}, "
+        f"{stats.throttled} rate-limited)"
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
     if stats.duplicates:
-        print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
+        their = "its" if stats.duplicates == 1 else "their"
+        print(f"batchcap: {plural(stats.duplicates, 'copy')} got {their} original's caption without a request "
               "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
     if stats.flags or stats.quality_retries:
         flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
-        print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)
+        print(f"batchcap: caption quality: {plural(stats.quality_retries, 'retry')}; flags: {flags}", file=err)
     for b in stats.boilerplate.top():
         examples = ", ".join(b.examples)
         print(f"batchcap: the same caption for {b.count} distinct images ({100 * b.share:.0f}%): {b.caption[:100]!r}"
               + (f" (e.g. {examples})" if examples else ""), file=err)
     if stats.scan_problems:
-        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+        parts = [plural(n, noun) for n, noun in
                  ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
         print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
               file=err)
     if stats.prepared or stats.passed:
         print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
-              f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
+              f"({plural(stats.prepared, 'image')} prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecars is not None:
         _sidecar_summary(stats.sidecars)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
         spent = f"; spent: {info['drained']}" if info.get("drained") else ""
-        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
+        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {plural(counts.get('error', 0), 'error')}{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
 
@@ -194,16 +229,17 @@ def _sidecar_summary(report: SidecarReport) -> None:
     err = sys.stderr
     if report.kept:
         examples = ", ".join(report.kept_examples)
-        print(f"batchcap: kept {report.kept} existing sidecar{'s' if report.kept != 1 else ''} (e.g. {examples}); "
+        print(f"batchcap: kept {plural(report.kept, 'existing sidecar')} (e.g. {examples}); "
               "--sidecar-mode overwrite replaces them, append/prepend adds the caption", file=err)
     for image, sidecar, owner in report.clash_examples:
         print(f"batchcap: no sidecar for {image}: {sidecar} is {owner}'s (both map to that name); its caption "
               "is in the JSONL", file=err)
     if report.clashes > len(report.clash_examples):
-        print(f"batchcap: {report.clashes - len(report.clash_examples)} more images share a sidecar name with "
-              "another image; their captions are in the JSONL", file=err)
+        more = report.clashes - len(report.clash_examples)
+        print(f"batchcap: no sidecar for {plural(more, 'more image')} whose sidecar name is another image's; the "
+              "captions are in the JSONL", file=err)
     if report.failed:
-        print(f"batchcap: {report.failed} caption sidecars could not be written", file=err)
+        print(f"batchcap: {plural(report.failed, 'caption sidecar')} could not be written", file=err)
 
 
 def _bytes(n: int) -> str:
@@ -211,4 +247,4 @@ def _bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    return plural(n, "byte")

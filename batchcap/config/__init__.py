@@ -8,7 +8,7 @@ commands (run, bench, check, cli); none of those subsystems imports it.
 from __future__ import annotations
 
 from batchcap.config.profile import did_you_mean, load_profile, profile_config, user_setting_names
-from batchcap.config.run import GROUPS, RunConfig, SettingRef, setting_refs
+from batchcap.config.runconfig import GROUPS, RunConfig, SettingRef, setting_refs
 from batchcap.config.targets import DEMO_MODEL, Target, parse_target, resolve_targets
 
 __all__ = [

@@ -31,18 +31,14 @@ from typing import Any
 from batchcap.config import RunConfig
 from batchcap.distributed.limiter import SharedLimiter
 from batchcap.distributed.plan import JobPlan, plan_job, split_limits
-from batchcap.distributed.progress import ProgressHub
+from batchcap.distributed.tally import ProgressHub
 from batchcap.distributed.worker import STAT_FIELDS, run_shard, supports_shared_limiter
-from batchcap.errors import Aborted, BatchcapError, ConfigError
+from batchcap.errors import BatchcapError, ConfigError, JobAborted
 from batchcap.journal.merge import MergeStats, merge_journals
 from batchcap.progress import NullProgress, Progress
 from batchcap.service.auth import Secret
 
 __all__ = ["JobAborted", "JobStats", "part_paths", "run_distributed"]
-
-
-class JobAborted(Aborted):
-    """A shard stopped the job on purpose (bad token, wrong URL, journal fault); the message says why."""
 
 
 class JobStats:

@@ -14,7 +14,7 @@ from batchcap.aio import run_async
 from batchcap.config import RunConfig
 from batchcap.distributed.limiter import RemoteLimiter
 from batchcap.distributed.plan import Split
-from batchcap.distributed.progress import RemoteProgress
+from batchcap.distributed.tally import RemoteProgress
 from batchcap.flow.concurrency import ConcurrencySpec
 from batchcap.service.auth import Secret
 from batchcap.source.shard import Shard

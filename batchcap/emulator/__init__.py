@@ -12,10 +12,10 @@ batching), network faults (resets, cut bodies, HTML 502/504, garbled 200s, hangs
 host (410) are knobs of the same settings.
 
 One job per module, in dependency order: ``captions`` (pixels -> caption), ``settings`` (the knobs), ``log``
-(what was answered), ``capacity`` (replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``wire``
+(what was answered), ``capacity`` (replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``bodies``
 (request and answer formats per route shape), ``toolkit`` (the Endpoint container's strict rules), ``faults``
 (network and account faults), ``proxy`` (refusals before the model), ``app`` (routes and the check order),
-``server`` (on a socket, in-process), ``command`` (``batchcap serve``). Import from here: the submodules are an
+``server`` (on a socket, in-process), ``standalone`` (the ``batchcap serve`` loop). Import from here: the submodules are an
 implementation detail.
 """
 
@@ -31,7 +31,6 @@ from batchcap.emulator.management import (
     RunningManagedEndpoint,
     start_managed_endpoint,
 )
-from batchcap.emulator.serve import serve
 from batchcap.emulator.server import RunningEmulator, start_emulator
 from batchcap.emulator.settings import (
     DEFAULT_MODEL_ID,
@@ -42,6 +41,7 @@ from batchcap.emulator.settings import (
     EmulatorSettings,
     Profile,
 )
+from batchcap.emulator.standalone import serve
 from batchcap.emulator.state import REQUEST_LOG
 from batchcap.emulator.state import (
     _TokenBucket as _TokenBucket,  # not public: the tests check its arithmetic directly

@@ -14,9 +14,9 @@ import time
 
 from aiohttp import web
 
+from batchcap.emulator.bodies import _json, _Payload
 from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _State
-from batchcap.emulator.wire import _json, _Payload
 
 _TOO_LARGE = "Failed to buffer the request body: length limit exceeded"
 _BAD_GATEWAY_HTML = (
@@ -33,6 +33,14 @@ def _auth_error(request: web.Request, settings: EmulatorSettings) -> web.Respons
     if scheme.lower() == "bearer" and any(hmac.compare_digest(given, ok.encode()) for ok in settings.tokens):
         return None
     return _json(401, {"error": "Invalid credentials in Authorization header"})
+
+
+def _unknown_model(request: web.Request, settings: EmulatorSettings) -> web.Response | None:
+    """The router's 404 for a model id it does not serve: plain ``Not Found`` (protocol.md sections 1.1, 2.1)."""
+    model = request.match_info.get("model_id")
+    if model is None or model in settings.models:
+        return None
+    return web.Response(status=404, text="Not Found", headers={"x-inference-provider": "hf-inference"})
 
 
 def _rate_limited(wait: float, settings: EmulatorSettings) -> web.Response:

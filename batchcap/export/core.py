@@ -17,11 +17,11 @@ from typing import IO, Any, Literal
 import orjson
 
 from batchcap.errors import UsageError
-from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
+from batchcap.export.files import atomic_bytes, atomic_text, place_image, sync_all
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection, read_records, select
-from batchcap.export.sidecars import MODES, Mode, sidecar_name, sidecar_text
 from batchcap.journal.meta import input_dir_from_manifest, manifest_path
+from batchcap.source.sidecars import MODES, Mode, sidecar_name, sidecar_text, write_sidecar
 
 __all__ = [
     "FORMATS",
@@ -222,7 +222,7 @@ def _kohya(job: _Job) -> None:
             job.report.kept += 1
         else:
             job.report.written += 1
-            if not replace_text(sidecar, text):
+            if not write_sidecar(sidecar, text):
                 job.report.unchanged += 1
     if job.report.written > job.report.unchanged:
         sync_all()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from batchcap.errors import ConfigError, JournalError
+from batchcap.types import Clock
 
 __all__ = [
     "HELD",
@@ -25,11 +27,14 @@ __all__ = [
     "ensure_writable_file",
     "ensure_writable_folder",
     "file_id",
+    "held_by_a_run",
     "lock",
+    "manifest_path",
     "replacing",
     "sync",
     "sync_dir",
     "truncate",
+    "wait_released",
     "write_all",
     "write_error",
     "write_json_atomic",
@@ -56,6 +61,41 @@ def lock(fd: int, path: Path) -> None:
         ) from None
     except OSError as exc:  # e.g. a filesystem without locks: refuse rather than risk interleaving
         raise JournalError(f"cannot lock {path}: {exc.strerror}; put --out on a local disk") from None
+
+
+def held_by_a_run(path: Path) -> bool:
+    """Whether a batchcap run holds ``path``'s lock now: it is still writing, and a reader sees part of it.
+
+    Asked without waiting and without keeping anything: a shared ``flock`` is tried and let go at once. A file
+    that cannot be opened or locked is not held (the reader's own open reports what is wrong with it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor lets go of the shared lock too
+    return False
+
+
+def wait_released(
+    path: Path, timeout: float, *, clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    poll: float = 0.5,
+) -> bool:
+    """Wait until no run holds ``path`` (True), or ``timeout`` seconds have passed (False). Bounded by the clock."""
+    deadline = clock() + timeout
+    while held_by_a_run(path):
+        left = deadline - clock()
+        if left <= 0:
+            return False
+        sleep(min(poll, left))
+    return True
 
 
 def truncate(path: Path, size: int) -> None:
@@ -165,6 +205,10 @@ def write_error(path: Path, exc: OSError) -> JournalError:
         f"cannot write {path}: {reason}; fix the disk and run the same command again (results so far are kept)"
     )
 
+
+def manifest_path(journal: Path) -> Path:
+    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
+    return journal.with_name(journal.stem + ".manifest.json")
 
 
 def ensure_writable_folder(folder: Path, *, flag: str) -> None:

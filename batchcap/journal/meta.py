@@ -13,15 +13,12 @@ from typing import Any
 
 import orjson
 
+from batchcap.journal.fsio import manifest_path
+
 __all__ = ["MANIFEST_VERSION", "input_dir_from_manifest", "manifest_path", "read_manifest"]
 
 #: 2: absolute paths, ``invocations`` (the settings of every run into this journal, in order), journal-wide counts.
 MANIFEST_VERSION = 2
-
-
-def manifest_path(journal: Path) -> Path:
-    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return journal.with_name(journal.stem + ".manifest.json")
 
 
 def read_manifest(journal: Path) -> dict[str, Any] | None:

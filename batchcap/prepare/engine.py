@@ -175,12 +175,10 @@ def pass_through(
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the header (no pixel decode), by the same opener ``prepare`` uses (HEIC and AVIF
-    included); raises ``InputError`` when no format batchcap prepares can read it."""
+    """Width and height from the header by ``prepare``'s own opener (HEIC, AVIF too); else ``InputError``."""
     im = _open(data)
     with _pillow_errors(im.format or "?"):
-        w, h = im.size
-    return int(w), int(h)
+        return int(im.size[0]), int(im.size[1])
 
 
 def _decide(

@@ -34,6 +34,7 @@ from batchcap.service.client import Reply
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
 from batchcap.types import Sleep
+from batchcap.words import plural
 
 __all__ = ["Caller", "Captioner", "Captions", "error_info"]
 
@@ -195,7 +196,7 @@ class Captioner:
 
     def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
         """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
-        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {attempts} attempts: "
+        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
                          f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
         return Record(
             image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,

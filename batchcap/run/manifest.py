@@ -2,7 +2,9 @@
 
 One journal is written by many invocations (a first run, resumes, ``--retry-failed``, a changed prompt), so the
 manifest keeps each invocation's settings and outcome in ``invocations``, in order, and never rewrites an
-earlier one. The top-level keys are what readers use (``export``, ``report``, ``merge``, the site):
+earlier one. Each entry is a superset of ``journal.throughput.Invocation`` (``started_at``, ``elapsed_s``,
+``images``), so ``throughput`` (images per second of busy time) is computed over all of them. The top-level keys
+are what readers use (``export``, ``report``, ``merge``, the site):
 
     config          the settings of the latest invocation (paths absolute)
     input_dir       the captioned folder, absolute; journal: the JSONL, absolute
@@ -11,9 +13,12 @@ earlier one. The top-level keys are what readers use (``export``, ``report``, ``
                     retries, throttling and copies of every invocation, summed
     errors_by_type  paths without a caption, by the error of their last record (the journal as a whole)
     preparation     bytes before and after preparation, summed over invocations
+    throughput      images recorded per second of busy time, over every invocation (``journal.throughput``)
     started_at      the first invocation's start; finished_at, the latest's end; elapsed_s, all of them summed
 
-A manifest written before version 2 (one run's view) becomes the first entry of ``invocations``, as it was.
+A manifest written before version 2 (one run's view) becomes the first entry of ``invocations``, as it was. Past
+``MAX_INVOCATIONS`` entries the oldest are folded into the first (their times, images and counts summed, the first
+one's settings kept), so the manifest stays small however often a journal is resumed.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import Any
 
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
-from batchcap.journal import JournalIndex, load_index, write_json_atomic
-from batchcap.journal.meta import MANIFEST_VERSION, manifest_path, read_manifest
+from batchcap.journal import JournalIndex, load_index, manifest_path, write_json_atomic
+from batchcap.journal.meta import MANIFEST_VERSION, read_manifest
+from batchcap.journal.throughput import MAX_INVOCATIONS, Invocation, Throughput
 from batchcap.run.stats import RunStats
 from batchcap.version import __version__
 
@@ -55,14 +61,22 @@ def journal_counts(index: JournalIndex) -> dict[str, int]:
 
 
 def _earlier(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The invocations an existing manifest records (a version-1 manifest is one invocation, kept as it was)."""
+    """The invocations an existing manifest records. One from before settings were kept per invocation is its
+    last run (kept as it was, marked ``manifest_version: 1``), after the earlier runs it timed, if any."""
     if doc is None:
         return []
     found = doc.get("invocations")
-    if isinstance(found, list):
-        return [inv for inv in found if isinstance(inv, dict)]
-    legacy = {k: v for k, v in doc.items() if k not in ("tool",)}
-    return [{**legacy, "manifest_version": 1}] if legacy else []
+    if isinstance(found, list) and all(isinstance(inv, dict) and "config" in inv for inv in found):
+        return list(found)
+    timed = [inv for inv in found if isinstance(inv, dict)] if isinstance(found, list) else []
+    legacy = {k: v for k, v in doc.items() if k not in ("tool", "invocations", "throughput")}
+    counts = legacy.get("counts")
+    if isinstance(counts, dict) and isinstance(counts.get("ok"), int) and isinstance(counts.get("failed"), int):
+        legacy.setdefault("images", counts["ok"] + counts["failed"])
+    if not legacy:
+        return []
+    runs = [{**inv, "manifest_version": 1} for inv in timed[:-1]]
+    return [*runs, {**(timed[-1] if timed else {}), **legacy, "manifest_version": 1}]
 
 
 def _sum_dicts(dicts: list[Any]) -> dict[str, float]:
@@ -73,21 +87,36 @@ def _sum_dicts(dicts: list[Any]) -> dict[str, float]:
     return dict(total)
 
 
+def _fold(invocations: list[dict[str, Any]], keep: int = MAX_INVOCATIONS) -> list[dict[str, Any]]:
+    """At most ``keep`` entries: the oldest become one, its settings the first's, its times and counts summed."""
+    if len(invocations) <= keep:
+        return invocations
+    cut = len(invocations) - keep + 1
+    old, rest = invocations[:cut], invocations[cut:]
+    times = Invocation.fold([Invocation.from_json(inv) or Invocation(0.0) for inv in old], keep=1)[0]
+    first = {**old[0], **times.to_json(), "folded": times.folded, "finished_at": old[-1].get("finished_at"),
+             "counts": _sum_dicts([inv.get("counts") for inv in old])}
+    return [first, *rest]
+
+
 class Manifest:
     """Written atomically when a run starts (this invocation "running") and again when it ends, however it ends."""
 
-    __slots__ = ("earlier", "entry", "input_dir", "out", "path", "totals")
+    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "totals")
 
     def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
         self.out = Path(os.path.abspath(cfg.out))
         self.input_dir = os.path.abspath(cfg.input_dir)
         self.path = manifest_path(self.out)
+        self.carry = index.lines > 0  # an empty journal: an old manifest beside it speaks of records now gone
         self.earlier: list[dict[str, Any]] = []
         self.totals: dict[str, Any] = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
         self.entry: dict[str, Any] = {
             "version": __version__,
             "started_at": started_at,
             "finished_at": None,
+            "elapsed_s": None,
+            "images": None,
             "state": "running",
             "config": _absolute(cfg.public_dict()),
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
@@ -97,10 +126,11 @@ class Manifest:
     @property
     def doc(self) -> dict[str, Any]:
         """The whole manifest: the top-level view, then every invocation in order (this one last)."""
-        invocations = [*self.earlier, self.entry]
+        invocations = _fold([*self.earlier, self.entry])
         first, last = invocations[0], self.entry
         summed = _sum_dicts([inv.get("counts") for inv in invocations])
         counts = {**self.totals["counts"], **{k: int(summed.get(k, 0)) for k in _SUMMED}}
+        times = [inv for raw in invocations if (inv := Invocation.from_json(raw)) is not None]
         return {
             "tool": "batchcap",
             "manifest_version": MANIFEST_VERSION,
@@ -120,12 +150,13 @@ class Manifest:
             "flags": _sum_dicts([inv.get("flags") for inv in invocations]),
             "boilerplate": last.get("boilerplate", []),
             "targets": last.get("targets"),
+            "throughput": Throughput.of(times).to_json(),
             "invocations": invocations,
         }
 
     def write_start(self) -> None:
         """The first write (earlier invocations read back first); a failure stops the run before anything is sent."""
-        self.earlier = _earlier(read_manifest(self.out))
+        self.earlier = _earlier(read_manifest(self.out)) if self.carry else []
         try:
             write_json_atomic(self.path, self.doc)
         except OSError as exc:
@@ -136,6 +167,8 @@ class Manifest:
         reason = stats.aborted
         self.entry.update(
             finished_at=time.time(),
+            elapsed_s=round(stats.elapsed, 3),
+            images=stats.ok + stats.failed,
             state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
             abort_reason=reason,
             abort_kind=stats.abort_kind,
@@ -148,11 +181,12 @@ class Manifest:
             errors_by_type=dict(stats.errors_by_type),
             preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
                          "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
-                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent},
+                         "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent,
+                         "below_useful_size": stats.undersized,
+                         "smallest_sent": list(stats.smallest_sent) if stats.smallest_sent else None},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
             sidecars=stats.sidecars.as_dict() if stats.sidecars is not None else None,
-            elapsed_s=round(stats.elapsed, 3),
         )
         try:
             index = load_index(self.out, repair=False)  # the journal as a whole, this invocation's lines included

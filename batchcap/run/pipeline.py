@@ -14,7 +14,7 @@ from collections.abc import Callable
 import anyio
 
 from batchcap.aio import first_leaf, leaves
-from batchcap.config import RunConfig
+from batchcap.config import RunConfig, Target
 from batchcap.errors import JournalError, RunAborted
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
@@ -41,17 +41,20 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    targets: tuple[Target, ...] | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
-    (a Ray job shares one across its workers).
+    (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
+    (``run_targets(cfg)``), so they are parsed once.
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
-    targets = run_targets(cfg)  # resolved once, checked before anything is read or sent
+    if targets is None:
+        targets = run_targets(cfg)  # checked before anything is read or sent
     captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0

@@ -1,6 +1,6 @@
 """``--sidecar``: each caption also beside its image as ``NAME.txt``, by the kohya exporter's rules.
 
-The rules (``batchcap.export.sidecars``): a sidecar that is already there is kept unless ``--sidecar-mode``
+The rules (``batchcap.source.sidecars``, shared with ``export --format kohya``): a sidecar that is already there is kept unless ``--sidecar-mode``
 says ``overwrite`` (or ``append``/``prepend``); two images of one folder that map to one sidecar name
 (``photo.jpg``, ``photo.webp`` -> ``photo.txt``) clash, and the sidecar belongs to the first of them by name,
 whatever order they are captioned in (so shards, resumes and ``export --format kohya`` agree); the others are
@@ -17,10 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchcap.export.fsio import replace_text
-from batchcap.export.sidecars import Mode, sidecar_name, sidecar_text
 from batchcap.models import Record
 from batchcap.source.scan import DEFAULT_EXTENSIONS
+from batchcap.source.sidecars import Mode, sidecar_name, sidecar_text, write_sidecar
 
 __all__ = ["MAX_EXAMPLES", "SidecarReport", "SidecarWriter"]
 
@@ -84,7 +83,7 @@ class SidecarWriter:
                 if len(report.kept_examples) < MAX_EXAMPLES:
                     report.kept_examples.append(str(Path(rec.path).with_name(sidecar.name)))
                 return
-            if replace_text(sidecar, text + "\n"):
+            if write_sidecar(sidecar, text + "\n"):
                 report.written += 1
             else:
                 report.unchanged += 1

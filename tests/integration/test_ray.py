@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 ray = pytest.importorskip("ray")
 
 from batchcap.distributed.limiter import RemoteLimiter, SharedLimiter
-from batchcap.distributed.progress import ProgressHub, RemoteProgress
+from batchcap.distributed.tally import ProgressHub, RemoteProgress
 
 pytestmark = pytest.mark.ray
 

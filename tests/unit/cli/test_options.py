@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchcap.cli.app import build_parser
+from batchcap.cli.commands import build_parser
 from batchcap.cli.options import config_from_args, ineffective_flags
 from batchcap.run import run_targets
 

@@ -14,7 +14,7 @@ from batchcap.config import (
     setting_refs,
     user_setting_names,
 )
-from batchcap.config.run import GROUPS
+from batchcap.config.runconfig import GROUPS
 from batchcap.errors import ConfigError
 from batchcap.flow.settings import Limits, parse_rate
 from batchcap.prepare.settings import PrepareSettings

@@ -76,6 +76,8 @@ def test_a_version_1_manifest_becomes_the_first_invocation(in_tmp: Path) -> None
     old = {"tool": "batchcap", "version": "0.0.9", "state": "finished", "config": {"prompt": "old"},
            "counts": {"ok": 1, "attempts": 3}}
     write_json_atomic(in_tmp / "r.manifest.json", old)
+    with JournalWriter(in_tmp / "r.jsonl") as w:  # what that run wrote
+        w.write([Record("old.jpg", "ok", caption="O")])
     cfg = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m", prompt="new")
     _invocation(cfg, [Record("a.jpg", "ok", caption="A")], attempts=1)
     doc = orjson.loads((in_tmp / "r.manifest.json").read_bytes())

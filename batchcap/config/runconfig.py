@@ -21,9 +21,9 @@ from batchcap.flow.settings import Limits
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import RoutingSettings, TargetSettings, strip_userinfo
 from batchcap.settings import check_choice, check_url, parse_bool, setting, user_fields
-from batchcap.source.scan import sidecar_ext_problem
 from batchcap.source.settings import SourceSettings, parse_path
 from batchcap.source.shard import Shard
+from batchcap.source.sidecars import sidecar_ext_problem
 from batchcap.tasks.quality import QualitySettings
 
 __all__ = ["GROUPS", "RunConfig", "SettingRef", "setting_refs"]
