@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from captioned import CaptionedRun, make_run
-from conftest import EmulatorFactory
+from conftest import MODEL, EmulatorFactory
 
 from batchcap.emulator import EmulatorSettings
 from batchcap.source.samples import generate
@@ -60,7 +60,7 @@ async def test_export_report_and_merge_work_from_another_folder(emulator: Emulat
     (tmp_path / "runs").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": "/nonexistent"}
     env.pop("HF_TOKEN", None)
-    run = [sys.executable, "-m", "batchcap", "run", "photos", "--out", "runs/r.jsonl", "--model", "m", "-q",
+    run = [sys.executable, "-m", "batchcap", "run", "photos", "--out", "runs/r.jsonl", "--model", MODEL, "-q",
            "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited"]
     with anyio.fail_after(60):
         done = await anyio.run_process(run, cwd=tmp_path, env=env, check=False)
