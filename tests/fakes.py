@@ -8,7 +8,7 @@
         ...; await timers.run()
 
     caller = FakeCaller(ok("a cat"), ServerError("boom", status=500), ok("a dog"))   # one outcome per call
-    captioner = Captioner(caller, ...)          # what httpx's MockTransport is to a Client: the seam under test
+    captioner = Captioner(caller, ...)          # the ServiceClient seam, as httpx's MockTransport is a Client's
 
 A plain module (tests/ is on ``sys.path``, see conftest.py), not a conftest: fixtures stay in conftest.py.
 """
@@ -90,7 +90,7 @@ def image(path: str = "a.jpg", data: bytes = b"\xff\xd8\xff\xe0 jpeg bytes \xff\
 
 
 class FakeCaller:
-    """Implements ``batchcap.run.attempt.Caller``: each call takes the next outcome (a ``Reply``, an ``APIError``
+    """Implements ``batchcap.service.client.ServiceClient``: each call takes the next outcome (a ``Reply``, an ``APIError``
     to raise, or ``f(image)`` giving either), and is recorded in ``calls`` as ``(path, adapter)``.
 
     ``gate``: when set to an ``anyio.Event``, every call waits for it first (to hold requests in flight).
@@ -105,6 +105,8 @@ class FakeCaller:
         self.gate: anyio.Event | None = None
         self.in_flight = 0
         self.entered = self.closed = False
+        self.host = "fake.example"
+        self.capacity: int | None = None  #: calls the service says it runs at once (a Space), else None
 
     async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
         self.calls.append((image.job.path, adapter))
@@ -132,3 +134,6 @@ class FakeCaller:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

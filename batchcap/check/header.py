@@ -7,7 +7,7 @@ pass, so JPEG, PNG, GIF, WebP and BMP are parsed by hand and only the others go 
 from __future__ import annotations
 
 from batchcap.errors import InputError
-from batchcap.prepare import image_size
+from batchcap.prepare.engine import open_image, pillow_errors
 
 __all__ = ["header_size"]
 
@@ -17,7 +17,7 @@ def header_size(data: bytes, mime: str) -> tuple[tuple[int, int] | None, str | N
 
     Hand-parsed for JPEG, PNG, GIF, WebP and BMP (~1 us; Pillow's lazy ``Image.open`` costs ~20 us, more
     than everything else ``check`` does per file); TIFF, HEIC, AVIF and anything the quick parse does not
-    follow go to the opener ``prepare`` uses (``batchcap.prepare.image_size``).
+    follow go to the opener ``prepare`` uses (``batchcap.prepare.engine.open_image``).
     """
     try:
         dims = _quick_size(data, mime)
@@ -26,7 +26,9 @@ def header_size(data: bytes, mime: str) -> tuple[tuple[int, int] | None, str | N
     if dims is not None and dims[0] > 0 and dims[1] > 0:
         return dims, None
     try:
-        return image_size(data), None
+        im = open_image(data)  # the opener ``prepare`` uses: HEIC and AVIF included
+        with pillow_errors(im.format or "?"):
+            return (int(im.size[0]), int(im.size[1])), None
     except InputError as exc:
         return None, str(exc)[:200]
 

@@ -1,7 +1,7 @@
 """The pre-flight pass over a folder: what is there, what is broken, what is a copy, what is left to do.
 
 Nothing is sent. Every file takes the path it takes in ``run``, in the same order: the scan
-(``scan.scan_batches``), the read and structural check (``read.load``), copies (by content, as run's
+(``Source.batches``: a folder, parquet, WebDataset tars, fsspec URLs), the read and structural check (``read.load``), copies (by content, as run's
 ``Deduper`` decides: a copy shares its original's fate, error included), then the run's own preparation
 (``PreparePool.triage``: the header decides, in microseconds, whether a file goes as it is, needs pixel work,
 or is refused: a bomb over ``--max-pixels``, a format nothing reads). So ``unreadable``, ``duplicates`` and
@@ -29,9 +29,9 @@ from batchcap.errors import InputError
 from batchcap.journal import JournalIndex, load_index
 from batchcap.models import ImageJob, LoadedImage
 from batchcap.prepare import PreparePool, PrepareSettings
+from batchcap.source.datasets import Source, open_source
 from batchcap.source.digest import DigestSet, NearIndex, NearKey, content_digest, near_key
 from batchcap.source.read import load_batch
-from batchcap.source.scan import scan_batches
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "header_size", "inspect", "inventory"]
 
@@ -284,7 +284,7 @@ def _work(
 
 
 def inventory(
-    root: Path,
+    root: Path | str | Source,
     *,
     out: Path | None = None,
     dedupe: Dedupe = "exact",
@@ -299,11 +299,13 @@ def inventory(
 ) -> Inventory:
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
 
-    ``pool`` is the run's preparation (``batchcap.run.preparer_for(cfg)``; default: run's defaults, raw bytes).
+    ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
+    ``pool`` is the run's preparation (``batchcap.run.preparer_for``; default: run's defaults, raw bytes).
     ``probe`` keeps the first N images a run would send, as sent (bounded: N images in memory).
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
+    source = open_source(root, follow_symlinks=follow_symlinks) if isinstance(root, Path | str) else root
     pool = pool or PreparePool(PrepareSettings())
     sent = SentBytes(pool)
     done = skip = JournalIndex()
@@ -317,10 +319,9 @@ def inventory(
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1
 
-    batches: Iterator[list[ImageJob]] = scan_batches(
-        root, batch_size=batch_size, follow_symlinks=follow_symlinks, on_error=scan_error
-    )
     max_bytes = int(max_image_mb * 1024 * 1024)
+    batches: Iterator[list[ImageJob]] = source.batches(batch_size=batch_size, on_error=scan_error,
+                                                       max_bytes=max_bytes)
     near = dedupe == "near"
     with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="batchcap-check") as workers:
         pending: deque[Future[list[tuple[FileFacts, LoadedImage | None]]]] = deque()

@@ -22,6 +22,7 @@ from batchcap.config import RunConfig, Target
 from batchcap.errors import ConfigError, UsageError
 from batchcap.run import preparer_for, run_targets
 from batchcap.service.auth import find_token
+from batchcap.source.datasets import open_source
 from batchcap.words import plural
 
 __all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
@@ -39,6 +40,7 @@ class CheckReport:
     data: dict[str, Any]
     out: Path | None = None  #: the journal counted as done, if any
     estimates: tuple[Estimate, ...] = ()  #: one per target (several with several --target; ``estimate`` is the first)
+    folder: Path | None = None  #: the input when it is a local folder of images (None: a dataset, a URL)
 
 
 def run_check(
@@ -48,8 +50,8 @@ def run_check(
     target. ``cfg`` is the config a run with the same flags would use; ``targets`` its ``run_targets(cfg)``, when
     the caller has them already. Raises from the error tree."""
     if probe and not has_target:
-        raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
-                         "measures that target")
+        raise UsageError("--probe needs a target (--model, --endpoint, --space, --target SPEC or --config): the "
+                         "probe measures that target")
     if probe > MAX_PROBE:
         raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
     if targets is None:
@@ -61,9 +63,12 @@ def run_check(
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
     source = cfg.source
+    token, _ = find_token(cfg.target.token_file)
+    images = open_source(source.input_dir, image_column=source.image_column, follow_symlinks=source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
     pool = preparer_for(cfg if has_target else replace(cfg, routing=replace(cfg.routing, targets=())), targets)
     inv = inventory(
-        source.input_dir, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
+        images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
         retry_failed=cfg.retry_failed,
     )
@@ -83,7 +88,7 @@ def run_check(
     if len(estimates) > 1:
         data["estimates"] = {lane.name: e.to_dict() for lane, e in zip(lanes, estimates, strict=True)}
     data["probe"] = probed
-    return CheckReport(inv, est, probed, data, out, estimates)
+    return CheckReport(inv, est, probed, data, out, estimates=estimates, folder=images.root)
 
 
 def _price(cfg: RunConfig) -> float | None:
@@ -117,7 +122,7 @@ def _mb(n: int) -> str:
 
 
 def render(
-    root: Path, out: Path | None, inv: Inventory, estimates: Sequence[Estimate], probed: dict[str, Any] | None
+    root: Path | str, out: Path | None, inv: Inventory, estimates: Sequence[Estimate], probed: dict[str, Any] | None
 ) -> str:
     """The human report."""
     lines = [

@@ -1,215 +1,100 @@
 """``export(journal, options)``: the captions of a run in the layout a trainer or a loader reads.
 
-One line (row, sidecar) per ok image, in path order; error records are left out and counted (the
-``openai-batch`` format writes them to its own errors file). Each format is one writer function in
-:data:`WRITERS`; they share the selection pass, the path checks and the atomic file helpers.
+One line (row, sidecar) per ok image; error records are left out and counted (the ``openai-batch`` format
+writes them to its own errors file). Each format is one writer function in :data:`WRITERS`; they share the
+job (``export.job``: the selection pass, the input, the path checks) and the atomic file helpers. The dataset
+folders (imagefolder, parquet) are in ``export.dataset``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 import orjson
 
-from batchcap.errors import UsageError
-from batchcap.export.files import atomic_bytes, atomic_text, place_image, sync_all
-from batchcap.export.paths import Inside, safe_relpath
-from batchcap.export.select import Selection, read_records, select
-from batchcap.journal.meta import input_dir_from_manifest, manifest_path
-from batchcap.source.sidecars import MODES, Mode, sidecar_name, sidecar_text, write_sidecar
+from batchcap.errors import ConfigError, UsageError
+from batchcap.export.dataset import imagefolder, parquet, place, upload_command
+from batchcap.export.files import atomic_bytes, atomic_text, sync_all
+from batchcap.export.job import (
+    DATASET_FORMATS,
+    FORMATS,
+    MODES,
+    ExportOptions,
+    ExportReport,
+    Format,
+    Job,
+    Mode,
+    flagged,
+    image_column,
+    input_dir_from_manifest,
+    input_from_manifest,
+)
+from batchcap.export.select import read_records, select
+from batchcap.journal import manifest_path
+from batchcap.source.datasets import Source, open_source
+from batchcap.source.sidecars import sidecar_name, sidecar_text, write_sidecar
 
 __all__ = [
     "FORMATS",
     "MODES",
     "ExportOptions",
     "ExportReport",
+    "Format",
+    "Mode",
     "export",
     "input_dir_from_manifest",
     "manifest_path",
 ]
 
-Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
-FORMATS: tuple[Format, ...] = ("imagefolder", "kohya", "csv", "parquet", "openai-batch")
-_PARQUET_BATCH = 8192
-
-
-@dataclass(frozen=True, slots=True)
-class ExportOptions:
-    """What to export where. ``out`` None: the format's default place (see the command's help)."""
-
-    format: Format
-    out: Path | None = None
-    images: Path | None = None  #: the input folder; None: from the run manifest beside the journal
-    text_column: str = "text"
-    ext: str = ".txt"
-    mode: Mode = "keep"
-    skip_flagged: bool = False
-
-
-@dataclass(slots=True)
-class ExportReport:
-    """What an export did; ``left_out`` items are the ones worth a look (exit 1 from the command)."""
-
-    outputs: list[Path] = field(default_factory=list)
-    written: int = 0  #: ok images exported (their line or sidecar holds the caption now)
-    errors: int = 0  #: images whose latest record is an error (left out, or in the errors file)
-    flagged: int = 0  #: ok images left out by --skip-flagged
-    refused: int = 0  #: paths that would land outside the folder
-    bad_lines: int = 0
-    first_bad_line: int | None = None
-    missing: int = 0  #: ok images whose file is gone from the input folder
-    conflicts: int = 0  #: two images mapping to one sidecar, or a sidecar that would be the image itself
-    kept: int = 0  #: kohya sidecars already there and kept (--mode keep)
-    unchanged: int = 0  #: files already up to date
-    linked: int = 0
-    copied: int = 0
-
-    @property
-    def left_out(self) -> int:
-        return self.refused + self.bad_lines + self.missing + self.conflicts
 
 
 def export(journal: Path, options: ExportOptions) -> ExportReport:
     """Run one export. Raises ``OSError`` (unreadable journal, unwritable output), ``UsageError`` (no input
-    folder where one is needed, parquet without pyarrow)."""
+    where one is needed, parquet without pyarrow), ``ConfigError`` (an input that cannot be read)."""
     writer = WRITERS[options.format]
-    needs_images = options.format in ("imagefolder", "kohya")
-    images = options.images
-    if images is None and needs_images:
-        images = input_dir_from_manifest(journal)
-        if images is None:
+    needs_images = options.format in ("imagefolder", "kohya", "parquet")
+    given = options.images
+    source: Source | None = None
+    images: Path | None = None
+    if needs_images:
+        if options.format == "parquet":
+            _require_pyarrow()
+        where = given if given is not None else input_from_manifest(journal)
+        if where is None:
             raise UsageError(
-                f"no run manifest with the input folder beside {journal} ({manifest_path(journal).name}); "
-                "pass --images DIR"
+                f"no run manifest with the input beside {journal} ({manifest_path(journal).name}); "
+                "pass --images INPUT (the folder or dataset that was captioned)"
             )
-    if images is not None and needs_images and not images.is_dir():
-        raise UsageError(f"the input folder {images} is not a folder; pass --images DIR")
-    if options.format == "parquet":
-        _require_pyarrow()
+        try:
+            source = open_source(where, image_column=image_column(journal, options))
+        except ConfigError as exc:
+            raise UsageError(f"{exc}; pass --images INPUT") from None
+        images = source.root
+        if images is None and options.format == "kohya":
+            raise UsageError(f"--format kohya writes captions beside image files, and {source.location} is a "
+                             f"{source.kind} source; use --format imagefolder or parquet")
     sel = select(journal)
     report = ExportReport(
         refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors)
     )
-    writer(_Job(journal, options, sel, images, report))
+    writer(Job(journal, options, sel, images, report, source))
+    if options.format in DATASET_FORMATS and report.card is not None:
+        report.upload = upload_command(options.repo, report.card.parent, options.format)
     return report
 
 
-@dataclass(slots=True)
-class _Job:
-    journal: Path
-    options: ExportOptions
-    sel: Selection
-    images: Path | None
-    report: ExportReport
-    _guards: dict[Path, Inside] = field(default_factory=dict)
-    _same: dict[Path, bool] = field(default_factory=dict)
-
-    def in_place(self, root: Path) -> bool:
-        """True when ``root`` is the input folder itself (nothing to link); resolved once per root."""
-        same = self._same.get(root)
-        if same is None:
-            assert self.images is not None
-            same = self._same[root] = _same_folder(root, self.images)
-        return same
-
-    def source(self, rel: PurePosixPath) -> Path | None:
-        """The image in the input folder, unless a folder link leads it out."""
-        assert self.images is not None
-        return self.dest(self.images)(rel)
-
-    def dest(self, root: Path) -> Inside:
-        guard = self._guards.get(root)
-        if guard is None:
-            guard = self._guards[root] = Inside(root)
-        return guard
-
-    def ok_records(self) -> Iterator[tuple[str, str]]:
-        """(path, caption) of every ok image to export, in path order; flagged ones skipped on request."""
-        skip = self.options.skip_flagged
-        for rec in read_records(self.journal, self.sel.ok_items()):
-            if skip and _flagged(rec):
-                self.report.flagged += 1
-                continue
-            yield rec["path"], rec["caption"]
-
-    def table_path(self, name: str, suffix: str) -> Path:
-        """``DIR/name`` with --out, else ``results<suffix>`` beside the journal."""
-        out = self.options.out
-        return out / name if out is not None else self.journal.with_name(self.journal.stem + suffix)
-
-
-def _flagged(rec: dict[str, Any]) -> bool:
-    flags = rec.get("flags")
-    return isinstance(flags, list) and len(flags) > 0
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# imagefolder and kohya: files beside images.
-
-
-def _materialize(job: _Job, path: str, dest_root: Path) -> Path | None:
-    """Link or copy the image into ``dest_root`` (when it is not the input folder). None: left out (counted)."""
-    assert job.images is not None
-    rel = safe_relpath(path)
-    assert rel is not None  # select() refused the others
-    src = job.source(rel)
-    if src is None or not src.is_file():
-        if src is None:
-            job.report.refused += 1
-        else:
-            job.report.missing += 1
-        return None
-    if job.in_place(dest_root):
-        return src
-    dest = job.dest(dest_root)(rel)
-    if dest is None:
-        job.report.refused += 1
-        return None
-    how = place_image(src, dest)
-    if how == "linked":
-        job.report.linked += 1
-    elif how == "copied":
-        job.report.copied += 1
-    else:
-        job.report.unchanged += 1
-    return dest
-
-
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def _imagefolder(job: _Job) -> None:
-    assert job.images is not None
-    root = job.options.out or job.images
-    root.mkdir(parents=True, exist_ok=True)
-    column = job.options.text_column
-    target = root / "metadata.jsonl"
-    with atomic_bytes(target) as f:
-        for path, caption in job.ok_records():
-            if _materialize(job, path, root) is None:
-                continue
-            f.write(orjson.dumps({"file_name": str(safe_relpath(path)), column: caption},
-                                 option=orjson.OPT_APPEND_NEWLINE))
-            job.report.written += 1
-    job.report.outputs.append(target)
-
-
-def _kohya(job: _Job) -> None:
+def _kohya(job: Job) -> None:
     assert job.images is not None
     root = job.options.out or job.images
     ext, mode = job.options.ext, job.options.mode
     seen: set[str] = set()
-    for path, caption in job.ok_records():
-        image = _materialize(job, path, root)
+    for item in job.images_in_order():
+        caption = item.record["caption"]
+        image = place(job, item, root) if not job.in_place(root) else item.src
         if image is None:
             continue
         sidecar = sidecar_name(image, ext)
@@ -233,7 +118,7 @@ def _kohya(job: _Job) -> None:
 # Tables: csv, parquet, openai-batch.
 
 
-def _csv(job: _Job) -> None:
+def _csv(job: Job) -> None:
     target = job.table_path("metadata.csv", ".csv")
     with atomic_text(target) as f:
         w = csv.writer(f, lineterminator="\r\n")  # RFC 4180: CRLF, quotes doubled, fields quoted when needed
@@ -251,41 +136,18 @@ def _require_pyarrow() -> None:
         raise UsageError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)") from None
 
 
-def _parquet(job: _Job) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    column = job.options.text_column
-    schema = pa.schema([("file_name", pa.string()), (column, pa.string())])
-    target = job.table_path("metadata.parquet", ".parquet")
-    with atomic_bytes(target) as f:
-        writer = pq.ParquetWriter(f, schema)
-        names: list[str] = []
-        texts: list[str] = []
-        for path, caption in job.ok_records():
-            names.append(path)
-            texts.append(caption)
-            job.report.written += 1
-            if len(names) >= _PARQUET_BATCH:
-                writer.write_table(pa.table([names, texts], schema=schema))
-                names, texts = [], []
-        writer.write_table(pa.table([names, texts], schema=schema))
-        writer.close()
-    job.report.outputs.append(target)
-
-
 def _request_id(path: str) -> str:
     return "batch_req_" + hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
-def _openai_batch(job: _Job) -> None:
+def _openai_batch(job: Job) -> None:
     """The line shapes of OpenAI Batch output and error files, ``custom_id`` = the image path."""
     out_path = job.table_path("batch_output.jsonl", ".batch_output.jsonl")
     err_path = job.table_path("batch_errors.jsonl", ".batch_errors.jsonl")
     skip = job.options.skip_flagged
     with atomic_bytes(out_path) as f:
         for rec in read_records(job.journal, job.sel.ok_items()):
-            if skip and _flagged(rec):
+            if skip and flagged(rec):
                 job.report.flagged += 1
                 continue
             _write_line(f, _ok_line(rec))
@@ -351,10 +213,10 @@ def _error_line(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-WRITERS: dict[Format, Callable[[_Job], None]] = {
-    "imagefolder": _imagefolder,
+WRITERS: dict[Format, Callable[[Job], None]] = {
+    "imagefolder": imagefolder,
     "kohya": _kohya,
     "csv": _csv,
-    "parquet": _parquet,
+    "parquet": parquet,
     "openai-batch": _openai_batch,
 }

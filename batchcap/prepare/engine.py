@@ -50,8 +50,10 @@ __all__ = [
     "Prepared",
     "WireSize",
     "base64_wire_size",
-    "image_size",
+    "deep_to_l",
+    "open_image",
     "pass_through",
+    "pillow_errors",
     "plain_fit",
     "prepare",
     "raw_wire_size",
@@ -172,13 +174,6 @@ def pass_through(
     """
     got = _decide(data, settings, wire_size)
     return got if isinstance(got, Prepared) else None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the header by ``prepare``'s own opener (HEIC, AVIF too); else ``InputError``."""
-    im = _open(data)
-    with _pillow_errors(im.format or "?"):
-        return int(im.size[0]), int(im.size[1])
 
 
 def _decide(
@@ -518,3 +513,8 @@ def _pillow_errors(what: str) -> Iterator[None]:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+
+#: For exports and thumbnails: the same opener (HEIC too), deep-image scaling and Pillow error translation.
+open_image, deep_to_l, pillow_errors = _open, _deep_to_l, _pillow_errors

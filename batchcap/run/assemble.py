@@ -4,6 +4,7 @@ guard, adaptive limit) and the image preparation every one of them shares.
     targets = run_targets(cfg)                 # --target NAME=SPEC resolved once, checked before anything is sent
     captions = captions_for(cfg, targets, stats, progress, token=token)
     preparer = preparer_for(cfg, targets)      # the one file -> what is sent path (run, bench, check)
+    source = open_input(cfg, token)            # INPUT: a folder, parquet, WebDataset, a URL (source.datasets)
 """
 
 from __future__ import annotations
@@ -19,20 +20,34 @@ from batchcap.models import Record
 from batchcap.prepare import PreparePool
 from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
+from batchcap.source.datasets import Source, open_source
 
 from .attempt import Captioner, Captions
 from .guard import RunGuard
 from .route import Lane, Router
 from .stats import RunStats
 
-__all__ = ["captions_for", "preparer_for", "run_targets"]
+__all__ = ["captions_for", "open_input", "preparer_for", "run_targets"]
+
+
+def open_input(cfg: RunConfig, token: Secret | None = None) -> Source:
+    """The run's INPUT as a source (``ConfigError`` when it is none batchcap reads: exit 2, nothing sent);
+    ``--sidecar`` needs a local folder of images, where captions can sit beside them."""
+    source = open_source(cfg.source.input_dir, image_column=cfg.source.image_column,
+                         follow_symlinks=cfg.source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
+    if cfg.sidecar and source.root is None:
+        raise ConfigError(f"--sidecar writes each caption beside its image file, and {source.location} is a "
+                          f"{source.kind} source, not a local folder of images; use `batchcap export` instead")
+    return source
 
 
 def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
     """The run's ``--target``s, each as the config its lane runs with: a bare SPEC takes the run's settings (its
-    limits, preparation, quality), a ``.toml`` profile keeps its own limits. Empty without ``--target``."""
+    limits, preparation, quality), a ``.toml`` profile keeps its own limits; the run's ``--token-file`` is every
+    target's that names none of its own (as ``bench --token-file PATH``). Empty without ``--target``."""
     if not cfg.routing.targets:
         return ()
     try:
@@ -46,8 +61,14 @@ def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
             raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
                               "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
         limits = t.cfg.limits if t.profile else cfg.limits
-        lane = replace(cfg, target=t.cfg.target, limits=limits, routing=replace(cfg.routing, targets=()))
-        out.append(replace(t, cfg=lane.validate()))
+        target = t.cfg.target
+        if target.token_file is None and cfg.target.token_file is not None:  # the run's --token-file: every target
+            target = replace(target, token_file=cfg.target.token_file)
+        if target.space is not None and not t.profile:  # the run's --space-api (unless SPEC names one), --space-input
+            target = replace(target, space_api=target.space_api or cfg.target.space_api,
+                             space_inputs=cfg.target.space_inputs)
+        lane = replace(cfg, target=target, limits=limits, routing=replace(cfg.routing, targets=()))
+        out.append(replace(t, cfg=lane.validate(), token_file=target.token_file))
     return tuple(out)
 
 
@@ -84,8 +105,8 @@ def captioner_for(
 ) -> Captioner:
     """One target's machinery: client, limiter, retry policy, guard, adaptive limit, quality gates."""
     target, limits = cfg.target, cfg.limits
-    client = CaptionClient(target.url, make_adapter(target), token=token, timeout=limits.timeout,
-                           connections=limits.ceiling)
+    client = make_client(target, token=token, timeout=limits.timeout, connections=limits.ceiling,
+                         max_wait=limits.max_wait)
     return Captioner(
         client,
         limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, limits.burst),

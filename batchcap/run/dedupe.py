@@ -12,7 +12,8 @@ Only sizes seen before are hashed. Two files can only be byte-identical if they 
 photo folder almost every size is unique, so hashing every file (24 us for 48 KB: -21% img/s against a canned
 server, ``benchmarks/bench_dedupe_cost.py``) is wasted work. The first file of each size is sent unhashed; when
 a second file of that size comes, both are hashed (the first is read again from disk, once). ``--dedupe
-near`` decodes every image anyway, so it hashes every image.
+near`` decodes every image anyway, so it hashes every image; so does a source whose images cannot be read again
+by path (a dataset: ``root`` None).
 
 Bounded: ``max_entries`` originals are remembered, each with its path and, once back, its record (measured:
 260 bytes per original, 514 with its record for a 45-character path and a 100-character caption; 500,000 by
@@ -64,9 +65,11 @@ class Deduper:
     __slots__ = ("_by_digest", "_by_path", "_by_size", "_in_flight", "_lock", "_near", "count", "max_entries",
                  "mode", "overflow", "root")
 
-    def __init__(self, mode: Dedupe = "exact", *, root: Path | str = ".", max_entries: int = 500_000) -> None:
+    def __init__(
+        self, mode: Dedupe = "exact", *, root: Path | str | None = ".", max_entries: int = 500_000
+    ) -> None:
         self.mode = mode
-        self.root = os.fspath(root)
+        self.root = os.fspath(root) if root is not None else None  #: None: hash every image as it comes
         self.max_entries = max_entries
         self.count = 0  #: originals remembered
         self.overflow = 0  #: contents sent after the tables were full: their later copies are sent too
@@ -84,8 +87,12 @@ class Deduper:
             with self._lock:
                 return [self._admit_near(im, digest, key) for im, digest, key in keyed]
         with self._lock:  # which sizes were seen before: only those are hashed
-            need = [im for im in images if len(im.data) in self._by_size]
-            firsts = {self._by_size[len(im.data)] for im in need}
+            if self.root is None:  # nothing to read again later: every image is hashed now
+                need = list(images)
+                firsts = {self._by_size[len(im.data)] for im in need if len(im.data) in self._by_size}
+            else:
+                need = [im for im in images if len(im.data) in self._by_size]
+                firsts = {self._by_size[len(im.data)] for im in need}
         digests = {id(im): content_digest(im.data) for im in need}
         first_digests = {e: self._digest_of(e, {}) for e in firsts if e.digest is None}
         batch = {im.job.path: im for im in images}
@@ -109,8 +116,8 @@ class Deduper:
     def _admit_exact(self, image: LoadedImage, digest: bytes | None, batch: dict[str, LoadedImage]) -> Admitted:
         size = len(image.data)
         first = self._by_size.get(size)
-        if first is None:  # the first file of this size: sent unhashed
-            self._new(image, None, size)
+        if first is None:  # the first file of this size: sent unhashed (hashed when nothing can be read again)
+            self._new(image, digest, size)
             return image, True, None
         if digest is None:  # its size came earlier in this batch, or from another reader meanwhile (rare)
             digest = content_digest(image.data)
@@ -168,6 +175,8 @@ class Deduper:
         image = batch.get(entry.path)
         if image is not None:
             return content_digest(image.data)
+        if self.root is None:
+            return None
         try:
             with open(os.path.join(self.root, entry.path), "rb") as f:
                 return content_digest(f.read())

@@ -6,7 +6,7 @@ earlier one. Each entry is a superset of ``journal.throughput.Invocation`` (``st
 ``images``), so ``throughput`` (images per second of busy time) is computed over all of them. The top-level keys
 are what readers use (``export``, ``report``, ``merge``, the site):
 
-    config          the settings of the latest invocation (paths absolute)
+    config          the settings of the latest invocation (paths absolute); source: what it read (kind, columns)
     input_dir       the captioned folder, absolute; journal: the JSONL, absolute
     state           the latest invocation's end: running, finished, interrupted, aborted (+ abort_reason/kind)
     counts          the journal as a whole: images, ok, errors (final / retryable), records; plus the attempts,
@@ -35,6 +35,7 @@ from batchcap.journal import JournalIndex, load_index, manifest_path, write_json
 from batchcap.journal.meta import MANIFEST_VERSION, read_manifest
 from batchcap.journal.throughput import MAX_INVOCATIONS, Invocation, Throughput
 from batchcap.run.stats import RunStats
+from batchcap.source.location import is_url
 from batchcap.version import __version__
 
 __all__ = ["Manifest", "journal_counts", "manifest_path"]
@@ -46,11 +47,16 @@ _SUMMED = ("attempts", "retries", "throttled", "duplicates", "quality_retries")
 
 
 def _absolute(settings: Any) -> Any:
-    """``settings`` with every path-valued key made absolute (nested dicts included), without resolving links."""
+    """``settings`` with every path-valued key made absolute (nested dicts included), without resolving links;
+    a URL input (``hf://``, ``https://``: a dataset) is left as it is."""
     if not isinstance(settings, dict):
         return settings
-    return {k: (os.path.abspath(v) if k in _PATH_KEYS and isinstance(v, str) and v else _absolute(v))
+    return {k: (_absolute_path(v) if k in _PATH_KEYS and isinstance(v, str) and v else _absolute(v))
             for k, v in settings.items()}
+
+
+def _absolute_path(value: str) -> str:
+    return value if is_url(value) else os.path.abspath(value)
 
 
 def journal_counts(index: JournalIndex) -> dict[str, int]:
@@ -104,9 +110,11 @@ class Manifest:
 
     __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "totals")
 
-    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float) -> None:
+    def __init__(
+        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None
+    ) -> None:
         self.out = Path(os.path.abspath(cfg.out))
-        self.input_dir = os.path.abspath(cfg.input_dir)
+        self.input_dir = _absolute_path(str(cfg.input_dir))
         self.path = manifest_path(self.out)
         self.carry = index.lines > 0  # an empty journal: an old manifest beside it speaks of records now gone
         self.earlier: list[dict[str, Any]] = []
@@ -119,6 +127,7 @@ class Manifest:
             "images": None,
             "state": "running",
             "config": _absolute(cfg.public_dict()),
+            "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
         }
@@ -144,6 +153,7 @@ class Manifest:
             "finished_at": last["finished_at"],
             "elapsed_s": round(sum(float(inv.get("elapsed_s") or 0) for inv in invocations), 3),
             "config": last["config"],
+            "source": last.get("source"),
             "counts": counts,
             "errors_by_type": self.totals["errors_by_type"],
             "preparation": _sum_dicts([inv.get("preparation") for inv in invocations]),

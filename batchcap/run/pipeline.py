@@ -20,12 +20,13 @@ from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.assemble import captions_for, preparer_for, run_targets
+from batchcap.run.assemble import captions_for, open_input, preparer_for, run_targets
 from batchcap.run.manifest import Manifest
 from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.auth import Secret
+from batchcap.source.datasets import Source
 
 __all__ = ["run"]
 
@@ -42,13 +43,15 @@ async def run(
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
     targets: tuple[Target, ...] | None = None,
+    source: Source | None = None,
 ) -> RunStats:
     """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
     (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
-    (``run_targets(cfg)``), so they are parsed once.
+    (``run_targets(cfg)``), so they are parsed once. ``source``: ``cfg.input_dir`` already opened by the caller
+    (the CLI opens it to check it before anything else: ``open_input``); None: opened here.
     """
     progress = progress or NullProgress()
     stats = RunStats()
@@ -56,18 +59,20 @@ async def run(
     if targets is None:
         targets = run_targets(cfg)  # checked before anything is read or sent
     captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter)
+    if source is None:
+        source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time())
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe())
     try:
         manifest.write_start()
     except JournalError:
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
+                    source=source, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)

@@ -31,8 +31,9 @@ from batchcap.run.dedupe import Deduper
 from batchcap.run.queues import Feed, Sink
 from batchcap.run.sidecar import SidecarWriter
 from batchcap.run.stats import RunStats
+from batchcap.source.datasets import Source
 from batchcap.source.read import load_batch
-from batchcap.source.scan import problem_reason, scan_batches
+from batchcap.source.scan import problem_reason
 
 __all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 
@@ -64,9 +65,10 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, preparer: PreparePool, on_scan_done: Callable[[], None] | None = None,
+        progress: Progress, source: Source, preparer: PreparePool, on_scan_done: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.source = source  #: where the images come from (``batchcap.source.datasets.open_source``)
         self.index = index
         self.writer = writer
         self.captioner = captioner
@@ -84,10 +86,11 @@ class Stages:
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.source.dedupe, root=cfg.input_dir) if cfg.source.dedupe != "off" else None
+        self.deduper = Deduper(cfg.source.dedupe, root=source.root) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
-        self.sidecars = SidecarWriter(cfg.input_dir, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
-                                      follow_symlinks=cfg.source.follow_symlinks) if cfg.sidecar else None
+        root = source.root  # --sidecar needs a local folder of images (checked by ``assemble.open_input``)
+        self.sidecars = SidecarWriter(root, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
+                                      follow_symlinks=cfg.source.follow_symlinks) if cfg.sidecar and root else None
         if self.sidecars is not None:
             stats.sidecars = self.sidecars.report
 
@@ -144,12 +147,12 @@ class Stages:
     async def readers(self) -> None:
         source = self.cfg.source
         try:
-            batches = scan_batches(
-                source.input_dir,
+            batches = self.source.batches(
                 batch_size=source.read_batch,
                 skip=self.skip(),
-                follow_symlinks=source.follow_symlinks,
+                shard=source.shard,
                 on_error=self.scan_error,
+                max_bytes=self.max_bytes,
             )
             async with anyio.create_task_group() as tg:
                 for _ in range(source.readers):
@@ -158,18 +161,13 @@ class Stages:
             self.feed.close()
 
     def skip(self) -> Callable[[str], bool] | None:
-        """What the scan leaves out: paths the journal has done, and with ``--shard`` other shards' paths."""
-        done = self.index.__contains__ if len(self.index) else None  # a fresh run: no per-file lookup
-        shard = self.cfg.source.shard
-        if shard is None:
-            return done
-        return shard.skip_others(done)
+        """What the journal has done (the source also leaves out, with ``--shard``, other shards' images)."""
+        return self.index.__contains__ if len(self.index) else None  # a fresh run: no per-image lookup
 
     def scan_error(self, path: str, exc: OSError) -> None:
-        """In a reader thread: a file or folder the scan had to skip gets an error record (never silent)."""
+        """In a reader thread: what the source could not read gets an error record (never silent). The source
+        reports only this shard's problems."""
         if path in self.index:  # recorded by an earlier run: skipped like any done image
-            return
-        if (shard := self.cfg.source.shard) is not None and not shard.owns(path):  # one shard records it, once
             return
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))
