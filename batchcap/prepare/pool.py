@@ -97,7 +97,7 @@ class PreparePool:
     @property
     def on(self) -> bool:
         """False with ``--max-side 0``: files go as they are."""
-        return self.settings.max_side > 0
+        return self.settings.enabled
 
     def needs_pixels(self, image: LoadedImage) -> bool:
         """Whether ``image`` (from ``triage``) still needs ``finish`` before it can be sent."""
@@ -143,16 +143,6 @@ class PreparePool:
         if not self.needs_pixels(image):
             return image
         return prepared_image(image, self._fn(image.data))
-
-    def now(self, image: LoadedImage) -> LoadedImage | InputError:
-        """The whole path for one image, blocking: what would be sent, or why it cannot be."""
-        got = self.triage(image)
-        if isinstance(got, InputError):
-            return got
-        try:
-            return self.finish_now(got)
-        except InputError as exc:
-            return exc
 
     async def ready(self, images: Sequence[LoadedImage]) -> list[LoadedImage | InputError]:
         """Every image as it would be sent, in order (an ``InputError`` in place of each that cannot be)."""
