@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
+__all__ = ["DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status", "Usage"]
 
 Status = Literal["ok", "error"]
 
@@ -75,6 +75,18 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a token-billed service reported for one image (``usage`` of an OpenAI-style answer), summed over
+    the attempts it billed (quality retries)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """One journal line. Exactly one of ``caption`` / ``error`` is set."""
 
@@ -91,3 +103,6 @@ class Record:
     prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
     flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.tasks.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy
+    usage: Usage | None = None  #: tokens the service reported (token-billed targets), summed over billed attempts
+    provider: str | None = None  #: who served it, when the router says (``x-inference-provider``)
+    cost_usd: float | None = None  #: what the image cost, when a price is known (``batchcap.run.spend``)

@@ -5,7 +5,9 @@
 * Time to first request: the emulator's first admission time minus the time just before the spawn (both
   CLOCK_MONOTONIC), so interpreter start-up, imports, the journal index and the first scan batch all count.
 * Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors), timed in a
-  fresh interpreter, best of three (the file is in the page cache after the first).
+  fresh interpreter, best of three (the file is in the page cache after the first); and the same journal as a
+  token-billed run writes it (``usage``, ``provider`` and ``cost_usd`` on every ok line), whose spend the index
+  sums (issue 18: a rerun counts what earlier runs spent).
 """
 
 from __future__ import annotations
@@ -85,10 +87,11 @@ def run_folder(ctx: Ctx, tree: Path, seconds: float) -> list[Result]:
     ]
 
 
-def make_journal(path: Path, lines: int) -> None:
-    """``lines`` records as the pipeline writes them: 99% ok, 1% errors (half retryable)."""
+def make_journal(path: Path, lines: int, *, costs: bool = False) -> None:
+    """``lines`` records as the pipeline writes them: 99% ok, 1% errors (half retryable); ``costs``: as a chat
+    target's run writes them (usage, provider, cost on every ok line)."""
     from batchcap.journal import encode_record
-    from batchcap.models import ErrorInfo, Record
+    from batchcap.models import ErrorInfo, Record, Usage
 
     with path.open("wb") as f:
         chunk = []
@@ -97,6 +100,12 @@ def make_journal(path: Path, lines: int) -> None:
             if i % 100 == 99:
                 err = ErrorInfo("ServerError", "HTTP 503: busy", 503, retryable=i % 200 == 199)
                 rec = Record(rel, "error", error=err, attempts=3, target="hf:x", ts=1.7e9 + i)
+            elif costs:
+                usage = Usage(812 + i % 300, 17 + i % 13)
+                rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
+                             latency_s=0.1234, bytes_sent=51234, target="openai:x@router", request_id=f"r-{i}",
+                             ts=1.7e9 + i, usage=usage, provider="novita",
+                             cost_usd=round((usage.prompt_tokens * 0.2 + usage.completion_tokens * 0.8) / 1e6, 12))
             else:
                 rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
                              latency_s=0.1234, bytes_sent=51234, target="hf:x", request_id=f"r-{i}", ts=1.7e9 + i)
@@ -119,21 +128,27 @@ print(json.dumps({"seconds": dt, "done": len(index), "maxrss_mb": resource.getru
 
 
 def run_journal(ctx: Ctx, lines: int = FILES) -> list[Result]:
-    path = ctx.workdir / "journal-1m.jsonl"
-    make_journal(path, lines)
-    size_mb = path.stat().st_size / 1e6
-    runs = []
-    for _ in range(3):
-        proc = subprocess.run(pinned(CLIENT_CORE, [PY, "-c", _LOAD, str(path)]), capture_output=True, text=True,
-                              timeout=120, env=ctx.env, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"load_index failed:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout))
-    path.unlink()
-    best = min(runs, key=lambda r: r["seconds"])
-    return [Result("scale", f"load_index of a {lines:,}-line journal", best["seconds"], 2.0, "<=", "s",
-                   detail=f"{size_mb:.0f} MB, {best['done']:,} done; best of 3 "
-                          f"({', '.join(format(r['seconds'], '.2f') for r in runs)} s); peak RSS {best['maxrss_mb']:.0f} MB")]
+    """The plain journal, then one with a cost on every ok line (the spend the index sums for a rerun)."""
+    out = []
+    for costs in (False, True):
+        path = ctx.workdir / "journal-1m.jsonl"
+        make_journal(path, lines, costs=costs)
+        size_mb = path.stat().st_size / 1e6
+        runs = []
+        for _ in range(3):
+            proc = subprocess.run(pinned(CLIENT_CORE, [PY, "-c", _LOAD, str(path)]), capture_output=True, text=True,
+                                  timeout=120, env=ctx.env, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"load_index failed:\n{proc.stderr[-2000:]}")
+            runs.append(json.loads(proc.stdout))
+        path.unlink()
+        best = min(runs, key=lambda r: r["seconds"])
+        what = f"load_index of a {lines:,}-line journal" + (" with usage and cost_usd on each ok line" if costs else "")
+        out.append(Result("scale", what, best["seconds"], 2.0, "<=", "s",
+                          detail=f"{size_mb:.0f} MB, {best['done']:,} done; best of 3 "
+                                 f"({', '.join(format(r['seconds'], '.2f') for r in runs)} s); peak RSS "
+                                 f"{best['maxrss_mb']:.0f} MB"))
+    return out
 
 
 def run(ctx: Ctx) -> list[Result]:

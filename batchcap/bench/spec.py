@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.config.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.flow.budget import TokenPrice
 from batchcap.prepare.settings import PrepareSettings
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
@@ -40,6 +41,7 @@ class BenchSettings:
     #: How each image becomes what is sent: run's own preparation and flags (every target gets these bytes).
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
+    token_price: TokenPrice | None = None  #: chat targets' USD per 1M tokens (default: each one's /v1/models)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON values, secret-free (targets by their public config)."""
@@ -58,6 +60,8 @@ class BenchSettings:
         p = self.prepare
         out["prepare"] = {"max_side": p.max_side, "jpeg_quality": p.jpeg_quality, "keep_metadata": p.keep_metadata,
                           "max_upload_bytes": p.max_upload_bytes, "max_pixels": p.max_pixels}
+        tp = self.token_price
+        out["token_price"] = None if tp is None else {"input": tp.input, "output": tp.output}
         out["targets"] = [
             {"name": t.name, "spec": t.spec, "price_per_hour": t.price_per_hour, "config": t.cfg.public_dict()}
             for t in self.targets

@@ -15,6 +15,7 @@ counting is done by the calling thread, in scan order, so the result does not de
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -115,7 +116,13 @@ class Inventory:
     unreadable_examples: list[dict[str, str]] = field(default_factory=list)
     duplicate_examples: list[dict[str, str]] = field(default_factory=list)
     header_examples: list[dict[str, str]] = field(default_factory=list)
-    probe_images: list[LoadedImage] = field(default_factory=list)  #: the first requests, as sent, for --probe
+    #: A uniform sample of the to_caption images, for --probe (reservoir: spread over the whole folder) ...
+    probe_images: list[LoadedImage] = field(default_factory=list)
+    probe_pixels: list[int | None] = field(default_factory=list)  #: ... and their pixels as sent (see below)
+    #: Pixels the to_caption images would be sent with (long side scaled to --max-side, never enlarged): what a
+    #: VLM's image tokens grow with, so a probe's cost per image scales to the folder by it.
+    pixels_to_send: int = 0
+    pixels_unknown: int = 0  #: to_caption images whose header gave no size
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` object, without the estimate (the command adds ``estimate``)."""
@@ -154,6 +161,7 @@ class _Tally:
 
     def __init__(
         self, inv: Inventory, *, done: JournalIndex, skip: JournalIndex, dedupe: Dedupe, sent: SentBytes, probe: int,
+        max_side: int = 1024, seed: int = 0,
     ) -> None:
         self.inv = inv
         self.done = done if len(done) else None
@@ -161,6 +169,9 @@ class _Tally:
         self.dedupe = dedupe
         self.sent = sent
         self.probe = probe
+        self.max_side = max_side
+        self.rng = random.Random(seed)  # the probe's sample: reproducible for one folder
+        self.offered = 0  # images offered to the probe's sample so far
         self.all_seen = DigestSet()
         self.pending_seen = DigestSet() if self.skip is not None else self.all_seen
         self.near_all = NearIndex() if dedupe == "near" else None
@@ -199,11 +210,13 @@ class _Tally:
         self.count_image(facts)
         inv.to_caption += 1
         inv.bytes_to_send += got
-        if len(inv.probe_images) < self.probe:
-            try:
-                inv.probe_images.append(self.sent.pool.finish_now(triaged))
-            except InputError:
-                pass
+        pixels = sent_pixels(facts.dims, self.max_side)
+        if pixels is None:
+            inv.pixels_unknown += 1
+        else:
+            inv.pixels_to_send += pixels
+        if self.probe:
+            self.sample(triaged, pixels)
 
     def unreadable(self, path: str, reason: str) -> None:
         inv = self.inv
@@ -272,6 +285,34 @@ class _Tally:
         return True
 
 
+    def sample(self, triaged: LoadedImage, pixels: int | None) -> None:
+        """Reservoir sampling (Algorithm R): after k images each is in the probe with probability N/k. An image is
+        prepared (as the run prepares it: the probe sends what the run sends) only when it enters the sample."""
+        inv = self.inv
+        self.offered += 1
+        slot = len(inv.probe_images) if len(inv.probe_images) < self.probe else self.rng.randrange(self.offered)
+        if slot >= self.probe:
+            return
+        try:
+            ready = self.sent.pool.finish_now(triaged)
+        except InputError:
+            return  # run records it; it is not a request
+        if slot == len(inv.probe_images):
+            inv.probe_images.append(ready)
+            inv.probe_pixels.append(pixels)
+        else:
+            inv.probe_images[slot], inv.probe_pixels[slot] = ready, pixels
+
+
+def sent_pixels(dims: tuple[int, int] | None, max_side: int) -> int | None:
+    """Pixels of an image of ``dims`` once prepared: the long side scaled down to ``max_side`` (0: as it is)."""
+    if dims is None or min(dims) < 1:
+        return None
+    w, h = dims
+    scale = min(1.0, max_side / max(w, h)) if max_side else 1.0
+    return max(1, round(w * scale) * round(h * scale))
+
+
 def _work(
     jobs: list[ImageJob], max_bytes: int, near: bool, pool: PreparePool
 ) -> list[tuple[FileFacts, LoadedImage | None]]:
@@ -295,13 +336,15 @@ def inventory(
     batch_size: int = 64,
     probe: int = 0,
     retry_failed: bool = False,
+    max_side: int = 1024,
     clock: Any = time.monotonic,
 ) -> Inventory:
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
 
     ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
     ``pool`` is the run's preparation (``batchcap.run.preparer_for``; default: run's defaults, raw bytes).
-    ``probe`` keeps the first N images a run would send, as sent (bounded: N images in memory).
+    ``probe`` keeps N of the images a run would send, as sent, sampled uniformly over the input (bounded: N
+    images in memory), for a probe.
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
@@ -314,7 +357,7 @@ def inventory(
         skip = done if (retry_failed or not done.error_final) else load_index(out, repair=False)
     inv = Inventory(dedupe=dedupe)
     inv.earlier_errors = 0 if retry_failed else done.error_final
-    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, sent=sent, probe=probe)
+    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, sent=sent, probe=probe, max_side=max_side)
 
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.aio import run_async
-from batchcap.check.estimate import Estimate, estimate
+from batchcap.check.estimate import CostEstimate, Estimate, cost_estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
 from batchcap.config import RunConfig, Target
 from batchcap.errors import ConfigError, UsageError
+from batchcap.flow.budget import TokenPrice
 from batchcap.run import preparer_for, run_targets
+from batchcap.run.spend import money
 from batchcap.service.auth import find_token
 from batchcap.source.datasets import open_source
 from batchcap.words import plural
@@ -70,16 +72,17 @@ def run_check(
     inv = inventory(
         images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
-        retry_failed=cfg.retry_failed,
+        retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
     )
     probed: dict[str, Any] | None = None
-    latency, throttled = None, False
+    latency, throttled, tokens = None, False, None
     if probe:
-        probed, latency, throttled = _probe(lanes[0], inv)
+        probed, latency, throttled, tokens = _probe(lanes[0], inv, cfg.budget.token_price,
+                                                    by_tokens=lanes[0].price_per_hour is None)
     estimates = tuple(
         estimate(inv.to_caption, target=lane.cfg.target.label, concurrency=lane.cfg.limits.ceiling,
                  rate=lane.cfg.request_rate, burst=lane.cfg.limits.burst, latency_s=latency, throttled=throttled,
-                 price_per_hour=lane.price_per_hour)
+                 price_per_hour=lane.price_per_hour, tokens=tokens if lane is lanes[0] else None)
         for lane in lanes
     )
     est = estimates[0] if estimates else None
@@ -105,16 +108,23 @@ def _price(cfg: RunConfig) -> float | None:
     return None
 
 
-def _probe(lane: Target, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
+def _probe(
+    lane: Target, inv: Inventory, token_price: TokenPrice | None, *, by_tokens: bool
+) -> tuple[dict[str, Any], float | None, bool, CostEstimate | None]:
     from batchcap.check.probe import probe
 
     if lane.cfg.target.endpoint_name:
         raise UsageError("--probe with --endpoint-name: wake the Endpoint with a run first, or pass its URL")
     token, _ = find_token(lane.token_file or lane.cfg.target.token_file)
     images = list(inv.probe_images)  # prepared as the run prepares them: the probe sends what the run sends
+    pixels = {image.job.path: px for image, px in zip(images, inv.probe_pixels, strict=True)}
     inv.probe_images.clear()
-    result = run_async(lambda: probe(lane.cfg, images, token=token, quality=lane.cfg.quality))
-    return result.to_dict(), result.latency_s, result.throttled > 0
+    result = run_async(lambda: probe(lane.cfg, images, token=token, quality=lane.cfg.quality,
+                                     token_price=token_price, priced_by_tokens=by_tokens))
+    paths = list(result.costs)
+    tokens = cost_estimate(inv.to_caption, [result.costs[p] for p in paths], pixels=[pixels.get(p) for p in paths],
+                           pixels_total=inv.pixels_to_send, pixels_unknown=inv.pixels_unknown)
+    return result.to_dict(), result.latency_s, result.throttled > 0, tokens
 
 
 def _mb(n: int) -> str:
@@ -161,10 +171,19 @@ def render(
         lines.append(f"  probe: {plural(probed['requests'], 'request')}, {probed['ok']} ok, mean latency "
                      f"{probed['latency_mean_s']} s, errors {probed['errors'] or 'none'}, "
                      f"quality flags {probed['quality_flags'] or 'none'} (captions not kept)")
+        usage = probed["usage"]
+        if usage["prompt_tokens"] or usage["completion_tokens"]:
+            billed = "" if probed["cost_usd"] is None else f", billed {money(probed['cost_usd'])}"
+            lines.append(f"  probe usage: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} "
+                         f"completion tokens{billed}; prices: {probed['prices'] or 'none known'}")
+        lines.extend(f"    note: {n}" for n in probed["notes"])
     for est in estimates:
         rate = "unlimited" if est.rate is None else f"{est.rate:g}/s"
         wall = "unknown" if est.wall_s is None else _duration(est.wall_s)
-        cost = "" if est.cost is None else f", ~${est.cost:.2f}"
+        cost = "" if est.cost is None else f", ~{money(est.cost)}"
+        if est.cost_low is not None and est.cost_high is not None and est.tokens is not None:
+            cost += (f" ({money(est.cost_low)} to {money(est.cost_high)}, 95%; {money(1000 * est.tokens.per_image)} "
+                     f"per 1,000 images, from {est.tokens.sample} probe answers' usage)")
         lines.append(f"  estimate for {est.target}: {wall} (bound: {est.bound}; rate {rate}, burst {est.burst}, "
                      f"concurrency {est.concurrency}){cost}")
         lines.extend(f"    note: {n}" for n in est.notes)

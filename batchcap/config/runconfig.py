@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import BudgetSettings
 from batchcap.flow.settings import Limits
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import RoutingSettings, TargetSettings, strip_userinfo
@@ -57,6 +58,7 @@ class RunConfig:
     limits: Limits = field(default_factory=Limits)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)  #: prices and caps (issue 18)
 
     def __post_init__(self) -> None:
         if not isinstance(self.out, Path):
@@ -150,6 +152,7 @@ GROUPS: dict[str, type] = {
     "limits": Limits,
     "prepare": PrepareSettings,
     "quality": QualitySettings,
+    "budget": BudgetSettings,
 }
 
 

@@ -10,6 +10,14 @@ Line shape (key order is fixed; ``request_id`` is left out when unknown, ``flags
      "http_status":null,"retryable":false},"attempts":1,...}
     {"path":"b/a.jpg","status":"ok","caption":"...","flags":["cut_off"],"duplicate_of":"a/b.jpg","attempts":0,...}
 
+Token-billed targets add, after ``target``, ``"usage":{"prompt_tokens":N,"completion_tokens":M}`` (as the
+server reported it, summed over the image's billed attempts), ``"provider"`` (the router's
+``x-inference-provider``) and ``"cost_usd"`` when a price is known (an Endpoint's records carry their share of
+its busy time)::
+
+    {"path":"a.jpg","status":"ok","caption":"...",...,"target":"openai:m@h","usage":{"prompt_tokens":812,
+     "completion_tokens":17},"provider":"novita","cost_usd":0.000171,"request_id":"r-2","ts":1732579200.4}
+
 ``prepared`` .. ``sent_size`` are on ok lines of images that went through preparation (issue 8, the
 default; absent with ``--max-side 0``): ``bytes_sent`` is the request body, ``original_*`` the file,
 ``sent_size`` the pixels the model got, upright.
@@ -23,12 +31,15 @@ import orjson
 
 from batchcap.models import Record
 
-__all__ = ["OK_PREFIX", "STATUSES", "STATUS_SEP", "decode_line", "encode_record"]
+__all__ = ["COST_KEY", "OK_PREFIX", "STATUSES", "STATUS_SEP", "decode_line", "encode_record"]
 
 #: How every line begins, and what separates the path from the status: the index's fast path for ok lines.
 OK_PREFIX = b'{"path":"'
 STATUS_SEP = b'","status":"'
 STATUSES = ("ok", "error")
+#: How the cost key appears in a line: the index sums spend by finding it, without parsing the line. Inside a
+#: JSON string a quote is always escaped, so this byte sequence only ever starts the real key.
+COST_KEY = b',"cost_usd":'
 
 
 def encode_record(r: Record) -> bytes:
@@ -62,6 +73,12 @@ def encode_record(r: Record) -> bytes:
         line["original_size"] = [p.original_width, p.original_height]
         line["sent_size"] = [p.width, p.height]
     line["target"] = r.target
+    if r.usage is not None:
+        line["usage"] = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens}
+    if r.provider is not None:
+        line["provider"] = r.provider
+    if r.cost_usd is not None:
+        line["cost_usd"] = r.cost_usd
     if r.request_id is not None:
         line["request_id"] = r.request_id
     line["ts"] = r.ts

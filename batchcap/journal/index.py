@@ -8,6 +8,7 @@ done; everything else is captioned again. There is no separate state file to get
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from array import array
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 from batchcap.errors import JournalError
 from batchcap.journal import fsio
-from batchcap.journal.codec import OK_PREFIX, STATUS_SEP, decode_line
+from batchcap.journal.codec import COST_KEY, OK_PREFIX, STATUS_SEP, decode_line
 
 __all__ = ["JournalIndex", "KeySet", "load_index", "path_key"]
 
@@ -116,7 +117,8 @@ class JournalIndex:
     would be skipped as done: accepted. The counts describe the journal, per distinct path.
     """
 
-    __slots__ = ("_keys", "error_final", "error_retryable", "errors_by_type", "lines", "ok", "repaired_bytes")
+    __slots__ = ("_keys", "error_final", "error_retryable", "errors_by_type", "lines", "ok", "repaired_bytes",
+                 "spent_images", "spent_usd")
 
     def __init__(self, paths: Iterable[str] = ()) -> None:
         """An index holding ``paths`` as done (a convenience for tests and callers)."""
@@ -130,6 +132,8 @@ class JournalIndex:
         self.repaired_bytes = 0  #: bytes of a torn last line cut off the file
         #: paths without a caption, by the error type of their last record (final and retryable alike)
         self.errors_by_type: dict[str, int] = {}
+        self.spent_usd = 0.0  #: the sum of every record's ``cost_usd``: what earlier runs of this journal spent
+        self.spent_images = 0  #: records that carry a ``cost_usd``
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and path_key(path) in self._keys
@@ -140,7 +144,8 @@ class JournalIndex:
     def __repr__(self) -> str:
         return (
             f"JournalIndex(done={len(self)}, ok={self.ok}, error_final={self.error_final}, "
-            f"error_retryable={self.error_retryable}, lines={self.lines}, repaired_bytes={self.repaired_bytes})"
+            f"error_retryable={self.error_retryable}, lines={self.lines}, repaired_bytes={self.repaired_bytes}, "
+            f"spent_usd={self.spent_usd:.6g})"
         )
 
 
@@ -189,17 +194,27 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
             start = pos - len(rest)
             pos += len(chunk)
             rest = lines.pop()
-            loader.feed(lines, start)
+            costs = bool(lines) and (COST_KEY in chunk or COST_KEY in lines[0])  # one fast search per chunk
+            loader.feed(lines, start, costs=costs)
         loader.finish(rest, pos - len(rest), repair=repair)
     finally:
         f.close()
     return loader.index(retry_failed)
 
 
+def _number(text: bytes) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 class _Loader:
     """One ``load_index`` pass: ok keys and error keys in file order, and a pending bad line."""
 
-    __slots__ = ("bad", "blank", "err_keys", "err_retry", "err_type", "lineno", "ok_keys", "path", "repaired", "types")
+    __slots__ = ("bad", "blank", "cost_sums", "cost_texts", "costed", "costs", "err_keys", "err_retry", "err_type",
+                 "lineno", "ok_keys", "path", "repaired", "types")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,11 +227,22 @@ class _Loader:
         self.blank = 0  # of which are not records (blank, or the torn last one)
         self.bad: tuple[int, int] | None = None  # (line number, file offset) of an unparseable line
         self.repaired = 0
+        self.costs: list[float] = []  # the cost_usd of the records of this chunk
+        self.cost_texts: list[bytes] = []  # ... as the fast path cut them out, converted per chunk
+        self.cost_sums: list[float] = []  # one exact sum per chunk: memory stays flat
+        self.costed = 0  # records with a cost
 
-    def feed(self, lines: list[bytes], start: int) -> None:
-        """Take whole lines (newlines stripped); the first begins at file offset ``start``."""
+    def feed(self, lines: list[bytes], start: int, *, costs: bool = False) -> None:
+        """Take whole lines (newlines stripped); the first begins at file offset ``start``.
+
+        ``costs``: some line may carry a ``cost_usd`` (the chunk holds the key), so ok lines are searched for it;
+        a journal of a run without prices pays one fast search per chunk for that, not one per line.
+        """
         if self.bad is not None and any(line.strip() for line in lines):
             self._raise_bad()
+        if costs:
+            self._feed_costs(lines, start)
+            return
         append = self.ok_keys.append
         key_of = _bytes_key
         for line in lines:
@@ -232,6 +258,43 @@ class _Loader:
             self._slow(line, lines, start)
         self.lineno += len(lines)
 
+    def _feed_costs(self, lines: list[bytes], start: int) -> None:
+        """``feed`` for lines that may carry a cost: the fast path also cuts ``"cost_usd":N`` out of each ok line.
+
+        The key is searched from the line's end (only ``request_id`` and ``ts`` follow it) and its value ends at
+        the next comma (``ts`` always follows); the values are converted together at the end of the chunk.
+        """
+        append, cost = self.ok_keys.append, self.cost_texts.append
+        key_of = _bytes_key
+        for line in lines:
+            if line.startswith(OK_PREFIX) and line.endswith(b"}"):
+                j = line.find(STATUS_SEP, 9)
+                if j > 0 and line.startswith(b'ok"', j + 12):
+                    raw = line[9:j]
+                    if b"\\" not in raw:
+                        append(key_of(raw))
+                        k = line.rfind(COST_KEY)
+                        if k > 0:
+                            cost(line[k + 12 : line.find(b",", k + 12)])
+                        continue
+            self._slow(line, lines, start)
+        self.lineno += len(lines)
+        self._sum_costs()
+
+    def _sum_costs(self) -> None:
+        """One exact sum per chunk, so memory stays flat whatever the journal's length."""
+        texts, values = self.cost_texts, self.costs
+        if texts:
+            try:
+                values.extend(map(float, texts))
+            except ValueError:  # not a number after all (a hand-edited line): those count as no cost
+                values.extend(v for v in map(_number, texts) if v is not None)
+            texts.clear()
+        if values:
+            self.cost_sums.append(math.fsum(values))
+            self.costed += len(values)
+            values.clear()
+
     def _slow(self, line: bytes, lines: list[bytes], start: int) -> None:
         """Any line the fast path did not take: parse it fully, or remember it as bad."""
         if not line.strip():
@@ -246,6 +309,9 @@ class _Loader:
                 self._raise_bad()
 
     def _record(self, obj: dict[str, Any]) -> None:
+        cost = obj.get("cost_usd")
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
+            self.costs.append(float(cost))
         key = path_key(obj["path"])
         if obj["status"] == "ok":
             self.ok_keys.append(key)
@@ -327,5 +393,8 @@ class _Loader:
         index.lines = self.lineno - self.blank
         index.repaired_bytes = self.repaired
         index.errors_by_type = {name: by_code[code] for name, code in self.types.items() if by_code[code]}
+        self._sum_costs()  # the slow path's, and the last line's
+        index.spent_usd = math.fsum(self.cost_sums)
+        index.spent_images = self.costed
         return index
 

@@ -10,6 +10,11 @@
 
 A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); everything else
 ends as exactly one ``Record``.
+
+Money (issue 18): with a ``Meter`` each attempt is priced into the image's ``Bill`` (the record's ``usage``,
+``provider``, ``cost_usd``); with a ``BudgetGate`` (``--max-cost``, ``--max-images``) each attempt first reserves
+its worst case (``budget -> concurrency slot -> rate token -> request``) and settles with its actual cost. A
+refused reservation stops the run (kind ``budget``): an image already paid for still gets its record.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from batchcap.errors import (
     APIError,
     BadCaption,
     BatchcapError,
+    BudgetReached,
     QueueFull,
     QuotaExhausted,
     RateLimited,
     RunAborted,
     TransientError,
 )
+from batchcap.flow.budget import BudgetGate
 from batchcap.flow.concurrency import (
     AdaptiveLimit,
     ConcurrencyLimiter,
@@ -43,7 +50,8 @@ from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.models import ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.run.guard import RunGuard, Stop
+from batchcap.run.guard import RunGuard, Stop, budget_stop, unpriced_stop
+from batchcap.run.spend import Bill, Meter
 from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
@@ -102,14 +110,15 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
-                 "released", "rng", "senders", "sleep", "stats", "target", "try_acquire")
+    __slots__ = ("_warmer", "budget", "client", "concurrency", "guard", "limiter", "meter", "policy", "progress",
+                 "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target", "try_acquire")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
-        quality: QualitySettings | None = None, prompt: str | None = None, sleep: Sleep = anyio.sleep,
+        quality: QualitySettings | None = None, prompt: str | None = None, meter: Meter | None = None,
+        budget: BudgetGate | None = None, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -128,6 +137,9 @@ class Captioner:
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
         self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
+        #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
+        self.meter = meter if meter is not None or budget is None else Meter(target)
+        self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -150,13 +162,33 @@ class Captioner:
 
         None: the image's final error is held by the guard (see ``guard``), to be written later or never.
         """
+        if self.budget is None:
+            return await self._attempts(image, Bill() if self.meter is not None else None)
+        bill = Bill()
+        record: Record | None = None
+        try:
+            record = await self._attempts(image, bill)
+            return record
+        finally:
+            if bill.images_reserved:  # the image counts (for --max-images) once it has its final record
+                done = bill.released_done or (
+                    record is not None and not (record.error is not None and record.error.retryable))
+                self.budget.settle_images(bill.images_reserved, int(done))
+
+    async def _attempts(self, image: LoadedImage, bill: Bill | None) -> Record | None:
         attempts = retries_used = quality_used = 0
         waited = 0.0
+        reply: Reply | None = None  # the last caption, kept for a quality retry the budget refuses
+        failed: APIError | None = None  # the last failure, for a retry the budget refuses
         while True:
             attempts += 1
             try:
-                reply = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
+                answer = await self._ask(image, self._adapter_for(quality_used) if quality_used else None,
+                                         bill=bill, first=attempts == 1)
+            except BudgetReached:
+                raise self._stopped_by_budget(image, bill, reply, failed, attempts - 1) from None
             except APIError as exc:
+                failed = exc
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
                 elif isinstance(exc, QueueFull):
@@ -165,7 +197,7 @@ class Captioner:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
                 if decision.action != "retry":
-                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts, bill))
                     if stop is not None:
                         raise abort(stop) from None
                     return record
@@ -177,11 +209,14 @@ class Captioner:
                 if (delay := self._retry_delay(exc, decision.delay)) > 0:
                     await self.sleep(delay)
                 continue
+            reply, failed = answer, None
             self.limiter.succeeded()
             if held := self.guard.succeeded():
                 self.released.extend(held)
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
+            if bill is not None and bill.unpriced and self.budget is not None and self.budget.budget.max_cost:
+                raise self._stopped_unpriced(image, reply, attempts, bill)
             flags: tuple[str, ...] = ()
             if self.quality is not None:
                 flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
@@ -191,12 +226,39 @@ class Captioner:
                     self.stats.quality_retries += 1
                     continue
                 if flags and self.quality.on_bad_caption == "error":
-                    return self._bad_caption(image, reply, flags, attempts)
-            return Record(
-                image.job.path, "ok", caption=reply.caption, attempts=attempts,
-                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
-            )
+                    return self._bad_caption(image, reply, flags, attempts, bill)
+            return self._ok(image, reply, attempts, flags, bill)
+
+    def _ok(self, image: LoadedImage, reply: Reply, attempts: int, flags: tuple[str, ...], bill: Bill | None) -> Record:
+        return Record(
+            image.job.path, "ok", caption=reply.caption, attempts=attempts,
+            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
+            request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
+            usage=bill.usage if bill else None, provider=bill.provider if bill else None,
+            cost_usd=bill.cost_usd if bill else None,
+        )
+
+    def _stopped_by_budget(self, image: LoadedImage, bill: Bill | None, reply: Reply | None, failed: APIError | None,
+                           attempts: int) -> RunAborted:
+        """A refused reservation: nothing more starts. An image already paid for keeps what it got (the senders
+        write ``released``): the caption a quality retry wanted to better, or its last billed failure, retryable."""
+        if reply is not None:
+            flags = () if self.quality is None else judge(reply.caption, finish_reason=reply.finish_reason,
+                                                          prompt=self.prompt, settings=self.quality)
+            self.released.append(self._ok(image, reply, attempts, flags, bill))
+            if bill is not None:
+                bill.released_done = True
+        elif failed is not None and bill is not None and (bill.priced or bill.usage is not None):
+            self.released.append(self._failure(image, failed, attempts, bill, retryable=True))
+        assert self.budget is not None
+        return abort(budget_stop(self.budget.budget))
+
+    def _stopped_unpriced(self, image: LoadedImage, reply: Reply, attempts: int, bill: Bill) -> RunAborted:
+        """Under --max-cost an answer came back whose cost is not known: keep it, start nothing more."""
+        assert self.meter is not None
+        self.released.append(self._ok(image, reply, attempts, (), bill))
+        bill.released_done = True
+        return abort(unpriced_stop(self.target, self.meter.notes))
 
     def _adapter_for(self, quality_retry: int) -> Adapter:
         """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
@@ -209,17 +271,44 @@ class Captioner:
             adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
         return adapter
 
-    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
+    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int,
+                     bill: Bill | None = None) -> Record:
         """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
         exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
                          f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
         return Record(
             image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
             latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-            request_id=reply.request_id, ts=time.time(), flags=flags,
+            request_id=reply.request_id, ts=time.time(), flags=flags, usage=bill.usage if bill else None,
+            provider=bill.provider if bill else None, cost_usd=bill.cost_usd if bill else None,
         )
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> Reply:
+    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None, *, bill: Bill | None = None,
+                   first: bool = False) -> Reply:
+        """One attempt, priced into ``bill`` when the target has a meter, reserved first under a budget."""
+        meter = self.meter
+        if meter is None or bill is None:
+            return await self._send(image, adapter)
+        gate = self.budget
+        reserved = 0.0
+        if gate is not None:
+            images = 1 if first else 0  # the image is counted (and capped, with --max-images) once
+            reserved = await gate.reserve(meter.reserve, images)  # BudgetReached: nothing was sent
+            bill.images_reserved += images
+        meter.begin()
+        try:
+            reply = await self._send(image, adapter)
+        except BaseException as exc:  # a failed attempt may still cost (an Endpoint's time); a cancel costs 0
+            actual = meter.charge(bill) if isinstance(exc, APIError) else 0.0
+            if gate is not None:
+                gate.settle(reserved, actual)
+            raise
+        actual = meter.charge(bill, reply)
+        if gate is not None:
+            gate.settle(reserved, actual)
+        return reply
+
+    async def _send(self, image: LoadedImage, adapter: Adapter | None = None) -> Reply:
         """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
         feed the concurrency limit."""
         conc = self.concurrency
@@ -272,9 +361,12 @@ class Captioner:
         self.stats.throttled += 1
         self.progress.note("queue full: waiting")
 
-    def _failure(self, image: LoadedImage, exc: APIError, attempts: int) -> Record:
+    def _failure(self, image: LoadedImage, exc: APIError, attempts: int, bill: Bill | None = None, *,
+                 retryable: bool | None = None) -> Record:
+        retry = isinstance(exc, TransientError) if retryable is None else retryable
         return Record(
-            image.job.path, "error", error=error_info(exc, retryable=isinstance(exc, TransientError)),
+            image.job.path, "error", error=error_info(exc, retryable=retry),
             attempts=attempts, bytes_sent=len(image.data), target=self.target, request_id=exc.request_id,
-            ts=time.time(),
+            ts=time.time(), usage=bill.usage if bill else None, provider=bill.provider if bill else None,
+            cost_usd=bill.cost_usd if bill else None,
         )

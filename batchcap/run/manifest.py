@@ -14,6 +14,7 @@ are what readers use (``export``, ``report``, ``merge``, the site):
     errors_by_type  paths without a caption, by the error of their last record (the journal as a whole)
     preparation     bytes before and after preparation, summed over invocations
     throughput      images recorded per second of busy time, over every invocation (``journal.throughput``)
+    spend           what the latest invocation spent and the prices it used (``run.spend``; each entry keeps its own)
     started_at      the first invocation's start; finished_at, the latest's end; elapsed_s, all of them summed
 
 A manifest written before version 2 (one run's view) becomes the first entry of ``invocations``, as it was. Past
@@ -108,7 +109,7 @@ def _fold(invocations: list[dict[str, Any]], keep: int = MAX_INVOCATIONS) -> lis
 class Manifest:
     """Written atomically when a run starts (this invocation "running") and again when it ends, however it ends."""
 
-    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "totals")
+    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "spend", "totals")
 
     def __init__(
         self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None
@@ -118,6 +119,8 @@ class Manifest:
         self.path = manifest_path(self.out)
         self.carry = index.lines > 0  # an empty journal: an old manifest beside it speaks of records now gone
         self.earlier: list[dict[str, Any]] = []
+        #: what the run spends (issue 18: ``run.spend``), its prices first: set by the pipeline, kept at the end
+        self.spend: dict[str, Any] | None = None
         self.totals: dict[str, Any] = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
         self.entry: dict[str, Any] = {
             "version": __version__,
@@ -161,6 +164,7 @@ class Manifest:
             "boilerplate": last.get("boilerplate", []),
             "targets": last.get("targets"),
             "throughput": Throughput.of(times).to_json(),
+            **({"spend": self.spend} if self.spend is not None else {}),
             "invocations": invocations,
         }
 
@@ -198,6 +202,9 @@ class Manifest:
                      for name, info in stats.targets.items()} or None,
             sidecars=stats.sidecars.as_dict() if stats.sidecars is not None else None,
         )
+        if self.spend is not None or stats.spend.any:
+            prices = (self.spend or {}).get("prices") or stats.spend.prices
+            self.spend = self.entry["spend"] = {**stats.spend.to_dict(), "prices": prices}
         try:
             index = load_index(self.out, repair=False)  # the journal as a whole, this invocation's lines included
             self.totals = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
