@@ -181,7 +181,7 @@ class Manifest:
         reason = stats.aborted
         self.entry.update(
             finished_at=time.time(),
-            elapsed_s=round(stats.elapsed, 3),
+            elapsed_s=stats.elapsed,  # unrounded: the summary's images/s is computed from the same number
             images=stats.ok + stats.failed,
             state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
             abort_reason=reason,
