@@ -56,9 +56,11 @@ from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
+from batchcap.types import Sleep
 from batchcap.words import plural
 
 __all__ = ["Captioner", "Captions", "error_info"]
+
 
 
 class Captions(Protocol):
@@ -109,14 +111,14 @@ class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
     __slots__ = ("_warmer", "budget", "client", "concurrency", "guard", "limiter", "meter", "policy", "progress",
-                 "prompt", "quality", "released", "rng", "senders", "stats", "target", "try_acquire")
+                 "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target", "try_acquire")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None, meter: Meter | None = None,
-        budget: BudgetGate | None = None,
+        budget: BudgetGate | None = None, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -134,6 +136,7 @@ class Captioner:
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
         #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
         self.meter = meter if meter is not None or budget is None else Meter(target)
         self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
@@ -204,7 +207,7 @@ class Captioner:
                 else:
                     waited += decision.delay
                 if (delay := self._retry_delay(exc, decision.delay)) > 0:
-                    await anyio.sleep(delay)
+                    await self.sleep(delay)
                 continue
             reply, failed = answer, None
             self.limiter.succeeded()
