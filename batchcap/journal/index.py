@@ -117,8 +117,8 @@ class JournalIndex:
     would be skipped as done: accepted. The counts describe the journal, per distinct path.
     """
 
-    __slots__ = ("_keys", "error_final", "error_retryable", "lines", "ok", "repaired_bytes", "spent_images",
-                 "spent_usd")
+    __slots__ = ("_keys", "error_final", "error_retryable", "errors_by_type", "lines", "ok", "repaired_bytes",
+                 "spent_images", "spent_usd")
 
     def __init__(self, paths: Iterable[str] = ()) -> None:
         """An index holding ``paths`` as done (a convenience for tests and callers)."""
@@ -130,6 +130,8 @@ class JournalIndex:
         self.error_retryable = 0  #: paths without a caption whose last record is a retryable error
         self.lines = 0  #: records read
         self.repaired_bytes = 0  #: bytes of a torn last line cut off the file
+        #: paths without a caption, by the error type of their last record (final and retryable alike)
+        self.errors_by_type: dict[str, int] = {}
         self.spent_usd = 0.0  #: the sum of every record's ``cost_usd``: what earlier runs of this journal spent
         self.spent_images = 0  #: records that carry a ``cost_usd``
 
@@ -211,13 +213,16 @@ def _number(text: bytes) -> float | None:
 class _Loader:
     """One ``load_index`` pass: ok keys and error keys in file order, and a pending bad line."""
 
-    __slots__ = ("bad", "blank", "cost_sums", "cost_texts", "costed", "costs", "err_keys", "err_retry", "lineno", "ok_keys", "path", "repaired")
+    __slots__ = ("bad", "blank", "cost_sums", "cost_texts", "costed", "costs", "err_keys", "err_retry", "err_type",
+                 "lineno", "ok_keys", "path", "repaired", "types")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.ok_keys = array("q")  # with repeats; deduplicated by the final KeySet
         self.err_keys = array("q")  # in file order: the last one per path wins
         self.err_retry = bytearray()  # retryable flag per err_keys entry
+        self.err_type = bytearray()  # index into ``types`` per err_keys entry
+        self.types: dict[str, int] = {}  # error type names seen (at most 255; the rest count as "other")
         self.lineno = 0  # physical lines read, for messages
         self.blank = 0  # of which are not records (blank, or the torn last one)
         self.bad: tuple[int, int] | None = None  # (line number, file offset) of an unparseable line
@@ -314,6 +319,14 @@ class _Loader:
             err = obj.get("error")
             self.err_keys.append(key)
             self.err_retry.append(isinstance(err, dict) and err.get("retryable") is True)
+            kind = err.get("type") if isinstance(err, dict) else None
+            name = kind if isinstance(kind, str) else "?"
+            code = self.types.get(name)
+            if code is None:
+                if len(self.types) >= 255:  # a bounded table: a journal with 255 error types is already odd
+                    name = "other"
+                code = self.types.setdefault(name, len(self.types))
+            self.err_type.append(code)
 
     def _raise_bad(self) -> None:
         assert self.bad is not None
@@ -359,10 +372,13 @@ class _Loader:
         seen = KeySet(len(err_keys))
         final: list[int] = []
         retryable = 0
+        by_code = [0] * 256
+        err_type = self.err_type
         for i in range(len(err_keys) - 1, -1, -1):
             key = err_keys[i]
             if not seen.add(key) or key in done:  # a later error for the path, or an ok, won
                 continue
+            by_code[err_type[i]] += 1
             if err_retry[i]:
                 retryable += 1
             else:
@@ -376,6 +392,7 @@ class _Loader:
         index.error_retryable = retryable
         index.lines = self.lineno - self.blank
         index.repaired_bytes = self.repaired
+        index.errors_by_type = {name: by_code[code] for name, code in self.types.items() if by_code[code]}
         self._sum_costs()  # the slow path's, and the last line's
         index.spent_usd = math.fsum(self.cost_sums)
         index.spent_images = self.costed

@@ -3,7 +3,7 @@ guard, adaptive limit) and the image preparation every one of them shares.
 
     targets = run_targets(cfg)                 # --target NAME=SPEC resolved once, checked before anything is sent
     captions = captions_for(cfg, targets, stats, progress, token=token)
-    preparer = preparer_for(cfg, targets)      # None with --max-side 0
+    preparer = preparer_for(cfg, targets)      # the one file -> what is sent path (run, bench, check)
     source = open_input(cfg, token)            # INPUT: a folder, parquet, WebDataset, a URL (source.datasets)
 """
 
@@ -19,7 +19,7 @@ from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.flow.suspend import SuspendDetector
 from batchcap.models import Record
-from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
+from batchcap.prepare import PreparePool
 from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
 from batchcap.service.connect import make_client
@@ -76,14 +76,12 @@ def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
     return tuple(out)
 
 
-def preparer_for(cfg: RunConfig, targets: tuple[Target, ...]) -> PreparePool | None:
-    """Every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is counted as
-    each target's adapter wraps the image; with several targets an image must fit them all."""
-    if not cfg.prepare.enabled:
-        return None
+def preparer_for(cfg: RunConfig, targets: tuple[Target, ...]) -> PreparePool:
+    """What is sent of each file (``--max-side 0``: files as they are, inside the pool), as every target's adapter
+    wraps it. ``bench`` and ``check`` build theirs the same way (``PreparePool.for_adapters``), so what they
+    measure and estimate is what a run sends."""
     configs = [t.cfg for t in targets] if targets else [cfg]
-    wire = largest_wire_size([wire_size_for(make_adapter(c.target)) for c in configs])
-    return PreparePool(cfg.prepare, wire_size=wire)
+    return PreparePool.for_adapters(cfg.prepare, [make_adapter(c.target) for c in configs])
 
 
 def captions_for(

@@ -55,8 +55,10 @@ from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.quality import QualitySettings, judge
+from batchcap.types import Sleep
 
 __all__ = ["Captioner", "Captions", "error_info"]
+
 
 
 class Captions(Protocol):
@@ -135,7 +137,7 @@ class Captioner:
     pace), one policy, one guard."""
 
     __slots__ = ("_halt", "_waits", "_warmer", "admission", "budget", "client", "guard", "meter", "policy",
-                 "progress", "prompt", "quality", "released", "rng", "senders", "stats", "target")
+                 "progress", "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
@@ -143,11 +145,12 @@ class Captioner:
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
         circuit: CircuitSettings | None = None, suspend: SuspendDetector | None = None,
-        meter: Meter | None = None, budget: BudgetGate | None = None,
+        meter: Meter | None = None, budget: BudgetGate | None = None, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.admission = Admission(limiter=limiter, concurrency=concurrency, circuit=circuit, suspend=suspend,
-                                   longest_wait=policy.longest_wait)
+                                   longest_wait=policy.longest_wait, sleep=sleep)
+        self.sleep = sleep  #: ``anyio.sleep``, or a test's fake that advances a fake clock
         self.policy = policy
         self.guard = guard
         self.stats = stats
@@ -160,6 +163,7 @@ class Captioner:
         self.quality = quality if quality is not None and quality.any_gate else None
         self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
         self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
         #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
         self.meter = meter if meter is not None or budget is None else Meter(target)
         self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
@@ -447,7 +451,7 @@ class Captioner:
         if delay <= 0:
             return True
         with self._interruptible() as scope:
-            await anyio.sleep(delay)
+            await self.sleep(delay)
         return not scope.cancelled_caught
 
     def _retry_delay(self, exc: APIError, delay: float) -> float:

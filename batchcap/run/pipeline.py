@@ -85,7 +85,7 @@ async def run(
     writer.open()
     manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe())
     if stats.spend.prices or gate is not None or stats.spend.notes:
-        manifest.doc["spend"] = stats.spend.to_dict()
+        manifest.spend = stats.spend.to_dict()
     try:
         manifest.write_start()
     except JournalError:

