@@ -6,6 +6,7 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── ConfigError            invalid or missing setting                    -> exit 3 (aborted)
     │   └── UsageError         a malformed flag or argument                  -> exit 2
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
+    │   └── PromptError        a task's prompt template failed for one image -> error record for that task
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
     ├── Aborted                the whole command stopped on purpose          -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
@@ -44,6 +45,7 @@ __all__ = [
     "JournalError",
     "ModelLoading",
     "PermanentError",
+    "PromptError",
     "RateLimited",
     "RejectedImage",
     "RequestTimeout",
@@ -71,6 +73,10 @@ class UsageError(ConfigError):
 
 class InputError(BatchcapError):
     """One input file cannot be sent (unreadable, empty, truncated, not an image, too large)."""
+
+
+class PromptError(InputError):
+    """A task's prompt template could not be rendered for one image (a filter failed on its values)."""
 
 
 class JournalError(BatchcapError):

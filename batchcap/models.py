@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
+__all__ = ["DEFAULT_TASK", "Ask", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
 
 Status = Literal["ok", "error"]
+#: The one task of a run without ``--task``: today's prompt, and the name every older journal line implies.
+DEFAULT_TASK = "caption"
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,22 @@ class ImageJob:
     path: str
     abspath: str
     size: int
+    #: Extra prompt-template variables of this image (a dataset row's columns, a sample's metadata); None for
+    #: a file in a folder. ``batchcap.tasks.template`` offers them next to folder, path, stem, sidecar, exif.
+    context: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One task to ask of one image: the task's name and its prompt rendered for this image.
+
+    ``prompt`` is None for targets that take no prompt (raw image bytes). ``stale``: the journal holds an
+    answer for this image and task that was made with other settings (it is asked again).
+    """
+
+    task: str
+    prompt: str | None = None
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +62,10 @@ class LoadedImage:
     data: bytes
     mime: str
     prep: Preparation | None = None
+    #: Hex digest of the file's bytes as read (``batchcap.source.digest.content_digest``), before preparation.
+    digest: str | None = None
+    #: What to ask of this image (one per task not answered yet); empty until the run's planner has decided.
+    asks: tuple[Ask, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +80,12 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One journal line. Exactly one of ``caption`` / ``error`` is set."""
+    """One journal line: one task's answer for one image. Exactly one of ``caption`` / ``error`` is set.
+
+    ``data`` is the parsed JSON of a schema task's answer (``caption`` keeps its text). ``fingerprint`` says
+    what produced it (``batchcap.tasks.fingerprint``); ``digest`` is the image content's. Both are None on
+    lines older than issue 16 and on errors that belong to no request (an unreadable file has no digest).
+    """
 
     path: str
     status: Status
@@ -72,3 +100,7 @@ class Record:
     prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
     flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.tasks.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy
+    task: str = DEFAULT_TASK
+    data: Any = None
+    fingerprint: str | None = None
+    digest: str | None = None

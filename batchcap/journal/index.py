@@ -1,36 +1,89 @@
-"""The resume index: which paths the journal already holds, read once at start, with torn-line repair.
+"""The resume index: per image and task, the answer the journal holds and what made it; read once at start.
 
 A line is written whole or not at all (see ``writer``), so ``kill -9`` at any moment leaves at worst one
-torn *last* line. ``load_index`` repairs that line on the next run and builds the set of paths already
-done; everything else is captioned again. There is no separate state file to get out of step.
+torn *last* line. ``load_index`` repairs that line on the next run and builds, for every (path, task) the
+journal holds (an "answer slot"), what a rerun needs to decide without reading the image:
+
+* the latest ok answer's fingerprint: its settings part (8 hex, "spec") and its per-image part (16 hex,
+  the "answer id": what was asked of this image, ``batchcap.tasks.fingerprint``); lines written before
+  fingerprints carry none and get :data:`LEGACY`;
+* the last error's answer id (:data:`LEGACY` when it has none: an unreadable file is unreadable whatever is
+  asked) and whether it was final.
+
+The run compares these with what it would ask (``batchcap.run.plan``): the same answer id is kept, a final
+error for it is skipped, anything else is stale (asked again, or kept with ``--keep-stale``). There is no
+separate state file to get out of step.
+
+Copies: :meth:`JournalIndex.find_copy` finds an ok line anywhere in the journal with a given content digest
+and answer id (a moved file, a renamed folder, a copy), so its answer can be reused without a request. Its
+table is built on first use by a second pass over the journal as it was at load (most reruns never need it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import threading
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchcap.errors import JournalError
 from batchcap.journal import fsio
-from batchcap.journal.codec import OK_PREFIX, STATUS_SEP, decode_line
+from batchcap.journal.codec import (
+    FINGERPRINTED_OK,
+    OK_PREFIX,
+    STATUS_SEP,
+    TASK_SEP,
+    decode_line,
+    record_task,
+    task_key_bytes,
+)
+from batchcap.models import DEFAULT_TASK
 
-__all__ = ["JournalIndex", "KeySet", "load_index", "path_key"]
+__all__ = ["LEGACY", "Entry", "JournalIndex", "KeySet", "answer_id", "load_index", "path_key", "task_key"]
 
 CHUNK = 4 * 1024 * 1024  # measured: 1-16 MB load equally fast; smaller keeps the peak low
+#: The answer id of a line without a fingerprint (written before issue 16, or an error that belongs to no
+#: request). A real answer id is 0 with probability 2^-64.
+LEGACY = 0
+_FP_HEX = 24  #: fingerprint length: 8 hex of settings, 16 hex of what was asked of the image
+_ANSWER_AT = 10  #: the answer id is the fingerprint's last 14 hex digits (56 bits)
+_DIGEST_HEX = 32
+_FP_AT = len(FINGERPRINTED_OK)
+_DIGEST_SEP = b'","digest":"'
+_MASK64 = (1 << 64) - 1
+_ANSWER_MASK = (1 << 56) - 1
+_OK_TAIL = FINGERPRINTED_OK[len(STATUS_SEP) :]  # ok","fingerprint":"
+_NO_TASK = 255  # task id of slots past the 255th task name (counted, not named)
 
 
 def path_key(path: str) -> int:
-    """The 64-bit key the index keeps for a path: a hash of its UTF-8 bytes, as the journal holds them.
-
-    Python's own ``hash`` of bytes (SipHash, 64-bit on 64-bit builds) is used because it
-    costs a third of ``blake2b`` on the 1M-line load. It is salted per process, which is
-    fine: the index lives in memory for one run and is rebuilt from the journal each time.
-    """
+    """The 64-bit key of a path alone (kept for callers that index paths, e.g. tests of ``KeySet``)."""
     return _bytes_key(path.encode("utf-8", "surrogatepass"))
+
+
+def task_key(path: str, task: str = DEFAULT_TASK) -> int:
+    """The 64-bit key the index keeps for (path, task): a hash of the bytes an ok line holds between
+    ``{"path":"`` and its status, so the load hashes a slice of the line itself.
+
+    Python's own ``hash`` of bytes (SipHash, 64-bit on 64-bit builds) is used because it costs a third of
+    ``blake2b`` on the 1M-line load. It is salted per process, which is fine: the index lives in memory for
+    one run and is rebuilt from the journal each time.
+    """
+    return _bytes_key(task_key_bytes(path, task))
+
+
+def answer_id(fingerprint: str) -> int:
+    """What the index compares of a fingerprint: its last 14 hex digits (56 of the 64 bits of what was asked
+    of the image) as an int; ``ValueError`` if it is not a fingerprint. Two different questions share one with
+    probability 2^-56."""
+    if len(fingerprint) != _FP_HEX:
+        raise ValueError(f"a fingerprint has {_FP_HEX} hex digits (got {len(fingerprint)})")
+    return int(fingerprint[_ANSWER_AT:], 16)
 
 
 def _blake_key(raw: bytes) -> int:
@@ -41,20 +94,25 @@ def _blake_key(raw: bytes) -> int:
 _bytes_key: Callable[[bytes], int] = hash if sys.hash_info.width >= 64 else _blake_key
 
 
+def _capacity(n: int) -> int:
+    size = 8
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
 class KeySet:
     """A set of 64-bit ints in one flat ``array``: open addressing, linear probing, <= 50% full.
 
-    8 bytes per slot, so ~16 MB for a million keys where a ``set`` of ints takes ~70 MB.
-    Fixed capacity (the loader knows the count up front). Slot value 0 means empty, so
-    key 0 is stored as 1: two keys in 2⁶⁴ merge, harmless.
+    8 bytes per slot, so ~16 MB for a million keys where a ``set`` of ints takes ~70 MB. Fixed capacity
+    (the caller knows the count up front). Slot value 0 means empty, so key 0 is stored as 1: two keys in
+    2⁶⁴ merge, harmless.
     """
 
     __slots__ = ("_len", "_mask", "_slots")
 
     def __init__(self, capacity: int) -> None:
-        size = 8
-        while size < 2 * capacity:
-            size *= 2
+        size = _capacity(capacity)
         self._slots = array("q", bytes(8 * size))
         self._mask = size - 1
         self._len = 0
@@ -74,24 +132,6 @@ class KeySet:
         self._len += 1
         return True
 
-    def add_all(self, keys: Iterable[int]) -> None:
-        """``add`` inlined, for the million-key build after a load (~0.4 us per key)."""
-        slots, mask = self._slots, self._mask
-        n = 0
-        for key in keys:
-            key = key or 1
-            i = key & mask
-            k = slots[i]
-            while k:
-                if k == key:
-                    break
-                i = (i + 1) & mask
-                k = slots[i]
-            else:
-                slots[i] = key
-                n += 1
-        self._len += n
-
     def __contains__(self, key: int) -> bool:
         key = key or 1
         slots, mask = self._slots, self._mask
@@ -108,64 +148,208 @@ class KeySet:
         return self._len
 
 
-class JournalIndex:
-    """The resume index: which paths are done, as 64-bit path keys (see ``path_key``) in a flat table.
+class Entry(NamedTuple):
+    """What the journal holds for one (path, task): the latest ok answer and the last error."""
 
-    16-32 bytes per done path (17.8 MB measured for a million); a lookup costs ~1 us. Two
-    paths share a key with probability ~n²/2⁶⁵ (3e-8 for a million), and then the second
-    would be skipped as done: accepted. The counts describe the journal, per distinct path.
+    ok: int | None  #: answer id of the latest ok answer (:data:`LEGACY` if it has no fingerprint); None: no ok
+    spec: int  #: the settings part of that answer's fingerprint (0 without one)
+    error: int | None  #: answer id of the last error (:data:`LEGACY`: one that holds for any question); None: none
+    final: bool  #: that error was final (not retried unless --retry-failed)
+
+
+#: Class 0: no ok answer in the slot; class 1: the default task's answers without a fingerprint.
+_NONE, _LEGACY_CLASS, _OTHER = 0, 1, 255
+
+
+class _Table:
+    """The answer slots: open addressing on the (path, task) key, <= 50% full, two flat arrays.
+
+    16 bytes per slot: the key, and the latest ok answer packed as its class (top 8 bits: which task and which
+    settings part of the fingerprint; at most 253 kinds are told apart, the rest share class 255; 0 = no ok)
+    over its answer id (56 bits). Errors (rare) live in a dict by slot. ~34 MB for a million answers.
     """
 
-    __slots__ = ("_keys", "error_final", "error_retryable", "lines", "ok", "repaired_bytes")
+    __slots__ = ("errors", "keys", "mask", "ok")
 
-    def __init__(self, paths: Iterable[str] = ()) -> None:
-        """An index holding ``paths`` as done (a convenience for tests and callers)."""
-        keys = [path_key(p) for p in paths]
-        self._keys = KeySet(len(keys))
-        self._keys.add_all(keys)
-        self.ok = len(self._keys)  #: paths with an ok record (a caption)
-        self.error_final = 0  #: paths without a caption whose last record is a non-retryable error
-        self.error_retryable = 0  #: paths without a caption whose last record is a retryable error
+    def __init__(self, capacity: int) -> None:
+        size = _capacity(capacity)
+        self.mask = size - 1
+        self.keys = array("q", bytes(8 * size))
+        self.ok = array("Q", bytes(8 * size))
+        self.errors: dict[int, tuple[int, bool]] = {}  #: slot -> (answer id, final) of its last error
+
+    def slot(self, key: int) -> int:
+        """The slot of ``key``, taken if it was free."""
+        key = key or 1
+        keys, mask = self.keys, self.mask
+        i = key & mask
+        k = keys[i]
+        while k and k != key:
+            i = (i + 1) & mask
+            k = keys[i]
+        if not k:
+            keys[i] = key
+        return i
+
+    def find(self, key: int) -> int:
+        """The slot holding ``key``, or -1."""
+        key = key or 1
+        keys, mask = self.keys, self.mask
+        i = key & mask
+        k = keys[i]
+        while k:
+            if k == key:
+                return i
+            i = (i + 1) & mask
+            k = keys[i]
+        return -1
+
+    def classes(self) -> bytes:
+        """The class of every slot (0: no ok answer), as bytes: the top byte of each little-endian 64-bit value."""
+        raw = self.ok.tobytes()
+        return raw[7::8] if sys.byteorder == "little" else raw[0::8]
+
+
+class JournalIndex:
+    """What the journal holds, per (path, task); see the module docstring. Lookups cost ~1 us.
+
+    Two (path, task) pairs share a key with probability ~n²/2⁶⁵ (3e-8 for a million); then the second would
+    be judged by the first's answer: accepted. The counts describe the journal, per answer slot.
+    """
+
+    __slots__ = ("_classes", "_copies", "_copies_lock", "_table", "error_final", "error_retryable", "legacy",
+                 "lines", "ok", "path", "repaired_bytes", "retry_failed", "size")
+
+    def __init__(self, paths: Iterable[str] = (), *, task: str = DEFAULT_TASK) -> None:
+        """An index holding an ok answer without fingerprint for each of ``paths`` (a convenience for tests)."""
+        keys = [task_key(p, task) for p in paths]
+        table = _Table(len(keys))
+        self._classes: list[tuple[str, int]] = [("", 0), (DEFAULT_TASK, 0)]  #: class -> (task, spec)
+        cls = _LEGACY_CLASS
+        if task != DEFAULT_TASK:
+            self._classes.append((task, 0))
+            cls = 2
+        for key in keys:
+            table.ok[table.slot(key)] = cls << 56
+        self._table = table
+        self.ok = len(set(keys))  #: answer slots with an ok record
+        self.error_final = 0  #: slots without an ok whose last record is a non-retryable error
+        self.error_retryable = 0  #: slots without an ok whose last record is a retryable error
+        self.legacy = self.ok  #: ok answers without a fingerprint (written before issue 16)
         self.lines = 0  #: records read
         self.repaired_bytes = 0  #: bytes of a torn last line cut off the file
+        self.retry_failed = False  #: final errors count as not done (``--retry-failed``)
+        self.path: Path | None = None  #: the journal, for ``find_copy``
+        self.size = 0  #: its size once loaded: ``find_copy`` reads no further
+        self._copies: _Copies | None = None
+        self._copies_lock = threading.Lock()
+
+    def entry(self, path: str, task: str = DEFAULT_TASK) -> Entry | None:
+        """What the journal holds for (path, task), or None."""
+        table = self._table
+        i = table.find(task_key(path, task))
+        if i < 0:
+            return None
+        packed = table.ok[i]
+        cls = packed >> 56
+        err = table.errors.get(i)
+        return Entry(
+            packed & _ANSWER_MASK if cls else None,
+            self._classes[cls][1] if cls < len(self._classes) else 0,
+            None if err is None else err[0],
+            err is not None and err[1],
+        )
+
+    def done(self, path: str, task: str = DEFAULT_TASK) -> bool:
+        """An answer of any fingerprint, or a final error (not with ``retry_failed``): what a run without tasks
+        or fingerprints would skip."""
+        table = self._table
+        i = table.find(task_key(path, task))
+        if i < 0:
+            return False
+        if table.ok[i]:
+            return True
+        err = table.errors.get(i)
+        return not self.retry_failed and err is not None and err[1]
 
     def __contains__(self, path: object) -> bool:
-        return isinstance(path, str) and path_key(path) in self._keys
+        """``path`` is done for the default task (see ``done``)."""
+        return isinstance(path, str) and self.done(path)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        """Answer slots that are done (see ``done``)."""
+        return self.ok + (0 if self.retry_failed else self.error_final)
+
+    def latest_by_spec(self) -> dict[str, Counter[int]]:
+        """Per task: how many answers' latest ok was made with each settings part (spec) of the fingerprint.
+
+        The run compares these with its own specs to say, before it starts, how many answers are stale.
+        Answers of kinds past the 254th (class 255) are counted under task ``?``.
+        """
+        counts = Counter(self._table.classes())
+        counts.pop(_NONE, None)
+        out: dict[str, Counter[int]] = {}
+        for cls, n in counts.items():
+            task, spec = self._classes[cls] if cls < len(self._classes) and cls != _OTHER else ("?", 0)
+            out.setdefault(task, Counter())[spec] += n
+        return out
+
+    def find_copy(self, digest: str, answer: int) -> int | None:
+        """The file offset of an ok line whose image has ``digest`` and whose answer id is ``answer``, or None.
+
+        Thread-safe (the readers ask). The first call reads the journal once more (as it was at load).
+        """
+        copies = self._copies
+        if copies is None:
+            with self._copies_lock:
+                copies = self._copies
+                if copies is None:
+                    copies = self._copies = _Copies.build(self.path, self.size)
+        return copies.find(digest, answer)
+
+    def read_line(self, offset: int) -> dict[str, Any] | None:
+        """The record at ``offset`` (from ``find_copy``), or None if it cannot be read back."""
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                return decode_line(f.readline())
+        except (OSError, ValueError):
+            return None
 
     def __repr__(self) -> str:
         return (
             f"JournalIndex(done={len(self)}, ok={self.ok}, error_final={self.error_final}, "
-            f"error_retryable={self.error_retryable}, lines={self.lines}, repaired_bytes={self.repaired_bytes})"
+            f"error_retryable={self.error_retryable}, legacy={self.legacy}, lines={self.lines}, "
+            f"repaired_bytes={self.repaired_bytes})"
         )
 
 
 def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -> JournalIndex:
-    """Read the journal once and return what is done; repair a torn last line.
+    """Read the journal once and return what it holds; repair a torn last line.
 
-    Done means: some record is ok (an ok caption is never discarded, even if an error for
-    the same path follows), or the *last* record is an error with ``retryable`` false.
-    ``retry_failed`` counts only ok as done, so final errors are tried again.
+    ``retry_failed`` makes final errors count as not done (``done``, ``len``; ``Entry.final`` is unchanged).
 
-    A last line without its newline, or that is not JSON, was an interrupted write: with
-    ``repair`` the file is truncated to the end of the last good line (``repaired_bytes``
-    says how much went). The one exception is a last line that parses completely and only
-    lacks the newline: the newline is added and the record kept. A bad line anywhere else
-    raises ``JournalError``: that is no crash of ours, so a person should look.
+    A last line without its newline, or that is not JSON, was an interrupted write: with ``repair`` the file
+    is truncated to the end of the last good line (``repaired_bytes`` says how much went). The one exception
+    is a last line that parses completely and only lacks the newline: the newline is added and the record
+    kept. A bad line anywhere else raises ``JournalError``: that is no crash of ours, so a person should look.
 
-    ok lines as ``encode_record`` writes them are recognised by shape (prefix, status,
+    ok lines as ``encode_record`` writes them are recognised by shape (prefix, task, status, fingerprint,
     closing brace) without a full parse; every other line goes through orjson.
 
-    With ``repair``, the journal's lock is held while reading and repairing (unless this
-    process's ``JournalWriter`` already holds it), so a torn tail is never "repaired" while
-    another run is still writing it: that raises the same ``JournalError`` as the writer.
+    With ``repair``, the journal's lock is held while reading and repairing (unless this process's
+    ``JournalWriter`` already holds it), so a torn tail is never "repaired" while another run is still writing
+    it: that raises the same ``JournalError`` as the writer.
     """
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
     except FileNotFoundError:
-        return JournalIndex()
+        index = JournalIndex()
+        index.retry_failed = retry_failed
+        index.path = path
+        return index
     except OSError as exc:
         raise JournalError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     loader = _Loader(path)
@@ -191,40 +375,77 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
         loader.finish(rest, pos - len(rest), repair=repair)
     finally:
         f.close()
-    return loader.index(retry_failed)
+    index = loader.index(retry_failed)
+    index.path = path
+    index.size = pos - loader.repaired
+    return index
 
 
 class _Loader:
-    """One ``load_index`` pass: ok keys and error keys in file order, and a pending bad line."""
+    """One ``load_index`` pass: ok records as (key, class and answer id) in two flat arrays, errors in a list."""
 
-    __slots__ = ("bad", "blank", "err_keys", "err_retry", "lineno", "ok_keys", "path", "repaired")
+    __slots__ = ("bad", "blank", "class_of", "errors", "keys", "legacy", "lineno", "packed", "path", "repaired")
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ok_keys = array("q")  # with repeats; deduplicated by the final KeySet
-        self.err_keys = array("q")  # in file order: the last one per path wins
-        self.err_retry = bytearray()  # retryable flag per err_keys entry
+        self.keys = array("q")  # ok records, in file order
+        self.packed = array("Q")  # class << 56 | answer id
+        self.errors: list[tuple[int, int, bool]] = []  # (key, answer id, final), in file order
+        #: ``TASK","status":"ok","fingerprint":"SPEC`` as it stands on a line -> class number
+        self.class_of: dict[bytes, int] = {}
+        self.legacy = 0  # ok lines without a fingerprint
         self.lineno = 0  # physical lines read, for messages
         self.blank = 0  # of which are not records (blank, or the torn last one)
         self.bad: tuple[int, int] | None = None  # (line number, file offset) of an unparseable line
         self.repaired = 0
 
+    def _class(self, name: bytes) -> int:
+        """The class of a (task, spec) met for the first time (1 is the default task without fingerprint)."""
+        cls = self.class_of.get(name)
+        if cls is None:
+            cls = self.class_of[name] = min(len(self.class_of) + 2, _OTHER)
+        return cls
+
     def feed(self, lines: list[bytes], start: int) -> None:
         """Take whole lines (newlines stripped); the first begins at file offset ``start``."""
         if self.bad is not None and any(line.strip() for line in lines):
             self._raise_bad()
-        append = self.ok_keys.append
+        keys, packed = self.keys.append, self.packed.append
         key_of = _bytes_key
+        last, last_cls = b"\x00", 0  # the class of the line before: consecutive lines mostly share it
+        legacy_cls = _LEGACY_CLASS << 56
         for line in lines:
-            # Fast path: an ok line as encode_record writes it. The path is JSON-escaped, so the
-            # first '","status":"' ends it; without a backslash its bytes are its UTF-8 form.
+            # Fast path: an ok line as encode_record writes it. The path is JSON-escaped, so the first
+            # '","task":"' ends it, and the task (a plain name) ends at the status; without a backslash the
+            # bytes between are exactly what ``task_key`` hashes.
             if line.startswith(OK_PREFIX) and line.endswith(b"}"):
-                j = line.find(STATUS_SEP, 9)
-                if j > 0 and line.startswith(b'ok"', j + 12):
-                    raw = line[9:j]
-                    if b"\\" not in raw:
-                        append(key_of(raw))
-                        continue
+                j = line.find(TASK_SEP, 9)
+                if j > 0:
+                    k = line.find(STATUS_SEP, j)
+                    if k > 0 and line.startswith(_OK_TAIL, k + 12):
+                        raw = line[9:k]
+                        if b"\\" not in raw:
+                            f = k + _FP_AT
+                            try:
+                                answer = int(line[f + _ANSWER_AT : f + _FP_HEX], 16)
+                            except ValueError:
+                                pass
+                            else:
+                                if not line.startswith(last, j + 10):  # TASK","status":"ok","fingerprint":"SPEC
+                                    last = line[j + 10 : f + 8]
+                                    last_cls = self._class(last) << 56
+                                keys(key_of(raw))
+                                packed(last_cls | answer)
+                                continue
+                else:  # a line written before tasks: path, then status
+                    j = line.find(STATUS_SEP, 9)
+                    if j > 0 and line.startswith(b'ok"', j + 12):
+                        raw = line[9:j]
+                        if b"\\" not in raw:
+                            keys(key_of(raw + _DEFAULT_TASK_SUFFIX))
+                            packed(legacy_cls)
+                            self.legacy += 1
+                            continue
             self._slow(line, lines, start)
         self.lineno += len(lines)
 
@@ -242,13 +463,30 @@ class _Loader:
                 self._raise_bad()
 
     def _record(self, obj: dict[str, Any]) -> None:
-        key = path_key(obj["path"])
+        task = record_task(obj)
+        key = task_key(obj["path"], task)
+        fp = obj.get("fingerprint")
+        answer = LEGACY
+        spec = b""
+        if isinstance(fp, str):
+            try:
+                answer = answer_id(fp)
+            except ValueError:
+                answer = LEGACY
+            else:
+                spec = fp[:8].encode("ascii")
         if obj["status"] == "ok":
-            self.ok_keys.append(key)
+            self.keys.append(key)
+            if answer == LEGACY and task == DEFAULT_TASK:
+                cls = _LEGACY_CLASS
+            else:
+                cls = self._class(task.encode("utf-8", "surrogatepass") + FINGERPRINTED_OK + spec)
+            self.packed.append(cls << 56 | answer)
+            if answer == LEGACY:
+                self.legacy += 1
         else:
             err = obj.get("error")
-            self.err_keys.append(key)
-            self.err_retry.append(isinstance(err, dict) and err.get("retryable") is True)
+            self.errors.append((key, answer, not (isinstance(err, dict) and err.get("retryable") is True)))
 
     def _raise_bad(self) -> None:
         assert self.bad is not None
@@ -285,31 +523,130 @@ class _Loader:
             self.repaired = size - cut
 
     def index(self, retry_failed: bool) -> JournalIndex:
-        """Resolve the errors (last wins, any ok wins) and build the compact table."""
-        ok_keys, err_keys, err_retry = self.ok_keys, self.err_keys, self.err_retry
-        done = KeySet(len(ok_keys) + len(err_keys))
-        done.add_all(ok_keys)
-        n_ok = len(done)
-        self.ok_keys = array("q")  # free 8 bytes per line before the next allocation
-        seen = KeySet(len(err_keys))
-        final: list[int] = []
-        retryable = 0
-        for i in range(len(err_keys) - 1, -1, -1):
-            key = err_keys[i]
-            if not seen.add(key) or key in done:  # a later error for the path, or an ok, won
-                continue
-            if err_retry[i]:
-                retryable += 1
-            else:
-                final.append(key)
-        if not retry_failed:
-            done.add_all(final)
+        """Put the records in their slots: the latest ok per slot (file order), then the last error per slot.
+
+        An ok never hides an error nor the other way round, so oks and errors need no common order.
+        """
+        records = len(self.keys) + len(self.errors)
+        table = _Table(records)
+        keys, mask, t_ok = table.keys, table.mask, table.ok
+        n_ok = 0
+        for key, value in zip(self.keys, self.packed, strict=True):
+            key = key or 1
+            i = key & mask
+            k = keys[i]
+            while k and k != key:
+                i = (i + 1) & mask
+                k = keys[i]
+            if not k:
+                keys[i] = key
+                n_ok += 1
+            t_ok[i] = value
+        self.keys, self.packed = array("q"), array("Q")  # free them before the caller goes on
+        errors = table.errors
+        for key, answer, final in self.errors:
+            errors[table.slot(key)] = (answer, final)
         index = JournalIndex()
-        index._keys = done
+        index._table = table
+        classes: list[tuple[str, int]] = [("", 0), (DEFAULT_TASK, 0)] + [("", 0)] * (_OTHER - 1)
+        for name, cls in self.class_of.items():
+            if cls < _OTHER:
+                task, _, spec = name.partition(FINGERPRINTED_OK)
+                try:
+                    classes[cls] = (task.decode("utf-8", "replace"), int(spec, 16) if spec else 0)
+                except ValueError:
+                    classes[cls] = (task.decode("utf-8", "replace"), 0)
+        index._classes = classes
         index.ok = n_ok
-        index.error_final = len(final)
-        index.error_retryable = retryable
-        index.lines = self.lineno - self.blank
+        index.error_final = sum(1 for i, (_, final) in errors.items() if final and not t_ok[i])
+        index.error_retryable = sum(1 for i, (_, final) in errors.items() if not final and not t_ok[i])
+        index.legacy = self.legacy
+        index.lines = records
         index.repaired_bytes = self.repaired
+        index.retry_failed = retry_failed
         return index
 
+
+_DEFAULT_TASK_SUFFIX = TASK_SEP + DEFAULT_TASK.encode()
+
+
+class _Copies:
+    """(content digest, answer id) -> file offset of an ok line: open addressing, two flat arrays."""
+
+    __slots__ = ("keys", "mask", "offsets")
+
+    def __init__(self, keys: array[int], offsets: array[int]) -> None:
+        size = _capacity(len(keys))
+        self.mask = size - 1
+        self.keys = array("q", bytes(8 * size))
+        self.offsets = array("q", bytes(8 * size))
+        table, mask, offs = self.keys, self.mask, self.offsets
+        for key, off in zip(keys, offsets, strict=True):
+            key = key or 1
+            i = key & mask
+            k = table[i]
+            while k and k != key:
+                i = (i + 1) & mask
+                k = table[i]
+            table[i] = key
+            offs[i] = off  # the later line wins: a newer answer for the same question
+
+    @staticmethod
+    def key(digest: bytes | str, answer: int) -> int:
+        """Both are uniform 64-bit values: their XOR is one (as a signed int for the table)."""
+        v = (int(digest[:16], 16) ^ answer) & _MASK64
+        return v - (1 << 64) if v >= 1 << 63 else v
+
+    @classmethod
+    def build(cls, path: Path | None, size: int) -> _Copies:
+        """One pass over the first ``size`` bytes of the journal: every ok line with a fingerprint and a digest."""
+        keys, offsets = array("q"), array("q")
+        if path is not None and size > 0:
+            try:
+                with open(path, "rb", buffering=0) as f:
+                    _scan_copies(f.fileno(), size, keys, offsets)
+            except OSError:
+                pass  # no copies found is a correct (if costlier) answer
+        return cls(keys, offsets)
+
+    def find(self, digest: str, answer: int) -> int | None:
+        key = self.key(digest, answer) or 1
+        table, mask = self.keys, self.mask
+        i = key & mask
+        k = table[i]
+        while k:
+            if k == key:
+                return self.offsets[i]
+            i = (i + 1) & mask
+            k = table[i]
+        return None
+
+
+def _scan_copies(fd: int, size: int, keys: array[int], offsets: array[int]) -> None:
+    rest = b""
+    pos = 0
+    add_key, add_off = keys.append, offsets.append
+    key = _Copies.key
+    while pos < size:
+        chunk = os.read(fd, min(CHUNK, size - pos))
+        if not chunk:
+            break
+        lines = chunk.split(b"\n")
+        if rest:
+            lines[0] = rest + lines[0]
+        off = pos - len(rest)
+        pos += len(chunk)
+        rest = lines.pop()
+        for line in lines:
+            k = line.find(FINGERPRINTED_OK, 9)
+            if k > 0:
+                f = k + _FP_AT
+                d = f + _FP_HEX + len(_DIGEST_SEP)
+                if line.startswith(_DIGEST_SEP, f + _FP_HEX) and line.startswith(b'"', d + _DIGEST_HEX):
+                    try:
+                        add_key(key(line[d : d + _DIGEST_HEX], int(line[f + _ANSWER_AT : f + _FP_HEX], 16)))
+                    except ValueError:
+                        pass
+                    else:
+                        add_off(off)
+            off += len(line) + 1
