@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from batchcap.errors import ConfigError
 from batchcap.flow.concurrency import parse_concurrency
 from batchcap.source.shard import Shard, parse_shard
 from batchcap.tasks.quality import QualitySettings
+from batchcap.tasks.spec import TaskSettings
 
 if TYPE_CHECKING:
     from batchcap.prepare import PrepareSettings
@@ -115,6 +116,8 @@ class RunConfig:
     on_bad_caption: Literal["flag", "error"] = "flag"  #: after them: ok with "flags", or a BadCaption error
     min_words: int | None = None  #: quality gate: fewer words is "too_short" (off unless set)
     max_words: int | None = None  #: quality gate: more words is "too_long" (off unless set)
+    #: What is asked of each image (issue 16): --task, --schema, --keep-stale and [tasks.NAME] tables.
+    tasks: TaskSettings = field(default_factory=TaskSettings)
 
     def quality(self) -> QualitySettings:
         """The caption quality gates this run applies (``batchcap.tasks.quality``)."""
@@ -238,8 +241,13 @@ class RunConfig:
         _check_url("--endpoints-api", self.endpoints_api)
 
     def merged(self, overrides: Mapping[str, Any]) -> RunConfig:
-        """A copy with ``overrides`` applied (keys are field names, values already coerced)."""
-        return replace(self, **overrides)
+        """A copy with ``overrides`` applied (keys are field names, values already coerced; the task settings'
+        own names ``task``, ``schema``, ``keep_stale`` and ``task_tables`` go into ``tasks``)."""
+        flat = dict(overrides)
+        group = {name: flat.pop(key) for key, name in _TASK_KEYS.items() if key in flat}
+        if group:
+            flat["tasks"] = replace(self.tasks, **group)
+        return replace(self, **flat)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain JSON-able values, for the run manifest. Holds no secret."""
@@ -250,6 +258,9 @@ class RunConfig:
         out["parameters"] = dict(self.parameters) if self.parameters else None
         out["targets"] = list(self.targets)
         out["price_per_hour"] = list(self.price_per_hour)
+        out["tasks"] = {"task": list(self.tasks.task), "schema": list(self.tasks.schema),
+                        "keep_stale": self.tasks.keep_stale,
+                        "tables": {k: dict(v) for k, v in self.tasks.tables.items()}}
         out["url"] = _strip_userinfo(self.url)
         out["request_rate"] = self.request_rate
         out["target"] = self.target
@@ -279,7 +290,9 @@ def _check_url(flag: str, url: str) -> None:
         )
 
 
-_FIELD_NAMES = {f.name for f in fields(RunConfig)}
+#: Profile keys and flags of ``TaskSettings`` -> its field names (``[tasks.NAME]`` tables are ``task_tables``).
+_TASK_KEYS = {"task": "task", "schema": "schema", "keep_stale": "keep_stale", "task_tables": "tables"}
+_FIELD_NAMES = ({f.name for f in fields(RunConfig)} - {"tasks"}) | {"keep_stale"}
 _PROFILE_ONLY_FORBIDDEN = {"token", "hf_token", "api_key"}
 
 
@@ -295,12 +308,29 @@ def load_profile(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in raw.items():
+        if key == "tasks":  # [tasks.NAME] tables: what is asked of each image (batchcap.tasks.spec)
+            flat["task_tables"] = _task_tables(value, path)
+            continue
         if isinstance(value, dict) and key != "parameters":
             for sub, subvalue in value.items():
                 _put(flat, sub, subvalue, path)
         else:
             _put(flat, key, value, path)
     return coerce(flat, source=str(path))
+
+
+def _task_tables(value: Any, path: Path) -> dict[str, Any]:
+    """The ``[tasks.NAME]`` tables, a ``schema`` path taken relative to the profile's folder."""
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ConfigError(f"{path}: [tasks] must hold one table per task: [tasks.NAME] with prompt = \"...\"")
+    out: dict[str, Any] = {}
+    for name, table in value.items():
+        table = dict(table)
+        schema = table.get("schema")
+        if isinstance(schema, str) and schema and not os.path.isabs(os.path.expanduser(schema)):
+            table["schema"] = str(path.parent / schema)
+        out[name] = table
+    return out
 
 
 def _put(flat: dict[str, Any], key: str, value: Any, path: Path) -> None:
@@ -332,7 +362,7 @@ def coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         elif key == "concurrency" and isinstance(value, str):
             spec = parse_concurrency(value)
             out["concurrency"], out["concurrency_mode"] = spec.n, spec.mode
-        elif key in ("targets", "price_per_hour"):
+        elif key in ("targets", "price_per_hour", "task", "schema"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of NAME=... strings")
             out[key] = tuple(value)

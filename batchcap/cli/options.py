@@ -123,6 +123,7 @@ _RUN_FIELDS = (
     "max_side", "jpeg_quality", "keep_metadata", "max_upload_mb", "max_pixels",
     "dedupe", "quality_retries", "on_bad_caption", "min_words", "max_words",
     "shard", "endpoint_name", "endpoints_api", "after_run",
+    "task", "schema", "keep_stale",
 )
 
 
@@ -165,6 +166,18 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
                    help="after the retries: keep it as ok with \"flags\", or record a BadCaption error "
                         f"(default: {default('on_bad_caption')})")
     d.add_argument("--min-words", type=_positive_int, help="captions with fewer words fail the quality gates (default: off)")
+    k = r.add_argument_group("tasks: what is asked of each image (several answers per image, templates, JSON)")
+    k.add_argument("--task", action="append", metavar="NAME=PROMPT",
+                   help="repeatable: ask every image this task too, each answer a JSONL line with \"task\": NAME; "
+                        "PROMPT is a Jinja2 template with {{ folder }}, {{ path }}, {{ stem }}, {{ sidecar }} "
+                        "(STEM.txt beside the image), {{ exif.datetime }}, {{ exif.model }}, {{ exif.make }}; a bare "
+                        "NAME picks [tasks.NAME] of the --config profile (default: one task, caption, asking --prompt)")
+    k.add_argument("--schema", action="append", metavar="NAME=FILE.json",
+                   help="repeatable: task NAME answers JSON matching this JSON schema (sent as response_format, "
+                        "checked on arrival; a reply that does not match is the invalid_json quality gate)")
+    k.add_argument("--keep-stale", action="store_true", default=None,
+                   help="keep answers made with other settings (prompt, model, target, schema, preparation) "
+                        "instead of asking again")
     d.add_argument("--max-words", type=_positive_int, help="captions with more words fail the quality gates (default: off)")
     add_event_loop_flag(o)
     i = r.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain files go as they are)")

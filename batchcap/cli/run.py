@@ -39,6 +39,9 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
     if not cfg.out.parent.exists():
         raise ConfigError(f"--out {cfg.out}: folder {cfg.out.parent} does not exist")
+    from batchcap.run.plan import build_plan
+
+    build_plan(cfg, [t.cfg for t in lane_targets(cfg)] if cfg.targets else ())  # tasks, templates, schemas: exit 2
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
@@ -64,7 +67,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
             )
         else:
             stats = run_async(
-                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done),
+                lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
+                            notes=_note),
                 ns.event_loop,
             )
     except RunAborted as exc:
@@ -139,9 +143,19 @@ def _summary(stats: RunStats, out: Path) -> None:
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
+    if len(stats.by_task) > 1 or any(task != "caption" for task in stats.by_task):
+        for task, answers in stats.by_task.items():
+            print(f"batchcap:   task {task}: {answers.get('ok', 0)} ok, {answers.get('error', 0)} errors", file=err)
+    if stats.stale or stats.kept_stale:
+        asked = ", ".join(f"{task} {n}" for task, n in stats.stale.items())
+        kept = ", ".join(f"{task} {n}" for task, n in stats.kept_stale.items())
+        print("batchcap: answers made with other settings: "
+              + "; ".join(x for x in (f"asked again: {asked}" if asked else "",
+                                      f"kept (--keep-stale): {kept}" if kept else "") if x), file=err)
     if stats.duplicates:
-        print(f"batchcap: {stats.duplicates} copies got their original's caption without a request "
-              "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
+        earlier = f" ({stats.copied} from earlier runs)" if stats.copied else ""
+        print(f"batchcap: {stats.duplicates} answers were copied from the same image content without a request"
+              f"{earlier} (\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
     if stats.flags or stats.quality_retries:
         flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
         print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)

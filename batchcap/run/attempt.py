@@ -1,15 +1,18 @@
-"""One image's attempts: acquire a token, ask once, and let the policy and the guard judge each failure.
+"""One image's tasks, back to back on one target; per task its attempts: acquire a token, ask once, and let the
+policy and the guard judge each failure.
 
-    while True:
-        await limiter            -> client.caption(image) -> ok: quality.judge(caption)
+    for ask in image.asks:       (one per task still to answer; ``batchcap.run.plan``)
+      while True:
+        await limiter            -> client.caption(image, task's adapter, rendered prompt)
+                                 -> ok: quality.judge(caption) (a schema task: judge_json, the parsed "data")
                                     good: Record("ok"); flagged: again (up to --quality-retries, a chat target
                                     a little warmer each time), then Record("ok", flags) or BadCaption
         failure: guard.after_attempt (run-level stop?) -> policy.decide (retry or record)
                  -> record: guard.before_record (N identical refusals?) -> Record("error")
                  -> retry: sleep the decision's delay
 
-A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); everything else
-ends as exactly one ``Record``.
+A run-level stop raises ``RunAborted`` (the task being asked gets no record, so the next run asks it again; the
+tasks answered before it were handed over already); everything else ends as exactly one ``Record`` per task.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import anyio
 
@@ -26,15 +31,30 @@ from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, Ru
 from batchcap.flow.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
-from batchcap.models import ErrorInfo, LoadedImage, Record
+from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.run.guard import RunGuard, Stop
 from batchcap.run.stats import RunStats
 from batchcap.service.client import CaptionClient, Reply
 from batchcap.service.protocols import Adapter, OpenAIChat
-from batchcap.tasks.quality import QualitySettings, judge
+from batchcap.tasks.fingerprint import TaskPrint
+from batchcap.tasks.quality import QualitySettings, judge, judge_json
+from batchcap.tasks.schema import Schema
 
-__all__ = ["Captioner", "Captions", "error_info"]
+__all__ = ["Captioner", "Captions", "Put", "TaskAsk", "error_info"]
+
+#: Where a task's record goes the moment it is made (the senders' sink and the copies waiting for it).
+Put = Callable[[Record], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAsk:
+    """How one target asks one task: its adapter (generation settings, ``response_format``), its schema, and
+    the fingerprints its answers carry (None: records without one, for callers that have no plan)."""
+
+    adapter: Adapter
+    schema: Schema | None = None
+    print: TaskPrint | None = None
 
 
 class Captions(Protocol):
@@ -47,7 +67,9 @@ class Captions(Protocol):
     #: how many senders keep it busy.
     senders: int
 
-    async def caption(self, image: LoadedImage) -> Record | None: ...
+    async def caption(self, image: LoadedImage, put: Put) -> None:
+        """Ask every ``image.asks`` (back to back, one target), handing each task's record to ``put``."""
+        ...
 
     def release_held(self) -> list[Record]: ...
 
@@ -75,13 +97,14 @@ class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
     __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
-                 "released", "rng", "senders", "stats", "target", "try_acquire")
+                 "released", "rng", "senders", "stats", "target", "tasks", "try_acquire")
 
     def __init__(
         self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
+        tasks: Mapping[str, TaskAsk] | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -97,8 +120,10 @@ class Captioner:
         self.concurrency = concurrency  #: the adaptive limit in front of every attempt (None for fixed:N)
         #: None: no gate can flag anything, so captions are not judged at all
         self.quality = quality if quality is not None and quality.any_gate else None
-        self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
-        self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self.prompt = prompt  #: the prompt of an image without asks (chat targets); None for pipelines
+        #: per task: adapter, schema, fingerprints (without a plan: the one default task on the client's adapter)
+        self.tasks: dict[str, TaskAsk] = dict(tasks) if tasks else {DEFAULT_TASK: TaskAsk(client.adapter)}
+        self._warmer: dict[tuple[str, int], Adapter] = {}  # (task, quality retry) -> the chat adapter, warmer
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -113,17 +138,26 @@ class Captioner:
         """At the end of a run without a stop: the final errors the guard held back are real."""
         return self.guard.release()
 
-    async def caption(self, image: LoadedImage) -> Record | None:
-        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
+    async def caption(self, image: LoadedImage, put: Put) -> None:
+        """Every task of ``image`` in turn, each record handed to ``put`` as soon as it is made."""
+        for ask in image.asks or (Ask(DEFAULT_TASK, self.prompt),):
+            record = await self.ask(image, ask)
+            if record is not None:
+                put(record)
 
-        None: the image's final error is held by the guard (see ``guard``), to be written later or never.
+    async def ask(self, image: LoadedImage, ask: Ask) -> Record | None:
+        """One task's attempts until an answer, a final error, or a run-level stop (raised as ``RunAborted``).
+
+        None: the task's final error is held by the guard (see ``guard``), to be written later or never.
         """
+        task = self.tasks[ask.task]
         attempts = retries_used = quality_used = 0
         waited = 0.0
         while True:
             attempts += 1
             try:
-                reply = await self._ask(image, self._adapter_for(quality_used) if quality_used else None)
+                adapter = self._adapter_for(ask.task, task.adapter, quality_used)
+                reply = await self._ask(image, adapter, ask.prompt)
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
@@ -131,7 +165,7 @@ class Captioner:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
                 if decision.action != "retry":
-                    stop, record = self.guard.before_record(exc, self._failure(image, exc, attempts))
+                    stop, record = self.guard.before_record(exc, self._failure(image, ask, exc, attempts))
                     if stop is not None:
                         raise abort(stop) from None
                     return record
@@ -149,33 +183,43 @@ class Captioner:
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
             flags: tuple[str, ...] = ()
-            if self.quality is not None:
-                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
-                              settings=self.quality)
-                if flags and quality_used < self.quality.quality_retries:
+            data: Any = None
+            if task.schema is not None:
+                data, flags = judge_json(reply.caption, task.schema, finish_reason=reply.finish_reason,
+                                         settings=self.quality or QualitySettings())
+            elif self.quality is not None:
+                prompt = ask.prompt if isinstance(task.adapter, OpenAIChat) else None
+                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=prompt, settings=self.quality)
+            if flags and self.quality is not None:
+                if quality_used < self.quality.quality_retries:
                     quality_used += 1
                     self.stats.quality_retries += 1
                     continue
-                if flags and self.quality.on_bad_caption == "error":
-                    return self._bad_caption(image, reply, flags, attempts)
+                if self.quality.on_bad_caption == "error":
+                    return self._bad_caption(image, ask, reply, flags, attempts)
             return Record(
                 image.job.path, "ok", caption=reply.caption, attempts=attempts,
                 latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
                 request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
+                task=ask.task, data=data, fingerprint=self._fingerprint(ask), digest=image.digest,
             )
 
-    def _adapter_for(self, quality_retry: int) -> Adapter:
+    def _fingerprint(self, ask: Ask) -> str | None:
+        task = self.tasks[ask.task]
+        return None if task.print is None else task.print.fingerprint(ask.prompt)
+
+    def _adapter_for(self, task: str, base: Adapter, quality_retry: int) -> Adapter:
         """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
-        base = self.client.adapter
-        if self.quality is None or not isinstance(base, OpenAIChat):
+        if not quality_retry or self.quality is None or not isinstance(base, OpenAIChat):
             return base
-        adapter = self._warmer.get(quality_retry)
+        adapter = self._warmer.get((task, quality_retry))
         if adapter is None:
             warmer = self.quality.temperature_for(base.temperature, quality_retry)
-            adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
+            adapter = self._warmer[(task, quality_retry)] = dataclasses.replace(base, temperature=warmer)
         return adapter
 
-    def _bad_caption(self, image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int) -> Record:
+    def _bad_caption(self, image: LoadedImage, ask: Ask, reply: Reply, flags: tuple[str, ...], attempts: int
+                     ) -> Record:
         """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
         exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {attempts} attempts: "
                          f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
@@ -183,9 +227,10 @@ class Captioner:
             image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
             latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
             request_id=reply.request_id, ts=time.time(), flags=flags,
+            task=ask.task, fingerprint=self._fingerprint(ask), digest=image.digest,
         )
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None) -> Reply:
+    async def _ask(self, image: LoadedImage, adapter: Adapter, prompt: str | None) -> Reply:
         """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
         feed the concurrency limit."""
         conc = self.concurrency
@@ -193,7 +238,7 @@ class Captioner:
             if not self.try_acquire():
                 await self.limiter.acquire()
             self.stats.attempts += 1
-            return await self.client.caption(image, adapter=adapter)
+            return await self.client.caption(image, adapter=adapter, prompt=prompt)
         ticket = await conc.acquire()
         outcome: Outcome = "ignore"
         try:
@@ -201,7 +246,7 @@ class Captioner:
                 await self.limiter.acquire()
                 ticket = conc.restart(ticket)  # the RTT is the server's time, not our wait for a token
             self.stats.attempts += 1
-            reply = await self.client.caption(image, adapter=adapter)
+            reply = await self.client.caption(image, adapter=adapter, prompt=prompt)
             outcome = "ok"
             return reply
         except APIError as exc:
@@ -230,9 +275,9 @@ class Captioner:
         rate = self.limiter.bucket.rate
         self.progress.note(f"rate-limited: now {rate:.2g} req/s" if rate else "rate-limited")
 
-    def _failure(self, image: LoadedImage, exc: APIError, attempts: int) -> Record:
+    def _failure(self, image: LoadedImage, ask: Ask, exc: APIError, attempts: int) -> Record:
         return Record(
             image.job.path, "error", error=error_info(exc, retryable=isinstance(exc, TransientError)),
             attempts=attempts, bytes_sent=len(image.data), target=self.target, request_id=exc.request_id,
-            ts=time.time(),
+            ts=time.time(), task=ask.task, fingerprint=self._fingerprint(ask), digest=image.digest,
         )

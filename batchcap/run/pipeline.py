@@ -24,14 +24,24 @@ from batchcap.journal import JournalWriter, load_index
 from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.attempt import Captioner, Captions
+from batchcap.run.attempt import Captioner, Captions, TaskAsk
 from batchcap.run.guard import RunGuard
-from batchcap.run.manifest import Manifest
+from batchcap.run.manifest import Manifest, manifest_path, read_manifest
+from batchcap.run.plan import (
+    LaneTasks,
+    Plan,
+    Planner,
+    build_plan,
+    legacy_current,
+    legacy_parts,
+    spec_history,
+    stale_notes,
+)
 from batchcap.run.route import Lane, Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import make_adapter
+from batchcap.service.protocols import Adapter, OpenAIChat, make_adapter
 from batchcap.service.targets import Target, resolve_targets
 
 __all__ = ["run"]
@@ -48,30 +58,43 @@ async def run(
     seed: int | None = None,
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> RunStats:
-    """Caption every image of ``cfg.input_dir`` not yet done in ``cfg.out``. Raises RunAborted on a run-level fault.
+    """Ask every image of ``cfg.input_dir`` each task not yet answered in ``cfg.out`` as this run asks it. Raises
+    RunAborted on a run-level fault, UsageError (nothing sent) for tasks that do not fit the target.
 
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter(cfg.rate, cfg.burst)``
-    (a Ray job shares one across its workers).
+    (a Ray job shares one across its workers). ``notes`` gets the lines to show before the run starts (answers
+    made with other settings, per task).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
+    plan = build_plan(cfg, [t.cfg for t in lane_targets(cfg)] if cfg.targets else ())  # tasks fit the targets?
     captions = _captions(cfg, stats, progress, token=token, policy=policy, seed=seed,  # checks --target first
-                         limiter=limiter)
+                         limiter=limiter, plan=plan)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
+    previous = read_manifest(manifest_path(cfg.out)) if index.lines else None
+    legacy = legacy_parts(previous)
+    current = legacy_current(plan, legacy)
+    if notes is not None:
+        for line in stale_notes(plan, index, spec_history(previous, legacy), keep_stale=cfg.tasks.keep_stale,
+                                legacy_current=current):
+            notes(line)
+    planner = Planner(plan, index, root=cfg.input_dir, keep_stale=cfg.tasks.keep_stale,
+                      retry_failed=cfg.retry_failed, legacy_current=current, copies=cfg.dedupe != "off")
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time())
+    manifest = Manifest(cfg, index, started_at=time.time(), tasks=plan.manifest_tasks(), previous=previous)
     try:
         manifest.write_start()
     except JournalError:
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    on_scan_done=on_scan_done, preparer=_preparer(cfg))
+                    planner=planner, on_scan_done=on_scan_done, preparer=_preparer(cfg))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)
@@ -84,6 +107,7 @@ async def run(
         raise
     finally:
         stats.elapsed = time.monotonic() - started
+        stats.stale, stats.kept_stale, stats.copied = planner.stale, planner.kept_stale, planner.copied
         writer.close()
         if not stages.writer_failed:
             stats.aborted, stats.abort_kind = _first_stop(stages.failures)
@@ -109,20 +133,38 @@ def _preparer(cfg: RunConfig) -> PreparePool | None:
 
 def _captions(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, limiter: Limiter | None = None,
+    seed: int | None, limiter: Limiter | None = None, plan: Plan | None = None,
 ) -> Captions:
     """What the senders call: the one target's client, limiter, policy and guard, or one lane per --target."""
+    plan = plan or build_plan(cfg, [t.cfg for t in lane_targets(cfg)] if cfg.targets else ())
     if cfg.targets:
-        return _router(cfg, stats, progress, policy=policy, seed=seed)
+        return _router(cfg, stats, progress, policy=policy, seed=seed, plan=plan)
     return _captioner(cfg, stats, progress, token=token, policy=policy, seed=seed, target=cfg.target,
-                      limiter=limiter)
+                      limiter=limiter, lane=plan.lanes[0], plan=plan)
+
+
+def _task_asks(cfg: RunConfig, plan: Plan, lane: LaneTasks) -> dict[str, TaskAsk]:
+    """Per task, how this target asks it: the adapter with the task's generation settings and response_format."""
+    base = make_adapter(cfg)
+    out = {}
+    for t in plan.tasks:
+        adapter: Adapter = base
+        if isinstance(base, OpenAIChat):
+            gen = lane.generation[t.name]
+            adapter = replace(base, prompt=t.template.text or base.prompt, max_tokens=gen["max_tokens"],
+                              temperature=gen["temperature"],
+                              response_format=None if t.schema is None else t.schema.response_format("openai"))
+        out[t.name] = TaskAsk(adapter, t.schema, lane.prints[t.name])
+    return out
 
 
 def _captioner(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
-    seed: int | None, target: str, released: list[Record] | None = None, limiter: Limiter | None = None,
+    seed: int | None, target: str, lane: LaneTasks, plan: Plan, released: list[Record] | None = None,
+    limiter: Limiter | None = None,
 ) -> Captioner:
-    client = CaptionClient(cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout,
+    tasks = _task_asks(cfg, plan, lane)
+    client = CaptionClient(cfg.url, tasks[plan.primary].adapter, token=token, timeout=cfg.timeout,
                            connections=cfg.concurrency)
     return Captioner(
         client,
@@ -138,19 +180,21 @@ def _captioner(
         concurrency=_adaptive(cfg),
         quality=cfg.quality(),
         prompt=cfg.prompt if cfg.api == "openai" else None,
+        tasks=tasks,
     )
 
 
 def _router(cfg: RunConfig, stats: RunStats, progress: Progress, *, policy: RetryPolicy | None,
-            seed: int | None) -> Router:
+            seed: int | None, plan: Plan) -> Router:
     """One lane per ``--target``: the run's limits, unless the target is a profile with its own."""
     released: list[Record] = []
     lanes = []
-    for target in lane_targets(cfg):
+    for target, lane_tasks in zip(lane_targets(cfg), plan.lanes, strict=True):
         token, _ = find_token(target.token_file)
         lane_cfg = target.cfg
         captioner = _captioner(lane_cfg, stats, progress, token=token, policy=policy, seed=seed,
-                               target=f"{target.name}={lane_cfg.target}", released=released)
+                               target=f"{target.name}={lane_cfg.target}", released=released, lane=lane_tasks,
+                               plan=plan)
         lanes.append(Lane(target.name, captioner, lane_cfg.concurrency, price_per_hour=target.price_per_hour))
     return Router(lanes, route=cfg.route, released=released)
 

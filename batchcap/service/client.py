@@ -113,14 +113,16 @@ class CaptionClient:
             await self._session.close()
             self._session = None
 
-    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
         """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
 
-        ``adapter`` replaces the client's own for this request (a quality retry at a higher temperature).
+        ``adapter`` replaces the client's own for this request (a task's, or a quality retry at a higher
+        temperature); ``prompt`` is the task's prompt rendered for this image (chat shapes send it).
         """
         assert self._session is not None, "use `async with CaptionClient(...)`"
         adapter = adapter or self.adapter
-        built = adapter.build(image)
+        built = adapter.build(image, prompt)
         started = time.perf_counter()
         try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(

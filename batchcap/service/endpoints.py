@@ -419,7 +419,7 @@ async def run_with_endpoint(
                 tg.cancel_scope.cancel()
                 return stats
             stats = await run(replace(cfg, endpoint=info.url), token=token, progress=progress, stop=stop,
-                              on_scan_done=on_scan_done)
+                              on_scan_done=on_scan_done, notes=notes)
         except BaseException:
             await lifecycle.sleep(raise_errors=False)
             raise
