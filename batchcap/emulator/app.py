@@ -14,13 +14,16 @@ model answers 401, 402, 413, 429, 502/504 and 503 without waiting for it, and th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from batchcap.emulator import faults, toolkit
+from batchcap.emulator.answers import invalid_json_for, json_value, text_answer
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
@@ -41,6 +44,8 @@ from batchcap.emulator.wire import (
 )
 
 __all__ = ["make_app"]
+
+_JSON_ASKED_MAX = 1_000_000  # (image, prompt) pairs remembered for invalid_json_rate; then it starts over
 
 
 async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Response | None]:
@@ -89,7 +94,27 @@ async def _infer(request: web.Request, kind: RouteKind, payload: _Payload, answe
     ctx.decoded = decoded
     if ctx.fault == "error":  # strict: the handler raised, and the container turns that into a 400
         return toolkit.handler_error(toolkit.oom_error(ctx.n, decoded.width, decoded.height))
+    if kind == "chat":
+        ctx.prompt, ctx.schema = payload.prompt, payload.schema
+        return answer(request, _chat_text(state, decoded.caption, payload))
     return answer(request, decoded.caption)
+
+
+def _chat_text(state: _State, caption: str, payload: _Payload) -> str:
+    """The chat answer to this prompt (``answers``): text, or JSON when a schema was asked, the first answer of a
+    seeded share of (image, prompt) pairs invalid (``invalid_json_rate``)."""
+    if payload.schema is None:
+        return text_answer(caption, payload.prompt)
+    rate = state.settings.invalid_json_rate
+    if rate > 0:
+        pair = hashlib.sha256(f"{state.settings.seed}\x00{caption}\x00{payload.prompt or ''}".encode()).digest()
+        if pair not in state.json_asked:
+            if len(state.json_asked) >= _JSON_ASKED_MAX:
+                state.json_asked.clear()
+            state.json_asked.add(pair)
+            if int.from_bytes(pair[:8], "big") / 2**64 < rate:
+                return invalid_json_for(caption, payload.prompt, payload.schema)
+    return orjson.dumps(json_value(caption, payload.prompt, payload.schema)).decode()
 
 
 async def _model_route(request: web.Request, kind: RouteKind, parse: _Parse, answer: _Answer) -> web.StreamResponse:
@@ -165,6 +190,15 @@ async def _tgi_health(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+async def _tgi_info(request: web.Request) -> web.StreamResponse:
+    """TGI's ``GET /info`` (router/src/lib.rs ``Info``), enough to tell a TGI server from others."""
+    request[_CTX].kind = "health"
+    settings = request.app[_STATE].settings
+    return _json(200, {"model_id": settings.model_id, "model_sha": None, "model_pipeline_tag": "image-text-to-text",
+                       "max_concurrent_requests": 128, "max_input_tokens": 8191, "max_total_tokens": 8192,
+                       "router": "text-generation-router", "version": "3.3.6", "sha": None})
+
+
 async def _metrics(request: web.Request) -> web.StreamResponse:
     request[_CTX].kind = "health"
     log = request.app[REQUEST_LOG]
@@ -229,7 +263,8 @@ async def _track(
     finally:
         if ctx.kind != "stats":
             auth_present = "Authorization" in request.headers
-            entry = LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present, ctx.decoded, ctx.fault, ctx.queued)
+            entry = LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present, ctx.decoded, ctx.fault, ctx.queued,
+                             ctx.prompt, ctx.schema)
             request.app[REQUEST_LOG].record(entry)
 
 
@@ -252,6 +287,7 @@ def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
         add_get("/health", _health)
     elif profile == "tgi":
         add_get("/health", _tgi_health)
+        add_get("/info", _tgi_info)
     if profile != "serverless":
         add_get("/metrics", _metrics)
     if profile in ("all", "serverless"):

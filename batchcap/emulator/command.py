@@ -139,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("hang", "requests never answered until the client gives up"),
     ):
         add(f"--{name}-rate", type=float, default=0.0, metavar="F", help=f"fraction of {what} (default: 0)")
+    add("--invalid-json-rate", type=float, default=0.0, metavar="F",
+        help="chat answers asked for JSON (response_format): fraction of (image, prompt) pairs whose first answer "
+             "does not match the schema (default: 0)")
     add("--credits", type=int, metavar="N", help="answer 402 (credits exhausted) once N captions were admitted")
     add("--legacy-gone", action="store_true", help="answer 410 on the retired /models/<id> route")
     add(
@@ -224,6 +227,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         credits=ns.credits,
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
+        invalid_json_rate=ns.invalid_json_rate,
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 

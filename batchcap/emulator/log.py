@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from batchcap.emulator.captions import Decoded
 
@@ -33,6 +33,8 @@ class LogEntry(NamedTuple):
     decoded: Decoded | None = None
     fault: str = ""
     queued: float = 0.0
+    prompt: str | None = None
+    schema: dict[str, Any] | None = None
 
 
 class RequestLog:
@@ -57,6 +59,10 @@ class RequestLog:
     def count(self, status: int | None = None) -> int:
         """Requests answered in total, or with this status."""
         return self.total if status is None else self._by_status[status]
+
+    def prompts(self) -> list[str]:
+        """The prompts of the chat requests answered 200, in order (kept entries)."""
+        return [e.prompt for e in self.entries if e.kind == "chat" and e.status == 200 and e.prompt is not None]
 
     def decoded(self) -> list[Decoded]:
         """What was decoded, request by request (only the kept entries that reached the decoder)."""

@@ -85,6 +85,10 @@ class EmulatorSettings:
     answers 402 once that many captions were admitted, and to every request after. ``legacy_gone`` answers 410
     on the retired ``/models/<id>`` route.
 
+    The chat route answers each prompt apart (``batchcap.emulator.answers``: the caption and a tag of the prompt),
+    and JSON matching the schema a ``response_format`` asks for; ``invalid_json_rate`` of the (image, prompt)
+    pairs get an invalid JSON reply the first time they are asked (seeded by ``seed``).
+
     ``answer_shape`` is what an image-to-text route returns on success: the pipeline's ``list``
     (``[{"generated_text": ...}]``), a bare ``object`` (older servers, many custom handlers) or a bare JSON
     ``string`` (a custom handler that returns its caption as is: a systematic bad response).
@@ -123,6 +127,7 @@ class EmulatorSettings:
     chat_max_body_bytes: int = TGI_PAYLOAD_LIMIT
     endpoint_max_body_bytes: int | None = None
     answer_shape: AnswerShape = "list"
+    invalid_json_rate: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -171,6 +176,9 @@ class EmulatorSettings:
                 raise bad(f"{name} must be >= {low} (got {value})", "--" + name.replace("_", "-"))
         if self.answer_shape not in ("list", "object", "string"):
             raise bad(f"answer_shape must be list, object or string (got {self.answer_shape!r})", "--answer-shape")
+        if not 0.0 <= self.invalid_json_rate <= 1.0:
+            raise bad(f"invalid_json_rate must be within [0, 1] (got {self.invalid_json_rate})",
+                      "--invalid-json-rate")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 

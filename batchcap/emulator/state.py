@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -54,6 +55,7 @@ class _State:
     loaded_at: float | None = None  # set by the first admitted model request
     pool: ModelPool | None = None  # None: unlimited capacity, every request runs at once
     credits_used: int = 0  # model requests admitted, counted against ``settings.credits``
+    json_asked: set[bytes] = field(default_factory=set)  # (image, prompt) pairs already given a JSON answer
 
     def delay(self) -> float:
         """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
@@ -81,6 +83,8 @@ class _Ctx:
     decoded: Decoded | None = None
     fault: str = ""
     queued: float = 0.0
+    prompt: str | None = None
+    schema: dict[str, Any] | None = None
 
 
 _STATE = web.AppKey("emulator_state", _State)

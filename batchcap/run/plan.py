@@ -229,13 +229,20 @@ class Planner:
         ctx = None
         if not plan.static:
             ctx = context_for(ImageJob(path, os.path.join(self.root, path), 0), sidecar=plan.needs_sidecar)
+        kept: list[str] = []
         for t in plan.tasks:
             try:
                 prompt = t.template.text if ctx is None else t.template.render(ctx)
             except PromptError:
                 return False  # the reader records it
-            if self._verdict(path, t.name, prompt)[0] == "open":
+            verdict = self._verdict(path, t.name, prompt)[0]
+            if verdict == "open":
                 return False
+            if verdict == "kept_stale":
+                kept.append(t.name)
+        if kept:
+            with self._lock:
+                self.kept_stale.update(kept)
         return True
 
     def open_tasks(self, path: str) -> list[str]:

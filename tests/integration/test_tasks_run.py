@@ -1,0 +1,178 @@
+"""Issue 16 end to end on loopback: several tasks per image, prompts from the image's context, answers that know
+what was asked (kept, asked again when stale, copied by content), structured replies judged by jsonschema."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jsonschema
+import orjson
+import pytest
+
+from batchcap.config import RunConfig
+from batchcap.emulator import EmulatorSettings, RunningEmulator, chat_answer_for
+from batchcap.errors import UsageError
+from batchcap.run import run
+from batchcap.source.samples import generate
+from batchcap.tasks.spec import TaskSettings
+from tests.conftest import MODEL, EmulatorFactory
+
+CAPTION = "caption=Describe this {{ folder }} photo."
+TAGS = "tags=List five tags for this image."
+
+
+def pets(root: Path, n: int = 120) -> Path:
+    """``n`` distinct images, half in cat/, half in dog/."""
+    scratch = root / "scratch"
+    folder = root / "pets"
+    for i, path in enumerate(generate(scratch, n, seed=16)):
+        dest = folder / ("cat" if i % 2 == 0 else "dog") / f"{i:03d}{path.suffix}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, dest)
+    shutil.rmtree(scratch)
+    return folder
+
+
+def cfg(server: RunningEmulator, folder: Path, out: Path, *tasks: str, **kw: Any) -> RunConfig:
+    settings = TaskSettings(task=tasks, **kw.pop("task_kw", {}))
+    return RunConfig(input_dir=folder, out=out, api="openai", base_url=f"{server.url}/v1", model=MODEL,
+                     concurrency=8, rate=None, timeout=10.0, tasks=settings, **kw).validate()
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in out.read_bytes().splitlines() if line.strip()]
+
+
+def latest(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The answer that speaks for each (path, task): the last ok line, else the last line."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for rec in records(out):
+        key = (rec["path"], rec["task"])
+        if rec["status"] == "ok" or key not in best or best[key]["status"] != "ok":
+            best[key] = rec
+    return best
+
+
+async def test_two_tasks_rerun_edit_and_rename(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    folder = pets(tmp_path)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(120):
+        # Two tasks over 120 images: 240 requests, and each caption prompt names its image's folder.
+        stats = await run(cfg(server, folder, out, CAPTION, TAGS))
+        assert (stats.ok, stats.failed) == (240, 0)
+        assert server.log.count() == 240
+        assert Counter(server.log.prompts()) == {"Describe this cat photo.": 60, "Describe this dog photo.": 60,
+                                                  "List five tags for this image.": 120}
+        answers = latest(out)
+        assert len(answers) == 240
+        for (path, task), rec in answers.items():
+            data = (folder / path).read_bytes()
+            prompt = f"Describe this {path.split('/')[0]} photo." if task == "caption" else TAGS.split("=", 1)[1]
+            assert rec["caption"] == chat_answer_for(data, prompt)  # the answer to this image and this prompt
+            assert len(rec["fingerprint"]) == 24 and len(rec["digest"]) == 32
+
+        # The same command again: nothing is sent.
+        stats = await run(cfg(server, folder, out, CAPTION, TAGS))
+        assert server.log.count() == 240
+        assert (stats.ok, stats.failed) == (0, 0)
+
+        # One task's prompt edited: exactly 120 requests, all of that task, and the run said so first.
+        notes: list[str] = []
+        stats = await run(cfg(server, folder, out, CAPTION, "tags=List three tags."), notes=notes.append)
+        assert notes == ["task tags: prompt changed since 120 answers: asking again"]
+        assert server.log.count() == 360
+        assert Counter(server.log.prompts()[240:]) == {"List three tags.": 120}
+        assert stats.stale == {"tags": 120}
+
+        # cat/ renamed kitty/: only the task whose rendered prompt changed is asked, only for those images.
+        (folder / "cat").rename(folder / "kitty")
+        stats = await run(cfg(server, folder, out, CAPTION, "tags=List three tags."))
+        assert server.log.count() == 420
+        assert Counter(server.log.prompts()[360:]) == {"Describe this kitty photo.": 60}
+        answers = latest(out)
+        kitty = {key: rec for key, rec in answers.items() if key[0].startswith("kitty/")}
+        assert len(kitty) == 120
+        for (path, task), rec in kitty.items():
+            if task == "tags":  # copied from the answer the same content got under cat/, no request
+                assert rec["duplicate_of"] == "cat/" + path.split("/", 1)[1]
+                assert rec["attempts"] == 0
+            else:
+                assert rec["caption"] == chat_answer_for((folder / path).read_bytes(), "Describe this kitty photo.")
+        assert stats.copied == 60
+
+
+async def test_keep_stale_keeps_old_answers(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    folder = pets(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(60):
+        await run(cfg(server, folder, out, TAGS))
+        notes: list[str] = []
+        stats = await run(cfg(server, folder, out, "tags=Other words.", task_kw={"keep_stale": True}),
+                          notes=notes.append)
+    assert notes == ["task tags: prompt changed since 10 answers: kept (--keep-stale)"]
+    assert server.log.count() == 10
+    assert stats.kept_stale == {"tags": 10}
+
+
+async def test_a_schema_task_retries_invalid_json_once(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A server whose first answer per image is invalid JSON: every image ends with valid data, one retry each."""
+    folder = pets(tmp_path, 20)
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                                         "minItems": 2, "maxItems": 5},
+                                                "indoor": {"type": "boolean"}},
+              "required": ["tags", "indoor"], "additionalProperties": False}
+    (tmp_path / "tags.json").write_bytes(orjson.dumps(schema))
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings(invalid_json_rate=1.0, seed=3))
+    with anyio.fail_after(60):
+        stats = await run(cfg(server, folder, out, "tags=Tags as JSON.",
+                              task_kw={"schema": (f"tags={tmp_path / 'tags.json'}",)}))
+    assert (stats.ok, stats.failed, stats.quality_retries) == (20, 0, 20)
+    assert server.log.count() == 40  # one retry each, no more
+    for rec in records(out):
+        assert rec["task"] == "tags" and "flags" not in rec
+        jsonschema.validate(rec["data"], schema)  # the real validator agrees
+        assert orjson.loads(rec["caption"]) == rec["data"]
+    sent = [e.schema for e in server.log.entries if e.kind == "chat"]
+    assert sent == [schema] * 40  # every request carried the schema
+
+
+async def test_template_errors_and_raw_targets_fail_before_any_request(emulator: EmulatorFactory,
+                                                                        tmp_path: Path) -> None:
+    folder = pets(tmp_path, 4)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with pytest.raises(UsageError, match=r"\{\{ foldr \}\}.*known: folder, path, stem, sidecar, exif.datetime"):
+        await run(cfg(server, folder, out, "caption=A {{ foldr }} photo."))
+    with pytest.raises(UsageError, match="exif.lens"):
+        await run(cfg(server, folder, out, "caption=Taken with {{ exif.lens }}."))
+    raw = RunConfig(input_dir=folder, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
+                    tasks=TaskSettings(task=(CAPTION, TAGS))).validate()
+    with pytest.raises(UsageError, match="takes one task"):
+        await run(raw)
+    assert server.log.count() == 0
+    assert not out.exists()
+
+
+async def test_sidecar_and_exif_reach_the_prompt(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0110] = "Pixel 8"  # Model
+    exif[0x010F] = "Google"  # Make
+    Image.new("RGB", (40, 30), "red").save(folder / "a.jpg", exif=exif.tobytes())
+    Image.new("RGB", (30, 40), "blue").save(folder / "b.png")
+    (folder / "a.txt").write_text("  tabby, {{ not a template }}\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(60):
+        await run(cfg(server, folder, out, "caption=[{{ stem }}] {{ sidecar }} / {{ exif.make }} {{ exif.model }}"))
+    assert sorted(server.log.prompts()) == ["[a] tabby, {{ not a template }} / Google Pixel 8", "[b]  /  "]
