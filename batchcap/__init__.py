@@ -1,13 +1,13 @@
 """batchcap: caption whole image folders through hosted inference services, resumably.
 
     import anyio, batchcap
-    cfg = batchcap.RunConfig(input_dir=Path("photos"), out=Path("captions.jsonl"), model="org/model").validate()
+    cfg = batchcap.RunConfig.build(input_dir="photos", out="captions.jsonl", model="org/model").validate()
     stats = anyio.run(batchcap.run, cfg)   # RunStats(ok=950, failed=12, skipped=0, retried=40, elapsed=191.2)
 """
 
 from __future__ import annotations
 
-from batchcap.config import RunConfig, Secret, find_token
+from batchcap.config import RunConfig
 from batchcap.errors import (
     Aborted,
     APIError,
@@ -34,6 +34,7 @@ from batchcap.errors import (
 )
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.run import RunStats, run
+from batchcap.service.auth import Secret, find_token
 from batchcap.version import __version__
 
 __all__ = [

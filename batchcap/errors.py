@@ -3,28 +3,30 @@
 Decisions (retry, record, abort) are made by class, never by parsing message text::
 
     BatchcapError
-    ├── ConfigError            invalid or missing setting                    -> exit 3 (aborted)
-    │   └── UsageError         a malformed flag or argument                  -> exit 2
+    ├── ConfigError            the command line, a profile or a path is wrong; nothing was sent -> exit 2
+    │   └── UsageError         a malformed flag or argument (kept for its name: also exit 2)
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
     │   └── PromptError        a task's prompt template failed for one image -> error record for that task
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
-    ├── Aborted                the whole command stopped on purpose          -> exit 3
+    ├── Aborted                a command started and stopped on purpose      -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
+    │   ├── JobAborted         a Ray job's shard stopped the job (the same causes as RunAborted)
     │   └── BenchAborted       a bench target refused the token or does not exist
     └── APIError(status, request_id)
         ├── TransientError     retried with backoff
         │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
         │   ├── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes; waits do not spend retries
         │   ├── ServerError                5xx
+        │   ├── BadResponse                2xx with a body we cannot read (a proxy's hiccup): retried, then an
+        │   │                              error record retried on the next run; the same one for many images
+        │   │                              stops the run
         │   └── TransportError             reset, refused, broken stream
         │       └── RequestTimeout         no answer within --timeout
         └── PermanentError     not retried
             ├── AuthError                  401/403 -> abort the run at once
             ├── CreditsExhausted           402: the account's credits ran out -> abort the run at once
             ├── WrongTarget                404/405/410, redirects: the URL or model is wrong -> abort the run
-            ├── RejectedImage              400/404/413/415/422 -> error record
-            ├── BadResponse                2xx with a body we cannot read -> retried (a proxy hiccup), then
-            │                              an error record; the same one for many images stops the run
+            ├── RejectedImage              400/413/415/422 -> error record
             └── BadCaption(flags)          2xx caption that failed the quality gates after its retries
                                            (--on-bad-caption error) -> error record
 """
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigError",
     "CreditsExhausted",
     "InputError",
+    "JobAborted",
     "JournalError",
     "ModelLoading",
     "PermanentError",
@@ -64,11 +67,11 @@ class BatchcapError(Exception):
 
 
 class ConfigError(BatchcapError):
-    """A setting is missing or invalid; the message names the setting and how to fix it."""
+    """The command line, a profile or a path is wrong (nothing was sent); the message names the setting and the fix."""
 
 
 class UsageError(ConfigError):
-    """A flag is malformed (exit 2), as opposed to a resource that cannot be used (exit 3)."""
+    """A flag is malformed or flags do not fit together (exit 2, as every ConfigError)."""
 
 
 class InputError(BatchcapError):
@@ -95,6 +98,10 @@ class RunAborted(Aborted):
     def __init__(self, message: str, *, kind: str = "other") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class JobAborted(Aborted):
+    """A shard of a Ray job stopped the job on purpose (bad token, wrong URL, journal fault); the message says why."""
 
 
 class BenchAborted(Aborted):
@@ -177,8 +184,8 @@ class RejectedImage(PermanentError):
     """HTTP 400/413/415/422 (and other 4xx): the service refused this image."""
 
 
-class BadResponse(PermanentError):
-    """A 2xx answer whose body is not the shape the protocol promises."""
+class BadResponse(TransientError):
+    """A 2xx answer whose body is not the shape the protocol promises: usually a proxy's hiccup, so retried."""
 
 
 class BadCaption(PermanentError):

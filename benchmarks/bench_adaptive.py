@@ -102,7 +102,7 @@ async def _pipeline(settings: EmulatorSettings, images: int) -> float:
         folder = Path(tmp) / "img"
         generate(folder, images, seed=11)
         async with await start_emulator(settings) as server:
-            cfg = RunConfig(input_dir=folder, out=Path(tmp) / "r.jsonl", endpoint=server.url + "/", concurrency=16,
+            cfg = RunConfig.build(input_dir=folder, out=Path(tmp) / "r.jsonl", endpoint=server.url + "/", concurrency=16,
                             timeout=10.0, dedupe="off").validate()
             with anyio.fail_after(300):
                 stats = await run_batchcap(cfg)

@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     a = p.parse_args()
     pipeline.RateLimiter = RecordingLimiter  # type: ignore[misc]
-    cfg = RunConfig(input_dir=a.input_dir, out=a.out, model="x", api_base=a.url, concurrency=a.concurrency,
+    cfg = RunConfig.build(input_dir=a.input_dir, out=a.out, model="x", api_base=a.url, concurrency=a.concurrency,
                     rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
     try:
         import uvloop  # noqa: F401

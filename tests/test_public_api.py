@@ -22,3 +22,21 @@ def test_errors_form_one_tree() -> None:
         obj = getattr(batchcap, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, batchcap.BatchcapError), name
+
+
+def test_every_exception_of_the_package_is_in_errors_py() -> None:
+    """One tree: no module defines an exception of its own (a reader finds every class in one docstring)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(batchcap.__file__).parent
+    stray = []
+    for path in root.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if any(b.endswith(("Error", "Exception", "Aborted")) for b in bases):
+                    stray.append(f"{path.relative_to(root)}:{node.name}")
+    assert not stray, stray

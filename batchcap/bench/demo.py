@@ -19,6 +19,7 @@ from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target
 from batchcap.bench.stats import BenchResult
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings, start_emulator
+from batchcap.service.settings import TargetSettings
 from batchcap.source.samples import generate
 
 __all__ = ["DEMO_ENDPOINT_PRICE", "bench", "demo_settings", "demo_targets"]
@@ -42,8 +43,8 @@ async def demo_targets() -> AsyncIterator[tuple[Target, ...]]:
     async with await start_emulator(free_settings) as free, await start_emulator(endpoint_settings) as endpoint:
         base = free.url + "/hf-inference"
         yield (
-            Target("free", f"hf:{DEMO_MODEL}", RunConfig(api="hf", model=DEMO_MODEL, api_base=base), 0.0),
-            Target("endpoint", endpoint.url + "/", RunConfig(api="hf", endpoint=endpoint.url + "/"),
+            Target("free", f"hf:{DEMO_MODEL}", RunConfig(target=TargetSettings(api="hf", model=DEMO_MODEL, api_base=base)), 0.0),
+            Target("endpoint", endpoint.url + "/", RunConfig(target=TargetSettings(api="hf", endpoint=endpoint.url + "/")),
                    DEMO_ENDPOINT_PRICE),
         )
 

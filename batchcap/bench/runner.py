@@ -37,11 +37,13 @@ from batchcap.bench.stats import (
     throttle_summary,
 )
 from batchcap.bench.verdict import describe_errors, verdict
-from batchcap.config import AfterRun, RunConfig, Secret, find_token
+from batchcap.config import RunConfig
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.models import LoadedImage
+from batchcap.service.auth import Secret, find_token
 from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import make_adapter
+from batchcap.service.settings import AfterRun
 from batchcap.source.read import load_batch
 from batchcap.source.scan import scan
 from batchcap.types import Clock
@@ -141,13 +143,13 @@ class TargetBench:
         self.log = log
         self.clock = clock
         self.interrupt = interrupt or Interrupt()
-        self.timeout = settings.timeout or target.cfg.timeout
+        self.timeout = settings.timeout or target.cfg.limits.timeout
         self.notes: list[str] = []
         self.steps: list[StepRecord] = []
         self.out_of_time = False  #: the time share ran out before every step had run
 
     async def measure(self) -> TargetResult:
-        if self.target.cfg.endpoint_name:
+        if self.target.cfg.target.endpoint_name:
             return await self.measure_named_endpoint()
         return await self.measure_at(self.target.cfg)
 
@@ -156,8 +158,8 @@ class TargetBench:
         from batchcap.service.endpoints import EndpointLifecycle, EndpointName, EndpointsAPI
 
         cfg = self.target.cfg
-        name = EndpointName.parse(cfg.endpoint_name or "")
-        api = EndpointsAPI(cfg.endpoints_api, token=self.token)
+        name = EndpointName.parse(cfg.target.endpoint_name or "")
+        api = EndpointsAPI(cfg.target.endpoints_api, token=self.token)
         async with api:
             found = await api.get(name)
             after = _PUT_BACK.get(found.state)
@@ -168,8 +170,8 @@ class TargetBench:
             try:
                 info = await lifecycle.wake()
                 woke = self.clock() - started
-                result = await self.measure_at(replace(cfg, endpoint=info.url), woke_after=woke,
-                                               found=found.state)
+                at = replace(cfg, target=replace(cfg.target, endpoint=info.url, endpoint_name=None))
+                result = await self.measure_at(at, woke_after=woke, found=found.state)
             except BaseException:
                 await lifecycle.sleep(raise_errors=False)
                 raise
@@ -178,11 +180,11 @@ class TargetBench:
 
     async def measure_at(self, cfg: RunConfig, *, woke_after: float = 0.0, found: str | None = None) -> TargetResult:
         settings = self.settings
-        adapter = make_adapter(cfg)
+        adapter = make_adapter(cfg.target)
         sizes = [len(adapter.build(img).body) for img in self.images]
         connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
-        self.log(f"batchcap bench: {self.target.name} -> {cfg.target} (token: {self.token_source})")
-        async with CaptionClient(cfg.url, adapter, token=self.token, timeout=self.timeout,
+        self.log(f"batchcap bench: {self.target.name} -> {cfg.target.label} (token: {self.token_source})")
+        async with CaptionClient(cfg.target.url, adapter, token=self.token, timeout=self.timeout,
                                  connections=connections) as client:
             send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
             cold = await self.cold_start(send)
@@ -267,9 +269,9 @@ class TargetBench:
         main = [s.stats for s in self.steps if s.stats.mode == "closed"] or [s.stats for s in self.steps]
         return TargetResult(
             name=self.target.name,
-            description=cfg.target,
+            description=cfg.target.label,
             url=cfg.public_dict()["url"],
-            api=cfg.api,
+            api=cfg.target.api,
             price_per_hour=self.target.price_per_hour,
             token_source=self.token_source,
             cold_start=cold,

@@ -62,8 +62,8 @@ def make_sender(
             reply = await client.caption(images[k])
         except (AuthError, WrongTarget) as exc:
             message = abort_message(
-                exc, where=target.cfg.target, has_token=token_source != "none",
-                token_flag=f"--token-file {target.name}=PATH", check=f"the URL or model ({target.cfg.target})",
+                exc, where=target.cfg.target.label, has_token=token_source != "none",
+                token_flag=f"--token-file {target.name}=PATH", check=f"the URL or model ({target.cfg.target.label})",
             )
             raise BenchAborted(f"target {target.name}: {message}") from None
         except APIError as exc:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchcap.service.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.config.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.prepare.settings import PrepareSettings
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
 
@@ -36,6 +37,8 @@ class BenchSettings:
     max_image_mb: float = 20.0
     seed: int = 0
     demo: bool = False
+    #: how each image is prepared before it is sent: the run's own settings and code (``--max-side`` ...)
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
 
     def public_dict(self) -> dict[str, Any]:

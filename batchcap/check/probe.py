@@ -16,10 +16,11 @@ from typing import Any
 
 import anyio
 
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.errors import APIError, RateLimited
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.models import LoadedImage
+from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import make_adapter
 from batchcap.tasks.quality import DEFAULT_QUALITY, QualitySettings, judge
@@ -73,12 +74,14 @@ async def probe(
     result = ProbeResult()
     if not images:
         return result
-    limiter = RateLimiter(cfg.request_rate, cfg.burst)
-    prompt = cfg.prompt if cfg.api == "openai" else None
+    target, limits = cfg.target, cfg.limits
+    limiter = RateLimiter(cfg.request_rate, limits.burst)
+    prompt = target.prompt if target.takes_prompt else None
     queue = list(reversed(images))
     started = time.monotonic()
     client = CaptionClient(
-        cfg.url, make_adapter(cfg), token=token, timeout=cfg.timeout, connections=min(cfg.concurrency, len(images))
+        target.url, make_adapter(target), token=token, timeout=limits.timeout,
+        connections=min(limits.ceiling, len(images)),
     )
 
     async def worker() -> None:
@@ -104,7 +107,7 @@ async def probe(
                 result.examples.append({"path": image.job.path, "caption": reply.caption, "flags": list(flags)})
 
     async with client, anyio.create_task_group() as tg:
-        for _ in range(min(cfg.concurrency, len(images))):
+        for _ in range(min(limits.ceiling, len(images))):
             tg.start_soon(worker)
     result.elapsed_s = time.monotonic() - started
     return result

@@ -20,13 +20,13 @@ from batchcap.bench import bench, render_results, write_reports
 from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-from batchcap.config import DEFAULT_API_BASE
+from batchcap.cli.options import PREPARE, add_options, given_settings
+from batchcap.config import RunConfig
 from batchcap.errors import UsageError
+from batchcap.service.settings import DEFAULT_API_BASE
 
-__all__ = ["HELP", "PREFIX", "add_arguments", "images_dir", "main", "settings_from_args"]
+__all__ = ["add_arguments", "images_dir", "main", "settings_from_args"]
 
-HELP = "benchmark targets (e.g. an Endpoint vs the free API) on the same images"
-PREFIX = "batchcap bench"
 
 _DEFAULTS = {  # flag: (real run, --demo)
     "concurrency": ((1, 2, 4, 8, 16, 32), (1, 2, 4, 8, 16)),
@@ -132,6 +132,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
+    add_options(p.add_argument_group("image preparation (the same as batchcap run: what is measured is what a run "
+                                     "sends)"), PREPARE)
 
 
 def images_dir(ns: argparse.Namespace) -> Path | None:
@@ -183,6 +185,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         max_image_mb=ns.max_image_mb,
         seed=ns.seed,
         demo=demo,
+        prepare=RunConfig().with_flat(given_settings(ns)).prepare,
     )
 
 

@@ -1,23 +1,111 @@
-"""``batchcap export``: the captions of a run as a training set (imagefolder, kohya, csv, parquet, openai-batch)."""
+"""``batchcap export RESULTS.jsonl --format FORMAT [--out DIR]``: flags, one-line messages, exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
-from batchcap.export.command import add_arguments as add_export_arguments
-from batchcap.export.command import run_from_args
+from batchcap.errors import ConfigError
+from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
 
-__all__ = ["HELP", "PREFIX", "add_arguments", "main"]
+__all__ = ["EXIT_CODES_HELP", "add_arguments", "main", "summary"]
 
-HELP = "write a run's captions as a training set (imagefolder, kohya, csv, parquet, openai-batch)"
-PREFIX = "batchcap export"
+EXIT_CODES_HELP = """\
+exit codes:
+  0  exported (images whose latest record is an error are left out and counted: that is expected)
+  1  exported, but something was left out that needs a look: lines that are not records, paths that
+     would land outside the folder, images missing from the input folder, sidecar name clashes
+  2  the command line or a path is wrong (bad flags, no such JSONL, no input folder known, parquet
+     without pyarrow)
+  3  aborted: the JSONL cannot be read, or an output cannot be written
+"""
+
+_WHERE = """\
+where files go:
+  imagefolder   DIR/metadata.jsonl + the images (hard links, else copies); no --out: metadata.jsonl
+                at the input folder's root
+  kohya         NAME.txt (--ext) beside each image; with --out the images are linked into DIR first
+  csv           DIR/metadata.csv, else RESULTS.csv beside the JSONL
+  parquet       DIR/metadata.parquet, else RESULTS.parquet (needs pyarrow)
+  openai-batch  DIR/batch_output.jsonl + DIR/batch_errors.jsonl, else RESULTS.batch_output.jsonl and
+                RESULTS.batch_errors.jsonl
+"""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_export_arguments(p)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``export`` flags on ``parser`` (a subparser of the main CLI, or a test's own parser)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = "Write the captions of a run in the layout a trainer or a loader reads."
+    parser.epilog = _WHERE + "\n" + EXIT_CODES_HELP
+    parser.add_argument("results", type=Path, metavar="RESULTS.jsonl", help="the journal of a batchcap run")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="output layout")
+    parser.add_argument("--out", type=Path, help="output folder (default: see 'where files go')")
+    parser.add_argument("--images", type=Path,
+                        help="the captioned folder (default: config.input_dir of the run manifest beside the JSONL)")
+    parser.add_argument("--text-column", default="text", help="caption column name (default: text)")
+    parser.add_argument("--ext", help="kohya sidecar extension (default: .txt)")
+    parser.add_argument("--mode", choices=MODES,
+                        help="kohya, when a sidecar exists: keep it (default), overwrite it, or append/prepend "
+                             "the caption (joined by ', '; never added twice)")
+    parser.add_argument("--skip-flagged", action="store_true",
+                        help="leave out records that carry quality flags")
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    """0 exported, 1 exported with something left out to look at, 2 usage, 3 unreadable/unwritable."""
-    return run_from_args(ns)
+    """Run the export the flags describe; one line per outcome on stderr; the exit code as documented."""
+    fmt = cast(Format, ns.format)
+    if fmt != "kohya" and (ns.ext is not None or ns.mode is not None):
+        raise ConfigError("--ext and --mode apply to --format kohya only")
+    ext = ns.ext if ns.ext is not None else ".txt"
+    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
+        raise ConfigError(f"--ext must look like .txt or .caption (got {ext!r})")
+    column = ns.text_column
+    if not column or column == "file_name":
+        raise ConfigError(f"--text-column must be a name other than file_name (got {column!r})")
+    options = ExportOptions(
+        format=fmt, out=ns.out, images=ns.images, text_column=column, ext=ext,
+        mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
+    )
+    if not ns.results.is_file():
+        raise ConfigError(f"cannot read {ns.results}: no such file")
+    try:
+        report = export(ns.results, options)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"batchcap export: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 3
+    for line in summary(report, fmt):
+        print(f"batchcap export: {line}", file=sys.stderr)
+    return 1 if report.left_out else 0
+
+
+def summary(report: ExportReport, fmt: str) -> list[str]:
+    """What the export did, as short lines: the count, where, and each kind of thing left out."""
+    where = ", ".join(str(p) for p in report.outputs)
+    lines = [f"{report.written} captions exported ({fmt}) to {where}"]
+    extra = []
+    if report.kept:
+        extra.append(f"{report.kept} existing sidecars kept (--mode overwrite/append/prepend to change them)")
+    if report.unchanged:
+        extra.append(f"{report.unchanged} files already up to date (not rewritten)")
+    if report.linked or report.copied:
+        extra.append(f"images: {report.linked} hard-linked, {report.copied} copied")
+    if report.errors:
+        extra.append(f"{report.errors} images with an error record left out"
+                     + (" (in the errors file)" if fmt == "openai-batch" else ""))
+    if report.flagged:
+        extra.append(f"{report.flagged} flagged images left out (--skip-flagged)")
+    lines += extra
+    if report.bad_lines:
+        lines.append(f"{report.bad_lines} lines are not batchcap records and were skipped "
+                     f"(first: line {report.first_bad_line})")
+    if report.refused:
+        lines.append(f"{report.refused} paths refused: they would land outside the folder (../, absolute, NUL)")
+    if report.missing:
+        lines.append(f"{report.missing} images missing from the input folder were left out")
+    if report.conflicts:
+        lines.append(f"{report.conflicts} sidecars left out: two images share one name, or the name is the image's")
+    return lines

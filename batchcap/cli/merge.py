@@ -11,9 +11,7 @@ from batchcap.cli.exit_codes import EXIT_OK
 from batchcap.journal.merge import merge_journals
 from batchcap.run import manifest_path
 
-__all__ = ["HELP", "add_arguments", "main"]
-
-HELP = "join shard journals into one (one line per image: an ok record wins, then the latest)"
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,9 +11,7 @@ from batchcap.cli.argtypes import number
 from batchcap.cli.exit_codes import EXIT_OK
 from batchcap.source.samples import generate
 
-__all__ = ["HELP", "add_arguments", "main"]
-
-HELP = "write a folder of varied sample images (for the demo)"
+__all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

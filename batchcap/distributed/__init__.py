@@ -2,7 +2,7 @@
 
 Ray is an optional extra (``pip install 'batchcap[ray]'``): nothing here imports it until a job starts. One
 module per job: ``plan`` (shards, part journals, the split of limits), ``limiter`` (the job's one token bucket
-as an actor), ``progress`` (counters over all workers), ``worker`` (one shard = one ``batchcap.run``),
+as an actor), ``tally`` (progress counters over all workers), ``worker`` (one shard = one ``batchcap.run``),
 ``driver`` (submit, watch, cancel, merge).
 """
 

@@ -28,20 +28,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.distributed.limiter import SharedLimiter
 from batchcap.distributed.plan import JobPlan, plan_job, split_limits
-from batchcap.distributed.progress import ProgressHub
+from batchcap.distributed.tally import ProgressHub
 from batchcap.distributed.worker import STAT_FIELDS, run_shard, supports_shared_limiter
-from batchcap.errors import Aborted, BatchcapError, ConfigError
+from batchcap.errors import BatchcapError, ConfigError, JobAborted
 from batchcap.journal.merge import MergeStats, merge_journals
 from batchcap.progress import NullProgress, Progress
+from batchcap.service.auth import Secret
 
 __all__ = ["JobAborted", "JobStats", "part_paths", "run_distributed"]
-
-
-class JobAborted(Aborted):
-    """A shard stopped the job on purpose (bad token, wrong URL, journal fault); the message says why."""
 
 
 class JobStats:
@@ -178,10 +175,10 @@ def _drive(
 ) -> str | None:
     """Submit shards ``workers`` at a time until all are done; the first abort reason, if any."""
     hub = ray.remote(ProgressHub).options(num_cpus=0).remote()
-    split = split_limits(cfg.request_rate, cfg.burst, cfg.concurrency, workers)
+    split = split_limits(cfg.request_rate, cfg.limits.burst, cfg.limits.ceiling, workers)
     limiter = None
     if supports_shared_limiter():
-        limiter = ray.remote(SharedLimiter).options(num_cpus=0).remote(cfg.request_rate, cfg.burst)
+        limiter = ray.remote(SharedLimiter).options(num_cpus=0).remote(cfg.request_rate, cfg.limits.burst)
         stats.shared_limiter = True
     task = ray.remote(run_shard).options(num_cpus=1, max_retries=0)
     queue = list(plan.shards)

@@ -6,17 +6,17 @@ Imported in the Ray worker process; it does not import ray itself (the driver pa
 from __future__ import annotations
 
 import inspect
-from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchcap.aio import run_async
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.distributed.limiter import RemoteLimiter
 from batchcap.distributed.plan import Split
-from batchcap.distributed.progress import RemoteProgress
-from batchcap.errors import ConfigError
+from batchcap.distributed.tally import RemoteProgress
+from batchcap.flow.concurrency import ConcurrencySpec
+from batchcap.service.auth import Secret
 from batchcap.source.shard import Shard
 
 __all__ = ["STAT_FIELDS", "run_shard", "supports_shared_limiter"]
@@ -33,11 +33,6 @@ def supports_shared_limiter() -> bool:
     return "limiter" in inspect.signature(run).parameters
 
 
-def _check_shard_support() -> None:
-    if "shard" not in {f.name for f in fields(RunConfig)}:
-        raise ConfigError("this batchcap's run() cannot caption one shard yet (RunConfig has no 'shard' field)")
-
-
 def run_shard(
     cfg: RunConfig,
     shard: Shard,
@@ -50,8 +45,8 @@ def run_shard(
     """Caption ``shard`` of ``cfg.input_dir`` into ``part``; the counters as a dict. Raises what ``run`` raises."""
     from batchcap import run
 
-    _check_shard_support()
-    changes: dict[str, Any] = {"out": part, "shard": shard, "quiet": True, "concurrency": split.concurrency}
+    concurrency = ConcurrencySpec(cfg.limits.concurrency.mode, split.concurrency)
+    changes: dict[str, Any] = {"out": part, "shard": shard, "quiet": True, "concurrency": concurrency}
     kwargs: dict[str, Any] = {}
     if limiter is not None:
         kwargs["limiter"] = RemoteLimiter(limiter, cfg.request_rate)  # one bucket for the job: full rate and burst
@@ -59,7 +54,7 @@ def run_shard(
         changes.update(rate=split.rate, burst=split.burst)  # no shared bucket: each worker its share
     progress = RemoteProgress(hub, prefix=f"shard {shard}: ")
     try:
-        stats = run_async(partial(run, replace(cfg, **changes), token=token, progress=progress, **kwargs))
+        stats = run_async(partial(run, cfg.with_flat(changes), token=token, progress=progress, **kwargs))
     finally:
         progress.close()
     out = {name: getattr(stats, name) for name in STAT_FIELDS}

@@ -12,11 +12,11 @@ batching), network faults (resets, cut bodies, HTML 502/504, garbled 200s, hangs
 host (410) are knobs of the same settings.
 
 One job per module, in dependency order: ``captions`` (pixels -> caption), ``answers`` (caption and prompt ->
-the chat answer, JSON for a schema), ``settings`` (the knobs), ``log``
-(what was answered), ``capacity`` (replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``wire``
+the chat answer, JSON for a schema), ``settings`` (the knobs), ``log`` (what was answered), ``capacity``
+(replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``bodies``
 (request and answer formats per route shape), ``toolkit`` (the Endpoint container's strict rules), ``faults``
 (network and account faults), ``proxy`` (refusals before the model), ``app`` (routes and the check order),
-``server`` (on a socket, in-process), ``command`` (``batchcap serve``). Import from here: the submodules are an
+``server`` (on a socket, in-process), ``standalone`` (the ``batchcap serve`` loop). Import from here: the submodules are an
 implementation detail.
 """
 
@@ -26,7 +26,6 @@ from batchcap.emulator.answers import chat_answer_for, json_answer_for, prompt_t
 from batchcap.emulator.app import make_app
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import Decoded, caption_for
-from batchcap.emulator.command import add_arguments, managed_from_args, serve, settings_from_args
 from batchcap.emulator.faults import CREDITS_EXHAUSTED, LEGACY_GONE
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
 from batchcap.emulator.management import (
@@ -44,6 +43,7 @@ from batchcap.emulator.settings import (
     EmulatorSettings,
     Profile,
 )
+from batchcap.emulator.standalone import serve
 from batchcap.emulator.state import REQUEST_LOG
 from batchcap.emulator.state import (
     _TokenBucket as _TokenBucket,  # not public: the tests check its arithmetic directly
@@ -68,15 +68,12 @@ __all__ = [
     "RouteKind",
     "RunningEmulator",
     "RunningManagedEndpoint",
-    "add_arguments",
     "caption_for",
     "chat_answer_for",
     "json_answer_for",
     "make_app",
-    "managed_from_args",
     "prompt_tag",
     "serve",
-    "settings_from_args",
     "start_emulator",
     "start_managed_endpoint",
 ]

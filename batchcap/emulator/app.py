@@ -24,13 +24,7 @@ from aiohttp import web
 
 from batchcap.emulator import faults, toolkit
 from batchcap.emulator.answers import invalid_json_for, json_value, text_answer
-from batchcap.emulator.capacity import ModelPool
-from batchcap.emulator.captions import _CACHE, _decode_async
-from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
-from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
-from batchcap.emulator.settings import EmulatorSettings
-from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
-from batchcap.emulator.wire import (
+from batchcap.emulator.bodies import (
     _Answer,
     _answer_chat,
     _answer_pipeline,
@@ -42,6 +36,12 @@ from batchcap.emulator.wire import (
     _Payload,
     _tgi_error,
 )
+from batchcap.emulator.capacity import ModelPool
+from batchcap.emulator.captions import _CACHE, _decode_async
+from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
+from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
+from batchcap.emulator.settings import EmulatorSettings
+from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
 
 __all__ = ["make_app"]
 

@@ -14,9 +14,9 @@ import time
 
 from aiohttp import web
 
+from batchcap.emulator.bodies import _json, _Payload
 from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _State
-from batchcap.emulator.wire import _json, _Payload
 
 _TOO_LARGE = "Failed to buffer the request body: length limit exceeded"
 _BAD_GATEWAY_HTML = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from batchcap.emulator.wire import ENDPOINT_CONTENT_TYPES, _b64_image, _json, _Payload
+from batchcap.emulator.bodies import ENDPOINT_CONTENT_TYPES, _b64_image, _json, _Payload
 
 __all__ = ["ACCEPTED_ACCEPT", "accept_error", "handler_error", "metrics_text", "noise_address", "parse_strict"]
 

@@ -17,9 +17,10 @@ from typing import IO, Any, Literal
 import orjson
 
 from batchcap.errors import UsageError
-from batchcap.export.fsio import atomic_bytes, atomic_text, place_image, replace_text, sync_all
+from batchcap.export.files import atomic_bytes, atomic_text, place_image, replace_text, sync_all
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection, read_records, select
+from batchcap.journal import manifest_path
 
 __all__ = [
     "FORMATS",
@@ -74,11 +75,6 @@ class ExportReport:
     @property
     def left_out(self) -> int:
         return self.refused + self.bad_lines + self.missing + self.conflicts
-
-
-def manifest_path(journal: Path) -> Path:
-    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return journal.with_name(journal.stem + ".manifest.json")
 
 
 def input_dir_from_manifest(journal: Path) -> Path | None:

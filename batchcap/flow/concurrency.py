@@ -316,9 +316,20 @@ class ConcurrencySpec:
     mode: Literal["adaptive", "fixed"]
     n: int
 
+    @property
+    def adaptive(self) -> bool:
+        return self.mode == "adaptive"
 
-def parse_concurrency(text: str | int) -> ConcurrencySpec:
+    def __str__(self) -> str:
+        return str(self.n) if self.adaptive else f"fixed:{self.n}"
+
+
+def parse_concurrency(text: str | int | ConcurrencySpec) -> ConcurrencySpec:
     """``"16"`` / ``"auto:16"`` / ``"adaptive:16"`` -> adaptive with ceiling 16; ``"fixed:16"`` -> fixed."""
+    if isinstance(text, ConcurrencySpec):
+        return text
+    if isinstance(text, bool):
+        raise ConfigError(f"--concurrency must be N or fixed:N (got {text!r})")
     raw = str(text).strip().lower()
     mode, sep, number = raw.partition(":")
     if not sep:

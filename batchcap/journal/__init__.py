@@ -8,7 +8,7 @@ atomic files, the disk-error messages). Other packages import from here.
 from __future__ import annotations
 
 from batchcap.journal.codec import decode_line, encode_record
-from batchcap.journal.fsio import replacing, write_json_atomic
+from batchcap.journal.fsio import manifest_path, replacing, write_json_atomic
 from batchcap.journal.index import JournalIndex, load_index, path_key
 from batchcap.journal.writer import JournalWriter
 
@@ -18,6 +18,7 @@ __all__ = [
     "decode_line",
     "encode_record",
     "load_index",
+    "manifest_path",
     "path_key",
     "replacing",
     "write_json_atomic",

@@ -19,19 +19,7 @@ import orjson
 
 from batchcap.errors import JournalError
 
-__all__ = [
-    "HELD",
-    "append_newline",
-    "file_id",
-    "lock",
-    "replacing",
-    "sync",
-    "sync_dir",
-    "truncate",
-    "write_all",
-    "write_error",
-    "write_json_atomic",
-]
+__all__ = ["HELD", "append_newline", "file_id", "lock", "manifest_path", "replacing", "sync", "sync_dir", "truncate", "write_all", "write_error", "write_json_atomic"]
 
 sync = getattr(os, "fdatasync", os.fsync)  # the size change is flushed too; inode times are not needed
 
@@ -163,3 +151,7 @@ def write_error(path: Path, exc: OSError) -> JournalError:
         f"cannot write {path}: {reason}; fix the disk and run the same command again (results so far are kept)"
     )
 
+
+def manifest_path(journal: Path) -> Path:
+    """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
+    return journal.with_name(journal.stem + ".manifest.json")

@@ -36,11 +36,11 @@ from typing import Any, BinaryIO
 import orjson
 
 from batchcap.errors import ConfigError, JournalError
-from batchcap.journal import decode_line, write_json_atomic
-from batchcap.run import manifest_path
+from batchcap.journal.codec import decode_line
+from batchcap.journal.fsio import manifest_path, write_json_atomic
 from batchcap.version import __version__
 
-__all__ = ["MergeStats", "manifest_path", "merge_journals"]
+__all__ = ["MergeStats", "merge_journals"]
 
 BUCKET_BYTES = 256 * 1024 * 1024
 _READ = 4 * 1024 * 1024

@@ -39,6 +39,7 @@ from PIL import Image, ImageCms, ImageFile
 from batchcap.errors import InputError
 from batchcap.prepare.headers import plain_size
 from batchcap.prepare.metadata import ORIENTATION, has_private_metadata, is_srgb, orientation
+from batchcap.prepare.settings import DEFAULT_MAX_PIXELS, PrepareSettings
 from batchcap.source.read import check, sniff
 
 __all__ = [
@@ -58,8 +59,6 @@ __all__ = [
 #: Maps raw image bytes to the bytes of the request body that carries them.
 WireSize = Callable[[int], int]
 
-#: Pillow's own default (89,478,485 px: 0.25 GB of 24-bit RGB), fixed at import so settings stay plain ints.
-DEFAULT_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 #: A JPEG may be DCT-scaled to a long side this much under ``max_side`` (4032 -> 1008 for 1024) instead of
 #: being decoded at twice the size and resized: 1/4 the pixels to decode, no resize at all.
@@ -84,26 +83,6 @@ class Base64WireSize:
 def base64_wire_size(overhead: int) -> WireSize:
     """Wire size of an image sent as base64 inside ``overhead`` bytes of JSON (prompt, model, data-URI prefix)."""
     return Base64WireSize(overhead)
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareSettings:
-    """What the target gets. ``max_side=0`` sends files as they are; ``max_upload_bytes=0`` means no limit."""
-
-    max_side: int = 1024
-    jpeg_quality: int = 90
-    keep_metadata: bool = False
-    #: The request body limit, counted as sent (TGI's ``--payload-limit`` default: ``--max-upload-mb 2``).
-    max_upload_bytes: int = 2_000_000
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def __post_init__(self) -> None:
-        if self.max_side < 0:
-            raise ValueError(f"max_side must be >= 0 (got {self.max_side})")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be 1-100 (got {self.jpeg_quality})")
-        if self.max_upload_bytes < 0 or self.max_pixels <= 0:
-            raise ValueError("max_upload_bytes must be >= 0 and max_pixels > 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from batchcap.config import Dedupe
 from batchcap.models import Ask, ImageJob, LoadedImage, Record
 from batchcap.source.digest import NearIndex, NearKey, near_key
+from batchcap.source.settings import Dedupe
 
 __all__ = ["Admitted", "Deduper"]
 

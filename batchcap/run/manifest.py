@@ -17,16 +17,11 @@ import orjson
 
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
-from batchcap.journal import JournalIndex, write_json_atomic
+from batchcap.journal import JournalIndex, manifest_path, write_json_atomic
 from batchcap.run.stats import RunStats
 from batchcap.version import __version__
 
 __all__ = ["Manifest", "manifest_path", "read_manifest"]
-
-
-def manifest_path(out: Path) -> Path:
-    """The run manifest sits beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
-    return out.with_name(out.stem + ".manifest.json")
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -32,10 +32,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from batchcap.config import RunConfig
-from batchcap.errors import PromptError, UsageError
+from batchcap.errors import ConfigError, PromptError, UsageError
 from batchcap.journal import JournalIndex
 from batchcap.journal.index import LEGACY, answer_id
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.prepare.settings import PrepareSettings
+from batchcap.service.settings import TargetSettings
 from batchcap.tasks.context import SIDECAR_EXT, context_for
 from batchcap.tasks.fingerprint import Parts, TaskPrint
 from batchcap.tasks.schema import Schema, load_schema
@@ -121,15 +123,15 @@ class Plan:
         return out
 
 
-def target_identity(cfg: RunConfig) -> str:
+def target_identity(target: TargetSettings) -> str:
     """What fingerprints hash of a target: API, model, and the endpoint or base URL (without credentials)."""
-    if cfg.api == "openai":
-        return f"openai {cfg.model} {_clean(cfg.base_url or '')}"
-    if cfg.endpoint_name:  # its URL may change from one wake to the next; its name does not
-        return f"{cfg.api} endpoint-name {cfg.endpoint_name}"
-    if cfg.endpoint:
-        return f"{cfg.api} endpoint {_clean(cfg.endpoint)}"
-    return f"{cfg.api} {cfg.model} {_clean(cfg.api_base)}"
+    if target.api == "openai":
+        return f"openai {target.model} {_clean(target.base_url or '')}"
+    if target.endpoint_name:
+        return f"{target.api} endpoint-name {target.endpoint_name}"
+    if target.endpoint:
+        return f"{target.api} endpoint {_clean(target.endpoint)}"
+    return f"{target.api} {target.model} {_clean(target.api_base)}"
 
 
 def _clean(url: str) -> str:
@@ -138,14 +140,14 @@ def _clean(url: str) -> str:
     return parts._replace(netloc=netloc, query="", fragment="").geturl().rstrip("/")
 
 
-def preparation_parts(cfg: RunConfig) -> dict[str, Any]:
+def preparation_parts(prep: PrepareSettings) -> dict[str, Any]:
     """The preparation settings that change the pixels sent (``--max-side 0``: the files as they are)."""
-    if not cfg.max_side:
+    if not prep.enabled:
         return {"max_side": 0}
-    return {"max_side": cfg.max_side, "jpeg_quality": cfg.jpeg_quality, "max_upload_mb": cfg.max_upload_mb}
+    return {"max_side": prep.max_side, "jpeg_quality": prep.jpeg_quality, "max_upload_mb": prep.max_upload_mb}
 
 
-def _generation(lane: RunConfig, spec: TaskSpec) -> dict[str, Any]:
+def _generation(lane: TargetSettings, spec: TaskSpec) -> dict[str, Any]:
     if lane.api == "openai":
         return {"max_tokens": spec.max_tokens if spec.max_tokens is not None else lane.max_tokens,
                 "temperature": spec.temperature if spec.temperature is not None else lane.temperature}
@@ -160,8 +162,8 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
     ``lanes``: the configs of ``--target`` lanes (none: ``cfg`` is the one target). ``extra``: names of
     per-image variables a source provides (``ImageJob.context``).
     """
-    lane_cfgs = tuple(lanes) or (cfg,)
-    specs = cfg.tasks.specs(prompt=cfg.prompt)
+    lane_cfgs = tuple(c.target for c in lanes) or (cfg.target,)
+    specs = cfg.tasks.specs(prompt=cfg.target.prompt)
     runs = []
     for spec in specs:
         template = PromptTemplate.compile(spec.name, spec.prompt, extra=extra)
@@ -179,7 +181,7 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
     if cfg.sidecar and cfg.sidecar_ext == SIDECAR_EXT and any(r.template.needs_sidecar for r in runs):
         raise UsageError(f"--sidecar writes each answer to NAME{SIDECAR_EXT}, the file the prompt's {{{{ sidecar }}}} "
                          f"reads: the next run would read its own answers; pass --sidecar-ext .caption")
-    prep = preparation_parts(cfg)
+    prep = preparation_parts(cfg.prepare)
     lane_tasks = []
     for lane in lane_cfgs:
         prompted = lane.api == "openai"
@@ -399,9 +401,10 @@ def spec_history(manifest: Mapping[str, Any] | None, legacy: Parts | None = None
     return out
 
 
-#: The settings a manifest written before issue 16 keeps, as ``RunConfig`` fields.
-_LEGACY_FIELDS = ("api", "model", "api_base", "endpoint", "base_url", "endpoint_name", "prompt", "max_tokens",
-                  "temperature", "parameters", "max_side", "jpeg_quality", "max_upload_mb")
+#: The settings a manifest written before issue 16 keeps (flat names of ``RunConfig``'s groups).
+_LEGACY_TARGET = ("api", "model", "api_base", "endpoint", "base_url", "endpoint_name", "prompt", "max_tokens",
+                  "temperature", "parameters")
+_LEGACY_PREPARE = ("max_side", "jpeg_quality", "max_upload_mb")
 
 
 def legacy_parts(manifest: Mapping[str, Any] | None) -> Parts | None:
@@ -418,15 +421,14 @@ def legacy_parts(manifest: Mapping[str, Any] | None) -> Parts | None:
         config = manifest.get("config")
     if not isinstance(config, Mapping):
         return None
-    values = {k: config[k] for k in _LEGACY_FIELDS if k in config and config[k] is not None}
     try:
-        old = RunConfig(**values)
-        prep = preparation_parts(old)
-        gen = _generation(old, TaskSpec(DEFAULT_TASK, old.prompt))
-        return Parts.of(target=target_identity(old), template=old.prompt if old.api == "openai" else None,
-                        generation=gen, preparation=prep)
-    except (TypeError, ValueError):
+        old = TargetSettings(**{k: config[k] for k in _LEGACY_TARGET if config.get(k) is not None})
+        prep = PrepareSettings(**{k: config[k] for k in _LEGACY_PREPARE if config.get(k) is not None})
+    except (TypeError, ValueError, ConfigError):
         return None
+    gen = _generation(old, TaskSpec(DEFAULT_TASK, old.prompt))
+    return Parts.of(target=target_identity(old), template=old.prompt if old.api == "openai" else None,
+                    generation=gen, preparation=preparation_parts(prep))
 
 
 def legacy_current(plan: Plan, legacy: Parts | None) -> bool:

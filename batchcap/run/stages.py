@@ -83,17 +83,17 @@ class Stages:
         self.progress = progress
         self.on_scan_done = on_scan_done
         self.preparer = preparer  #: None: files go as they are (--max-side 0)
-        self.max_bytes = int(cfg.max_image_mb * 1024 * 1024)
+        self.max_bytes = cfg.source.max_bytes
         senders = captioner.senders
-        self.feed = Feed(capacity=max(2 * senders, cfg.read_batch))
+        self.feed = Feed(capacity=max(2 * senders, cfg.source.read_batch))
         self.sink = Sink(flush_at=max(64, 4 * senders), high_water=max(4096, 64 * senders))
-        self.count_targets = len(cfg.targets) > 1  # per-target counts, only where there are several
+        self.count_targets = len(cfg.routing.targets) > 1  # per-target counts, only where there are several
         self.scan_lock = threading.Lock()  # the scan is one generator; the reads run in parallel
         self.scan_done = anyio.Event()
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.dedupe, root=cfg.input_dir) if cfg.dedupe != "off" else None
+        self.deduper = Deduper(cfg.source.dedupe, root=cfg.input_dir) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -147,17 +147,17 @@ class Stages:
                 tg.start_soon(self.sender)
 
     async def readers(self) -> None:
-        cfg = self.cfg
+        source = self.cfg.source
         try:
             batches = scan_batches(
-                cfg.input_dir,
-                batch_size=cfg.read_batch,
+                source.input_dir,
+                batch_size=source.read_batch,
                 skip=self.skip(),
-                follow_symlinks=cfg.follow_symlinks,
+                follow_symlinks=source.follow_symlinks,
                 on_error=self.scan_error,
             )
             async with anyio.create_task_group() as tg:
-                for _ in range(cfg.readers):
+                for _ in range(source.readers):
                     tg.start_soon(self.reader, batches)
         finally:
             self.feed.close()
@@ -166,13 +166,14 @@ class Stages:
         """What the scan leaves out: paths whose every task the journal answers as this run asks (the planner),
         and with ``--shard`` other shards' paths."""
         done = self.planner.skip if self.index.lines else None  # a fresh run: no per-file lookup
-        if self.cfg.shard is None:
+        shard = self.cfg.source.shard
+        if shard is None:
             return done
-        return self.cfg.shard.skip_others(done)
+        return shard.skip_others(done)
 
     def scan_error(self, path: str, exc: OSError) -> None:
         """In a reader thread: a file or folder the scan had to skip gets an error record per task (never silent)."""
-        if self.cfg.shard is not None and not self.cfg.shard.owns(path):  # one shard records it, once
+        if (shard := self.cfg.source.shard) is not None and not shard.owns(path):  # one shard records it, once
             return
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         for task in self.planner.open_tasks(path):  # those an earlier run recorded are skipped like any done image

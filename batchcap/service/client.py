@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from batchcap.config import Secret
 from batchcap.errors import APIError, RequestTimeout, TransportError
 from batchcap.models import LoadedImage
+from batchcap.service.auth import Secret
 from batchcap.service.protocols import Adapter, classify, parse_reply
 from batchcap.version import __version__
 

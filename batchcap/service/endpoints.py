@@ -2,8 +2,7 @@
 
     api = EndpointsAPI("https://api.endpoints.huggingface.cloud/v2", token=token)
     async with api, EndpointLifecycle(api, EndpointName.parse("acme/captioner"), after="pause") as info:
-        cfg = dataclasses.replace(cfg, endpoint=info.url)   # caption at status.url, now running and healthy
-        await batchcap.run(cfg, token=token)
+        ...   # caption at info.url (status.url), now running and healthy: batchcap.run.run_with_endpoint
     # paused again here, also when the run raised or was cancelled (SIGTERM, Ctrl-C)
 
 A paused or scaled-to-zero Endpoint is resumed, then polled (``GET /endpoint/{ns}/{name}``) until its state is
@@ -20,17 +19,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import anyio
 import orjson
 
-from batchcap.aio import watch_signals
-from batchcap.config import DEFAULT_ENDPOINTS_API, AfterRun, RunConfig, Secret, parse_endpoint_name
 from batchcap.errors import (
     APIError,
     AuthError,
@@ -41,14 +38,12 @@ from batchcap.errors import (
     TransportError,
     WrongTarget,
 )
-from batchcap.progress import Progress
+from batchcap.service.auth import Secret
 from batchcap.service.client import _CLIENT_ERRORS, _transport_error
 from batchcap.service.protocols import classify
+from batchcap.service.settings import DEFAULT_ENDPOINTS_API, AfterRun, parse_endpoint_name
 from batchcap.types import Clock, Sleep
 from batchcap.version import __version__
-
-if TYPE_CHECKING:
-    from batchcap.run import RunStats
 
 __all__ = [
     "DEFAULT_ENDPOINTS_API",
@@ -57,7 +52,7 @@ __all__ = [
     "EndpointLifecycle",
     "EndpointName",
     "EndpointsAPI",
-    "run_with_endpoint",
+    "OnProgress",
     "wait_until_ready",
 ]
 
@@ -375,54 +370,3 @@ class EndpointLifecycle:
                 self.progress(message)
         elif self.progress and self.slept is not None:
             self.progress(f"Endpoint {self.name} is {self.slept.state}")
-
-
-async def run_with_endpoint(
-    cfg: RunConfig,
-    *,
-    token: Secret | None,
-    progress: Progress | None = None,
-    notes: OnProgress | None = None,
-    handle_signals: bool = False,
-    on_scan_done: Callable[[], None] | None = None,
-    poll: float = 5.0,
-) -> RunStats:
-    """``batchcap.run`` at the Endpoint ``cfg.endpoint_name`` names: woken first, put to sleep after (``after_run``).
-
-    One signal watcher covers the whole of it (the wake, the run, the pause), so Ctrl-C or SIGTERM at any point
-    ends the run as an interruption and the Endpoint still goes to sleep. ``notes`` hears the lifecycle lines.
-    """
-    from batchcap.run import RunStats, run
-
-    if not cfg.endpoint_name:
-        raise ConfigError("run_with_endpoint needs cfg.endpoint_name (NAMESPACE/NAME)")
-    api = EndpointsAPI(cfg.endpoints_api, token=token)
-    lifecycle = EndpointLifecycle(api, EndpointName.parse(cfg.endpoint_name), after=cfg.after_run,
-                                  max_wait=cfg.max_wait, poll=poll, progress=notes)
-    stop = anyio.Event()
-    wake_scope = anyio.CancelScope()
-
-    def on_signal() -> None:
-        stop.set()
-        wake_scope.cancel()
-
-    async with api, anyio.create_task_group() as tg:
-        if handle_signals:
-            tg.start_soon(watch_signals, on_signal)
-        try:
-            info: EndpointInfo | None = None
-            with wake_scope:
-                info = await lifecycle.wake()
-            if info is None:  # interrupted while waking (and already put back to sleep by wake())
-                stats = RunStats()
-                stats.interrupted = True
-                tg.cancel_scope.cancel()
-                return stats
-            stats = await run(replace(cfg, endpoint=info.url), token=token, progress=progress, stop=stop,
-                              on_scan_done=on_scan_done, notes=notes)
-        except BaseException:
-            await lifecycle.sleep(raise_errors=False)
-            raise
-        await lifecycle.sleep(raise_errors=True)
-        tg.cancel_scope.cancel()
-    return stats

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from batchcap.errors import ConfigError
+from batchcap.settings import parse_int, setting
 
 if TYPE_CHECKING:
     from batchcap.tasks.schema import Schema
@@ -54,6 +55,10 @@ __all__ = [
 GATES = ("empty", "refusal", "cut_off", "repeats_prompt", "too_short", "too_long", "invalid_json")
 
 OnBadCaption = Literal["flag", "error"]
+
+
+def _word(value: Any, name: str = "") -> str:
+    return str(value).strip().lower()
 
 #: A refusal when the (normalised) caption starts with one of these, as whole words.
 REFUSAL_STARTS: tuple[str, ...] = (
@@ -131,20 +136,22 @@ def normalise(text: str) -> str:
 class QualitySettings:
     """Which gates run and what happens to a caption that fails one. The defaults are the CLI's."""
 
-    quality_retries: int = 2  #: extra attempts for a caption that failed a gate
-    on_bad_caption: OnBadCaption = "flag"  #: after the retries: keep it as ok with flags, or a BadCaption error
-    min_words: int | None = None  #: ``too_short`` below this many words; None = off
-    max_words: int | None = None  #: ``too_long`` above this many words; None = off
-    empty: bool = True
-    refusal: bool = True
-    cut_off: bool = True
-    repeats_prompt: bool = True
-    invalid_json: bool = True
+    #: extra attempts for a caption that failed a gate
+    quality_retries: int = setting(2, parse=parse_int)
+    #: after the retries: keep it as ok with flags, or a BadCaption error
+    on_bad_caption: OnBadCaption = setting("flag", parse=_word)
+    min_words: int | None = setting(None, parse=parse_int)  #: ``too_short`` below this many words; None = off
+    max_words: int | None = setting(None, parse=parse_int)  #: ``too_long`` above this many words; None = off
+    empty: bool = setting(True, internal=True)
+    refusal: bool = setting(True, internal=True)
+    cut_off: bool = setting(True, internal=True)
+    repeats_prompt: bool = setting(True, internal=True)
+    invalid_json: bool = setting(True, internal=True)
     #: Chat targets: each quality retry raises the temperature by this much (capped at 1.0), so a model that
     #: answered deterministically badly gets a different draw. 0 = resend unchanged.
-    temperature_step: float = 0.3
-    refusal_starts: tuple[str, ...] = REFUSAL_STARTS
-    refusal_anywhere: tuple[str, ...] = REFUSAL_ANYWHERE
+    temperature_step: float = setting(0.3, internal=True)
+    refusal_starts: tuple[str, ...] = setting(REFUSAL_STARTS, internal=True)
+    refusal_anywhere: tuple[str, ...] = setting(REFUSAL_ANYWHERE, internal=True)
     _starts: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _anywhere: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -156,9 +163,10 @@ class QualitySettings:
             anywhere = _phrase_pattern(tuple(normalise(p) for p in self.refusal_anywhere), anchored=False)
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_anywhere", anywhere)
+        self.validate()
 
     def validate(self) -> QualitySettings:
-        """Raise ConfigError naming the flag; return self."""
+        """Raise ConfigError naming the flag; return self (also run on construction)."""
         if not isinstance(self.quality_retries, int) or self.quality_retries < 0:
             raise ConfigError(f"--quality-retries must be a whole number >= 0 (got {self.quality_retries!r})")
         if self.on_bad_caption not in ("flag", "error"):

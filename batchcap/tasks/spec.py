@@ -21,6 +21,7 @@ from typing import Any
 
 from batchcap.errors import UsageError
 from batchcap.models import DEFAULT_TASK
+from batchcap.settings import parse_bool, setting
 
 __all__ = ["TABLE_KEYS", "TASK_NAME", "TaskSettings", "TaskSpec"]
 
@@ -50,24 +51,43 @@ def _check_name(name: str, flag: str) -> str:
     return name
 
 
+def _strings(value: Any, name: str = "") -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"--{name} must be NAME=... text (got {value!r})")
+    return tuple(value)
+
+
+def _tables(value: Any, name: str = "tasks") -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping) or not all(isinstance(t, Mapping) for t in value.values()):
+        raise UsageError("[tasks] in a profile must hold one table per task: [tasks.NAME] with prompt = \"...\"")
+    return {str(k): dict(v) for k, v in value.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSettings:
     """The tasks settings of a run: ``--task`` (repeatable), ``--schema`` (repeatable), ``--keep-stale`` and the
-    profile's ``[tasks.NAME]`` tables. Checked on construction (``UsageError`` names the flag)."""
+    profile's ``[tasks.NAME]`` tables (the profile key ``tasks``). Checked on construction (``UsageError``, exit
+    2, names the flag)."""
 
-    task: tuple[str, ...] = ()  #: ``NAME=PROMPT`` or ``NAME`` (a profile table), in the order given
-    schema: tuple[str, ...] = ()  #: ``NAME=FILE.json``
-    keep_stale: bool = False  #: keep answers made with other settings instead of asking again
-    #: ``[tasks.NAME]`` tables of a profile, in file order (schema paths already resolved by the loader)
-    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    task: tuple[str, ...] = setting((), parse=_strings)  #: ``NAME=PROMPT`` or ``NAME`` (a profile table), in order
+    schema: tuple[str, ...] = setting((), parse=_strings)  #: ``NAME=FILE.json``
+    keep_stale: bool = setting(False, parse=parse_bool)  #: keep answers made otherwise instead of asking again
+    #: ``[tasks.NAME]`` tables of a profile, in file order (schema paths resolved by the profile loader)
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"parse": _tables})
 
     def __post_init__(self) -> None:
+        for name in ("task", "schema"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, _strings(value, name))
         for text in self.task:
             if not isinstance(text, str):
                 raise UsageError(f"--task must be NAME=PROMPT (got {text!r})")
             name, eq, _ = text.partition("=")
             _check_name(name, "--task")
-            if not eq and name not in self.tables:
+            if not eq and name not in self.tasks:
                 raise UsageError(f"--task {name}: no prompt; give --task {name}=PROMPT, or define [tasks.{name}] "
                                  "in the profile (--config)")
         for text in self.schema:
@@ -75,9 +95,9 @@ class TaskSettings:
             if not eq or not path:
                 raise UsageError(f"--schema must be NAME=FILE.json, e.g. --schema tags=tags.json (got {text!r})")
             _check_name(name, "--schema")
-        if not isinstance(self.tables, Mapping):
+        if not isinstance(self.tasks, Mapping):
             raise UsageError("[tasks] in a profile must hold one table per task: [tasks.NAME] with prompt = ...")
-        for name, table in self.tables.items():
+        for name, table in self.tasks.items():
             _check_name(name, f"[tasks.{name}]")
             if not isinstance(table, Mapping):
                 raise UsageError(f"[tasks.{name}] must be a table (prompt = ..., max_tokens = ..., ...)")
@@ -91,7 +111,7 @@ class TaskSettings:
         """The run's tasks in order. ``prompt`` is the run's ``--prompt`` (the one task of a run without tasks);
         ``max_tokens``/``temperature`` fill in what a task leaves out (None: leave it to the target's run
         settings)."""
-        tables = {name: _spec(name, table) for name, table in self.tables.items()}
+        tables = {name: _spec(name, table) for name, table in self.tasks.items()}
         if self.task:
             chosen: list[TaskSpec] = []
             for text in self.task:

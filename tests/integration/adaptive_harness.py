@@ -64,7 +64,7 @@ async def drive(
     backoff: float = 0.05,
 ) -> DriveResult:
     """Caption every image once (bounded attempts each); the limiter decides how many are in flight."""
-    adapter = make_adapter(RunConfig(api="hf", endpoint=url))
+    adapter = make_adapter(RunConfig.build(api="hf", endpoint=url).target)
     result = DriveResult()
     pending: deque[tuple[int, float]] = deque((i, 0.0) for i in range(len(images)))
     attempts = [0] * len(images)

@@ -31,7 +31,7 @@ class CaptionedRun:
 async def _caption(images: Path, journal: Path) -> None:
     server = await start_emulator(EmulatorSettings(latency=0))
     try:
-        cfg = RunConfig(input_dir=images, out=journal, model=MODEL, api_base=f"{server.url}/hf-inference",
+        cfg = RunConfig.build(input_dir=images, out=journal, model=MODEL, api_base=f"{server.url}/hf-inference",
                         concurrency=4, rate=None, burst=4, timeout=5.0).validate()
         with anyio.fail_after(30):
             await run(cfg)

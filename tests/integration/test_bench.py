@@ -244,7 +244,7 @@ def test_flag_syntax_is_checked_by_argparse(capsys: pytest.CaptureFixture[str]) 
 def test_target_specs(text: str, api: str, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     t = parse_target(text)
-    assert (t.cfg.api, t.cfg.url) == (api, url)
+    assert (t.cfg.target.api, t.cfg.target.url) == (api, url)
     if text.startswith("configs/free-api"):
         assert t.name == "free-api"  # a bare profile is named after its file
 

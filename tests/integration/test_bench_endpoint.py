@@ -11,7 +11,7 @@ import pytest
 from batchcap.bench import BenchSettings, parse_target, resolve_targets, run_bench
 from batchcap.emulator import DEFAULT_TOKEN, EmulatorSettings, RunningEmulator
 from batchcap.emulator.management import ManagedEndpointSettings, start_managed_endpoint
-from batchcap.errors import UsageError
+from batchcap.errors import ConfigError, UsageError
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 
@@ -46,9 +46,9 @@ async def test_paused_endpoint_cold_start_is_measured_from_the_resume(
 
 def test_endpoint_target_spelling() -> None:
     t = parse_target("ep=endpoint:acme/captioner")
-    assert t.cfg.endpoint_name == "acme/captioner"
-    assert t.cfg.endpoints_api == "https://api.endpoints.huggingface.cloud/v2"
-    with pytest.raises(UsageError, match="NAMESPACE/NAME"):
+    assert t.cfg.target.endpoint_name == "acme/captioner"
+    assert t.cfg.target.endpoints_api == "https://api.endpoints.huggingface.cloud/v2"
+    with pytest.raises(ConfigError, match="NAMESPACE/NAME"):
         parse_target("ep=endpoint:captioner")
     with pytest.raises(UsageError, match="MANAGEMENT_API"):
         parse_target("ep=endpoint:acme/c@ftp://x")

@@ -105,7 +105,7 @@ def test_no_target_no_estimate_and_human_report(messy: Path) -> None:
 async def test_already_done_after_a_run(emulator: Emulator, messy: Path, tmp_path: Path) -> None:
     server = await emulator(EmulatorSettings())
     out = tmp_path / "results.jsonl"
-    cfg = RunConfig(input_dir=messy, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
+    cfg = RunConfig.build(input_dir=messy, out=out, model=MODEL, api_base=f"{server.url}/hf-inference",
                     concurrency=8, rate=None, burst=8, timeout=5.0).validate()
     with anyio.fail_after(30):
         stats = await run(cfg)
@@ -143,7 +143,7 @@ async def test_probe_sends_exactly_n(emulator: Emulator, messy: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "says"),
     [
-        (["--probe", "3"], 2, "--probe needs --target"),
+        (["--probe", "3"], 2, "--probe needs a target"),
         (["--target", "hf:m", "--probe", "1000"], 2, "at most"),
         (["--target", "ftp://x"], 2, "--target"),
         (["--target", "x=ftp://y"], 2, "SPEC must start"),
@@ -158,9 +158,9 @@ def test_usage_errors(messy: Path, argv: list[str], code: int, says: str) -> Non
     assert err.startswith("batchcap check: error:")
 
 
-def test_missing_folder_is_one_line_exit_3(tmp_path: Path) -> None:
+def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     got, _, err = check_json(tmp_path / "nope")
-    assert got == 3
+    assert got == 2
     assert "does not exist" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -201,7 +201,7 @@ async def test_estimate_is_within_25_percent_of_the_run(emulator: Emulator, tmp_
     assert code == 0, err
     assert server.log.count() == 0
     forecast = report["estimate"]["wall_s"]
-    cfg = RunConfig(input_dir=folder, out=tmp_path / "r.jsonl", endpoint=f"{server.url}/", rate=20, burst=4,
+    cfg = RunConfig.build(input_dir=folder, out=tmp_path / "r.jsonl", endpoint=f"{server.url}/", rate=20, burst=4,
                     concurrency=4, timeout=10).validate()
     started = time.monotonic()
     with anyio.fail_after(30):

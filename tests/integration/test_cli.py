@@ -13,7 +13,7 @@ import anyio
 import orjson
 import pytest
 
-from batchcap.cli import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, main
+from batchcap.cli import EXIT_ABORTED, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.source.samples import generate
 
@@ -68,12 +68,23 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(tmp_path)]) == EXIT_ABORTED
+    """A wrong command line, profile or path: exit 2 (nothing was sent), one line, never code 3 (which means a
+    run started and was stopped: a script must tell a typo from an abort)."""
+    assert main(["run", str(tmp_path)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "--model" in err
     assert "Traceback" not in err
-    assert main(["run", str(tmp_path / "missing"), "--model", "m"]) == EXIT_ABORTED
+    assert main(["run", str(tmp_path / "missing"), "--model", "m"]) == EXIT_USAGE
     assert "not a folder" in capsys.readouterr().err
+    for bad, said in ((["--jpeg-quality", "150"], "--jpeg-quality must be a whole number from 1 to 100"),
+                      (["--endpoint", "htp://x"], "--endpoint must be an http(s) URL"),
+                      (["--api", "openai", "--base-url", "http://127.0.0.1:9/v1"], "--api openai needs --model"),
+                      (["--model", "m", "--max-side", "big"], "--max-side must be a whole number"),
+                      (["--model", "m", "--rate", "fast"], "--rate must be a number")):
+        assert main(["run", str(tmp_path), *bad]) == EXIT_USAGE, bad
+        err = capsys.readouterr().err
+        assert said in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 async def test_kill_9_mid_run_then_resume_loses_nothing(emulator: Emulator, many: Path, tmp_path: Path) -> None:

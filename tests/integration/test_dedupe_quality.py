@@ -22,7 +22,6 @@ from batchcap import RunConfig, run
 from batchcap.emulator import EmulatorSettings, RunningEmulator, caption_for
 from batchcap.flow.retry import RetryPolicy
 from batchcap.source.samples import generate
-from batchcap.tasks.spec import TaskSettings
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 MODEL = "Salesforce/blip-image-captioning-base"
@@ -36,7 +35,7 @@ def cfg_for(server: RunningEmulator, folder: Path, out: Path, **kw: Any) -> RunC
     base: dict[str, Any] = {"input_dir": folder, "out": out, "model": MODEL, "api_base": f"{server.url}/hf-inference",
                             "concurrency": 8, "rate": None, "burst": 8, "timeout": 5.0}
     base.update(kw)
-    return RunConfig(**base).validate()
+    return RunConfig.build(**base).validate()
 
 
 @pytest.fixture
@@ -107,7 +106,7 @@ async def test_resume_and_retry_after_failed_originals(
     healthy = await emulator(EmulatorSettings())
     # Another server is another target (its URL is in every answer's fingerprint): keep the first one's answers.
     with anyio.fail_after(60):
-        again = await run(cfg_for(healthy, with_copies, out, tasks=TaskSettings(keep_stale=True)))
+        again = await run(cfg_for(healthy, with_copies, out, keep_stale=True))
     assert again.failed == 0
     final = {}
     for r in lines(out):
@@ -201,7 +200,7 @@ def pictures(tmp_path: Path) -> Path:
 
 
 def chat_cfg(base: str, folder: Path, out: Path, **kw: Any) -> RunConfig:
-    return RunConfig(input_dir=folder, out=out, api="openai", model="m", base_url=base, concurrency=8,
+    return RunConfig.build(input_dir=folder, out=out, api="openai", model="m", base_url=base, concurrency=8,
                      rate=None, burst=8, timeout=5.0, **kw).validate()
 
 

@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import pytest
 
+from batchcap.cli.serve import add_arguments, settings_from_args
 from batchcap.emulator import (
     DEFAULT_TOKEN,
     EmulatorSettings,
@@ -27,10 +28,8 @@ from batchcap.emulator import (
     RequestLog,
     RunningEmulator,
     _TokenBucket,
-    add_arguments,
     caption_for,
     chat_answer_for,
-    settings_from_args,
 )
 from batchcap.errors import ConfigError
 

@@ -22,13 +22,12 @@ import orjson
 import pytest
 from PIL import ExifTags, Image, ImageOps
 
+from batchcap.cli.serve import add_arguments, settings_from_args
 from batchcap.config import RunConfig
 from batchcap.emulator import (
     EmulatorSettings,
     RunningEmulator,
-    add_arguments,
     caption_for,
-    settings_from_args,
 )
 from batchcap.errors import (
     BadResponse,
@@ -263,7 +262,7 @@ async def test_each_fault_reaches_the_client_as_its_class(
     with anyio.fail_after(10):
         server = await emulator(EmulatorSettings(**{knob: 1.0}, seed=3))
         url = f"{server.url}/hf-inference/models/{MODEL}"
-        adapter = make_adapter(RunConfig(api="hf", model=MODEL))
+        adapter = make_adapter(RunConfig.build(api="hf", model=MODEL).target)
         seen: list[str] = []
         async with CaptionClient(url, adapter, timeout=0.5) as client:
             for _ in range(4):
@@ -451,7 +450,7 @@ async def test_answer_shapes_of_custom_handlers(emulator: Emulator) -> None:
     with anyio.fail_after(10):
         data = jpeg()
         expected = caption_for(data)
-        adapter = make_adapter(RunConfig(api="hf", model=MODEL))
+        adapter = make_adapter(RunConfig.build(api="hf", model=MODEL).target)
         for shape in ("list", "object", "string"):
             server = await emulator(EmulatorSettings(answer_shape=shape))  # type: ignore[arg-type]
             async with CaptionClient(server.url + "/", adapter, timeout=5) as client:

@@ -41,7 +41,7 @@ async def setup(emulator: Emulator) -> AsyncIterator[Setup]:
 
 
 def cfg(url: str, folder: Path, out: Path) -> RunConfig:
-    return RunConfig(input_dir=folder, out=out, endpoint=url, concurrency=4, rate=None, timeout=5.0,
+    return RunConfig.build(input_dir=folder, out=out, endpoint=url, concurrency=4, rate=None, timeout=5.0,
                      quiet=True).validate()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -13,16 +12,14 @@ import orjson
 import pytest
 from captioned import CaptionedRun, make_run
 
+from batchcap.cli import main as cli_main
 from batchcap.emulator import caption_for
-from batchcap.export.command import add_arguments, run_from_args
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
 
 
 def export(*argv: str | Path) -> int:
-    parser = argparse.ArgumentParser(prog="batchcap export")
-    add_arguments(parser)
-    return run_from_args(parser.parse_args([str(a) for a in argv]))
+    return cli_main(["export", *(str(a) for a in argv)])
 
 
 def append(journal: Path, *records: Record) -> None:
@@ -182,10 +179,10 @@ def test_usage_and_unreadable_input_exit_codes(tmp_path: Path, capsys: pytest.Ca
     assert export(journal, "--format", "kohya", "--ext", "txt") == 2
     assert export(journal, "--format", "kohya") == 2  # no manifest beside it, no --images
     assert "pass --images DIR" in capsys.readouterr().err
-    assert export(tmp_path / "missing.jsonl", "--format", "csv") == 3
+    assert export(tmp_path / "missing.jsonl", "--format", "csv") == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("batchcap export: cannot read")
+    assert lines[0].startswith("batchcap export: error: cannot read")
     (tmp_path / "junk.jsonl").write_bytes(b'{"path":"a.jpg","status":"ok","caption":"x"}\nnot json\n')
     assert export(tmp_path / "junk.jsonl", "--format", "csv") == 1
     assert "1 lines are not batchcap records" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "invalid choice: 'zip'" in bad.stderr
     missing = batchcap("export", tmp_path / "r.jsonl", "--format", "csv")
-    assert missing.returncode == 3
+    assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0
-    assert batchcap("report", tmp_path / "r.jsonl", "--out", tmp_path / "s").returncode == 3
+    assert batchcap("report", tmp_path / "r.jsonl", "--out", tmp_path / "s").returncode == 2
     assert batchcap("report", tmp_path / "r.jsonl").returncode == 2  # --out is required

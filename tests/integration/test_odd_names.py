@@ -40,7 +40,7 @@ async def test_every_odd_name_is_accounted_for(emulator: EmulatorFactory, tmp_pa
     server = await emulator(EmulatorSettings())
     root, undecodable = odd_folder(tmp_path)
     out = tmp_path / "r.jsonl"
-    cfg = RunConfig(input_dir=root, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None).validate()
+    cfg = RunConfig.build(input_dir=root, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None).validate()
     with anyio.fail_after(20):
         stats = await run(cfg)
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]

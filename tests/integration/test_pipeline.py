@@ -12,11 +12,12 @@ import anyio
 import orjson
 import pytest
 
-from batchcap.config import RunConfig, Secret
+from batchcap.config import RunConfig
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, caption_for
 from batchcap.errors import RunAborted
 from batchcap.flow.retry import RetryPolicy
 from batchcap.run import manifest_path, run
+from batchcap.service.auth import Secret
 from batchcap.source.samples import generate
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
@@ -41,7 +42,7 @@ def cfg_for(server: RunningEmulator, folder: Path, out: Path, **kw: Any) -> RunC
                             "api_base": f"{server.url}/hf-inference", "concurrency": 8, "rate": None, "burst": 8,
                             "timeout": 5.0}
     base.update(kw)
-    return RunConfig(**base).validate()
+    return RunConfig.build(**base).validate()
 
 
 @pytest.fixture
@@ -244,7 +245,7 @@ async def test_unreachable_service_records_transport_errors(images: Path, tmp_pa
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = RunConfig(input_dir=images, out=tmp_path / "o.jsonl", model=MODEL,
+    cfg = RunConfig.build(input_dir=images, out=tmp_path / "o.jsonl", model=MODEL,
                     api_base=f"http://127.0.0.1:{port}", retries=1, timeout=2.0, rate=None).validate()
     with anyio.fail_after(20):
         stats = await run(cfg, policy=RetryPolicy.immediate(attempts=2))
@@ -286,7 +287,7 @@ async def test_token_never_follows_a_redirect_to_another_host(images: Path, tmp_
         app = web.Application()
         app.router.add_post("/{tail:.*}", redirect)
         async with TestServer(app, host="127.0.0.1", port=0) as origin:
-            cfg = RunConfig(input_dir=images, out=tmp_path / "o.jsonl", endpoint=str(origin.make_url("/")),
+            cfg = RunConfig.build(input_dir=images, out=tmp_path / "o.jsonl", endpoint=str(origin.make_url("/")),
                             rate=None).validate()
             with anyio.fail_after(10), pytest.raises(RunAborted, match="redirect"):
                 await run(cfg, token=Secret("hf_do_not_forward"))

@@ -52,7 +52,7 @@ def cfg(url: str, folder: Path, out: Path, **kw: Any) -> RunConfig:
         "rate": None,
         "timeout": 10.0,
     }
-    return RunConfig(**(base | kw)).validate()
+    return RunConfig.build(**(base | kw)).validate()
 
 
 async def test_photos_are_sent_prepared_and_the_journal_says_what_was_sent(

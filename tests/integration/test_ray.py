@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
 ray = pytest.importorskip("ray")
 
 from batchcap.distributed.limiter import RemoteLimiter, SharedLimiter
-from batchcap.distributed.progress import ProgressHub, RemoteProgress
+from batchcap.distributed.tally import ProgressHub, RemoteProgress
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +105,7 @@ async def test_driver_on_the_session_cluster_captions_each_image_once_at_one_rat
     folder = tmp_path / "imgs"
     paths = [p.relative_to(folder).as_posix() for p in generate(folder, 80, seed=8)]
     out = tmp_path / "captions.jsonl"
-    cfg = RunConfig(input_dir=folder, out=out, model=DEFAULT_MODEL_ID, api_base=f"{server.url}/hf-inference",
+    cfg = RunConfig.build(input_dir=folder, out=out, model=DEFAULT_MODEL_ID, api_base=f"{server.url}/hf-inference",
                     rate=20.0, burst=2, concurrency=6, quiet=True).validate()
     # In a thread: the emulator answers on this event loop while the driver blocks on Ray.
     job = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=4))
@@ -133,7 +133,7 @@ async def test_a_refused_token_aborts_the_job_with_the_reason(
     server = await emulator(EmulatorSettings(auth="protected"))
     folder = tmp_path / "imgs"
     generate(folder, 20, seed=8)
-    cfg = RunConfig(input_dir=folder, out=tmp_path / "c.jsonl", model=DEFAULT_MODEL_ID,
+    cfg = RunConfig.build(input_dir=folder, out=tmp_path / "c.jsonl", model=DEFAULT_MODEL_ID,
                     api_base=f"{server.url}/hf-inference", rate=None, quiet=True).validate()
     with pytest.raises(JobAborted, match="token"):
         await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=2))

@@ -33,7 +33,7 @@ async def one_at_a_time(emulator: EmulatorFactory, images: Path, tmp_path: Path,
                         timeout: float) -> None:
     server = await emulator(EmulatorSettings(profile="endpoint", latency=latency))
     out = tmp_path / "r.jsonl"
-    cfg = RunConfig(input_dir=images, out=out, endpoint=server.url + "/", concurrency=16, timeout=timeout).validate()
+    cfg = RunConfig.build(input_dir=images, out=out, endpoint=server.url + "/", concurrency=16, timeout=timeout).validate()
     started = time.monotonic()
     with anyio.fail_after(30 + 60 * latency * 3):
         stats = await run(cfg)
@@ -62,7 +62,7 @@ async def test_a_three_percent_mix_of_each_fault_loses_nothing(
 ) -> None:
     server = await emulator(EmulatorSettings(**{fault: 0.03, "seed": 4}))  # type: ignore[arg-type]
     out = tmp_path / "r.jsonl"
-    cfg = RunConfig(input_dir=images, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None,
+    cfg = RunConfig.build(input_dir=images, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None,
                     concurrency=8, timeout=1.0).validate()
     with anyio.fail_after(60):
         stats = await run(cfg, policy=RetryPolicy(retries=5, base=0.01, cap=0.05))
@@ -79,19 +79,19 @@ async def test_credits_after_40_captions_stop_the_run_and_the_next_does_the_rest
 ) -> None:
     server = await emulator(EmulatorSettings(credits=40, latency=0.01))
     out = tmp_path / "r.jsonl"
-    cfg = RunConfig(input_dir=images, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None,
+    cfg = RunConfig.build(input_dir=images, out=out, model=MODEL, api_base=server.url + "/hf-inference", rate=None,
                     concurrency=4).validate()
     started = time.monotonic()
     with anyio.fail_after(20), pytest.raises(RunAborted, match="credits") as info:
         await run(cfg)
     assert info.value.kind == "credits"
     assert time.monotonic() - started < 10
-    assert server.log.count(402) <= 2 * cfg.concurrency
+    assert server.log.count(402) <= 2 * cfg.limits.ceiling
     done = records(out)
     assert {r["status"] for r in done} == {"ok"}  # no error record for the images not done
-    assert 40 - cfg.concurrency <= len(done) <= 40  # requests in flight at the stop are not waited for
+    assert 40 - cfg.limits.ceiling <= len(done) <= 40  # requests in flight at the stop are not waited for
     fresh = await emulator(EmulatorSettings())
     with anyio.fail_after(20):
-        stats = await run(RunConfig(input_dir=images, out=out, model=MODEL, api_base=fresh.url + "/hf-inference",
+        stats = await run(RunConfig.build(input_dir=images, out=out, model=MODEL, api_base=fresh.url + "/hf-inference",
                                     rate=None).validate())
     assert (stats.ok, stats.skipped) == (60 - len(done), len(done))  # exactly the rest

@@ -50,7 +50,7 @@ async def test_failover_moves_to_the_next_target_when_credits_run_out(
     free = await raw_server(counting("free", calls, credits=60))
     paid = await raw_server(counting("paid", calls))
     out = tmp_path / "r.jsonl"
-    cfg = RunConfig(input_dir=images, out=out, rate=None, concurrency=4, targets=(
+    cfg = RunConfig.build(input_dir=images, out=out, rate=None, concurrency=4, targets=(
         f"free=hf:{MODEL}", f"paid={paid.rstrip('/')}/"), api_base=free.rstrip("/"),
         price_per_hour=("paid=0.60",)).validate()
     with anyio.fail_after(30):
@@ -59,7 +59,7 @@ async def test_failover_moves_to_the_next_target_when_credits_run_out(
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     by = Counter(str(r["target"]).split("=", 1)[0] for r in records)
     assert by == {"free": 60, "paid": 90}  # every image ok, both targets named in the records
-    assert calls["free after 402"] <= cfg.concurrency  # the spent target gets almost no requests after its 402
+    assert calls["free after 402"] <= cfg.limits.ceiling  # the spent target gets almost no requests after its 402
     assert "free" in stats.drained
     assert "credits" in stats.drained["free"]
     paid_info = next(v for k, v in stats.targets.items() if k.startswith("paid="))
@@ -72,7 +72,7 @@ async def test_spread_uses_both_targets_and_the_faster_takes_more(
     calls: Counter[str] = Counter()
     slow = await raw_server(counting("slow", calls, delay=0.03))
     fast = await raw_server(counting("fast", calls, delay=0.005))
-    cfg = RunConfig(input_dir=images, out=tmp_path / "r.jsonl", rate=None, concurrency=2, route="spread",
+    cfg = RunConfig.build(input_dir=images, out=tmp_path / "r.jsonl", rate=None, concurrency=2, route="spread",
                     targets=(f"slow={slow}", f"fast={fast}")).validate()
     with anyio.fail_after(30):
         stats = await run(cfg)
@@ -86,7 +86,7 @@ async def test_the_run_stops_only_when_every_target_is_spent(
     calls: Counter[str] = Counter()
     a = await raw_server(counting("a", calls, credits=10))
     b = await raw_server(counting("b", calls, credits=10))
-    cfg = RunConfig(input_dir=images, out=tmp_path / "r.jsonl", rate=None, concurrency=2,
+    cfg = RunConfig.build(input_dir=images, out=tmp_path / "r.jsonl", rate=None, concurrency=2,
                     targets=(f"a={a}", f"b={b}")).validate()
     with anyio.fail_after(30), pytest.raises(RunAborted, match="every target is spent") as info:
         await run(cfg, policy=RetryPolicy.immediate())
@@ -97,7 +97,7 @@ async def test_the_run_stops_only_when_every_target_is_spent(
 
 
 async def test_a_bad_target_spec_is_a_config_error_before_anything_starts(images: Path, tmp_path: Path) -> None:
-    cfg = RunConfig(input_dir=images, out=tmp_path / "r.jsonl", targets=("nospec",)).validate()
+    cfg = RunConfig.build(input_dir=images, out=tmp_path / "r.jsonl", targets=("nospec",)).validate()
     with pytest.raises(ConfigError, match="expected NAME=SPEC"):
         await run(cfg)
     assert not (tmp_path / "r.jsonl").exists()

@@ -34,7 +34,7 @@ def images(tmp_path: Path) -> Path:
 
 
 def config(images: Path, out: Path, url: str, **kw: object) -> RunConfig:
-    return RunConfig(input_dir=images, out=out, model=MODEL, api_base=url.rstrip("/"), rate=None, timeout=5.0,
+    return RunConfig.build(input_dir=images, out=out, model=MODEL, api_base=url.rstrip("/"), rate=None, timeout=5.0,
                      **kw).validate()  # type: ignore[arg-type]
 
 
@@ -63,7 +63,7 @@ async def test_credits_running_out_stop_the_run_at_once_and_a_later_run_does_the
     with anyio.fail_after(20), pytest.raises(RunAborted, match="credits of this account ran out") as info:
         await run(cfg, policy=RetryPolicy.immediate(attempts=3))
     assert info.value.kind == "credits"
-    assert calls_after_402 <= 2 * cfg.concurrency  # stopped at once, not one 402 per image
+    assert calls_after_402 <= 2 * cfg.limits.ceiling  # stopped at once, not one 402 per image
     first = lines(out)
     assert all(rec["status"] == "ok" for rec in first)  # no error record for the images not done
     assert len(first) == 40

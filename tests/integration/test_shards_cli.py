@@ -97,7 +97,7 @@ def test_shard_flag_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_merge_command_refuses_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["merge", str(tmp_path / "out.jsonl"), str(tmp_path / "missing.jsonl")]) == 3
+    assert main(["merge", str(tmp_path / "out.jsonl"), str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "does not exist" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Iterator
@@ -12,9 +11,9 @@ from typing import Any
 import pytest
 from captioned import CaptionedRun, make_run
 
+from batchcap.cli import main as cli_main
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
-from batchcap.site.command import add_arguments, run_from_args
 from batchcap.source.samples import generate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,9 +26,7 @@ if not os.access(CHROMIUM, os.X_OK):
 
 
 def report(*argv: str | Path) -> int:
-    parser = argparse.ArgumentParser(prog="batchcap report")
-    add_arguments(parser)
-    return run_from_args(parser.parse_args([str(a) for a in argv]))
+    return cli_main(["report", *(str(a) for a in argv)])
 
 
 @pytest.fixture(scope="module")

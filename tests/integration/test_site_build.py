@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 from pathlib import Path
@@ -10,16 +9,14 @@ from pathlib import Path
 import pytest
 from captioned import CaptionedRun, make_run
 
+from batchcap.cli import main as cli_main
 from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
 from batchcap.site import SiteOptions, build_site
-from batchcap.site.command import add_arguments, run_from_args
 
 
 def report(*argv: str | Path) -> int:
-    parser = argparse.ArgumentParser(prog="batchcap report")
-    add_arguments(parser)
-    return run_from_args(parser.parse_args([str(a) for a in argv]))
+    return cli_main(["report", *(str(a) for a in argv)])
 
 
 @pytest.fixture
@@ -98,7 +95,7 @@ def test_paths_outside_the_folder_get_no_thumbnail_and_no_card(
 
 
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert report(tmp_path / "missing.jsonl", "--out", tmp_path / "s") == 3
+    assert report(tmp_path / "missing.jsonl", "--out", tmp_path / "s") == 2
     assert capsys.readouterr().err.count("\n") == 1
     journal = tmp_path / "results.jsonl"
     journal.write_bytes(encode_record(Record("a.jpg", "ok", caption="x")))

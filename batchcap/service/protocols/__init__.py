@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchcap.config import RunConfig
 from batchcap.service.protocols.base import Adapter, Built, classify, error_message, parse_reply
 from batchcap.service.protocols.hf import HFJson, HFRaw
 from batchcap.service.protocols.openai import OpenAIChat
+from batchcap.service.settings import TargetSettings
 
 __all__ = ["REGISTRY", "Adapter", "Built", "HFJson", "HFRaw", "OpenAIChat", "classify", "error_message", "make_adapter",
            "parse_reply"]
 
-REGISTRY: dict[str, Callable[[RunConfig], Adapter]] = {
-    "hf": lambda cfg: HFRaw(),
-    "hf-json": lambda cfg: HFJson(parameters=dict(cfg.parameters or {})),
-    "openai": lambda cfg: OpenAIChat(
-        model=cfg.model or "", prompt=cfg.prompt, max_tokens=cfg.max_tokens, temperature=cfg.temperature
+REGISTRY: dict[str, Callable[[TargetSettings], Adapter]] = {
+    "hf": lambda t: HFRaw(),
+    "hf-json": lambda t: HFJson(parameters=dict(t.parameters or {})),
+    "openai": lambda t: OpenAIChat(
+        model=t.model or "", prompt=t.prompt, max_tokens=t.max_tokens, temperature=t.temperature
     ),
 }
 
 
-def make_adapter(cfg: RunConfig) -> Adapter:
-    """The adapter for ``cfg.api``."""
-    return REGISTRY[cfg.api](cfg)
+def make_adapter(target: TargetSettings) -> Adapter:
+    """The adapter for ``target.api``."""
+    return REGISTRY[target.api](target)

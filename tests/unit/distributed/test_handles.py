@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchcap.distributed.limiter import RemoteLimiter, SharedLimiter
-from batchcap.distributed.progress import ProgressHub, RemoteProgress
+from batchcap.distributed.tally import ProgressHub, RemoteProgress
 
 
 class _Method:

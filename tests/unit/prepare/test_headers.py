@@ -41,7 +41,7 @@ def test_never_plain_where_pillow_would_re_encode(
     corpus: dict[str, bytes],
     pillow_test_images: list[Path],
 ) -> None:
-    settings = PrepareSettings(max_side=100_000, max_upload_bytes=0)
+    settings = PrepareSettings(max_side=100_000, max_upload_mb=0)
     files = list(corpus.values()) + [p.read_bytes() for p in pillow_test_images]
     plain = 0
     for data in files:

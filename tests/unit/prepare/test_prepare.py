@@ -9,7 +9,7 @@ import pytest
 from corpus import P3_SAMPLE, PHOTO_SIZE, RED, p3_icc
 from PIL import Image, ImageCms
 
-from batchcap.errors import InputError
+from batchcap.errors import ConfigError, InputError
 from batchcap.prepare import (
     DEFAULT_MAX_PIXELS,
     PrepareSettings,
@@ -193,14 +193,14 @@ def test_budget_counts_base64_and_json_and_lowers_quality_first(
     wire = base64_wire_size(overhead)
     plain = prepare(corpus["phone_portrait.jpg"], DEFAULTS, wire_size=wire)
     budget = wire(len(plain.data)) * 3 // 4
-    out = prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_bytes=budget), wire_size=wire)
+    out = prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_mb=budget / 1e6), wire_size=wire)
     assert wire(len(out.data)) <= budget
     assert any(s.startswith("quality=") for s in out.steps)
     assert (out.width, out.height) == (plain.width, plain.height)
 
 
 def test_a_tight_budget_shrinks_the_side_after_the_quality(corpus: dict[str, bytes]) -> None:
-    out = prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_bytes=20_000))
+    out = prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_mb=0.02))
     assert len(out.data) <= 20_000
     assert "shrunk" in out.steps
     assert max(out.width, out.height) < 1000
@@ -209,14 +209,14 @@ def test_a_tight_budget_shrinks_the_side_after_the_quality(corpus: dict[str, byt
 
 def test_a_file_over_budget_is_not_passed_through(corpus: dict[str, bytes]) -> None:
     data = corpus["web_50k.jpg"]
-    out = prepare(data, PrepareSettings(max_upload_bytes=len(data) - 1), wire_size=raw_wire_size)
+    out = prepare(data, PrepareSettings(max_upload_mb=(len(data) - 1) / 1e6), wire_size=raw_wire_size)
     assert out.prepared
     assert len(out.data) < len(data)
 
 
 def test_a_budget_nothing_fits_is_an_error_saying_so(corpus: dict[str, bytes]) -> None:
     with pytest.raises(InputError, match=r"cannot fit under 0\.0005 MB as sent after re-encoding"):
-        prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_bytes=500))
+        prepare(corpus["phone_portrait.jpg"], PrepareSettings(max_upload_mb=0.0005))
 
 
 def test_base64_wire_size_is_exact() -> None:
@@ -266,22 +266,21 @@ def test_undecodable_files_are_input_errors_with_a_reason(
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="jpeg_quality"):
+    with pytest.raises(ConfigError, match="--jpeg-quality"):
         PrepareSettings(jpeg_quality=0)
-    with pytest.raises(ValueError, match="max_side"):
+    with pytest.raises(ConfigError, match="--max-side"):
         PrepareSettings(max_side=-1)
 
 
 def test_run_config_carries_the_preparation_settings() -> None:
-    from batchcap.config import DEFAULT_MAX_PIXELS as CONFIG_DEFAULT
     from batchcap.config import RunConfig
-    from batchcap.errors import ConfigError
+    from batchcap.prepare.settings import DEFAULT_MAX_PIXELS as CONFIG_DEFAULT
 
     assert CONFIG_DEFAULT == DEFAULT_MAX_PIXELS == Image.MAX_IMAGE_PIXELS
-    cfg = RunConfig(model="m", max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_mb=1.5)
-    assert cfg.validate().prepare_settings() == PrepareSettings(
-        max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_bytes=1_500_000
+    cfg = RunConfig.build(model="m", max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_mb=1.5)
+    assert cfg.validate().prepare == PrepareSettings(
+        max_side=512, jpeg_quality=80, keep_metadata=True, max_upload_mb=1.5
     )
     for bad in ({"jpeg_quality": 101}, {"max_side": -1}, {"max_upload_mb": -1}, {"max_pixels": 0}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            RunConfig(model="m", **bad).validate()  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
+            RunConfig.build(model="m", **bad).validate()  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from batchcap.config import Secret
 from batchcap.errors import AuthError, BadResponse, RejectedImage, TransportError, WrongTarget
 from batchcap.models import ImageJob, LoadedImage
+from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient
 from batchcap.service.protocols import HFRaw
 

@@ -125,6 +125,6 @@ def test_error_message(headers: dict[str, str], body: bytes, message: str) -> No
 
 
 def test_registry_builds_each_adapter() -> None:
-    assert make_adapter(RunConfig(api="hf", model="m")).name == "hf"
-    assert make_adapter(RunConfig(api="hf-json", model="m")).name == "hf-json"
-    assert make_adapter(RunConfig(api="openai", model="m", base_url="http://x/v1")).name == "openai"
+    assert make_adapter(RunConfig.build(api="hf", model="m").target).name == "hf"
+    assert make_adapter(RunConfig.build(api="hf-json", model="m").target).name == "hf-json"
+    assert make_adapter(RunConfig.build(api="openai", model="m", base_url="http://x/v1").target).name == "openai"

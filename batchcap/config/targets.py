@@ -3,7 +3,7 @@
 SPEC: ``hf:MODEL`` (the serverless API), ``hf-json:MODEL``, an Endpoint URL, ``endpoint:NAMESPACE/NAME[@API]``
 (an Endpoint by name, through the management API), ``openai:MODEL@BASE_URL`` (a chat server), or a
 ``configs/*.toml`` profile. Each is parsed into the same ``RunConfig`` a single-target run
-uses. No secret is held: tokens are found per target when the command starts, and never recorded.
+uses (a profile keeps its own limits; a bare SPEC takes the command's). No secret is held: tokens are found per target when the command starts, and never recorded.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from batchcap.config import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, RunConfig, load_profile
 from batchcap.errors import ConfigError, UsageError
+from batchcap.service.settings import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, TargetSettings
+
+from .profile import profile_config
+from .runconfig import RunConfig
 
 __all__ = ["DEMO_MODEL", "Target", "parse_target", "resolve_targets"]
 
@@ -34,6 +37,7 @@ class Target:
     cfg: RunConfig
     price_per_hour: float | None = None
     token_file: Path | None = None
+    profile: bool = False  #: a ``.toml`` profile: it keeps its own limits in a run with several targets
 
 
 def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
@@ -49,34 +53,45 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
                 "endpoint=https://xyz.endpoints.huggingface.cloud, vlm=openai:MODEL@https://router.huggingface.co/v1 "
                 "or ep=configs/endpoint.toml"
             )
+    try:
+        return _parse_spec(name, spec, api_base)
+    except ConfigError as exc:
+        if str(exc).startswith("--target"):
+            raise
+        raise ConfigError(f"--target {name}: {exc}") from None
+
+
+def _parse_spec(name: str, spec: str, api_base: str) -> Target:
     if spec.startswith(("hf:", "hf-json:")):
         api, _, model = spec.partition(":")
         if not model:
             raise UsageError(f"--target {name}={spec}: the model id is missing after '{api}:'")
-        cfg = RunConfig(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
+        cfg = _bare(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
     elif spec.startswith(("http://", "https://")):
-        cfg = RunConfig(api="hf", endpoint=spec)
+        cfg = _bare(api="hf", endpoint=spec)
     elif spec.startswith("endpoint:"):
         endpoint_name, at, api = spec.removeprefix("endpoint:").partition("@")
         if at and not api.startswith(("http://", "https://")):
             raise UsageError(f"--target {name}={spec}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
-        cfg = RunConfig(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
+        cfg = _bare(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
             raise UsageError(f"--target {name}={spec}: expected openai:MODEL@BASE_URL, e.g. "
                              "openai:Qwen/Qwen2.5-VL-7B-Instruct@https://router.huggingface.co/v1")
-        cfg = RunConfig(api="openai", model=model, base_url=base)
+        cfg = _bare(api="openai", model=model, base_url=base)
     elif spec.endswith(".toml") or Path(spec).is_file():
-        cfg = RunConfig().merged(load_profile(Path(spec)))
+        cfg = profile_config(Path(spec))
     else:
         raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
                          ".toml profile")
-    try:
-        cfg.validate()
-    except ConfigError as exc:
-        raise UsageError(f"--target {name}: {exc}") from None
-    return Target(name=name, spec=spec, cfg=cfg, token_file=cfg.token_file)
+    cfg.validate()
+    return Target(name=name, spec=spec, cfg=cfg, token_file=cfg.target.token_file, profile=spec.endswith(".toml"))
+
+
+def _bare(**target: object) -> RunConfig:
+    """A target given as SPEC alone: its service, every other setting the default (the command's, for a run)."""
+    return RunConfig(target=TargetSettings(**target))  # type: ignore[arg-type]
 
 
 def _named_values(values: Sequence[str], names: Sequence[str], flag: str) -> tuple[dict[str, str], str | None]:

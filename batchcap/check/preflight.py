@@ -1,4 +1,4 @@
-"""``batchcap check DIR``: its flags, the report they ask for, and the report as text.
+"""``batchcap check DIR``: the report a run's config asks for, and the report as text.
 
 ``batchcap.cli.check`` registers the command and prints; this module raises from the one error tree
 (``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or journal
@@ -7,43 +7,23 @@ that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchcap.aio import run_async
-from batchcap.bench import parse_target
 from batchcap.check.estimate import Estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
-from batchcap.config import RunConfig, find_token
+from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, UsageError
+from batchcap.run import run_targets
+from batchcap.service.auth import find_token
 from batchcap.tasks.quality import QualitySettings
 
-__all__ = ["MAX_PROBE", "CheckReport", "check_from_args", "render", "target_config"]
+__all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
 
 MAX_PROBE = 100  #: a probe is a sample, not a run: its images are held in memory
-
-
-def target_config(ns: argparse.Namespace) -> RunConfig | None:
-    """The target's RunConfig with the limit flags applied, or None without ``--target``."""
-    if ns.target is None:
-        return None
-    text = ns.target
-    if text.startswith(("hf:", "hf-json:", "openai:", "http://", "https://")):
-        text = "target=" + text
-    cfg = parse_target(text).cfg
-    overrides: dict[str, Any] = {}
-    if ns.concurrency is not None:
-        overrides["concurrency"] = ns.concurrency
-    if ns.rate is not None:
-        overrides["rate"] = None if ns.rate == math.inf else ns.rate
-    if ns.burst is not None:
-        overrides["burst"] = ns.burst
-    if ns.token_file is not None:
-        overrides["token_file"] = ns.token_file
-    return cfg.merged(overrides).validate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,44 +34,76 @@ class CheckReport:
     estimate: Estimate | None
     probe: dict[str, Any] | None
     data: dict[str, Any]
+    out: Path | None = None  #: the journal counted as done, if any
 
 
-def check_from_args(ns: argparse.Namespace) -> CheckReport:
-    """Take stock of the folder, probe if asked, estimate if there is a target. Raises from the error tree."""
-    if ns.probe is not None and ns.target is None:
-        raise UsageError("--probe needs --target: the probe measures that target")
-    if ns.probe is not None and ns.probe > MAX_PROBE:
-        raise UsageError(f"--probe {ns.probe}: at most {MAX_PROBE} requests (a probe is a sample)")
-    cfg = target_config(ns)
-    if ns.out is not None and ns.out.is_dir():
-        raise ConfigError(f"--out {ns.out} is a folder; pass the JSONL results file")
+def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
+    """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
+    target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
+    if probe and not has_target:
+        raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
+                         "measures that target")
+    if probe > MAX_PROBE:
+        raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
+    target_cfg = _single_target(cfg) if has_target else None
+    out = cfg.out if cfg.out.exists() else None  # a run with these flags resumes it
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
+    source = cfg.source
     inv = inventory(
-        ns.input_dir, out=ns.out, dedupe=ns.dedupe, max_image_mb=ns.max_image_mb,
-        follow_symlinks=ns.follow_symlinks, readers=ns.readers, probe=ns.probe or 0,
-        retry_failed=ns.retry_failed,
+        source.input_dir, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
+        follow_symlinks=source.follow_symlinks, readers=source.readers, probe=probe,
+        retry_failed=cfg.retry_failed,
     )
     probed: dict[str, Any] | None = None
     est: Estimate | None = None
-    if cfg is not None:
+    if target_cfg is not None:
         latency = None
         throttled = False
-        if ns.probe:
-            probed, latency, throttled = _probe(cfg, inv)
+        if probe:
+            probed, latency, throttled = _probe(target_cfg, inv)
         est = estimate(
-            inv.to_caption, target=cfg.target, concurrency=cfg.concurrency, rate=cfg.request_rate,
-            burst=cfg.burst,
-            latency_s=latency, throttled=throttled, price_per_hour=ns.price_per_hour,
+            inv.to_caption, target=target_cfg.target.label, concurrency=target_cfg.limits.ceiling,
+            rate=target_cfg.request_rate, burst=target_cfg.limits.burst,
+            latency_s=latency, throttled=throttled, price_per_hour=_price(cfg),
         )
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
     data["probe"] = probed
-    return CheckReport(inv, est, probed, data)
+    return CheckReport(inv, est, probed, data, out)
+
+
+def _single_target(cfg: RunConfig) -> RunConfig:
+    """The config of the one target an estimate is for: the run's own, or its only ``--target``."""
+    if not cfg.routing.targets:
+        return cfg
+    if len(cfg.routing.targets) > 1:
+        raise UsageError("check estimates one target at a time; give one --target (or --model / --endpoint)")
+    spec = cfg.routing.targets[0]
+    if spec.startswith(("hf:", "hf-json:", "openai:", "http://", "https://", "endpoint:")):
+        spec = "target=" + spec  # check's --target may leave NAME= out
+    (target,) = run_targets(cfg.with_flat({"targets": (spec,)}))
+    return target.cfg
+
+
+def _price(cfg: RunConfig) -> float | None:
+    """``--price-per-hour [NAME=]DOLLARS`` of the one target, if given."""
+    for text in cfg.routing.price_per_hour:
+        value = text.rpartition("=")[2].removeprefix("$")
+        try:
+            price = float(value)
+        except ValueError:
+            raise ConfigError(f"--price-per-hour: expected dollars per hour, e.g. 0.60 (got {text!r})") from None
+        if not (price >= 0 and math.isfinite(price)):
+            raise ConfigError(f"--price-per-hour must be >= 0 dollars (got {text!r}); 0 means free")
+        return price
+    return None
 
 
 def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
     from batchcap.check.probe import probe
 
-    token, _ = find_token(cfg.token_file)
+    token, _ = find_token(cfg.target.token_file)
     images = list(inv.probe_images)
     inv.probe_images.clear()
     result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings()))

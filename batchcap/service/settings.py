@@ -1,0 +1,207 @@
+"""``TargetSettings``: who answers (the service shape, its URL, the model, what is asked), and ``RoutingSettings``
+(several named targets in one run). Declared once here; ``RunConfig.target`` / ``.routing`` carry them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from batchcap.errors import ConfigError
+from batchcap.settings import (
+    check_choice,
+    check_number,
+    check_url,
+    check_whole,
+    parse_float,
+    parse_int,
+    setting,
+)
+
+__all__ = [
+    "AFTER_RUN_CHOICES",
+    "API_CHOICES",
+    "DEFAULT_API_BASE",
+    "DEFAULT_ENDPOINTS_API",
+    "DEFAULT_PROMPT",
+    "AfterRun",
+    "Api",
+    "RoutingSettings",
+    "TargetSettings",
+    "parse_endpoint_name",
+]
+
+DEFAULT_API_BASE = "https://router.huggingface.co/hf-inference"
+DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
+DEFAULT_PROMPT = "Write a short, factual one-sentence caption for this image."
+API_CHOICES = ("hf", "hf-json", "openai")
+Api = Literal["hf", "hf-json", "openai"]
+AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
+AfterRun = Literal["pause", "scale-to-zero"]
+ROUTE_CHOICES = ("failover", "spread")
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _text(value: Any, name: str = "") -> str:
+    return str(value)
+
+
+def _optional_text(value: Any, name: str = "") -> str | None:
+    text = str(value).strip()
+    return text or None  # an empty string in a profile ("endpoint = ''") means "not set"
+
+
+def _optional_path(value: Any, name: str = "") -> Path | None:
+    from batchcap.source.settings import parse_path
+
+    return None if value in (None, "") else parse_path(value)
+
+
+def _table(value: Any, name: str = "parameters") -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a table of generation parameters (got {value!r})")
+    return dict(value)
+
+
+def _strings(value: Any, name: str = "") -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of NAME=... strings (got {value!r})")
+    return tuple(value)
+
+
+def parse_endpoint_name(spec: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME`` -> (namespace, name); ``ConfigError`` with the expected form otherwise."""
+    spec = spec.strip()
+    if not _ENDPOINT_NAME.fullmatch(spec):
+        raise ConfigError(
+            f"--endpoint-name must be NAMESPACE/NAME, e.g. acme/captioner (your user or org, then the "
+            f"Endpoint's name as the Endpoints page shows it; got {spec!r})"
+        )
+    namespace, name = spec.split("/")
+    return namespace, name
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (never written anywhere)."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    """One service to caption with. Holds no secret: the token is found when a command starts (``auth``)."""
+
+    api: Api = setting("hf", parse=_text)
+    model: str | None = setting(None, parse=_optional_text)
+    api_base: str = setting(DEFAULT_API_BASE, parse=_text)
+    endpoint: str | None = setting(None, parse=_optional_text)
+    base_url: str | None = setting(None, parse=_optional_text)
+    prompt: str = setting(DEFAULT_PROMPT, parse=_text)
+    max_tokens: int = setting(64, parse=parse_int)
+    temperature: float = setting(0.0, parse=parse_float)
+    parameters: Mapping[str, Any] | None = setting(None, parse=_table)
+    token_file: Path | None = setting(None, parse=_optional_path)
+    #: ``NAMESPACE/NAME`` of an Inference Endpoint to look up, wake and use (its URL replaces ``endpoint``)
+    endpoint_name: str | None = setting(None, parse=_optional_text)
+    endpoints_api: str = setting(DEFAULT_ENDPOINTS_API, parse=_text)
+    #: put the named Endpoint to sleep when the run ends, is interrupted or aborts
+    after_run: AfterRun | None = setting(None, parse=_optional_text)
+
+    def __post_init__(self) -> None:
+        check_choice(self.api, "api", API_CHOICES)
+        check_whole(self.max_tokens, "max_tokens", minimum=1)
+        check_number(self.temperature, "temperature", at_least=0, at_most=2)
+        if isinstance(self.token_file, str):
+            object.__setattr__(self, "token_file", _optional_path(self.token_file))
+        for name in ("endpoint", "base_url", "api_base", "endpoints_api"):
+            value = getattr(self, name)
+            if value:
+                check_url(value, name)
+        if self.endpoint_name is not None:
+            parse_endpoint_name(self.endpoint_name)
+        if self.after_run is not None:
+            check_choice(self.after_run, "after_run", AFTER_RUN_CHOICES)
+
+    def require_complete(self) -> None:
+        """The checks that need the whole target: which of --model / --endpoint / --base-url it names."""
+        if self.api == "openai":
+            if not self.base_url:
+                raise ConfigError("--api openai needs --base-url (e.g. https://router.huggingface.co/v1)")
+            if not self.model:
+                raise ConfigError("--api openai needs --model (the model id the server serves)")
+        elif not self.endpoint and not self.endpoint_name and not self.model:
+            raise ConfigError("no target: pass --model MODEL_ID (serverless API), --endpoint URL (Inference "
+                              "Endpoint), --api openai --base-url URL --model ID, or --target NAME=SPEC")
+        if self.endpoint_name is not None:
+            if self.endpoint:
+                raise ConfigError("give --endpoint URL or --endpoint-name NAMESPACE/NAME, not both")
+            if self.api == "openai":
+                raise ConfigError("--endpoint-name works with --api hf or hf-json; for an OpenAI-style Endpoint "
+                                  "pass --base-url URL/v1 and wake it by hand")
+        elif self.after_run is not None:
+            raise ConfigError(f"--{self.after_run}-after needs --endpoint-name NAMESPACE/NAME (the Endpoint to put "
+                              "to sleep)")
+
+    @property
+    def url(self) -> str:
+        """The URL each request goes to ("" for a named Endpoint until the management API gave its URL)."""
+        if self.api == "openai":
+            base = (self.base_url or "").rstrip("/")
+            return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
+        if self.endpoint:
+            return self.endpoint
+        if self.endpoint_name:
+            return ""
+        return f"{self.api_base.rstrip('/')}/models/{self.model}"
+
+    @property
+    def serverless(self) -> bool:
+        """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
+        return self.api != "openai" and not self.endpoint and not self.endpoint_name
+
+    @property
+    def takes_prompt(self) -> bool:
+        """Whether a prompt reaches the model (chat targets); raw-bytes targets have none."""
+        return self.api == "openai"
+
+    @property
+    def label(self) -> str:
+        """A short, secret-free name of the target, written into every journal line."""
+        if self.api == "openai":
+            return f"openai:{self.model}@{_host(self.base_url or '')}"
+        if self.endpoint:
+            parts = urlsplit(self.endpoint)
+            port = f":{parts.port}" if parts.port else ""
+            return f"endpoint:{parts.scheme}://{parts.hostname}{port}{parts.path}"
+        if self.endpoint_name:
+            return f"endpoint:{self.endpoint_name}"
+        return f"{self.api}:{self.model}@{_host(self.api_base)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Several targets in one run (``--target NAME=SPEC``, repeatable): failover or spread."""
+
+    targets: tuple[str, ...] = setting((), parse=_strings)
+    route: Literal["failover", "spread"] = setting("failover", parse=_text)
+    #: ``NAME=DOLLARS`` per target, for the per-target cost in the summary
+    price_per_hour: tuple[str, ...] = setting((), parse=_strings)
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "price_per_hour"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, _strings(value, name))
+        check_choice(self.route, "route", ROUTE_CHOICES)
