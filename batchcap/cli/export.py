@@ -45,7 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: see 'where files go')")
     parser.add_argument("--images", type=Path,
                         help="the captioned folder (default: config.input_dir of the run manifest beside the JSONL)")
-    parser.add_argument("--text-column", default="text", help="caption column name (default: text)")
+    parser.add_argument("--text-column", default="text",
+                        help="one task (caption): the name of its column; several tasks (one column each, named "
+                             "after it): the task whose answers go in the text column a trainer reads (default: "
+                             "text)")
+    parser.add_argument("--task", metavar="NAME",
+                        help="kohya: the task whose answers the sidecars hold (needed when the run had several)")
+    parser.add_argument("--multiline", action="store_true",
+                        help="kohya: every task's answer in one sidecar, one per line (kohya's multi-line captions)")
     parser.add_argument("--ext", help="kohya sidecar extension (default: .txt)")
     parser.add_argument("--mode", choices=MODES,
                         help="kohya, when a sidecar exists: keep it (default), overwrite it, or append/prepend "
@@ -57,8 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run the export the flags describe; one line per outcome on stderr; the exit code as documented."""
     fmt = cast(Format, ns.format)
-    if fmt != "kohya" and (ns.ext is not None or ns.mode is not None):
-        raise ConfigError("--ext and --mode apply to --format kohya only")
+    if fmt != "kohya" and (ns.ext is not None or ns.mode is not None or ns.task is not None or ns.multiline):
+        raise ConfigError("--ext, --mode, --task and --multiline apply to --format kohya only (tables hold one "
+                          "column per task)")
+    if ns.task is not None and ns.multiline:
+        raise ConfigError("give --task NAME (one task per sidecar) or --multiline (every task), not both")
     ext = ns.ext if ns.ext is not None else ".txt"
     if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
         raise ConfigError(f"--ext must look like .txt or .caption (got {ext!r})")
@@ -67,7 +77,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"--text-column must be a name other than file_name (got {column!r})")
     options = ExportOptions(
         format=fmt, out=ns.out, images=ns.images, text_column=column, ext=ext,
-        mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
+        mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged), task=ns.task,
+        multiline=bool(ns.multiline),
     )
     if not ns.results.is_file():
         raise ConfigError(f"cannot read {ns.results}: no such file")
@@ -85,7 +96,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
 def summary(report: ExportReport, fmt: str) -> list[str]:
     """What the export did, as short lines: the count, where, and each kind of thing left out."""
     where = ", ".join(str(p) for p in report.outputs)
-    lines = [f"{report.written} captions exported ({fmt}) to {where}"]
+    tasks = f" ({len(report.tasks)} tasks: {', '.join(report.tasks)})" if len(report.tasks) > 1 else ""
+    lines = [f"{report.written} captions exported ({fmt}) to {where}{tasks}"]
     extra = []
     if report.kept:
         extra.append(f"{report.kept} existing sidecars kept (--mode overwrite/append/prepend to change them)")

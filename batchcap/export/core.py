@@ -1,8 +1,10 @@
-"""``export(journal, options)``: the captions of a run in the layout a trainer or a loader reads.
+"""``export(journal, options)``: the answers of a run in the layout a trainer or a loader reads.
 
-One line (row, sidecar) per ok image, in path order; error records are left out and counted (the
-``openai-batch`` format writes them to its own errors file). Each format is one writer function in
-:data:`WRITERS`; they share the selection pass, the path checks and the atomic file helpers.
+One line (row, sidecar) per image with an ok answer, in path order; a table holds one column per task
+(``columns``: a run without tasks keeps its one ``text`` column), a kohya sidecar the task picked (``task``) or
+every task, one per line (``multiline``). Error records are left out and counted (the ``openai-batch`` format
+writes them to its own errors file). Each format is one writer function in :data:`WRITERS`; they share the
+selection pass, the path checks and the atomic file helpers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import IO, Any, Literal
 import orjson
 
 from batchcap.errors import UsageError
+from batchcap.export.columns import Column, answer_text, cell_text, row, table_columns
 from batchcap.export.files import atomic_bytes, atomic_text, place_image, replace_text, sync_all
 from batchcap.export.paths import Inside, safe_relpath
 from batchcap.export.select import Selection, read_records, select
 from batchcap.journal import manifest_path
+from batchcap.journal.codec import record_task
+from batchcap.models import DEFAULT_TASK
 
 __all__ = [
     "FORMATS",
@@ -52,6 +57,8 @@ class ExportOptions:
     ext: str = ".txt"
     mode: Mode = "keep"
     skip_flagged: bool = False
+    task: str | None = None  #: kohya: the task whose answers the sidecars hold (needed with several tasks)
+    multiline: bool = False  #: kohya: every task's answer, one per line (kohya's multi-line caption file)
 
 
 @dataclass(slots=True)
@@ -59,9 +66,10 @@ class ExportReport:
     """What an export did; ``left_out`` items are the ones worth a look (exit 1 from the command)."""
 
     outputs: list[Path] = field(default_factory=list)
-    written: int = 0  #: ok images exported (their line or sidecar holds the caption now)
-    errors: int = 0  #: images whose latest record is an error (left out, or in the errors file)
-    flagged: int = 0  #: ok images left out by --skip-flagged
+    written: int = 0  #: images exported (their line or sidecar holds their answers now)
+    errors: int = 0  #: answers whose latest record is an error (left out, or in the errors file)
+    flagged: int = 0  #: ok answers left out by --skip-flagged
+    tasks: list[str] = field(default_factory=list)  #: the tasks the journal holds
     refused: int = 0  #: paths that would land outside the folder
     bad_lines: int = 0
     first_bad_line: int | None = None
@@ -110,11 +118,23 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
     if options.format == "parquet":
         _require_pyarrow()
     sel = select(journal)
+    _check_tasks(options, sel.tasks)
     report = ExportReport(
-        refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors)
+        refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors),
+        tasks=list(sel.tasks),
     )
     writer(_Job(journal, options, sel, images, report))
     return report
+
+
+def _check_tasks(options: ExportOptions, tasks: list[str]) -> None:
+    """kohya needs one task to write, or --multiline; --task must name one the journal holds."""
+    if options.task is not None and options.task not in tasks:
+        raise UsageError(f"--task {options.task}: the journal holds no answers of that task (tasks: "
+                         f"{', '.join(tasks) or 'none'})")
+    if options.format == "kohya" and len(tasks) > 1 and options.task is None and not options.multiline:
+        raise UsageError(f"the journal holds {len(tasks)} tasks ({', '.join(tasks)}); pick the one the sidecars "
+                         "hold with --task NAME, or write them all, one per line, with --multiline")
 
 
 @dataclass(slots=True)
@@ -146,14 +166,24 @@ class _Job:
             guard = self._guards[root] = Inside(root)
         return guard
 
-    def ok_records(self) -> Iterator[tuple[str, str]]:
-        """(path, caption) of every ok image to export, in path order; flagged ones skipped on request."""
+    def ok_images(self, tasks: list[str] | None = None) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+        """(path, task -> record) of every image with an ok answer (of ``tasks``, default all), in path order;
+        flagged answers left out on request (an image with none left is left out)."""
         skip = self.options.skip_flagged
-        for rec in read_records(self.journal, self.sel.ok_items()):
-            if skip and _flagged(rec):
-                self.report.flagged += 1
-                continue
-            yield rec["path"], rec["caption"]
+        wanted = None if tasks is None else set(tasks)
+        for path, items in self.sel.ok_images():
+            chosen = [(task, offset) for task, offset in items if wanted is None or task in wanted]
+            answers: dict[str, dict[str, Any]] = {}
+            for rec in read_records(self.journal, chosen):
+                if skip and _flagged(rec):
+                    self.report.flagged += 1
+                    continue
+                answers[record_task(rec)] = rec
+            if answers:
+                yield path, answers
+
+    def columns(self) -> list[Column]:
+        return table_columns(self.sel.tasks, self.sel.fields, text_column=self.options.text_column)
 
     def table_path(self, name: str, suffix: str) -> Path:
         """``DIR/name`` with --out, else ``results<suffix>`` beside the journal."""
@@ -209,13 +239,13 @@ def _imagefolder(job: _Job) -> None:
     assert job.images is not None
     root = job.options.out or job.images
     root.mkdir(parents=True, exist_ok=True)
-    column = job.options.text_column
+    columns = job.columns()
     target = root / "metadata.jsonl"
     with atomic_bytes(target) as f:
-        for path, caption in job.ok_records():
+        for path, answers in job.ok_images():
             if _materialize(job, path, root) is None:
                 continue
-            f.write(orjson.dumps({"file_name": str(safe_relpath(path)), column: caption},
+            f.write(orjson.dumps({"file_name": str(safe_relpath(path)), **row(columns, answers)},
                                  option=orjson.OPT_APPEND_NEWLINE))
             job.report.written += 1
     job.report.outputs.append(target)
@@ -225,8 +255,10 @@ def _kohya(job: _Job) -> None:
     assert job.images is not None
     root = job.options.out or job.images
     ext, mode = job.options.ext, job.options.mode
+    tasks = job.sel.tasks if job.options.multiline else [job.options.task or (job.sel.tasks or [DEFAULT_TASK])[0]]
     seen: set[str] = set()
-    for path, caption in job.ok_records():
+    for path, answers in job.ok_images(tasks):
+        caption = "\n".join(answer_text(answers[t]) for t in tasks if t in answers)
         image = _materialize(job, path, root)
         if image is None:
             continue
@@ -275,9 +307,10 @@ def _csv(job: _Job) -> None:
     target = job.table_path("metadata.csv", ".csv")
     with atomic_text(target) as f:
         w = csv.writer(f, lineterminator="\r\n")  # RFC 4180: CRLF, quotes doubled, fields quoted when needed
-        w.writerow(["file_name", job.options.text_column])
-        for path, caption in job.ok_records():
-            w.writerow([path, caption])
+        columns = job.columns()
+        w.writerow(["file_name", *(c.name for c in columns)])
+        for path, answers in job.ok_images():
+            w.writerow([path, *(cell_text(v) for v in row(columns, answers).values())])
             job.report.written += 1
     job.report.outputs.append(target)
 
@@ -293,31 +326,38 @@ def _parquet(job: _Job) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    column = job.options.text_column
-    schema = pa.schema([("file_name", pa.string()), (column, pa.string())])
+    columns = job.columns()
+    schema = pa.schema([("file_name", pa.string()), *((c.name, pa.string()) for c in columns)])
     target = job.table_path("metadata.parquet", ".parquet")
     with atomic_bytes(target) as f:
         writer = pq.ParquetWriter(f, schema)
-        names: list[str] = []
-        texts: list[str] = []
-        for path, caption in job.ok_records():
-            names.append(path)
-            texts.append(caption)
+        table: list[list[str | None]] = [[] for _ in range(len(columns) + 1)]
+        for path, answers in job.ok_images():
+            table[0].append(path)
+            for i, value in enumerate(row(columns, answers).values(), 1):
+                table[i].append(cell_text(value))
             job.report.written += 1
-            if len(names) >= _PARQUET_BATCH:
-                writer.write_table(pa.table([names, texts], schema=schema))
-                names, texts = [], []
-        writer.write_table(pa.table([names, texts], schema=schema))
+            if len(table[0]) >= _PARQUET_BATCH:
+                writer.write_table(pa.table(table, schema=schema))
+                table = [[] for _ in range(len(columns) + 1)]
+        writer.write_table(pa.table(table, schema=schema))
         writer.close()
     job.report.outputs.append(target)
 
 
-def _request_id(path: str) -> str:
-    return "batch_req_" + hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+def _custom_id(rec: dict[str, Any]) -> str:
+    """The image path; ``PATH#TASK`` for tasks other than ``caption`` (one line per answer)."""
+    task = record_task(rec)
+    return rec["path"] if task == DEFAULT_TASK else f"{rec['path']}#{task}"
+
+
+def _request_id(custom_id: str) -> str:
+    return "batch_req_" + hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def _openai_batch(job: _Job) -> None:
-    """The line shapes of OpenAI Batch output and error files, ``custom_id`` = the image path."""
+    """The line shapes of OpenAI Batch output and error files, ``custom_id`` = the image path (``PATH#TASK`` for
+    tasks other than ``caption``)."""
     out_path = job.table_path("batch_output.jsonl", ".batch_output.jsonl")
     err_path = job.table_path("batch_errors.jsonl", ".batch_errors.jsonl")
     skip = job.options.skip_flagged
@@ -339,7 +379,7 @@ def _write_line(f: IO[bytes], obj: dict[str, Any]) -> None:
 
 
 def _ok_line(rec: dict[str, Any]) -> dict[str, Any]:
-    path = rec["path"]
+    path = _custom_id(rec)
     rid = _request_id(path)
     ts = rec.get("ts")
     return {
@@ -382,8 +422,8 @@ def _error_line(rec: dict[str, Any]) -> dict[str, Any]:
             "body": {"error": {"message": message, "type": kind, "param": None, "code": None}},
         }
     return {
-        "id": _request_id(rec["path"]),
-        "custom_id": rec["path"],
+        "id": _request_id(_custom_id(rec)),
+        "custom_id": _custom_id(rec),
         "response": response,
         "error": None if response is not None else {"code": kind, "message": message},
     }

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
+from batchcap.journal.codec import record_task
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
 from batchcap.site.thumbs import THUMB_PX, ThumbStats, make_thumbnails
@@ -111,8 +112,9 @@ class _Tally:
         return i
 
 
-def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None]) -> list[Any]:
-    """One record as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts]."""
+def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None], task: int) -> list[Any]:
+    """One answer as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts,
+    task] (``task``: its index in the meta's ``tasks``)."""
     ok = rec["status"] == "ok"
     kind_name, text, status = "ok", "", None
     if ok:
@@ -140,7 +142,7 @@ def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any],
     if b is not None:
         (tally.ok_bins if ok else tally.err_bins)[b] += 1
     attempts = rec.get("attempts") if isinstance(rec.get("attempts"), int) else None
-    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts]
+    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts, task]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -167,7 +169,7 @@ def build_site(
     images = options.images or input_dir_from_manifest(journal)
     if images is not None and not images.is_dir():
         images = None
-    items = sorted([*sel.ok.items(), *sel.errors.items()])
+    items = sorted([*sel.ok.items(), *sel.errors.items()])  # ((path, task), offset): an image's answers together
     report = SiteReport(out / "index.html", records=len(items), ok=len(sel.ok), errors=len(sel.errors),
                         refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line,
                         images=images)
@@ -176,7 +178,8 @@ def build_site(
     if images is not None:
         if on_progress:
             on_progress(f"thumbnails for {len(items)} images")
-        thumbs, report.thumbs = make_thumbnails(images, (p for p, _ in items), out / "thumbs", jobs=options.jobs)
+        paths = dict.fromkeys(p for (p, _), _ in items)
+        thumbs, report.thumbs = make_thumbnails(images, paths, out / "thumbs", jobs=options.jobs)
 
     t0, t1 = sel.ts_first, sel.ts_last
     span = (t1 - t0) if t0 is not None and t1 is not None else 0.0
@@ -190,8 +193,12 @@ def build_site(
     tally = _Tally()
     rows: list[list[Any]] = []
     chunks = 0
+    task_index = {task: i for i, task in enumerate(sel.tasks)}
+    task_counts = [0] * len(sel.tasks)
     for rec in read_records(journal, items):
-        rows.append(_row(rec, tally, thumbs.get(rec["path"], ""), bin_of))
+        task = task_index.get(record_task(rec), 0)
+        task_counts[task] += 1
+        rows.append(_row(rec, tally, thumbs.get(rec["path"], ""), bin_of, task))
         if len(rows) >= options.chunk:
             _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
             chunks += 1
@@ -215,6 +222,8 @@ def build_site(
         "thumb_px": THUMB_PX,
         "kinds": tally.kinds,
         "kind_counts": [tally.kind_counts.get(k, 0) for k in tally.kinds],
+        "tasks": sel.tasks,
+        "task_counts": task_counts,
         "flags": tally.flags,
         "flag_counts": [tally.flag_counts.get(f, 0) for f in tally.flags],
         "lines": sel.lines,
@@ -246,7 +255,7 @@ def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _readme_body(report: SiteReport) -> str:
     return (
-        f"A batchcap report: {report.records} images, {report.ok} captioned, "
+        f"A batchcap report: {report.records} answers, {report.ok} ok, "
         f"{report.errors} with an error record.\n\nOpen `index.html` (it works from the disk), or upload this "
         "folder as a Static Space.\n"
     )
