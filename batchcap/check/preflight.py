@@ -70,7 +70,30 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
     data["probe"] = probed
+    data["stale"] = _stale(cfg, out, target_cfg) if has_target else None
     return CheckReport(inv, est, probed, data, out)
+
+
+def _stale(cfg: RunConfig, out: Path | None, target_cfg: RunConfig | None) -> dict[str, Any]:
+    """Answers in ``out`` made with other settings than ``cfg``'s (issue 16): what a run with these flags asks
+    again (or keeps, with --keep-stale). The tasks are checked as a run checks them (exit 2 if they do not fit).
+    Only with a target: without one, every answer's target differs and the count would mean nothing."""
+    from batchcap.journal import load_index, manifest_path
+    from batchcap.run.manifest import read_manifest
+    from batchcap.run.plan import build_plan, legacy_current, legacy_parts, spec_history, stale_answers
+
+    plan = build_plan(cfg, [target_cfg] if cfg.routing.targets and target_cfg is not None else [])
+    found: list[Any] = []
+    if out is not None:
+        index = load_index(out, repair=False)
+        previous = read_manifest(manifest_path(out))
+        legacy = legacy_parts(previous)
+        found = stale_answers(plan, index, spec_history(previous, legacy),
+                              legacy_current=legacy_current(plan, legacy))
+    action = "kept (--keep-stale)" if cfg.tasks.keep_stale else "a run asks them again"
+    return {"answers": sum(s.answers for s in found), "by_task": {s.task: s.answers for s in found},
+            "changed": {s.task: list(s.changed) for s in found}, "kept": cfg.tasks.keep_stale,
+            "notes": [s.note(action) for s in found]}
 
 
 def _single_target(cfg: RunConfig) -> RunConfig:
@@ -114,8 +137,9 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None) -> str:
-    """The human report."""
+def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None,
+           stale: list[str] | None = None) -> str:
+    """The human report (``stale``: the notes of ``data["stale"]``, answers made with other settings)."""
     lines = [
         f"batchcap check {root}: {inv.files} image files ({_mb(inv.bytes)}), {inv.images} readable, "
         f"{inv.unreadable} unreadable, {inv.duplicates} exact copies"
@@ -143,6 +167,7 @@ def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, p
         lines.append(f"  copies, e.g. {ex['path']} = {ex['duplicate_of']}")
     if inv.earlier_errors:
         lines.append(f"  {inv.earlier_errors} images keep an earlier error in {out} (run skips them; --retry-failed)")
+    lines.extend(f"  stale answers: {note}" for note in stale or ())
     lines.append(f"  to caption: {inv.to_caption} requests, {_mb(inv.bytes_to_send)} to send "
                  f"({inv.bytes_to_send_method})")
     if probed is not None:

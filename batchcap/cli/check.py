@@ -44,6 +44,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.json:
         sys.stdout.write(orjson.dumps(report.data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimate, report.probe))
+        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimate, report.probe,
+                                (report.data["stale"] or {}).get("notes")))
     sys.stdout.flush()
     return EXIT_OK

@@ -342,20 +342,34 @@ class Planner:
         return None
 
 
-def stale_notes(plan: Plan, index: JournalIndex, history: Mapping[tuple[str, str], Mapping[str, str]], *,
-                keep_stale: bool, legacy_current: bool) -> list[str]:
-    """Before the run starts, per task: how many answers were made with other settings, and what changed.
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """Answers of one task made with other settings than this run's: how many, and which settings changed."""
 
-    Counted by the settings part of the latest answer's fingerprint (a prompt that renders differently for
-    one image, say its sidecar changed, is found when that image is read, not here).
+    task: str
+    answers: int
+    changed: tuple[str, ...]  #: fingerprint components (``COMPONENTS``) that differ; empty when unknown
+
+    def note(self, action: str) -> str:
+        """``task tags: prompt changed since 120 answers: asking again``."""
+        what = (" and ".join(self.changed) + " changed") if self.changed else "settings changed"
+        return f"task {self.task}: {what} since {self.answers} answer{'' if self.answers == 1 else 's'}: {action}"
+
+
+def stale_answers(plan: Plan, index: JournalIndex, history: Mapping[tuple[str, str], Mapping[str, str]], *,
+                  legacy_current: bool) -> list[Stale]:
+    """Per task: how many answers' latest ok was made with other settings than this run's, and what changed.
+
+    Counted by the settings part of the fingerprint (a prompt that renders differently for one image, say its
+    sidecar changed, is found when that image is read, not here). ``history``: ``spec_history``.
     """
-    notes = []
+    out = []
     by_spec = index.latest_by_spec()
     for t in plan.tasks:
         current = {int(lane.prints[t.name].spec, 16) for lane in plan.lanes}
         counts = by_spec.get(t.name, Counter())
-        stale: Counter[int] = Counter({spec: n for spec, n in counts.items()
-                                       if spec not in current and not (spec == 0 and legacy_current)})
+        stale = Counter({spec: n for spec, n in counts.items()
+                         if spec not in current and not (spec == 0 and legacy_current)})
         total = sum(stale.values())
         if not total:
             continue
@@ -366,11 +380,15 @@ def stale_notes(plan: Plan, index: JournalIndex, history: Mapping[tuple[str, str
             for name in _changes(old, parts_now):
                 if name not in changed:
                     changed.append(name)
-        what = " and ".join(changed) + (" changed" if changed else "") if changed else "settings changed"
-        action = "kept (--keep-stale)" if keep_stale else "asking again"
-        noun = "answer" if total == 1 else "answers"
-        notes.append(f"task {t.name}: {what} since {total} {noun}: {action}")
-    return notes
+        out.append(Stale(t.name, total, tuple(changed)))
+    return out
+
+
+def stale_notes(plan: Plan, index: JournalIndex, history: Mapping[tuple[str, str], Mapping[str, str]], *,
+                keep_stale: bool, legacy_current: bool) -> list[str]:
+    """The lines a run shows before it starts (``stale_answers``, and what the run does with them)."""
+    action = "kept (--keep-stale)" if keep_stale else "asking again"
+    return [s.note(action) for s in stale_answers(plan, index, history, legacy_current=legacy_current)]
 
 
 def _changes(old: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]:
