@@ -174,3 +174,54 @@ async def test_sidecar_and_exif_reach_the_prompt(emulator: EmulatorFactory, tmp_
     with anyio.fail_after(60):
         await run(cfg(server, folder, out, "caption=[{{ stem }}] {{ sidecar }} / {{ exif.make }} {{ exif.model }}"))
     assert sorted(server.log.prompts()) == ["[a] tabby, {{ not a template }} / Google Pixel 8", "[b]  /  "]
+
+
+async def test_check_counts_stale_answers(emulator: EmulatorFactory, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from batchcap.cli import main as cli_main
+
+    folder = pets(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(60):
+        await run(cfg(server, folder, out, CAPTION, TAGS))
+    flags = ["check", str(folder), "--out", str(out), "--api", "openai", "--base-url", f"{server.url}/v1",
+             "--model", MODEL, "--task", CAPTION, "--json"]
+    assert await anyio.to_thread.run_sync(cli_main, [*flags, "--task", "tags=Other."]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["stale"]["by_task"] == {"tags": 12}
+    assert report["stale"]["notes"] == ["task tags: prompt changed since 12 answers: a run asks them again"]
+    assert await anyio.to_thread.run_sync(cli_main, [*flags, "--task", TAGS]) == 0
+    assert orjson.loads(capsys.readouterr().out)["stale"]["answers"] == 0
+    assert server.log.count() == 24  # check sent nothing
+
+
+async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """Lines without task or fingerprint, and a manifest with one config: today's command sends nothing again;
+    a changed prompt asks every image again and says what changed."""
+    folder = pets(tmp_path, 10)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    base = {"input_dir": folder, "out": out, "api": "openai", "base_url": f"{server.url}/v1", "model": MODEL,
+            "rate": None}
+    with anyio.fail_after(60):
+        await run(RunConfig.build(**base).validate())
+    # What the journal and the manifest looked like before issue 16 (task, fingerprint, digest, invocations).
+    old = []
+    for rec in records(out):
+        for key in ("task", "fingerprint", "digest"):
+            rec.pop(key)
+        old.append(orjson.dumps(rec) + b"\n")
+    out.write_bytes(b"".join(old))
+    manifest = out.with_name("out.manifest.json")
+    doc = orjson.loads(manifest.read_bytes())
+    manifest.write_bytes(orjson.dumps({k: v for k, v in doc.items() if k not in ("invocations", "tasks")}))
+    with anyio.fail_after(60):
+        stats = await run(RunConfig.build(**base).validate())
+        assert (stats.ok, server.log.count()) == (0, 10)
+        notes: list[str] = []
+        stats = await run(RunConfig.build(**base, prompt="Say what it is.").validate(), notes=notes.append)
+    assert notes == ["task caption: prompt changed since 10 answers: asking again"]
+    assert (stats.ok, server.log.count()) == (10, 20)
+    invocations = orjson.loads(manifest.read_bytes())["invocations"]
+    assert [inv.get("legacy", False) for inv in invocations] == [True, False, False]
