@@ -107,7 +107,9 @@ def _chat_text(state: _State, caption: str, payload: _Payload) -> str:
         return text_answer(caption, payload.prompt)
     rate = state.settings.invalid_json_rate
     if rate > 0:
-        pair = hashlib.sha256(f"{state.settings.seed}\x00{caption}\x00{payload.prompt or ''}".encode()).digest()
+        h = hashlib.sha256(f"{state.settings.seed}\x00{payload.prompt or ''}\x00".encode())
+        h.update(payload.image or b"")
+        pair = h.digest()
         if pair not in state.json_asked:
             if len(state.json_asked) >= _JSON_ASKED_MAX:
                 state.json_asked.clear()

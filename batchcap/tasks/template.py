@@ -79,7 +79,10 @@ class PromptTemplate:
             line = getattr(exc, "lineno", None)
             raise UsageError(f"{where}: the prompt is not a valid template"
                              + (f" (line {line})" if line else "") + f": {exc}") from None
-        names = frozenset(meta.find_undeclared_variables(ast))
+        try:
+            names = frozenset(meta.find_undeclared_variables(ast))
+        except TemplateError as exc:  # e.g. an unknown filter
+            raise UsageError(f"{where}: the prompt is not a valid template: {exc}") from None
         known = frozenset(BUILTINS) | frozenset(extra)
         for name in sorted(names):
             if name not in known:
