@@ -31,7 +31,8 @@ SCHEMAS: list[dict[str, Any]] = [
 def test_text_answers_depend_on_the_prompt() -> None:
     assert text_answer(CAPTION, None) == CAPTION
     a, b = text_answer(CAPTION, "Describe."), text_answer(CAPTION, "List tags.")
-    assert a != b and a == f"{CAPTION} (prompt {prompt_tag('Describe.')})"
+    assert a != b
+    assert a == f"{CAPTION} (prompt {prompt_tag('Describe.')})"
     assert text_answer(CAPTION, "Describe.") == a
 
 

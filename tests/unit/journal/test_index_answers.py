@@ -15,8 +15,7 @@ DIGEST = "ab" * 16
 
 def write(path: Path, *records: Record | bytes) -> None:
     with open(path, "ab") as f:
-        for r in records:
-            f.write(r if isinstance(r, bytes) else encode_record(r))
+        f.writelines(r if isinstance(r, bytes) else encode_record(r) for r in records)
 
 
 def ok(path: str, task: str = "caption", fp: str | None = FP_A, digest: str | None = DIGEST, **kw: object) -> Record:
@@ -53,7 +52,9 @@ def test_final_and_retryable_errors_are_counted_per_answer(tmp_path: Path) -> No
           err("d.jpg"))
     index = load_index(j)
     assert (index.ok, index.error_final, index.error_retryable) == (1, 2, 1)
-    assert "a.jpg" in index and "b.jpg" not in index and "c.jpg" in index
+    assert "a.jpg" in index
+    assert "b.jpg" not in index
+    assert "c.jpg" in index
     assert "a.jpg" not in load_index(j, retry_failed=True)
 
 
@@ -64,7 +65,8 @@ def test_lines_from_before_tasks_are_the_caption_task_without_fingerprint(tmp_pa
           b'"retryable":false},"attempts":1,"ts":1.0}\n')
     index = load_index(j)
     a, b = index.entry("a.jpg"), index.entry("b.jpg")
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert (a.ok, a.spec, index.legacy) == (LEGACY, 0, 1)
     assert (b.ok, b.error, b.final) == (None, LEGACY, True)
     assert index.latest_by_spec() == {"caption": {0: 1}}
@@ -84,7 +86,8 @@ def test_find_copy_by_content_and_answer(tmp_path: Path) -> None:
     offset = index.find_copy(DIGEST, answer_id(FP_A))
     assert offset is not None
     rec = index.read_line(offset)
-    assert rec is not None and (rec["path"], rec["task"]) == ("cat/a.jpg", "caption")
+    assert rec is not None
+    assert (rec["path"], rec["task"]) == ("cat/a.jpg", "caption")
     assert index.find_copy(DIGEST, answer_id("0" * 24)) is None
     assert index.find_copy("ef" * 16, answer_id(FP_A)) is None
 

@@ -25,7 +25,8 @@ def test_each_component_changes_it() -> None:
     for kw in ({"target": "openai other http://h/v1"}, {"generation": {"max_tokens": 65, "temperature": 0.0}},
                {"schema": b'{"type":"object"}'}, {"preparation": {"max_side": 768}}):
         other = TaskPrint(parts(**kw)).fingerprint("Describe cat.")
-        assert other[:8] != base[:8] and other[8:] != base[8:], kw
+        assert other[:8] != base[:8], kw
+        assert other[8:] != base[8:], kw
     assert TaskPrint(parts()).fingerprint("Describe dog.")[8:] != base[8:]  # the rendered prompt
 
 
@@ -33,7 +34,8 @@ def test_an_equivalent_template_asks_the_same_question() -> None:
     """The answer part hashes the prompt as rendered, not the template: {{folder}} and {{ folder }} agree."""
     a = TaskPrint(parts(template="Describe {{folder}}.")).fingerprint("Describe cat.")
     b = TaskPrint(parts()).fingerprint("Describe cat.")
-    assert a[8:] == b[8:] and a[:8] != b[:8]
+    assert a[8:] == b[8:]
+    assert a[:8] != b[:8]
 
 
 def test_raw_bytes_targets_hash_no_prompt() -> None:

@@ -29,7 +29,7 @@ def test_response_format_in_openai_and_tgi_spelling() -> None:
 ])
 def test_check_and_the_invalid_json_gate(text: str, ok: bool) -> None:
     s = Schema.of("tags", TAGS)
-    data, problem = s.check(text)
+    _data, problem = s.check(text)
     assert (problem is None) == ok
     got, flags = judge_json(text, s)
     assert flags == (() if ok else ("invalid_json",))

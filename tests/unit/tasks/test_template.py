@@ -13,7 +13,9 @@ CTX = {"folder": "cat", "path": "cat/1.jpg", "stem": "1", "sidecar": "tabby {{ 7
 
 def test_a_plain_prompt_is_static_and_rendered_once() -> None:
     t = PromptTemplate.compile("caption", "Describe the image.")
-    assert t.static and t.path_only and not t.needs_exif
+    assert t.static
+    assert t.path_only
+    assert not t.needs_exif
     assert t.render({}) == "Describe the image."
 
 
@@ -21,7 +23,9 @@ def test_variables_render_and_values_stay_text() -> None:
     t = PromptTemplate.compile("c", "A {{ folder }} photo ({{ stem }}), {{ sidecar }}, {{ exif.model }} "
                                "{{ exif['make'] }} at {{ exif.datetime }}")
     assert t.variables == {"folder", "stem", "sidecar", "exif"}
-    assert t.needs_exif and t.needs_sidecar and not t.path_only
+    assert t.needs_exif
+    assert t.needs_sidecar
+    assert not t.path_only
     assert t.render(CTX) == "A cat photo (1), tabby {{ 7*7 }}, Pixel 8 Google at 2024:05:01 12:00:00"
 
 
