@@ -31,6 +31,7 @@ import bench_adaptive
 import bench_prepare
 import bench_rate
 import bench_scale
+import bench_tasks
 import bench_throughput
 from _util import NCPU, Ctx, Result, git_commit
 
@@ -41,6 +42,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "scale": bench_scale.run,
     "adaptive": bench_adaptive.run,
     "prepare": bench_prepare.run,
+    "tasks": bench_tasks.run,
 }
 
 

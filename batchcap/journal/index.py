@@ -530,7 +530,6 @@ class _Loader:
         records = len(self.keys) + len(self.errors)
         table = _Table(records)
         keys, mask, t_ok = table.keys, table.mask, table.ok
-        n_ok = 0
         for key, value in zip(self.keys, self.packed, strict=True):
             key = key or 1
             i = key & mask
@@ -540,8 +539,8 @@ class _Loader:
                 k = keys[i]
             if not k:
                 keys[i] = key
-                n_ok += 1
             t_ok[i] = value
+        n_ok = len(keys) - keys.count(0)  # every slot taken so far holds an ok answer
         self.keys, self.packed = array("q"), array("Q")  # free them before the caller goes on
         errors = table.errors
         for key, answer, final in self.errors:
