@@ -60,14 +60,26 @@ def plan_for(cfg: RunConfig, targets: tuple[Target, ...], *, extra: Collection[s
     return build_plan(cfg, [t.cfg for t in targets], extra=extra)
 
 
-def preparer_for(cfg: RunConfig, targets: tuple[Target, ...]) -> PreparePool | None:
+def preparer_for(cfg: RunConfig, targets: tuple[Target, ...], plan: Plan | None = None) -> PreparePool | None:
     """Every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is counted as
-    each target's adapter wraps the image; with several targets an image must fit them all."""
+    each target's adapter wraps the image, for each task (its prompt at its longest, its schema); with several
+    targets and tasks an image must fit them all."""
     if not cfg.prepare.enabled:
         return None
     configs = [t.cfg for t in targets] if targets else [cfg]
-    wire = largest_wire_size([wire_size_for(make_adapter(c.target)) for c in configs])
+    if plan is None:
+        adapters = [make_adapter(c.target) for c in configs]
+    else:
+        adapters = [_longest(ask.adapter, plan.task(name).prompt_budget)
+                    for c, lane in zip(configs, plan.lanes, strict=True)
+                    for name, ask in task_asks(c, plan, lane).items()]
+    wire = largest_wire_size([wire_size_for(a) for a in adapters])
     return PreparePool(cfg.prepare, wire_size=wire)
+
+
+def _longest(adapter: Adapter, budget: int) -> Adapter:
+    """A chat adapter whose prompt is as long as the task's can get (the body limit must hold for every image)."""
+    return replace(adapter, prompt="x" * budget) if isinstance(adapter, OpenAIChat) else adapter
 
 
 def captions_for(

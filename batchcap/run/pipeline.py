@@ -84,7 +84,7 @@ async def run(
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    planner=planner, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets))
+                    planner=planner, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets, plan))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)

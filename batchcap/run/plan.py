@@ -38,7 +38,7 @@ from batchcap.journal.index import LEGACY, answer_id
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import TargetSettings
-from batchcap.tasks.context import SIDECAR_EXT, context_for
+from batchcap.tasks.context import SIDECAR_EXT, SIDECAR_MAX, context_for
 from batchcap.tasks.fingerprint import Parts, TaskPrint
 from batchcap.tasks.schema import Schema, load_schema
 from batchcap.tasks.spec import TaskSpec
@@ -59,6 +59,15 @@ class TaskRun:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def prompt_budget(self) -> int:
+        """Bytes the prompt may take in a request body, at most (for the body limit): its text when constant;
+        else the template with room for what it may render (JSON escaping doubled, a sidecar at its largest)."""
+        if self.template.text is not None:
+            return 2 * len(self.template.text.encode("utf-8", "surrogatepass"))
+        room = 2 * len(self.spec.prompt.encode("utf-8", "surrogatepass")) + 4096
+        return room + (2 * SIDECAR_MAX if self.template.needs_sidecar else 0)
 
 
 @dataclass(frozen=True, slots=True)
