@@ -127,7 +127,21 @@ class Captioner:
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
+        await self._schema_spelling()
         return self
+
+    async def _schema_spelling(self) -> None:
+        """A chat server known to be TGI takes ``response_format`` in its own spelling (``batchcap.tasks.schema``):
+        asked once, and only when a task has a schema."""
+        chat = {name: (t, t.schema, t.adapter) for name, t in self.tasks.items()
+                if t.schema is not None and isinstance(t.adapter, OpenAIChat)}
+        if not chat or await self.client.server_kind() != "tgi":
+            return
+        for name, (t, schema, base) in chat.items():
+            if schema is not None and isinstance(base, OpenAIChat):
+                adapter = dataclasses.replace(base, response_format=schema.response_format("tgi"))
+                self.tasks[name] = dataclasses.replace(t, adapter=adapter)
+        self.progress.note("the chat server is TGI: JSON schemas go in its own response_format spelling")
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -113,6 +113,25 @@ class CaptionClient:
             await self._session.close()
             self._session = None
 
+    async def server_kind(self) -> str:
+        """``"tgi"`` when the chat server at this URL says it is text-generation-inference (``GET /info``: its
+        ``router`` is ``text-generation-router``), else ``"openai"`` (the HF router, vLLM, OpenAI: no such route).
+
+        One GET, a few seconds at most, asked only by runs that need to know (a task with a JSON schema: TGI
+        spells ``response_format`` its own way). Any failure means "not known to be TGI".
+        """
+        assert self._session is not None, "use `async with CaptionClient(...)`"
+        base = self.url.removesuffix("/chat/completions").removesuffix("/v1").rstrip("/")
+        try:
+            async with self._session.get(base + "/info", allow_redirects=False,
+                                         timeout=aiohttp.ClientTimeout(total=min(self.timeout, 10.0))) as resp:
+                if resp.status != 200:
+                    return "openai"
+                info = await resp.json(content_type=None)
+        except (*_CLIENT_ERRORS, ValueError):
+            return "openai"
+        return "tgi" if isinstance(info, dict) and info.get("router") == "text-generation-router" else "openai"
+
     async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
                       ) -> Reply:
         """One attempt. Raises an APIError subclass; the retry policy decides what comes next.

@@ -225,3 +225,17 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
     assert (stats.ok, server.log.count()) == (10, 20)
     invocations = orjson.loads(manifest.read_bytes())["invocations"]
     assert [inv.get("legacy", False) for inv in invocations] == [True, False, False]
+
+
+async def test_a_tgi_server_is_asked_in_its_own_spelling(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """TGI refuses the OpenAI response_format (422); a run that finds TGI at /info sends TGI's spelling."""
+    folder = pets(tmp_path, 4)
+    (tmp_path / "s.json").write_bytes(orjson.dumps({"type": "object", "properties": {"kind": {"enum": ["cat", "dog"]}},
+                                                    "required": ["kind"]}))
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings(profile="tgi"))
+    with anyio.fail_after(60):
+        stats = await run(cfg(server, folder, out, "kind=Cat or dog?", schema=(f"kind={tmp_path / 's.json'}",)))
+    assert (stats.ok, stats.failed) == (4, 0)
+    assert all(rec["data"]["kind"] in ("cat", "dog") for rec in records(out))
+    assert server.log.count(422) == 0
