@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from batchcap.errors import UsageError
@@ -57,3 +59,21 @@ def test_flags_and_profile_keys_reach_the_tasks_group() -> None:
     cfg = RunConfig.build(task=["tags=List tags."], keep_stale="true")
     assert cfg.tasks.task == ("tags=List tags.",)
     assert cfg.tasks.keep_stale is True
+
+
+def test_the_shipped_tasks_profile_plans(tmp_path: Path) -> None:
+    """configs/tasks.toml: two tasks, the schema path taken from the profile's folder, checked like a run."""
+    from batchcap.config import profile_config
+    from batchcap.run.plan import build_plan
+
+    profile = Path(__file__).parents[3] / "configs" / "tasks.toml"
+    cfg = profile_config(profile).validate()
+    plan = build_plan(cfg)
+    assert plan.names == ("caption", "tags")
+    tags = plan.task("tags")
+    assert tags.schema is not None
+    assert Path(tags.schema.source) == profile.parent / "tags.schema.json"
+    assert tags.template.static
+    assert not plan.task("caption").template.static
+    (only,) = build_plan(cfg.with_flat({"task": ("tags",)})).tasks
+    assert only.name == "tags"
