@@ -22,7 +22,6 @@ table is built on first use by a second pass over the journal as it was at load 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import threading
 from array import array
@@ -42,6 +41,8 @@ from batchcap.journal.codec import (
     record_task,
     task_key_bytes,
 )
+from batchcap.journal.copies import Copies
+from batchcap.journal.tables import AnswerTable, KeySet
 from batchcap.models import DEFAULT_TASK
 
 __all__ = ["LEGACY", "Entry", "JournalIndex", "KeySet", "answer_id", "load_index", "path_key", "task_key"]
@@ -52,13 +53,9 @@ CHUNK = 4 * 1024 * 1024  # measured: 1-16 MB load equally fast; smaller keeps th
 LEGACY = 0
 _FP_HEX = 24  #: fingerprint length: 8 hex of settings, 16 hex of what was asked of the image
 _ANSWER_AT = 10  #: the answer id is the fingerprint's last 14 hex digits (56 bits)
-_DIGEST_HEX = 32
 _FP_AT = len(FINGERPRINTED_OK)
-_DIGEST_SEP = b'","digest":"'
-_MASK64 = (1 << 64) - 1
 _ANSWER_MASK = (1 << 56) - 1
 _OK_TAIL = FINGERPRINTED_OK[len(STATUS_SEP) :]  # ok","fingerprint":"
-_NO_TASK = 255  # task id of slots past the 255th task name (counted, not named)
 
 
 def path_key(path: str) -> int:
@@ -94,60 +91,6 @@ def _blake_key(raw: bytes) -> int:
 _bytes_key: Callable[[bytes], int] = hash if sys.hash_info.width >= 64 else _blake_key
 
 
-def _capacity(n: int) -> int:
-    size = 8
-    while size < 2 * n:
-        size *= 2
-    return size
-
-
-class KeySet:
-    """A set of 64-bit ints in one flat ``array``: open addressing, linear probing, <= 50% full.
-
-    8 bytes per slot, so ~16 MB for a million keys where a ``set`` of ints takes ~70 MB. Fixed capacity
-    (the caller knows the count up front). Slot value 0 means empty, so key 0 is stored as 1: two keys in
-    2⁶⁴ merge, harmless.
-    """
-
-    __slots__ = ("_len", "_mask", "_slots")
-
-    def __init__(self, capacity: int) -> None:
-        size = _capacity(capacity)
-        self._slots = array("q", bytes(8 * size))
-        self._mask = size - 1
-        self._len = 0
-
-    def add(self, key: int) -> bool:
-        """Insert; False if it was already there. The caller stays within the capacity."""
-        key = key or 1
-        slots, mask = self._slots, self._mask
-        i = key & mask
-        k = slots[i]
-        while k:
-            if k == key:
-                return False
-            i = (i + 1) & mask
-            k = slots[i]
-        slots[i] = key
-        self._len += 1
-        return True
-
-    def __contains__(self, key: int) -> bool:
-        key = key or 1
-        slots, mask = self._slots, self._mask
-        i = key & mask
-        k = slots[i]
-        while k:
-            if k == key:
-                return True
-            i = (i + 1) & mask
-            k = slots[i]
-        return False
-
-    def __len__(self) -> int:
-        return self._len
-
-
 class Entry(NamedTuple):
     """What the journal holds for one (path, task): the latest ok answer and the last error."""
 
@@ -159,55 +102,6 @@ class Entry(NamedTuple):
 
 #: Class 0: no ok answer in the slot; class 1: the default task's answers without a fingerprint.
 _NONE, _LEGACY_CLASS, _OTHER = 0, 1, 255
-
-
-class _Table:
-    """The answer slots: open addressing on the (path, task) key, <= 50% full, two flat arrays.
-
-    16 bytes per slot: the key, and the latest ok answer packed as its class (top 8 bits: which task and which
-    settings part of the fingerprint; at most 253 kinds are told apart, the rest share class 255; 0 = no ok)
-    over its answer id (56 bits). Errors (rare) live in a dict by slot. ~34 MB for a million answers.
-    """
-
-    __slots__ = ("errors", "keys", "mask", "ok")
-
-    def __init__(self, capacity: int) -> None:
-        size = _capacity(capacity)
-        self.mask = size - 1
-        self.keys = array("q", bytes(8 * size))
-        self.ok = array("Q", bytes(8 * size))
-        self.errors: dict[int, tuple[int, bool]] = {}  #: slot -> (answer id, final) of its last error
-
-    def slot(self, key: int) -> int:
-        """The slot of ``key``, taken if it was free."""
-        key = key or 1
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        k = keys[i]
-        while k and k != key:
-            i = (i + 1) & mask
-            k = keys[i]
-        if not k:
-            keys[i] = key
-        return i
-
-    def find(self, key: int) -> int:
-        """The slot holding ``key``, or -1."""
-        key = key or 1
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        k = keys[i]
-        while k:
-            if k == key:
-                return i
-            i = (i + 1) & mask
-            k = keys[i]
-        return -1
-
-    def classes(self) -> bytes:
-        """The class of every slot (0: no ok answer), as bytes: the top byte of each little-endian 64-bit value."""
-        raw = self.ok.tobytes()
-        return raw[7::8] if sys.byteorder == "little" else raw[0::8]
 
 
 class JournalIndex:
@@ -223,7 +117,7 @@ class JournalIndex:
     def __init__(self, paths: Iterable[str] = (), *, task: str = DEFAULT_TASK) -> None:
         """An index holding an ok answer without fingerprint for each of ``paths`` (a convenience for tests)."""
         keys = [task_key(p, task) for p in paths]
-        table = _Table(len(keys))
+        table = AnswerTable(len(keys))
         self._classes: list[tuple[str, int]] = [("", 0), (DEFAULT_TASK, 0)]  #: class -> (task, spec)
         cls = _LEGACY_CLASS
         if task != DEFAULT_TASK:
@@ -241,7 +135,7 @@ class JournalIndex:
         self.retry_failed = False  #: final errors count as not done (``--retry-failed``)
         self.path: Path | None = None  #: the journal, for ``find_copy``
         self.size = 0  #: its size once loaded: ``find_copy`` reads no further
-        self._copies: _Copies | None = None
+        self._copies: Copies | None = None
         self._copies_lock = threading.Lock()
 
     def entry(self, path: str, task: str = DEFAULT_TASK) -> Entry | None:
@@ -304,7 +198,7 @@ class JournalIndex:
             with self._copies_lock:
                 copies = self._copies
                 if copies is None:
-                    copies = self._copies = _Copies.build(self.path, self.size)
+                    copies = self._copies = Copies.build(self.path, self.size)
         return copies.find(digest, answer)
 
     def read_line(self, offset: int) -> dict[str, Any] | None:
@@ -528,7 +422,7 @@ class _Loader:
         An ok never hides an error nor the other way round, so oks and errors need no common order.
         """
         records = len(self.keys) + len(self.errors)
-        table = _Table(records)
+        table = AnswerTable(records)
         keys, mask, t_ok = table.keys, table.mask, table.ok
         for key, value in zip(self.keys, self.packed, strict=True):
             key = key or 1
@@ -569,83 +463,3 @@ class _Loader:
 _DEFAULT_TASK_SUFFIX = TASK_SEP + DEFAULT_TASK.encode()
 
 
-class _Copies:
-    """(content digest, answer id) -> file offset of an ok line: open addressing, two flat arrays."""
-
-    __slots__ = ("keys", "mask", "offsets")
-
-    def __init__(self, keys: array[int], offsets: array[int]) -> None:
-        size = _capacity(len(keys))
-        self.mask = size - 1
-        self.keys = array("q", bytes(8 * size))
-        self.offsets = array("q", bytes(8 * size))
-        table, mask, offs = self.keys, self.mask, self.offsets
-        for key, off in zip(keys, offsets, strict=True):
-            key = key or 1
-            i = key & mask
-            k = table[i]
-            while k and k != key:
-                i = (i + 1) & mask
-                k = table[i]
-            table[i] = key
-            offs[i] = off  # the later line wins: a newer answer for the same question
-
-    @staticmethod
-    def key(digest: bytes | str, answer: int) -> int:
-        """Both are uniform 64-bit values: their XOR is one (as a signed int for the table)."""
-        v = (int(digest[:16], 16) ^ answer) & _MASK64
-        return v - (1 << 64) if v >= 1 << 63 else v
-
-    @classmethod
-    def build(cls, path: Path | None, size: int) -> _Copies:
-        """One pass over the first ``size`` bytes of the journal: every ok line with a fingerprint and a digest."""
-        keys, offsets = array("q"), array("q")
-        if path is not None and size > 0:
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    _scan_copies(f.fileno(), size, keys, offsets)
-            except OSError:
-                pass  # no copies found is a correct (if costlier) answer
-        return cls(keys, offsets)
-
-    def find(self, digest: str, answer: int) -> int | None:
-        key = self.key(digest, answer) or 1
-        table, mask = self.keys, self.mask
-        i = key & mask
-        k = table[i]
-        while k:
-            if k == key:
-                return self.offsets[i]
-            i = (i + 1) & mask
-            k = table[i]
-        return None
-
-
-def _scan_copies(fd: int, size: int, keys: array[int], offsets: array[int]) -> None:
-    rest = b""
-    pos = 0
-    add_key, add_off = keys.append, offsets.append
-    key = _Copies.key
-    while pos < size:
-        chunk = os.read(fd, min(CHUNK, size - pos))
-        if not chunk:
-            break
-        lines = chunk.split(b"\n")
-        if rest:
-            lines[0] = rest + lines[0]
-        off = pos - len(rest)
-        pos += len(chunk)
-        rest = lines.pop()
-        for line in lines:
-            k = line.find(FINGERPRINTED_OK, 9)
-            if k > 0:
-                f = k + _FP_AT
-                d = f + _FP_HEX + len(_DIGEST_SEP)
-                if line.startswith(_DIGEST_SEP, f + _FP_HEX) and line.startswith(b'"', d + _DIGEST_HEX):
-                    try:
-                        add_key(key(line[d : d + _DIGEST_HEX], int(line[f + _ANSWER_AT : f + _FP_HEX], 16)))
-                    except ValueError:
-                        pass
-                    else:
-                        add_off(off)
-            off += len(line) + 1

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, PromptError, UsageError
 from batchcap.journal import JournalIndex
-from batchcap.journal.index import LEGACY, answer_id
+from batchcap.journal.index import LEGACY, Entry, answer_id
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import TargetSettings
@@ -210,8 +210,8 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
 class Planner:
     """Per image: which tasks to ask, which answers to copy from the journal; thread-safe counters."""
 
-    __slots__ = ("_lock", "copied", "copies", "index", "keep_stale", "kept_stale", "legacy_current", "plan",
-                 "prompt_errors", "retry_failed", "root", "skipped", "stale")
+    __slots__ = ("_answer_cache", "_lock", "copied", "copies", "index", "keep_stale", "kept_stale", "legacy_current",
+                 "plan", "prompt_errors", "retry_failed", "root", "skipped", "stale")
 
     def __init__(self, plan: Plan, index: JournalIndex, *, root: Path | str, keep_stale: bool = False,
                  retry_failed: bool = False, legacy_current: bool = True, copies: bool = True) -> None:
@@ -223,6 +223,7 @@ class Planner:
         self.legacy_current = legacy_current  #: answers without fingerprint count as current (caption task)
         self.copies = copies  #: look answers up by content in the journal (off with --dedupe off)
         self._lock = threading.Lock()
+        self._answer_cache: dict[tuple[str, str | None], tuple[int, ...]] = {}
         self.stale: Counter[str] = Counter()  #: per task: stale answers asked again
         self.kept_stale: Counter[str] = Counter()  #: per task: stale answers kept (--keep-stale)
         self.skipped: Counter[str] = Counter()  #: per task: answers already current (images read, then left)
@@ -237,16 +238,19 @@ class Planner:
         plan = self.plan
         if not plan.path_only:
             return False
+        entries = [self.index.entry(path, t.name) for t in plan.tasks]
+        if None in entries:  # a task never asked of this path (a new file, mostly): read it; no prompt rendered
+            return False
         ctx = None
         if not plan.static:
             ctx = context_for(ImageJob(path, os.path.join(self.root, path), 0), sidecar=plan.needs_sidecar)
         kept: list[str] = []
-        for t in plan.tasks:
+        for t, entry in zip(plan.tasks, entries, strict=True):
             try:
                 prompt = t.template.text if ctx is None else t.template.render(ctx)
             except PromptError:
                 return False  # the reader records it
-            verdict = self._verdict(path, t.name, prompt)[0]
+            verdict = self._judge(entry, t.name, prompt)[0]
             if verdict == "open":
                 return False
             if verdict == "kept_stale":
@@ -313,10 +317,13 @@ class Planner:
 
     def _verdict(self, path: str, task: str, prompt: str | None) -> tuple[str, bool]:
         """("current" | "final" | "kept_stale" | "open", stale) for one question."""
-        entry = self.index.entry(path, task)
+        return self._judge(self.index.entry(path, task), task, prompt)
+
+    def _judge(self, entry: Entry | None, task: str, prompt: str | None) -> tuple[str, bool]:
+        """``_verdict`` for the journal's ``entry`` of (path, task)."""
         if entry is None:
             return "open", False
-        answers = [answer_id(lane.prints[task].fingerprint(prompt)) for lane in self.plan.lanes]
+        answers = self._answers(task, prompt)
         if entry.ok is not None and (entry.ok in answers or (entry.ok == LEGACY and self.legacy_current)):
             return "current", False
         if entry.error is not None and entry.final and not self.retry_failed and (
@@ -325,6 +332,17 @@ class Planner:
         if entry.ok is not None:
             return ("kept_stale", True) if self.keep_stale else ("open", True)
         return "open", False
+
+    def _answers(self, task: str, prompt: str | None) -> tuple[int, ...]:
+        """The answer ids of one question on each target (cached: a constant prompt is one entry per task)."""
+        key = (task, prompt)
+        got = self._answer_cache.get(key)
+        if got is None:
+            got = tuple(answer_id(lane.prints[task].fingerprint(prompt)) for lane in self.plan.lanes)
+            if len(self._answer_cache) >= 4096:
+                self._answer_cache.clear()
+            self._answer_cache[key] = got
+        return got
 
     def _copy(self, image: LoadedImage, task: str, prompt: str | None) -> Record | None:
         """An ok answer to this very question for this content, anywhere in the journal, as this image's record."""

@@ -191,24 +191,8 @@ def build_site(
         return min(_BINS - 1, max(0, int((ts - t0) / bin_s)))
 
     tally = _Tally()
-    rows: list[list[Any]] = []
-    chunks = 0
-    task_index = {task: i for i, task in enumerate(sel.tasks)}
-    task_counts = [0] * len(sel.tasks)
-    for rec in read_records(journal, items):
-        task = task_index.get(record_task(rec), 0)
-        task_counts[task] += 1
-        rows.append(_row(rec, tally, thumbs.get(rec["path"], ""), bin_of, task))
-        if len(rows) >= options.chunk:
-            _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
-            chunks += 1
-            rows = []
-    if rows:
-        _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
-        chunks += 1
-    for stale in (out / "data").glob("c*.js"):
-        if stale.stem[1:].isdigit() and int(stale.stem[1:]) >= chunks:
-            stale.unlink()
+    chunks, task_counts = _write_chunks(journal, items, sel.tasks, out, options.chunk, tally,
+                                        lambda rec: thumbs.get(rec["path"], ""), bin_of)
 
     lat = sorted(tally.latencies)
     title = options.title or f"batchcap: {journal.name}"
@@ -243,6 +227,31 @@ def build_site(
     _write(out / "README.md", space_readme(title, body=_readme_body(report)).encode("utf-8"))
     report.seconds = clock() - started
     return report
+
+
+def _write_chunks(journal: Path, items: list[tuple[tuple[str, str], int]], tasks: list[str], out: Path, chunk: int,
+                  tally: _Tally, thumb_of: Callable[[dict[str, Any]], str], bin_of: Callable[[Any], int | None]
+                  ) -> tuple[int, list[int]]:
+    """The records as data/cN.js files of ``chunk`` rows (stale ones removed); how many, and answers per task."""
+    task_index = {task: i for i, task in enumerate(tasks)}
+    task_counts = [0] * len(tasks)
+    rows: list[list[Any]] = []
+    chunks = 0
+    for rec in read_records(journal, items):
+        task = task_index.get(record_task(rec), 0)
+        task_counts[task] += 1
+        rows.append(_row(rec, tally, thumb_of(rec), bin_of, task))
+        if len(rows) >= chunk:
+            _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+            chunks += 1
+            rows = []
+    if rows:
+        _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+        chunks += 1
+    for stale in (out / "data").glob("c*.js"):
+        if stale.stem[1:].isdigit() and int(stale.stem[1:]) >= chunks:
+            stale.unlink()
+    return chunks, task_counts
 
 
 def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
