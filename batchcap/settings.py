@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
+from batchcap.redact import looks_like_token
 
 __all__ = [
     "Parse",
@@ -140,6 +141,8 @@ RETIRED_HOSTS = {
 
 def check_url(url: str, name: str) -> None:
     """An http(s) URL with a host and no credentials; ConfigError naming the flag otherwise."""
+    if looks_like_token(url):  # pasted where the URL goes: never echoed (issue 21)
+        raise ConfigError(f"{flag(name)}: this looks like a token, not a URL: set HF_TOKEN for the token instead")
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 (a malformed port raises here)

@@ -15,13 +15,23 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from _util import BATCHCAP, CLIENT_CORE, Nginx, ensure_nginx, make_distinct, parse_summary, pinned, warm
+from _util import (
+    BATCHCAP,
+    CLIENT_CORE,
+    MODEL,
+    Nginx,
+    ensure_nginx,
+    make_distinct,
+    parse_summary,
+    pinned,
+    warm,
+)
 
 
 def one(tree: Path, url: str, out: Path, *extra: str) -> float:
     for p in (out, out.with_name(out.stem + ".manifest.json")):
         p.unlink(missing_ok=True)
-    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--api-base", url, "--concurrency", "64",
+    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", MODEL, "--api-base", url, "--concurrency", "64",
             "--rate", "unlimited", "--quiet", *extra]
     proc = subprocess.run(pinned(CLIENT_CORE, argv), capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:

@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import BATCHCAP, PY, REPO, Ctx, Emulator, Result, make_distinct, parse_summary
+from _util import BATCHCAP, MODEL, PY, REPO, Ctx, Emulator, Result, make_distinct, parse_summary
 
 from batchcap.prepare import PrepareSettings
 
@@ -277,7 +277,7 @@ def end_to_end(ctx: Ctx, photos: list[Path], *, copies: int) -> dict[str, float]
     out = ctx.workdir / "prepare" / "e2e.jsonl"
     out.unlink(missing_ok=True)
     with Emulator(ctx.workdir) as emu:
-        argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--api-base", emu.url, "--model", "x",
+        argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--api-base", emu.url, "--model", MODEL,
                 "--rate", "unlimited", "--concurrency", "8", "--quiet", "--dedupe", "off"]  # fmt: skip
         proc = subprocess.run(argv, env=ctx.env, capture_output=True, text=True, timeout=300, check=False)
     if proc.returncode != 0:

@@ -19,6 +19,7 @@ from _util import (
     BATCHCAP,
     CLIENT_CORE,
     HERE,
+    MODEL,
     PY,
     Ctx,
     Emulator,
@@ -35,7 +36,7 @@ from batchcap.emulator.log import busiest
 def batchcap(ctx: Ctx, tree: Path, url: str, out: Path, *flags: str, timeout: float) -> dict[str, float]:
     for p in (out, out.with_name(out.stem + ".manifest.json")):
         p.unlink(missing_ok=True)
-    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--api-base", url, "--quiet",
+    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", MODEL, "--api-base", url, "--quiet",
             "--no-dedupe", *flags]  # the tree is hard links of a few files: dedupe would send almost nothing
     proc = subprocess.run(pinned(CLIENT_CORE, argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout, env=ctx.env, check=False)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from _util import BATCHCAP, CLIENT_CORE, PY, Ctx, Emulator, Result, link_tree, pinned, rss_kb, stop
+from _util import BATCHCAP, CLIENT_CORE, MODEL, PY, Ctx, Emulator, Result, link_tree, pinned, rss_kb, stop
 
 FILES = 1_000_000
 
@@ -48,7 +48,7 @@ def run_folder(ctx: Ctx, tree: Path, seconds: float) -> list[Result]:
     for p in (out, out.with_name(out.stem + ".manifest.json")):
         p.unlink(missing_ok=True)
     errfile = ctx.workdir / "scale.stderr"
-    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--concurrency", "64",
+    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", MODEL, "--concurrency", "64",
             "--rate", "unlimited", "--no-dedupe"]  # hard links of 48 files: dedupe would send 48
     peak = 0
     samples = []

@@ -17,6 +17,7 @@ from _util import (
     BATCHCAP,
     CLIENT_CORE,
     HERE,
+    MODEL,
     PY,
     Ctx,
     Nginx,
@@ -36,7 +37,7 @@ CONCURRENCY = 64
 def run_batchcap(ctx: Ctx, tree: Path, url: str, out: Path, *, quiet: bool, expect: int) -> dict[str, float]:
     for p in (out, out.with_name(out.stem + ".manifest.json")):
         p.unlink(missing_ok=True)
-    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", "x", "--api-base", url,
+    argv = [BATCHCAP, "run", str(tree), "--out", str(out), "--model", MODEL, "--api-base", url,
             "--concurrency", f"fixed:{CONCURRENCY}", "--rate", "unlimited",
             "--no-dedupe"]  # 48 distinct files hard-linked: dedupe would send 48 (the anchors send every file)
     if quiet:

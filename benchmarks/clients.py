@@ -11,7 +11,7 @@ File ``i`` of the tree is source ``i % k`` (see ``_util.link_tree``), so the sam
 ``bare --read-files TREE``: the same loop, but each body is read from file ``i`` of the tree (open, read, close,
 blocking, on the event loop) instead of memory: what reading the files costs, with nothing else of batchcap.
 
-``hfh``: huggingface_hub's ``AsyncInferenceClient(model=URL/models/x).image_to_text(bytes)`` under an
+``hfh``: huggingface_hub's ``AsyncInferenceClient(model=URL/models/MODEL).image_to_text(bytes)`` under an
 ``asyncio.Semaphore(concurrency)``, the way its docs suggest fanning out, on the same bodies.
 
 Both stop at ``count`` requests or ``duration`` seconds, whichever comes first; the rate is requests / time from
@@ -26,6 +26,9 @@ import asyncio
 import json
 import time
 from pathlib import Path
+
+#: The emulator's served id (an nginx anchor answers any path alike).
+MODEL = "Salesforce/blip-image-captioning-base"
 
 
 def bodies(folder: Path) -> list[bytes]:
@@ -78,7 +81,7 @@ async def hfh(url: str, data: list[bytes], count: int, concurrency: int, duratio
     from huggingface_hub import AsyncInferenceClient
 
     k = len(data)
-    client = AsyncInferenceClient(model=f"{url}/models/x", token=None)
+    client = AsyncInferenceClient(model=f"{url}/models/{MODEL}", token=None)
     sem = asyncio.Semaphore(concurrency)
     errors = 0
     done = 0
@@ -125,7 +128,7 @@ def main() -> None:
     data = bodies(a.sources)
     if not data:
         raise SystemExit(f"no src*.jpg in {a.sources}")
-    url = f"{a.url}/models/x" if a.kind == "bare" else a.url
+    url = f"{a.url}/models/{MODEL}" if a.kind == "bare" else a.url
     if a.kind == "bare":
         coro = bare(url, data, a.count, a.concurrency, a.duration, a.read_files)
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 
 from batchcap.config import RunConfig
+from batchcap.emulator import DEFAULT_MODEL_ID
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.run import pipeline
 
@@ -46,8 +47,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     a = p.parse_args()
     pipeline.RateLimiter = RecordingLimiter  # type: ignore[misc]
-    cfg = RunConfig.build(input_dir=a.input_dir, out=a.out, model="x", api_base=a.url, concurrency=a.concurrency,
-                    rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
+    cfg = RunConfig.build(input_dir=a.input_dir, out=a.out, model=DEFAULT_MODEL_ID, api_base=a.url,
+                          concurrency=a.concurrency,
+                          rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file
     try:
         import uvloop  # noqa: F401
     except ImportError:

@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "batchcap"
 #: Subsystems (a package each) below the commands; ``config`` composes their settings.
 FLOOR = {"source", "prepare", "flow", "service", "journal", "tasks"}
-GROUND = {"errors", "models", "types", "settings", "version", "aio", "progress"}
+GROUND = {"errors", "models", "types", "settings", "version", "aio", "progress", "words", "redact"}
 
 
 def _modules() -> dict[str, Path]:

@@ -22,6 +22,7 @@ from batchcap.bench.stats import (
     TargetResult,
 )
 from batchcap.bench.verdict import describe_errors, format_duration
+from batchcap.words import plural
 
 __all__ = ["ReportPaths", "render_markdown", "render_results", "to_json", "write_plot", "write_reports"]
 
@@ -210,7 +211,12 @@ def _target_line(t: TargetResult, slo: float) -> str:
 
 
 def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    return plural(count, noun)
+
+
+def _count(value: Any, noun: str) -> str:
+    """``plural`` for a count read back from bench.json (an unknown one shows as ``?``)."""
+    return plural(value, noun) if isinstance(value, int) and not isinstance(value, bool) else f"? {noun}s"
 
 
 def _warmup_table(result: BenchResult) -> list[str]:
@@ -247,10 +253,10 @@ def render_markdown(result: BenchResult, *, plot_name: str | None = None, plot_n
     out += [
         "## How this was measured",
         "",
-        (f"- {img.get('count')} images ({img.get('bytes_total', 0) / 1e6:.1f} MB, median "
+        (f"- {_count(img.get('count'), 'image')} ({img.get('bytes_total', 0) / 1e6:.1f} MB, median "
         f"{img.get('bytes_median', 0) / 1e3:.0f} kB) from {source}, cycled; each target got the same bytes."),
-        (f"- Per step: up to {cfg.get('requests')} requests or {cfg.get('duration_s')} s, after {cfg.get('warmup')} "
-        f"warm-up requests. One HTTP attempt per request, no retries: errors are counted, not hidden. In closed "
+        (f"- Per step: up to {_count(cfg.get('requests'), 'request')} or {cfg.get('duration_s')} s, after "
+        f"{_count(cfg.get('warmup'), 'warm-up request')}. One HTTP attempt per request, no retries: errors are counted, not hidden. In closed "
         f"loop a worker rests after a 429 (Retry-After, else {cfg.get('throttle_pause_s')} s)."),
         (f"- Latency: from the scheduled send time to the answer, successes only; percentiles by numpy's linear "
         f"method. SLO: p95 <= {result.slo_s:g} s. Knee: among steps within the SLO, the lowest level within "
@@ -289,7 +295,7 @@ def write_plot(result: BenchResult, path: Path) -> str | None:
     for row, mode in enumerate(modes):
         _plot_row(list(axes[row]), result, mode)
     names = " vs ".join(t.name for t in result.targets)
-    fig.suptitle(f"batchcap bench: {names} on {result.images.get('count')} images "
+    fig.suptitle(f"batchcap bench: {names} on {_count(result.images.get('count'), 'image')} "
                  f"(★ knee = lowest level reaching the best images/s with p95 ≤ {result.slo_s:g} s)", fontsize=13)
     try:
         fig.savefig(path, dpi=110)

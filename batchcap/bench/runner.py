@@ -47,6 +47,7 @@ from batchcap.service.settings import AfterRun
 from batchcap.source.read import load_batch
 from batchcap.source.scan import scan
 from batchcap.types import Clock
+from batchcap.words import plural
 
 __all__ = ["run_bench"]
 
@@ -74,7 +75,7 @@ async def run_bench(
     t0 = clock()
     tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
     images, image_info = await _load_images(settings)
-    log(f"batchcap bench: {len(images)} images ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
+    log(f"batchcap bench: {plural(len(images), 'image')} ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
     interrupt = Interrupt()
     results: list[TargetResult] = []
     try:
@@ -209,11 +210,11 @@ class TargetBench:
             return ColdStart(False, None, 0, {}, None, "interrupted")
         if cold.ok:
             self.log(f"  {name}: first caption after {cold.seconds:.2f} s "
-                     f"({cold.attempts} request{'s' if cold.attempts != 1 else ''})")
+                     f"({plural(cold.attempts, 'request')})")
         else:
             last = f"; last error: {cold.last_error}" if cold.last_error else ""
             self.note(f"no caption within {settings.cold_start_timeout:g} s of the first request "
-                      f"({cold.attempts} requests: {describe_errors(cold.errors)}{last}); sweep skipped")
+                      f"({plural(cold.attempts, 'request')}: {describe_errors(cold.errors)}{last}); sweep skipped")
         return cold
 
     async def sweep(self, send: Send) -> None:

@@ -20,6 +20,7 @@ from batchcap.errors import ConfigError, UsageError
 from batchcap.run import run_targets
 from batchcap.service.auth import find_token
 from batchcap.tasks.quality import QualitySettings
+from batchcap.words import plural
 
 __all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
 
@@ -141,9 +142,9 @@ def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, p
            stale: list[str] | None = None) -> str:
     """The human report (``stale``: the notes of ``data["stale"]``, answers made with other settings)."""
     lines = [
-        f"batchcap check {root}: {inv.files} image files ({_mb(inv.bytes)}), {inv.images} readable, "
-        f"{inv.unreadable} unreadable, {inv.duplicates} exact copies"
-        + (f", {inv.near_duplicates} near copies" if inv.dedupe == "near" else "")
+        f"batchcap check {root}: {plural(inv.files, 'image file')} ({_mb(inv.bytes)}), {inv.images} readable, "
+        f"{inv.unreadable} unreadable, {plural(inv.duplicates, 'exact copy', 'exact copies')}"
+        + (f", {plural(inv.near_duplicates, 'near copy', 'near copies')}" if inv.dedupe == "near" else "")
         + (f", {inv.already_done} already done in {out}" if out is not None else "")
         + f" ({inv.elapsed_s:.1f} s)",
     ]
@@ -160,18 +161,20 @@ def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, p
         lines.extend(f"    {n:>6}  {reason}" for reason, n in inv.unreadable_reasons.most_common(8))
         lines.extend(f"            e.g. {e['path']}: {e['reason']}" for e in inv.unreadable_examples[:3])
     if inv.header_unreadable:
-        lines.append(f"  {inv.header_unreadable} files pass the structural check but Pillow reads no header "
+        lines.append(f"  {plural(inv.header_unreadable, 'file')} {'passes' if inv.header_unreadable == 1 else 'pass'}"
+                     " the structural check but Pillow reads no header "
                      f"(e.g. {inv.header_examples[0]['path']}): the service may refuse them")
     if inv.duplicate_examples:
         ex = inv.duplicate_examples[0]
         lines.append(f"  copies, e.g. {ex['path']} = {ex['duplicate_of']}")
     if inv.earlier_errors:
-        lines.append(f"  {inv.earlier_errors} images keep an earlier error in {out} (run skips them; --retry-failed)")
+        lines.append(f"  {plural(inv.earlier_errors, 'image')} {'keeps' if inv.earlier_errors == 1 else 'keep'} an "
+                     f"earlier error in {out} (run skips them; --retry-failed)")
     lines.extend(f"  stale answers: {note}" for note in stale or ())
-    lines.append(f"  to caption: {inv.to_caption} requests, {_mb(inv.bytes_to_send)} to send "
+    lines.append(f"  to caption: {plural(inv.to_caption, 'request')}, {_mb(inv.bytes_to_send)} to send "
                  f"({inv.bytes_to_send_method})")
     if probed is not None:
-        lines.append(f"  probe: {probed['requests']} requests, {probed['ok']} ok, mean latency "
+        lines.append(f"  probe: {plural(probed['requests'], 'request')}, {probed['ok']} ok, mean latency "
                      f"{probed['latency_mean_s']} s, errors {probed['errors'] or 'none'}, "
                      f"quality flags {probed['quality_flags'] or 'none'} (captions not kept)")
     if est is not None:

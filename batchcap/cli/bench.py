@@ -73,11 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Compare captioning targets (the free serverless API, a paid Inference Endpoint, an OpenAI-compatible "
         "server) on the same images: throughput and latency per concurrency, errors by kind, cost per 1,000 "
-        "images, the best concurrency within a latency SLO, and a verdict. Writes bench.json, bench.md and a plot."
+        "images, the best concurrency within a latency SLO, and a verdict. Writes bench.html (the page to read and "
+        "share), bench.json, bench.md and a plot."
     )
     p.epilog = (
         "examples:\n"
-        "  batchcap bench --demo                      # offline: two local emulators, ~1 minute\n"
+        "  batchcap bench --demo                      # offline: two local emulators, ~40 s\n"
         f"  batchcap bench photos/ --target free=hf:{DEMO_MODEL} \\\n"
         "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
         "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"

@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 
 from batchcap.check import MAX_PROBE, render, run_check
+from batchcap.source.scan import first_image, no_images_message
 
 from .argtypes import number
-from .exit_codes import EXIT_OK
+from .exit_codes import EXIT_ERRORS, EXIT_OK
 from .options import add_run_options, config_from_args
 
 __all__ = ["add_arguments", "main"]
@@ -33,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
-    """0 the report was made (unreadable files are findings, not failures), 2 bad flags or paths, 3 a journal
-    that cannot be read."""
+    """0 the report was made (unreadable files are findings, not failures), 1 the folder holds no image, 2 bad
+    flags or paths, 3 a journal that cannot be read."""
     cfg = config_from_args(ns, input_dir=ns.input_dir, validate=False)
     routing, target = cfg.routing, cfg.target
     has_target = bool(routing.targets or target.model or target.endpoint or target.base_url or target.endpoint_name)
@@ -47,4 +48,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimate, report.probe,
                                 (report.data["stale"] or {}).get("notes")))
     sys.stdout.flush()
+    if report.inventory.files == 0 and not report.inventory.scan_problems:
+        _, passed = first_image(ns.input_dir, follow_symlinks=cfg.source.follow_symlinks)  # no images: quick
+        print(f"batchcap check: {no_images_message(ns.input_dir, passed)}", file=sys.stderr)
+        return EXIT_ERRORS
     return EXIT_OK

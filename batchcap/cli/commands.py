@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from batchcap.errors import Aborted, BatchcapError, ConfigError
+from batchcap.redact import redact
 from batchcap.version import __version__
 
 from .exit_codes import EXIT_ABORTED, EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE
@@ -58,7 +59,9 @@ class _Parser(argparse.ArgumentParser):
     of usage), and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+        # redact: argparse repeats the value it rejects ("unrecognized arguments: hf_..."), and a token pasted in
+        # the wrong place must not be printed back (issue 21)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {redact(message)}\nsee {self.prog} --help\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -122,5 +125,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BatchcapError, KeyboardInterrupt) as exc:
         code, lines = exit_for(exc, command.prefix)
         for line in lines:
-            print(line, file=sys.stderr)
+            print(redact(line), file=sys.stderr)
         return code

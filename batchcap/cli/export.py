@@ -10,6 +10,10 @@ from typing import cast
 
 from batchcap.errors import ConfigError
 from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.redact import shown
+from batchcap.words import plural
+
+from .held import add_wait_argument, held_note, still_written
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "main", "summary"]
 
@@ -17,7 +21,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  exported (images whose latest record is an error are left out and counted: that is expected)
   1  exported, but something was left out that needs a look: lines that are not records, paths that
-     would land outside the folder, images missing from the input folder, sidecar name clashes
+     would land outside the folder, images missing from the input folder, sidecar name clashes; or a
+     run is still writing the JSONL, so only what it held then was exported (see --wait)
   2  the command line or a path is wrong (bad flags, no such JSONL, no input folder known, parquet
      without pyarrow)
   3  aborted: the JSONL cannot be read, or an output cannot be written
@@ -59,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the caption (joined by ', '; never added twice)")
     parser.add_argument("--skip-flagged", action="store_true",
                         help="leave out records that carry quality flags")
+    add_wait_argument(parser)
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -81,7 +87,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         multiline=bool(ns.multiline),
     )
     if not ns.results.is_file():
-        raise ConfigError(f"cannot read {ns.results}: no such file")
+        raise ConfigError(f"cannot read {shown(ns.results)}: no such file")
+    held = still_written(ns.results, ns.wait, _say)
     try:
         report = export(ns.results, options)
     except OSError as exc:
@@ -89,35 +96,44 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"batchcap export: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 3
     for line in summary(report, fmt):
-        print(f"batchcap export: {line}", file=sys.stderr)
-    return 1 if report.left_out else 0
+        _say(line)
+    if held:
+        images = report.written + report.errors + report.flagged
+        _say(held_note(ns.results, f"{plural(images, 'image')} ({plural(report.written, 'caption')})", ns.wait))
+    return 1 if report.left_out or held else 0
+
+
+def _say(line: str) -> None:
+    print(f"batchcap export: {line}", file=sys.stderr)
 
 
 def summary(report: ExportReport, fmt: str) -> list[str]:
     """What the export did, as short lines: the count, where, and each kind of thing left out."""
     where = ", ".join(str(p) for p in report.outputs)
     tasks = f" ({len(report.tasks)} tasks: {', '.join(report.tasks)})" if len(report.tasks) > 1 else ""
-    lines = [f"{report.written} captions exported ({fmt}) to {where}{tasks}"]
+    lines = [f"{plural(report.written, 'caption')} exported ({fmt}) to {where}{tasks}"]
     extra = []
     if report.kept:
-        extra.append(f"{report.kept} existing sidecars kept (--mode overwrite/append/prepend to change them)")
+        extra.append(f"{plural(report.kept, 'existing sidecar')} kept (--mode overwrite/append/prepend to change them)")
     if report.unchanged:
-        extra.append(f"{report.unchanged} files already up to date (not rewritten)")
+        extra.append(f"{plural(report.unchanged, 'file')} already up to date (not rewritten)")
     if report.linked or report.copied:
         extra.append(f"images: {report.linked} hard-linked, {report.copied} copied")
     if report.errors:
-        extra.append(f"{report.errors} images with an error record left out"
+        extra.append(f"{plural(report.errors, 'image')} with an error record left out"
                      + (" (in the errors file)" if fmt == "openai-batch" else ""))
     if report.flagged:
-        extra.append(f"{report.flagged} flagged images left out (--skip-flagged)")
+        extra.append(f"{plural(report.flagged, 'flagged image')} left out (--skip-flagged)")
     lines += extra
     if report.bad_lines:
-        lines.append(f"{report.bad_lines} lines are not batchcap records and were skipped "
+        lines.append(f"{plural(report.bad_lines, 'line')} skipped: not "
+                     f"{'a batchcap record' if report.bad_lines == 1 else 'batchcap records'} "
                      f"(first: line {report.first_bad_line})")
     if report.refused:
-        lines.append(f"{report.refused} paths refused: they would land outside the folder (../, absolute, NUL)")
+        lines.append(f"{plural(report.refused, 'path')} refused: outside the folder (../, absolute, NUL)")
     if report.missing:
-        lines.append(f"{report.missing} images missing from the input folder were left out")
+        lines.append(f"{plural(report.missing, 'image')} missing from the input folder left out")
     if report.conflicts:
-        lines.append(f"{report.conflicts} sidecars left out: two images share one name, or the name is the image's")
+        lines.append(f"{plural(report.conflicts, 'sidecar')} left out: two images share one name, or the name "
+                     "is the image's")
     return lines

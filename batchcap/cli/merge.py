@@ -10,6 +10,7 @@ from pathlib import Path
 from batchcap.cli.exit_codes import EXIT_OK
 from batchcap.journal.merge import merge_journals
 from batchcap.run import manifest_path
+from batchcap.words import plural
 
 __all__ = ["add_arguments", "main"]
 
@@ -25,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     stats = merge_journals(ns.out, ns.parts)
     err = sys.stderr
-    print(f"batchcap: merged {stats.parts} journals into {ns.out}: {stats.images} images ({stats.ok} ok, "
-          f"{stats.errors} errors); {stats.superseded} older records dropped"
-          + (f", {stats.torn} torn last lines skipped" if stats.torn else ""), file=err)
+    print(f"batchcap: merged {plural(stats.parts, 'journal')} into {ns.out}: {plural(stats.images, 'image')} "
+          f"({stats.ok} ok, {plural(stats.errors, 'error')}); {plural(stats.superseded, 'older record')} dropped"
+          + (f", {plural(stats.torn, 'torn last line')} skipped" if stats.torn else ""), file=err)
     print(f"batchcap: manifest {manifest_path(ns.out)}", file=err)
     return EXIT_OK

@@ -13,10 +13,15 @@ from batchcap.aio import run_async
 from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, RunAborted, UsageError
+from batchcap.journal.throughput import images_per_s
+from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
+from batchcap.redact import shown
 from batchcap.run import RunStats, manifest_path, run, run_targets, tune_malloc
 from batchcap.service.auth import Secret, find_token
+from batchcap.source.scan import first_image, no_images_message
 from batchcap.version import __version__
+from batchcap.words import plural
 
 from .argtypes import add_event_loop_flag, number
 from .options import add_run_options, config_from_args
@@ -45,9 +50,12 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.target.token_file)
     if not cfg.input_dir.is_dir():
-        raise ConfigError(f"INPUT_DIR {cfg.input_dir} is not a folder")
+        raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
     prepare_out(cfg.out)
     targets = run_targets(cfg)  # every --target checked before the first line is printed
+    if (empty := _no_images(cfg)) is not None:
+        print(f"batchcap: {empty}", file=sys.stderr)
+        return EXIT_ERRORS
     from batchcap.run.assemble import plan_for
 
     plan_for(cfg, targets)  # tasks, templates, schemas checked: exit 2 before the first line is printed
@@ -56,7 +64,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     err = sys.stderr
     if not cfg.quiet:
         if targets:
-            via = f"{len(targets)} targets ({cfg.routing.route}: {', '.join(t.name for t in targets)})"
+            via = f"{plural(len(targets), 'target')} ({cfg.routing.route}: {', '.join(t.name for t in targets)})"
             print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {via}", file=err)
         else:
             rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
@@ -84,21 +92,45 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     _summary(stats, cfg.out)
+    if stats.undersized:
+        print(f"batchcap: {_undersized(stats, cfg)}", file=err)
     if stats.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED
     if stats.failed or stats.earlier_errors:
         if stats.earlier_errors and not stats.failed:
-            print(f"batchcap: {stats.earlier_errors} images kept their earlier error record; "
+            their = "its" if stats.earlier_errors == 1 else "their"
+            print(f"batchcap: {plural(stats.earlier_errors, 'image')} kept {their} earlier error record; "
                   "add --retry-failed to try them again", file=err)
         return EXIT_ERRORS
     return EXIT_OK
 
 
+def _no_images(cfg: RunConfig) -> str | None:
+    """Issue 21: a folder without a single image is said so (exit 1), before a journal is made or a token sent.
+    Folders the scan cannot read are left to the run, which records each one."""
+    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.source.follow_symlinks)
+    if image is not None or passed.unreadable:
+        return None
+    return no_images_message(cfg.input_dir, passed)
+
+
+def _undersized(stats: RunStats, cfg: RunConfig) -> str:
+    """Issue 21: once, with the count, when a limit sent images smaller than a model can use."""
+    w, h = stats.smallest_sent or (0, 0)
+    max_side = cfg.prepare.max_side
+    limits = [f"--max-side {max_side}"] if max_side < USEFUL_SIDE else []
+    if not limits or max(w, h) < max_side * (1 - DCT_SLACK):  # smaller than --max-side alone makes it
+        limits.append(f"--max-upload-mb {cfg.prepare.max_upload_mb:g}")
+    return (f"warning: {plural(stats.undersized, 'image')} went smaller than {USEFUL_SIDE} px on the long side "
+            f"(down to {w}x{h}) to fit {' and '.join(limits)}; models use {USEFUL_SIDE}-1024 px, so their "
+            f"captions may be poor: raise {' / '.join(limit.split()[0] for limit in limits)}")
+
+
 def prepare_out(out: Path) -> None:
     """``--out``'s folder is created; a folder that cannot be, or an ``--out`` that is a folder, is exit 2."""
     if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
+        raise ConfigError(f"--out {shown(out)} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,8 +157,8 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
     err = sys.stderr
     if not cfg.quiet:
         rate = "unlimited" if cfg.request_rate is None else f"{cfg.request_rate:g}/s"
-        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} on Ray ({workers} "
-              f"workers; concurrency {cfg.limits.concurrency}, rate {rate} for the whole job)", file=err)
+        print(f"batchcap {__version__}: {cfg.input_dir} -> {cfg.out} via {cfg.target.label} on Ray "
+              f"({plural(workers, 'worker')}; concurrency {cfg.limits.concurrency}, rate {rate} for the whole job)", file=err)
     progress: Progress = NullProgress() if cfg.quiet else TqdmProgress()
     try:
         job = run_distributed(cfg, workers=workers, address=ns.ray, token=token, progress=progress)
@@ -134,17 +166,17 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
         exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     c = job.counts
-    rate_s = (c["ok"] + c["failed"]) / job.elapsed if job.elapsed > 0 else 0.0
+    rate_s = images_per_s(c["ok"] + c["failed"], job.elapsed)  # the one definition: busy time of the job
     breakdown = ", ".join(f"{k} {v}" for k, v in job.errors_by_type.most_common())
-    print(f"batchcap: {c['ok']} ok, {c['failed']} errors, {c['skipped']} already done, in {job.elapsed:.1f} s "
-          f"({rate_s:.1f} img/s; {job.shards_done} shards on {workers} workers, Ray start-up {job.startup:.1f} s, "
-          f"stop and merge {job.shutdown:.1f} s; "
-          f"{c['retries']} retries, "
+    print(f"batchcap: {c['ok']} ok, {plural(c['failed'], 'error')}, {c['skipped']} already done, in "
+          f"{job.elapsed:.1f} s ({rate_s:.1f} img/s; {plural(job.shards_done, 'shard')} on "
+          f"{plural(workers, 'worker')}, Ray start-up {job.startup:.1f} s, stop and merge {job.shutdown:.1f} s; "
+          f"{plural(c['retries'], 'retry')}, "
           f"{c['throttled']} rate-limited)" + (f"; errors: {breakdown}" if breakdown else ""), file=err)
     if job.merge is not None:
         m = job.merge
-        print(f"batchcap: results in {cfg.out}: {m.images} images ({m.ok} ok, {m.errors} errors; shard journals "
-              f"in {cfg.out.name}.parts/)", file=err)
+        print(f"batchcap: results in {cfg.out}: {plural(m.images, 'image')} ({m.ok} ok, "
+              f"{plural(m.errors, 'error')}; shard journals in {cfg.out.name}.parts/)", file=err)
     if job.interrupted:
         print(f"batchcap: interrupted; resume with: batchcap {shlex.join(argv)}", file=err)
         return EXIT_INTERRUPTED
@@ -157,8 +189,9 @@ def _summary(stats: RunStats, out: Path) -> None:
     err = sys.stderr
     breakdown = ", ".join(f"{k} {v}" for k, v in stats.errors_by_type.most_common())
     print(
-        f"batchcap: {stats.ok} ok, {stats.failed} errors, {stats.skipped} already done, in {stats.elapsed:.1f} s "
-        f"({stats.rate:.1f} img/s; {stats.retries} retries, {stats.throttled} rate-limited)"
+        f"batchcap: {stats.ok} ok, {plural(stats.failed, 'error')}, {stats.skipped} already done, in "
+        f"{stats.elapsed:.1f} s ({stats.rate:.1f} img/s; {plural(stats.retries, 'retry')}, "
+        f"{stats.throttled} rate-limited)"
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
@@ -172,31 +205,32 @@ def _summary(stats: RunStats, out: Path) -> None:
               + "; ".join(x for x in (f"asked again: {asked}" if asked else "",
                                       f"kept (--keep-stale): {kept}" if kept else "") if x), file=err)
     if stats.duplicates:
+        their = "its" if stats.duplicates == 1 else "their"
         earlier = f" ({stats.copied} from earlier runs)" if stats.copied else ""
-        print(f"batchcap: {stats.duplicates} answers were copied from the same image content without a request"
+        print(f"batchcap: {plural(stats.duplicates, 'copy')} got {their} original's caption without a request"
               f"{earlier} (\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
     if stats.flags or stats.quality_retries:
         flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
-        print(f"batchcap: caption quality: {stats.quality_retries} retries; flags: {flags}", file=err)
+        print(f"batchcap: caption quality: {plural(stats.quality_retries, 'retry')}; flags: {flags}", file=err)
     for b in stats.boilerplate.top():
         examples = ", ".join(b.examples)
         print(f"batchcap: the same caption for {b.count} distinct images ({100 * b.share:.0f}%): {b.caption[:100]!r}"
               + (f" (e.g. {examples})" if examples else ""), file=err)
     if stats.scan_problems:
-        parts = [f"{n} {noun if n == 1 else noun + 's'}" for n, noun in
+        parts = [plural(n, noun) for n, noun in
                  ((stats.scan_problem_files, "file"), (stats.scan_problem_folders, "folder")) if n]
         print(f"batchcap: {' and '.join(parts)} could not be named or read; each has an error record in {out}",
               file=err)
     if stats.prepared or stats.passed:
         print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
-              f"({stats.prepared} images prepared, {stats.passed} sent as they were)", file=err)
+              f"({plural(stats.prepared, 'image')} prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
-        print(f"batchcap: {stats.sidecar_errors} caption sidecars could not be written", file=err)
+        print(f"batchcap: {plural(stats.sidecar_errors, 'caption sidecar')} could not be written", file=err)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
         spent = f"; spent: {info['drained']}" if info.get("drained") else ""
-        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {counts.get('error', 0)} errors{cost}{spent}",
+        print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {plural(counts.get('error', 0), 'error')}{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
 
@@ -206,4 +240,4 @@ def _bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    return plural(n, "byte")

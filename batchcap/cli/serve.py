@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.emulator.management import ManagedEndpointSettings
-from batchcap.emulator.settings import DEFAULT_TOKEN, PROFILES, EmulatorSettings
+from batchcap.emulator.settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.emulator.standalone import serve
 from batchcap.errors import ConfigError
+from batchcap.redact import TOKEN_HINT, looks_like_token
 
 __all__ = ["FLAGS", "add_arguments", "main", "managed_from_args", "settings_from_args"]
 
@@ -175,6 +176,15 @@ FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (("--legacy-gone",), {"action": "store_true", "help": "answer 410 on the retired /models/<id> route"}),
     (
+        ("--models",),
+        {
+            "metavar": "ID,...",
+            "default": DEFAULT_MODEL_ID,
+            "help": "model ids the serverless routes serve; any other id is answered 404 Not Found, as the router "
+            "does (default: %(default)s)",
+        },
+    ),
+    (
         ("--answer-shape",),
         {
             "choices": ("list", "object", "string"),
@@ -227,13 +237,22 @@ def _read_tokens(path: Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
+        if looks_like_token(path):  # a token pasted where its file goes: never echoed (issue 21)
+            raise ConfigError(f"--token-file: {TOKEN_HINT}") from None
         raise ConfigError(
             f"cannot read --token-file {path}: {exc.strerror}; write one token per line"
-        ) from exc
+        ) from None
     tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
     if not tokens:
         raise ConfigError(f"--token-file {path} holds no token; write one token per line")
     return tokens
+
+
+def _models(text: str) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not models:
+        raise ConfigError(f"--models {text!r}: give one or more model ids, comma-separated")
+    return models
 
 
 _BODY_ROUTES = ("serverless", "endpoint", "chat")
@@ -294,6 +313,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
         invalid_json_rate=ns.invalid_json_rate,
+        models=_models(ns.models),
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.errors import ConfigError
+from batchcap.redact import TOKEN_HINT, looks_like_token, shown
 
 from .runconfig import RunConfig, setting_refs
 
@@ -42,11 +43,14 @@ def load_profile(path: Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if looks_like_token(path):
+            raise ConfigError(f"--config: {TOKEN_HINT}") from None
         raise ConfigError(f"config file {path} does not exist (see configs/ for examples)") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a folder; pass a .toml file (see configs/)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise ConfigError(f"cannot read config file {shown(path)}: {reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     known = set(user_setting_names())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from batchcap.errors import ConfigError, UsageError
+from batchcap.redact import shown
 from batchcap.service.settings import DEFAULT_API_BASE, DEFAULT_ENDPOINTS_API, TargetSettings
 
 from .profile import profile_config
@@ -49,7 +50,7 @@ def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
             name, spec = Path(text).stem, text
         else:
             raise UsageError(
-                f"--target {text!r}: expected NAME=SPEC, e.g. free=hf:{DEMO_MODEL}, "
+                f"--target {shown(text)!r}: expected NAME=SPEC, e.g. free=hf:{DEMO_MODEL}, "
                 "endpoint=https://xyz.endpoints.huggingface.cloud, vlm=openai:MODEL@https://router.huggingface.co/v1 "
                 "or ep=configs/endpoint.toml"
             )
@@ -65,25 +66,25 @@ def _parse_spec(name: str, spec: str, api_base: str) -> Target:
     if spec.startswith(("hf:", "hf-json:")):
         api, _, model = spec.partition(":")
         if not model:
-            raise UsageError(f"--target {name}={spec}: the model id is missing after '{api}:'")
+            raise UsageError(f"--target {name}={shown(spec)}: the model id is missing after '{api}:'")
         cfg = _bare(api="hf-json" if api == "hf-json" else "hf", model=model, api_base=api_base)
     elif spec.startswith(("http://", "https://")):
         cfg = _bare(api="hf", endpoint=spec)
     elif spec.startswith("endpoint:"):
         endpoint_name, at, api = spec.removeprefix("endpoint:").partition("@")
         if at and not api.startswith(("http://", "https://")):
-            raise UsageError(f"--target {name}={spec}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
+            raise UsageError(f"--target {name}={shown(spec)}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
         cfg = _bare(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
-            raise UsageError(f"--target {name}={spec}: expected openai:MODEL@BASE_URL, e.g. "
+            raise UsageError(f"--target {name}={shown(spec)}: expected openai:MODEL@BASE_URL, e.g. "
                              "openai:Qwen/Qwen2.5-VL-7B-Instruct@https://router.huggingface.co/v1")
         cfg = _bare(api="openai", model=model, base_url=base)
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = profile_config(Path(spec))
     else:
-        raise UsageError(f"--target {name}={spec}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
+        raise UsageError(f"--target {name}={shown(spec)}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
                          ".toml profile")
     cfg.validate()
     return Target(name=name, spec=spec, cfg=cfg, token_file=cfg.target.token_file, profile=spec.endswith(".toml"))
@@ -113,9 +114,9 @@ def _price(text: str) -> float:
     try:
         value = float(text.removeprefix("$"))
     except ValueError:
-        raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {text!r})") from None
+        raise UsageError(f"--price-per-hour: expected dollars per hour, e.g. endpoint=0.60 (got {shown(text)!r})") from None
     if not (value >= 0 and math.isfinite(value)):
-        raise UsageError(f"--price-per-hour must be >= 0 dollars (got {text!r}); 0 means free")
+        raise UsageError(f"--price-per-hour must be >= 0 dollars (got {shown(text)!r}); 0 means free")
     return value
 
 

@@ -22,6 +22,7 @@ import orjson
 from batchcap.errors import ConfigError
 from batchcap.journal import write_json_atomic
 from batchcap.source.shard import Shard
+from batchcap.words import plural
 
 __all__ = ["JobPlan", "Split", "plan_job", "split_limits"]
 
@@ -85,7 +86,7 @@ def plan_job(out: Path, input_dir: Path, workers: int, *, shards: int | None = N
             raise ConfigError(f"{state} is damaged (no shard count); move {folder} aside to start the job afresh")
         if shards is not None and shards != count:
             raise ConfigError(
-                f"this job was split into {count} shards before ({state}); keep that count to resume, "
+                f"this job was split into {plural(count, 'shard')} before ({state}); keep that count to resume, "
                 f"or move {folder} aside to start afresh"
             )
         if saved.get("input_dir") not in (None, str(input_dir)):

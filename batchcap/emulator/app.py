@@ -39,7 +39,7 @@ from batchcap.emulator.bodies import (
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
-from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited
+from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited, _unknown_model
 from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
 
@@ -54,6 +54,8 @@ async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Resp
     settings = state.settings
     if (refused := _auth_error(request, settings)) is not None:
         return b"", refused
+    if (unknown := _unknown_model(request, settings)) is not None:
+        return b"", unknown
     limit = settings.body_limit(kind)
     if (request.content_length or 0) > limit:
         return b"", web.Response(status=413, text=_TOO_LARGE)
@@ -211,7 +213,8 @@ async def _hub_model(request: web.Request) -> web.StreamResponse:
     """Enough of the Hub's ``GET /api/models/{id}`` for huggingface_hub's model-id path (protocol.md section 6)."""
     request[_CTX].kind = "hub"
     model = request.match_info["model_id"]
-    mapping = {"hf-inference": {"status": "live", "providerId": model, "task": "image-to-text"}}
+    served = model in request.app[_STATE].settings.models
+    mapping = {"hf-inference": {"status": "live", "providerId": model, "task": "image-to-text"}} if served else {}
     body = {
         "id": model,
         "pipeline_tag": "image-to-text",

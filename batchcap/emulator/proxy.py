@@ -35,6 +35,14 @@ def _auth_error(request: web.Request, settings: EmulatorSettings) -> web.Respons
     return _json(401, {"error": "Invalid credentials in Authorization header"})
 
 
+def _unknown_model(request: web.Request, settings: EmulatorSettings) -> web.Response | None:
+    """The router's 404 for a model id it does not serve: plain ``Not Found`` (protocol.md sections 1.1, 2.1)."""
+    model = request.match_info.get("model_id")
+    if model is None or model in settings.models:
+        return None
+    return web.Response(status=404, text="Not Found", headers={"x-inference-provider": "hf-inference"})
+
+
 def _rate_limited(wait: float, settings: EmulatorSettings) -> web.Response:
     seconds = max(1, math.ceil(wait))
     burst = settings.effective_burst

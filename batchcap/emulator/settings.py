@@ -95,6 +95,10 @@ class EmulatorSettings:
 
     Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
     ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
+
+    ``models``: the ids the router serves on ``/hf-inference/models/<id>`` (and the legacy ``/models/<id>``);
+    any other id is answered 404 ``Not Found`` as the router answers it (protocol.md section 2.1), so a typo in
+    ``--model`` fails here as it would there. The demo's id by default.
     """
 
     auth: Literal["public", "protected"] = "public"
@@ -111,6 +115,7 @@ class EmulatorSettings:
     seed: int = 0
     max_body_bytes: int = 20 * 1024 * 1024
     model_id: str = DEFAULT_MODEL_ID
+    models: tuple[str, ...] = (DEFAULT_MODEL_ID,)
     name: str = "emulator"
     profile: Profile = "all"
     replicas: int | None = None
@@ -179,6 +184,8 @@ class EmulatorSettings:
         if not 0.0 <= self.invalid_json_rate <= 1.0:
             raise bad(f"invalid_json_rate must be within [0, 1] (got {self.invalid_json_rate})",
                       "--invalid-json-rate")
+        if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) and m for m in self.models):
+            raise bad(f"models must be one or more model ids (got {self.models!r})", "--models")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 
@@ -225,6 +232,7 @@ class EmulatorSettings:
         faults = ", ".join(f"{name}={getattr(self, name):g}" for name in FAULT_KNOBS[1:] if getattr(self, name))
         extra = (f", {faults}" if faults else "") + (f", credits={self.credits}" if self.credits is not None else "")
         extra += ", legacy_gone" if self.legacy_gone else ""
+        extra += f", models={','.join(self.models)}"
         return (
             f"auth={self.auth}, profile={self.profile}, capacity={shown}, rate={rate}, "
             f"retry_after={'on' if self.retry_after else 'off'}, "

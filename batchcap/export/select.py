@@ -12,7 +12,7 @@ could leave its root (``../x``, ``/x``, NUL) is refused and counted: the journal
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,11 @@ class Selection:
         return len({path for path, _ in self.ok})
 
 
-def select(journal: Path) -> Selection:
-    """One streaming pass over ``journal``. Raises ``OSError`` when it cannot be read."""
+def select(journal: Path, *, on_ts: Callable[[float], None] | None = None) -> Selection:
+    """One streaming pass over ``journal``. Raises ``OSError`` when it cannot be read.
+
+    ``on_ts`` is called with every record's timestamp (the report's busy time needs them all, not only the
+    winners')."""
     sel = Selection(journal)
     ok, errors = sel.ok, sel.errors
     seen_tasks: set[str] = set()
@@ -105,6 +108,8 @@ def select(journal: Path) -> Selection:
                     sel.ts_first = float(ts)
                 if sel.ts_last is None or ts > sel.ts_last:
                     sel.ts_last = float(ts)
+                if on_ts is not None:
+                    on_ts(float(ts))
             if rec["status"] == "ok":
                 if isinstance(rec.get("caption"), str):
                     ok[key] = start

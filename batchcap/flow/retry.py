@@ -37,6 +37,7 @@ from batchcap.errors import (
     ServerError,
     TransportError,
 )
+from batchcap.words import plural
 
 __all__ = ["Action", "Decision", "RetryPolicy", "parse_ratelimit", "parse_retry_after", "retry_hint"]
 
@@ -130,7 +131,7 @@ class RetryPolicy:
     def _spend(self, exc: BaseException, retries_used: int, delay: float, why: str) -> Decision:
         name = type(exc).__name__
         if retries_used >= self.retries:
-            return Decision("fail", 0.0, False, f"{name}: gave up after {retries_used} retries")
+            return Decision("fail", 0.0, False, f"{name}: gave up after {plural(retries_used, 'retry')}")
         return Decision(
             "retry",
             delay,

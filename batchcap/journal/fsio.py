@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,24 @@ from typing import Any
 import orjson
 
 from batchcap.errors import JournalError
+from batchcap.types import Clock
 
-__all__ = ["HELD", "append_newline", "file_id", "lock", "manifest_path", "replacing", "sync", "sync_dir", "truncate", "write_all", "write_error", "write_json_atomic"]
+__all__ = [
+    "HELD",
+    "append_newline",
+    "file_id",
+    "held_by_a_run",
+    "lock",
+    "manifest_path",
+    "replacing",
+    "sync",
+    "sync_dir",
+    "truncate",
+    "wait_released",
+    "write_all",
+    "write_error",
+    "write_json_atomic",
+]
 
 sync = getattr(os, "fdatasync", os.fsync)  # the size change is flushed too; inode times are not needed
 
@@ -42,6 +59,41 @@ def lock(fd: int, path: Path) -> None:
         ) from None
     except OSError as exc:  # e.g. a filesystem without locks: refuse rather than risk interleaving
         raise JournalError(f"cannot lock {path}: {exc.strerror}; put --out on a local disk") from None
+
+
+def held_by_a_run(path: Path) -> bool:
+    """Whether a batchcap run holds ``path``'s lock now: it is still writing, and a reader sees part of it.
+
+    Asked without waiting and without keeping anything: a shared ``flock`` is tried and let go at once. A file
+    that cannot be opened or locked is not held (the reader's own open reports what is wrong with it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor lets go of the shared lock too
+    return False
+
+
+def wait_released(
+    path: Path, timeout: float, *, clock: Clock = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    poll: float = 0.5,
+) -> bool:
+    """Wait until no run holds ``path`` (True), or ``timeout`` seconds have passed (False). Bounded by the clock."""
+    deadline = clock() + timeout
+    while held_by_a_run(path):
+        left = deadline - clock()
+        if left <= 0:
+            return False
+        sleep(min(poll, left))
+    return True
 
 
 def truncate(path: Path, size: int) -> None:

@@ -39,6 +39,8 @@ import orjson
 from batchcap.errors import ConfigError, JournalError
 from batchcap.journal.codec import decode_line, record_task
 from batchcap.journal.fsio import manifest_path, write_json_atomic
+from batchcap.journal.throughput import Invocation, Throughput
+from batchcap.redact import shown
 from batchcap.version import __version__
 
 __all__ = ["MergeStats", "merge_journals"]
@@ -78,7 +80,7 @@ def merge_journals(out: Path, parts: Sequence[Path], *, bucket_bytes: int = BUCK
         files = [stack.enter_context(_open_locked(p)) for p in parts]
         if out.exists() and not any(_same_file(out, p) for p in parts):
             raise ConfigError(
-                f"{out} already exists; to fold it into the merge list it among the parts too "
+                f"{out} already exists; to fold it into the merge, list it among the parts too "
                 f"(batchcap merge {out} {out} PART...), or move it aside"
             )
         if not out.parent.is_dir():
@@ -125,7 +127,7 @@ def _open_locked(path: Path) -> Iterator[BinaryIO]:
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except FileNotFoundError:
-        raise ConfigError(f"part {path} does not exist; check the path") from None
+        raise ConfigError(f"part {shown(path)} does not exist; check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"part {path} is a folder; pass the journal files (*.jsonl)") from None
     except OSError as exc:
@@ -257,8 +259,10 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
     """The merged manifest: merged counts, the parts' run counts summed, and each part's own manifest kept."""
     entries: list[dict[str, Any]] = []
     summed: dict[str, float] = {}
+    runs: list[Invocation] = []
     for part, c in zip(parts, counts, strict=True):
         manifest = _read_manifest(manifest_path(part))
+        runs += Invocation.from_manifest(manifest)
         part_counts = manifest.get("counts") if isinstance(manifest, dict) else None
         if isinstance(part_counts, dict):
             for k, v in part_counts.items():
@@ -273,6 +277,9 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
         "counts": asdict(stats),
         "runs_counts": summed,
         "parts": entries,
+        # the parts' runs, side by side: busy time is the union of their windows (batchcap.journal.throughput)
+        "invocations": [inv.to_json() for inv in Invocation.fold(sorted(runs, key=lambda inv: inv.started_at))],
+        "throughput": Throughput.of(runs).to_json(),
     }
     if (config := _common_config([e["manifest"] for e in entries])) is not None:
         body["config"] = config  # what export and report read (config.input_dir), as in a run's manifest

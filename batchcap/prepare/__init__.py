@@ -7,6 +7,7 @@ every core with a bound on the images in flight.
 from __future__ import annotations
 
 from batchcap.prepare.engine import (
+    DCT_SLACK,
     DEFAULT_MAX_PIXELS,
     Base64WireSize,
     Prepared,
@@ -18,16 +19,20 @@ from batchcap.prepare.engine import (
     raw_wire_size,
 )
 from batchcap.prepare.pool import PreparePool, default_workers, prepared_image
+from batchcap.prepare.settings import USEFUL_SIDE, below_useful_size
 from batchcap.prepare.wire import largest_wire_size, wire_size_for
 
 __all__ = [
+    "DCT_SLACK",
     "DEFAULT_MAX_PIXELS",
+    "USEFUL_SIDE",
     "Base64WireSize",
     "PreparePool",
     "PrepareSettings",
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "below_useful_size",
     "default_workers",
     "largest_wire_size",
     "pass_through",

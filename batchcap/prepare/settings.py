@@ -7,11 +7,20 @@ from typing import Final
 
 from batchcap.settings import check_number, check_whole, parse_bool, parse_float, parse_int, setting
 
-__all__ = ["DEFAULT_MAX_PIXELS", "PrepareSettings"]
+__all__ = ["DEFAULT_MAX_PIXELS", "USEFUL_SIDE", "PrepareSettings", "below_useful_size"]
 
 #: Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 px: 0.25 GB of 24-bit RGB); written out, not imported, so this
 #: module does not load Pillow (tests/unit/prepare checks the two agree).
 DEFAULT_MAX_PIXELS: Final = 89_478_485
+#: The long side under which a model sees too little of an image: LLaVA-1.5 uses 336 px, BLIP 384, Florence-2
+#: 768 (protocol.md section 9). A limit that sends images smaller than this is worth a warning.
+USEFUL_SIDE: Final = 336
+
+
+def below_useful_size(original: tuple[int, int], sent: tuple[int, int]) -> bool:
+    """Whether preparation made an image smaller than a model can use: its long side as sent is under
+    ``USEFUL_SIDE`` and under the original's own (a 64 px icon sent as it is was small already)."""
+    return max(sent) < min(USEFUL_SIDE, max(original))
 
 
 @dataclass(frozen=True, slots=True)

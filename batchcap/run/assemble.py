@@ -35,7 +35,8 @@ __all__ = ["captions_for", "plan_for", "preparer_for", "run_targets"]
 
 def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
     """The run's ``--target``s, each as the config its lane runs with: a bare SPEC takes the run's settings (its
-    limits, preparation, quality), a ``.toml`` profile keeps its own limits. Empty without ``--target``."""
+    limits, preparation, quality), a ``.toml`` profile keeps its own limits; the run's ``--token-file`` is every
+    target's that names none of its own (as ``bench --token-file PATH``). Empty without ``--target``."""
     if not cfg.routing.targets:
         return ()
     try:
@@ -49,8 +50,11 @@ def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
             raise ConfigError(f"--target {t.name}={t.spec}: an Endpoint by name is for bench so far; in a run, use "
                               "--endpoint-name NAMESPACE/NAME (one target) or the Endpoint's URL")
         limits = t.cfg.limits if t.profile else cfg.limits
-        lane = replace(cfg, target=t.cfg.target, limits=limits, routing=replace(cfg.routing, targets=()))
-        out.append(replace(t, cfg=lane.validate()))
+        target = t.cfg.target
+        if target.token_file is None and cfg.target.token_file is not None:  # the run's --token-file: every target
+            target = replace(target, token_file=cfg.target.token_file)
+        lane = replace(cfg, target=target, limits=limits, routing=replace(cfg.routing, targets=()))
+        out.append(replace(t, cfg=lane.validate(), token_file=target.token_file))
     return tuple(out)
 
 

@@ -40,6 +40,7 @@ from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.fingerprint import TaskPrint
 from batchcap.tasks.quality import QualitySettings, judge, judge_json
 from batchcap.tasks.schema import Schema
+from batchcap.words import plural
 
 __all__ = ["Captioner", "Captions", "Put", "TaskAsk", "error_info"]
 
@@ -235,7 +236,7 @@ class Captioner:
     def _bad_caption(self, image: LoadedImage, ask: Ask, reply: Reply, flags: tuple[str, ...], attempts: int
                      ) -> Record:
         """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
-        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {attempts} attempts: "
+        exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
                          f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
         return Record(
             image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,

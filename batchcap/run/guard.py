@@ -40,6 +40,7 @@ from batchcap.errors import (
 )
 from batchcap.models import Record
 from batchcap.types import Clock
+from batchcap.words import plural
 
 __all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "refusal_key"]
 
@@ -146,7 +147,7 @@ class RunGuard:
             return None, None
         self.held.clear()
         what = "refused with the same answer" if isinstance(exc, RejectedImage) else "answered with the same unreadable body"
-        return Stop("refusals", f"the first {self.refusal_limit} images were all {what} ({exc.message}); "
+        return Stop("refusals", f"the first {plural(self.refusal_limit, 'image')} were all {what} ({exc.message}); "
                                 "check --model / --api and the service, then run the same command again"), None
 
     def __repr__(self) -> str:

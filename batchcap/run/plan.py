@@ -426,16 +426,14 @@ def _changes(old: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]
 
 def spec_history(manifest: Mapping[str, Any] | None, legacy: Parts | None = None
                  ) -> dict[tuple[str, str], Mapping[str, str]]:
-    """(task, spec) -> component hashes, from every invocation the manifest keeps (and ``legacy``: the settings
-    of the answers written before fingerprints, under spec ``legacy``)."""
+    """(task, spec) -> component hashes, from every invocation's settings the manifest keeps (and ``legacy``: the
+    settings of the answers written before fingerprints, under spec ``legacy``)."""
     out: dict[tuple[str, str], Mapping[str, str]] = {}
     if legacy is not None:
         out[(DEFAULT_TASK, "legacy")] = legacy.as_dict()
-    if not isinstance(manifest, Mapping):
-        return out
-    invocations = manifest.get("invocations")
-    for inv in invocations if isinstance(invocations, list) else ():
-        tasks = inv.get("tasks") if isinstance(inv, Mapping) else None
+    settings = manifest.get("settings") if isinstance(manifest, Mapping) else None
+    for entry in settings.values() if isinstance(settings, Mapping) else ():
+        tasks = entry.get("tasks") if isinstance(entry, Mapping) else None
         if not isinstance(tasks, Mapping):
             continue
         for name, info in tasks.items():
@@ -458,11 +456,11 @@ def legacy_parts(manifest: Mapping[str, Any] | None) -> Parts | None:
     if not isinstance(manifest, Mapping):
         return None
     config: Any = None
-    invocations = manifest.get("invocations")
-    if isinstance(invocations, list):
-        config = next((inv.get("config") for inv in invocations if isinstance(inv, Mapping) and inv.get("legacy")),
-                      None)
-    elif "config" in manifest:
+    settings = manifest.get("settings")
+    if isinstance(settings, Mapping):  # kept since issue 16: the entry "legacy", if the journal is older
+        legacy = settings.get("legacy")
+        config = legacy.get("config") if isinstance(legacy, Mapping) else None
+    else:  # a manifest from before: its config is what the answers without fingerprints were made with
         config = manifest.get("config")
     if not isinstance(config, Mapping):
         return None

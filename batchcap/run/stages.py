@@ -27,7 +27,7 @@ from batchcap.config import RunConfig
 from batchcap.errors import InputError
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
-from batchcap.prepare import PreparePool, prepared_image
+from batchcap.prepare import PreparePool, below_useful_size, prepared_image
 from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
@@ -363,6 +363,11 @@ class Stages:
                             stats.passed += 1
                         stats.original_bytes += prep.original_bytes
                         stats.prepared_bytes_sent += rec.bytes_sent
+                        sent = (prep.width, prep.height)
+                        if below_useful_size((prep.original_width, prep.original_height), sent):
+                            stats.undersized += 1
+                            if stats.smallest_sent is None or max(sent) < max(stats.smallest_sent):
+                                stats.smallest_sent = sent
                     if rec.duplicate_of is None and rec.caption and rec.task == self.primary \
                             and rec.task in self.text_tasks:
                         boilerplate(rec.caption, rec.path)

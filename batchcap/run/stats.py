@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from batchcap.journal.throughput import images_per_s
 from batchcap.tasks.quality import BoilerplateCounter
 
 __all__ = ["RunStats"]
@@ -43,6 +44,9 @@ class RunStats:
     passed: int = 0  #: ok images sent byte for byte by the preparation stage
     original_bytes: int = 0  #: file bytes of the ok images that went through preparation
     prepared_bytes_sent: int = 0  #: request bytes of those same images (``bytes_sent`` counts every attempt)
+    #: ok images that a limit (--max-upload-mb, --max-side) sent smaller than a model can use, and the smallest
+    undersized: int = 0
+    smallest_sent: tuple[int, int] | None = None
     duplicates: int = 0  #: copies recorded with their original's caption (``duplicate_of``), not sent
     quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
     flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
@@ -60,4 +64,5 @@ class RunStats:
 
     @property
     def rate(self) -> float:
-        return (self.ok + self.failed) / self.elapsed if self.elapsed > 0 else 0.0
+        """Images recorded per busy second of this run (``batchcap.journal.throughput``: the one definition)."""
+        return images_per_s(self.ok + self.failed, self.elapsed)

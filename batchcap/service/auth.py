@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from batchcap.errors import ConfigError
+from batchcap.redact import TOKEN_HINT, looks_like_token, shown
 
 __all__ = ["Secret", "find_token"]
 
@@ -48,7 +49,7 @@ def find_token(token_file: Path | None = None, env: Mapping[str, str] | None = N
     if token_file is not None:
         value = _read_token(token_file, "--token-file")
         if value is None:
-            raise ConfigError(f"--token-file {token_file} is empty")
+            raise ConfigError(f"--token-file {shown(token_file)} is empty; put the token in it, or set HF_TOKEN")
         return Secret(value), f"--token-file {token_file}"
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         value = env.get(name, "").strip()
@@ -73,7 +74,9 @@ def _read_token(path: Path, what: str, *, missing_ok: bool = False) -> str | Non
     except FileNotFoundError:
         if missing_ok:
             return None
+        if looks_like_token(path):  # a token pasted where its file goes: never echoed (issue 21)
+            raise ConfigError(f"{what}: {TOKEN_HINT}") from None
         raise ConfigError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.__class__.__name__}") from None
+        raise ConfigError(f"cannot read {what} {shown(path)}: {exc.__class__.__name__}") from None
     return value or None

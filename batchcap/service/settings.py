@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
+from batchcap.redact import looks_like_token
 from batchcap.settings import (
     check_choice,
     check_number,
@@ -129,6 +130,8 @@ class TargetSettings:
             value = getattr(self, name)
             if value:
                 check_url(value, name)
+        if self.model is not None and looks_like_token(self.model):  # never echoed, never in a journal line
+            raise ConfigError("--model: this looks like a token, not a model id: set HF_TOKEN for the token instead")
         if self.endpoint_name is not None:
             parse_endpoint_name(self.endpoint_name)
         if self.after_run is not None:

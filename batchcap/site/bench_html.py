@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.site.space import space_readme
+from batchcap.words import plural
 
 __all__ = ["render_bench_html", "write_bench_html"]
 
@@ -35,6 +36,11 @@ vertical-align:middle;margin-right:5px}
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def _count(value: Any, noun: str) -> str:
+    """``plural`` for a count read from bench.json (any JSON value: an unknown count shows as ``?``)."""
+    return plural(value, noun) if isinstance(value, int) and not isinstance(value, bool) else f"? {noun}s"
 
 
 def _md_inline(text: str) -> str:
@@ -182,7 +188,7 @@ def _target_item(t: dict[str, Any], slo: Any) -> str:
     c = t.get("cold_start")
     if isinstance(c, dict):
         if c.get("ok") and isinstance(c.get("seconds"), int | float):
-            bits.append(f"first caption {c['seconds']:.2f} s after the first request ({_e(c.get('attempts'))} requests)")
+            bits.append(f"first caption {c['seconds']:.2f} s after the first request ({_e(_count(c.get('attempts'), 'request'))})")
         else:
             bits.append(f"no caption during the cold-start probe: {_e(c.get('last_error') or 'no answer')}")
     k = t.get("knee")
@@ -229,9 +235,10 @@ def render_bench_html(doc: dict[str, Any]) -> str:
     out.append("<h2>Targets</h2><ul>" + "".join(_target_item(t, slo) for t in targets) + "</ul>")
     cfg, v, m, img = doc.get("config") or {}, doc.get("versions") or {}, doc.get("machine") or {}, doc.get("images") or {}
     out.append("<h2>How this was measured</h2><ul>")
-    out.append(f"<li>{_e(img.get('count'))} images ({(img.get('bytes_total') or 0) / 1e6:.1f} MB), each target got "
-               f"the same bytes; per step up to {_e(cfg.get('requests'))} requests or {_e(cfg.get('duration_s'))} s "
-               f"after {_e(cfg.get('warmup'))} warm-up requests; one attempt per request, no retries.</li>")
+    out.append(f"<li>{_e(_count(img.get('count'), 'image'))} ({(img.get('bytes_total') or 0) / 1e6:.1f} MB), each "
+               f"target got the same bytes; per step up to {_e(_count(cfg.get('requests'), 'request'))} or "
+               f"{_e(cfg.get('duration_s'))} s after {_e(_count(cfg.get('warmup'), 'warm-up request'))}; one "
+               "attempt per request, no retries.</li>")
     out.append(f"<li>Latency from the scheduled send time, successes only. SLO: p95 ≤ {_e(slo)} s.</li>")
     out.append(f"<li>Started {_e(doc.get('started_at'))}, took {_num(doc.get('elapsed_s'), '.1f')} s"
                + (f", stopped: {_e(doc.get('stopped'))}" if doc.get("stopped") else "") + ".</li>")

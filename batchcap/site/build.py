@@ -28,9 +28,11 @@ import orjson
 
 from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
 from batchcap.journal.codec import record_task
+from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
 from batchcap.site.thumbs import THUMB_PX, ThumbStats, make_thumbnails
+from batchcap.words import plural
 
 __all__ = ["CHUNK", "SiteOptions", "SiteReport", "build_site"]
 
@@ -164,8 +166,9 @@ def build_site(
     """Write the site for ``journal`` into ``options.out``. Raises ``OSError`` when the journal is unreadable."""
     started = clock()
     out = options.out
-    sel = select(journal)
     manifest = _manifest(journal)
+    runs = Completion(Invocation.from_manifest(manifest))
+    sel = select(journal, on_ts=runs.observe if runs.needed else None)
     images = options.images or input_dir_from_manifest(journal)
     if images is not None and not images.is_dir():
         images = None
@@ -176,19 +179,20 @@ def build_site(
     (out / "data").mkdir(parents=True, exist_ok=True)
     thumbs: dict[str, str] = {}
     if images is not None:
-        if on_progress:
-            on_progress(f"thumbnails for {len(items)} images")
         paths = dict.fromkeys(p for (p, _), _ in items)
+        if on_progress:
+            on_progress(f"thumbnails for {plural(len(paths), 'image')}")
         thumbs, report.thumbs = make_thumbnails(images, paths, out / "thumbs", jobs=options.jobs)
 
-    t0, t1 = sel.ts_first, sel.ts_last
-    span = (t1 - t0) if t0 is not None and t1 is not None else 0.0
-    bin_s = max(span / _BINS, 1e-3)
+    t0 = sel.ts_first
+    busy = _busy(runs.invocations(), sel)
+    timeline = Timeline.of(busy["windows"])
+    bin_s = max(timeline.busy_s / _BINS, 1e-3)
 
     def bin_of(ts: Any) -> int | None:
         if t0 is None or not isinstance(ts, int | float):
             return None
-        return min(_BINS - 1, max(0, int((ts - t0) / bin_s)))
+        return min(_BINS - 1, max(0, int(timeline.offset(ts) / bin_s)))
 
     tally = _Tally()
     chunks, task_counts = _write_chunks(journal, items, sel.tasks, out, options.chunk, tally,
@@ -216,7 +220,8 @@ def build_site(
         "bytes_sent": sel.bytes_sent,
         "caption_chars": tally.caption_chars,
         "latency": {"p50": _percentile(lat, 0.5), "p95": _percentile(lat, 0.95), "max": lat[-1] if lat else None},
-        "throughput": {"t0": t0, "bin_s": round(bin_s, 3), "ok": tally.ok_bins, "errors": tally.err_bins},
+        "throughput": {"t0": t0, "bin_s": round(bin_s, 3), "ok": tally.ok_bins, "errors": tally.err_bins,
+                       **busy["numbers"]},
         "thumbnails": len(set(thumbs.values())),
         "run": _run_info(manifest),
     }
@@ -254,17 +259,40 @@ def _write_chunks(journal: Path, items: list[tuple[tuple[str, str], int]], tasks
     return chunks, task_counts
 
 
+def _busy(invocations: list[Invocation], sel: Any) -> dict[str, Any]:
+    """The header's throughput (``batchcap.journal.throughput``: the summary's and the manifest's definition),
+    and the windows the chart's time axis keeps. Without a run manifest the journal's first to last record
+    stands in for one run."""
+    source = "run manifest"
+    if not invocations and sel.ts_first is not None and sel.ts_last is not None:
+        invocations = [Invocation(sel.ts_first).observed(sel.ts_last, sel.lines - sel.bad_lines)]
+        source = "journal (no run manifest: first to last record)"
+    done = [inv for inv in invocations if inv.finished]
+    numbers = Throughput.of(done)
+    timeline = Timeline.of(done)
+    span = (timeline.windows[-1][1] - timeline.windows[0][0]) if timeline.windows else 0.0
+    return {
+        "windows": done,
+        "numbers": {
+            "busy_s": round(numbers.busy_s, 3), "images": numbers.images, "per_s": round(numbers.per_s, 1),
+            "invocations": numbers.invocations, "idle_s": round(max(0.0, span - timeline.busy_s), 3),
+            "source": source, "definition": DEFINITION,
+        },
+    }
+
+
 def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """The manifest parts the header shows: settings (secret-free by construction), state, times, counts."""
     if manifest is None:
         return None
-    keep = ("version", "state", "started_at", "finished_at", "elapsed_s", "abort_reason", "counts", "config")
+    keep = ("version", "state", "started_at", "finished_at", "elapsed_s", "abort_reason", "counts", "config",
+            "throughput")
     return {k: manifest.get(k) for k in keep if k in manifest}
 
 
 def _readme_body(report: SiteReport) -> str:
     return (
-        f"A batchcap report: {report.records} answers, {report.ok} ok, "
+        f"A batchcap report: {plural(report.records, 'answer')}, {report.ok} ok, "
         f"{report.errors} with an error record.\n\nOpen `index.html` (it works from the disk), or upload this "
         "folder as a Static Space.\n"
     )

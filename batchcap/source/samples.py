@@ -14,14 +14,21 @@ import argparse
 import io
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-__all__ = ["generate", "main"]
+__all__ = ["foreign_entries", "generate", "main"]
 
 RGB = tuple[int, int, int]
+
+
+def _parents(folder: str) -> list[str]:
+    """``a/b/c`` -> ``a``, ``a/b``, ``a/b/c``."""
+    parts = folder.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 #: Base colours; each image shifts its background a little, so files differ while the dominant colour stays clear.
 _COLOURS: tuple[RGB, ...] = (
@@ -168,6 +175,35 @@ def generate(dest: Path, count: int = 300, *, seed: int = 0) -> list[Path]:
         partial.write_bytes(data)
         os.replace(partial, path)  # never leave a half-written image behind
     return paths
+
+
+_SAMPLE_NAME = re.compile(r"img_\d{4,}\.(?:" + "|".join(ext for _, ext, _ in _FORMATS) + r")(?:\.partial)?")
+_SAMPLE_FOLDERS = frozenset(p for folder, _ in _LAYOUT for p in _parents(folder))
+
+
+def foreign_entries(dest: Path, *, limit: int = 3) -> list[str]:
+    """Up to ``limit`` paths under ``dest`` that ``generate`` would not have written (empty: safe to write).
+
+    A folder an earlier ``samples`` filled is not foreign, so the demo can run twice; anything else (a folder of
+    real photos, notes, a repository) is, and ``batchcap samples`` refuses it without ``--force``.
+    """
+    found: list[str] = []
+    if not dest.is_dir():
+        return [dest.name] if dest.exists() else []
+    stack = [""]
+    while stack and len(found) < limit:
+        rel = stack.pop()
+        with os.scandir(dest / rel if rel else dest) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False) and path in _SAMPLE_FOLDERS:
+                    stack.append(path)
+                elif not (entry.is_file(follow_symlinks=False) and rel in _SAMPLE_FOLDERS
+                          and _SAMPLE_NAME.fullmatch(entry.name)):
+                    found.append(path + ("/" if entry.is_dir() else ""))
+                    if len(found) >= limit:
+                        break
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

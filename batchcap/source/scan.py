@@ -25,13 +25,26 @@ import errno
 import operator
 import os
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchcap.errors import ConfigError
 from batchcap.models import ImageJob
+from batchcap.redact import shown
+from batchcap.words import plural
 
-__all__ = ["DEFAULT_EXTENSIONS", "OnError", "problem_reason", "scan", "scan_batches"]
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "OnError",
+    "Passed",
+    "first_image",
+    "no_images_message",
+    "problem_reason",
+    "scan",
+    "scan_batches",
+]
 
 DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -41,6 +54,22 @@ DEFAULT_EXTENSIONS = frozenset(
 OnError = Callable[[str, OSError], None]
 
 
+@dataclass(slots=True)
+class Passed:
+    """What a scan passed over without an error record: files that are not images by their name, symbolic links
+    not followed, and (from ``on_error``) entries it could not read. Counted only when a caller asks (``passed=``)."""
+
+    files: int = 0
+    links: int = 0
+    unreadable: int = 0
+    extensions: Counter[str] = field(default_factory=Counter)  #: of ``files``; "" for a name without one
+
+    def file(self, name: str) -> None:
+        self.files += 1
+        if len(self.extensions) < 256 or _ext(name) in self.extensions:  # bounded: a few hundred kinds at most
+            self.extensions[_ext(name)] += 1
+
+
 def scan(
     root: Path,
     *,
@@ -48,13 +77,15 @@ def scan(
     follow_symlinks: bool = False,
     sort_limit: int = 65_536,
     on_error: OnError | None = None,
+    passed: Passed | None = None,
 ) -> Iterator[ImageJob]:
     """Stream the images under ``root``; the root is checked now, the tree lazily.
 
     Extensions match case-insensitively (``IMG_01.JPG``). Symlinks, to files or folders,
     are skipped unless ``follow_symlinks``; when followed, a folder already visited (same
     device and inode) is skipped silently, which breaks loops. Unreadable subfolders and
-    files that vanish mid-scan go to ``on_error(relpath, exc)`` and the scan continues.
+    files that vanish mid-scan go to ``on_error(relpath, exc)`` and the scan continues. ``passed``, when
+    given, counts what was passed over without a word (other files, links not followed).
 
     Raises ``ConfigError`` when the root is missing, not a folder, or unreadable.
     """
@@ -65,18 +96,51 @@ def scan(
             with os.scandir(root_abs):
                 pass
     except FileNotFoundError:
-        raise ConfigError(f"input folder {root} does not exist; check the path") from None
+        raise ConfigError(f"input folder {shown(root)} does not exist; check the path") from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot read input folder {root}: {exc.strerror or exc}; check the path and its permissions"
+            f"cannot read input folder {shown(root)}: {exc.strerror or exc}; check the path and its permissions"
         ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{root} is not a folder; pass the folder that holds the images")
+        raise ConfigError(f"{shown(root)} is not a folder; pass the folder that holds the images")
     exts = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     if sort_limit < 0:
         raise ValueError(f"sort_limit must be >= 0 (got {sort_limit})")
-    walker = _Walker(exts, follow_symlinks, sort_limit, on_error or _ignore)
+    walker = _Walker(exts, follow_symlinks, sort_limit, on_error or _ignore, passed)
     return walker.walk(root_abs)
+
+
+def first_image(root: Path, *, follow_symlinks: bool = False) -> tuple[ImageJob | None, Passed]:
+    """The first image the scan finds under ``root`` (in listing order: no folder is sorted), or None with what
+    was passed over instead, for ``no_images_message``. Stops at the first image, so a full folder costs
+    one folder listing at most. Raises ``ConfigError`` as ``scan`` does for the root."""
+    passed = Passed()
+
+    def unreadable(path: str, exc: OSError) -> None:
+        passed.unreadable += 1
+
+    for job in scan(root, follow_symlinks=follow_symlinks, sort_limit=0, on_error=unreadable, passed=passed):
+        return job, passed
+    return None, passed
+
+
+def no_images_message(root: Path, passed: Passed, *, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> str:
+    """``no images found in DIR (N files skipped: .txt, .json ...)`` and what to do about it."""
+    shown_root = shown(root)
+    if not (passed.files or passed.links or passed.unreadable):
+        return f"no images found in {shown_root}: the folder is empty"
+    reasons = []
+    if passed.files:
+        ranked = sorted(passed.extensions.items(), key=lambda kv: (-kv[1], kv[0] == "", kv[0]))
+        kinds = [ext or "(no extension)" for ext, _ in ranked[:6]]
+        more = " ..." if len(passed.extensions) > len(kinds) else ""
+        reasons.append(f"{plural(passed.files, 'file')} skipped: {', '.join(kinds)}{more}")
+    if passed.links:
+        reasons.append(f"{plural(passed.links, 'symbolic link')} not followed: add --follow-symlinks")
+    if passed.unreadable:
+        reasons.append(f"{plural(passed.unreadable, 'entry', 'entries')} could not be read")
+    known = " ".join(sorted(extensions))
+    return f"no images found in {shown_root} ({'; '.join(reasons)}); batchcap captions files ending in {known}"
 
 
 def scan_batches(
@@ -156,13 +220,16 @@ def problem_reason(path: str, exc: OSError) -> str:
 class _Walker:
     """One scan's settings and loop guard; ``walk`` is the generator."""
 
-    __slots__ = ("exts", "follow", "on_error", "sort_limit")
+    __slots__ = ("exts", "follow", "on_error", "passed", "sort_limit")
 
-    def __init__(self, exts: frozenset[str], follow: bool, sort_limit: int, on_error: OnError) -> None:
+    def __init__(
+        self, exts: frozenset[str], follow: bool, sort_limit: int, on_error: OnError, passed: Passed | None = None
+    ) -> None:
         self.exts = exts
         self.follow = follow
         self.sort_limit = sort_limit
         self.on_error = on_error
+        self.passed = passed
 
     def walk(self, root_abs: str) -> Iterator[ImageJob]:
         # Only needed when symlinks are followed: without them a tree has no loops. Checked when
@@ -230,12 +297,16 @@ class _Walker:
         name = entry.name
         try:
             if not self.follow and entry.is_symlink():
+                if self.passed is not None:
+                    self.passed.links += 1
                 return None
             if entry.is_dir():
                 is_dir = True
             elif _ext(name) in self.exts and entry.is_file():
                 is_dir = False
             else:
+                if self.passed is not None:
+                    self.passed.file(name)
                 return None
         except OSError as exc:
             self.on_error(_printable(prefix + name), exc)

@@ -173,7 +173,7 @@ async def test_token_from_file_and_per_image_errors_exit_1(emulator: Emulator, m
             command(server, many, out, "--token-file", str(token_file), "--quiet"), env=env(), check=False
         )
     assert result.returncode == EXIT_ERRORS, result.stderr.decode()
-    assert "150 ok, 1 errors" in result.stderr.decode()
+    assert "150 ok, 1 error," in result.stderr.decode()
     assert "InputError 1" in result.stderr.decode()
 
 

@@ -23,6 +23,7 @@ import pytest
 from batchcap.cli.serve import add_arguments, settings_from_args
 from batchcap.emulator import (
     DEFAULT_TOKEN,
+    REQUEST_LOG,
     EmulatorSettings,
     LogEntry,
     RequestLog,
@@ -343,6 +344,37 @@ async def test_huggingface_hub_client_reads_our_answers(emulator: Emulator, samp
         assert caught.value.response.status_code == 401
 
 
+# huggingface_hub 2.4.0 passes raw bytes as `data=` to httpx2, which warns; that is their bug, not ours.
+@pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw:DeprecationWarning")
+async def test_a_model_id_it_does_not_serve_is_the_routers_404(emulator: Emulator, sample_dir: Path) -> None:
+    """Issue 21: a typo in --model is caught here as the router catches it, not captioned."""
+    hub = pytest.importorskip("huggingface_hub")
+    data = images(sample_dir)[".jpg"]
+    server = await emulator(EmulatorSettings())
+    typo = "Salesforce/blip-image-captioning-bsae"
+    async with aiohttp.ClientSession() as session:
+        for path in (f"/hf-inference/models/{typo}", f"/models/{typo}", f"/hf-inference/models/{typo}/v1/chat/completions"):
+            async with session.post(server.url + path, data=data) as response:
+                assert response.status == 404, path
+                assert await response.text() == "Not Found"
+                assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+                assert response.headers["x-inference-provider"] == "hf-inference"
+        response = await post(session, f"{server.url}/hf-inference/models/{MODEL}", data)
+        assert response.status == 200
+        async with session.get(f"{server.url}/api/models/{typo}?expand=inferenceProviderMapping") as hub_answer:
+            assert (await hub_answer.json())["inferenceProviderMapping"] == {}
+    assert server.app[REQUEST_LOG].count(404) == 3
+    async with hub.AsyncInferenceClient(model=f"{server.url}/hf-inference/models/{typo}") as client:
+        with pytest.raises(hub.errors.HfHubHTTPError) as caught:  # what a user of huggingface_hub sees
+            await client.image_to_text(data)
+    assert caught.value.response.status_code == 404
+
+    both = await emulator(EmulatorSettings(models=("org/a", "org/b")))
+    async with aiohttp.ClientSession() as session:
+        for model, status in (("org/a", 200), ("org/b", 200), (MODEL, 404)):
+            assert (await post(session, f"{both.url}/hf-inference/models/{model}", data)).status == status, model
+
+
 # --- pure parts ---------------------------------------------------------------------------------------------------
 
 
@@ -392,6 +424,10 @@ def test_cli_arguments_build_settings(tmp_path: Path) -> None:
         settings_from_args(parser.parse_args(["--fail-rate", "2"]))
     with pytest.raises(ConfigError, match="--token-file"):
         settings_from_args(parser.parse_args(["--token-file", str(tmp_path / "missing")]))
+    assert settings_from_args(parser.parse_args([])).models == (MODEL,)  # the demo's id, and only it
+    assert settings_from_args(parser.parse_args(["--models", "org/a, org/b"])).models == ("org/a", "org/b")
+    with pytest.raises(ConfigError, match="--models"):
+        settings_from_args(parser.parse_args(["--models", ","]))
 
 
 def test_serve_prints_its_url_and_exits_0_on_sigint() -> None:

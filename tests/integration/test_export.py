@@ -47,7 +47,7 @@ def test_imagefolder_loads_in_datasets_one_row_per_ok_image_with_its_own_caption
     append(run.journal, Record(first, "error", error=ErrorInfo("ServerError", "503", 503, True), target="t"))
     out = tmp_path / "trainset"
     assert export(run.journal, "--format", "imagefolder", "--out", out) == 0
-    assert "1 images with an error record left out" in capsys.readouterr().err
+    assert "1 image with an error record left out" in capsys.readouterr().err
     for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(key, "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
@@ -137,7 +137,7 @@ def test_skip_flagged_leaves_flagged_records_out(tmp_path: Path, capsys: pytest.
                               "flags": ["boilerplate"]}) + b"\n")
     assert export(journal, "--format", "csv", "--skip-flagged") == 0
     assert (tmp_path / "results.csv").read_bytes() == b"file_name,text\r\na.jpg,fine\r\n"
-    assert "1 flagged images left out" in capsys.readouterr().err
+    assert "1 flagged image left out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fmt", ["imagefolder", "kohya", "csv"])
@@ -185,4 +185,4 @@ def test_usage_and_unreadable_input_exit_codes(tmp_path: Path, capsys: pytest.Ca
     assert lines[0].startswith("batchcap export: error: cannot read")
     (tmp_path / "junk.jsonl").write_bytes(b'{"path":"a.jpg","status":"ok","caption":"x"}\nnot json\n')
     assert export(tmp_path / "junk.jsonl", "--format", "csv") == 1
-    assert "1 lines are not batchcap records" in capsys.readouterr().err
+    assert "1 line skipped: not a batchcap record" in capsys.readouterr().err

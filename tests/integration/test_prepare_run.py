@@ -176,3 +176,41 @@ async def test_copies_of_a_photo_are_deduped_on_the_files_bytes_then_one_is_prep
     assert sent["sent_size"] == [756, 1008]
     assert copy["caption"] == sent["caption"]
     assert stats.prepared == 1
+
+
+async def test_a_limit_that_shrinks_images_below_a_useful_size_is_warned_once_with_the_count(
+    emulator: EmulatorFactory, tmp_path: Path
+) -> None:
+    """Issue 21: ``--max-upload-mb 0.003`` used to shrink every photo to a thumbnail in silence."""
+    from batchcap.prepare import USEFUL_SIDE, below_useful_size
+
+    folder = tmp_path / "photos"
+    build(folder, only=("phone_portrait.jpg", "rgba.png", "tiny.jpg", "web_50k.jpg"))
+    server = await emulator(EmulatorSettings())
+
+    async def run_cli(out: Path, *extra: str) -> str:
+        cmd = [sys.executable, "-m", "batchcap", "run", str(folder), "--out", str(out), "--model", DEFAULT_MODEL_ID,
+               "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited", "--quiet", *extra]
+        with anyio.fail_after(60):
+            result = await anyio.run_process(cmd, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stderr.decode()
+
+    out = tmp_path / "small.jsonl"
+    err = await run_cli(out, "--max-upload-mb", "0.003")
+    records = lines(out)
+    assert set(records) == {"phone_portrait.jpg", "rgba.png", "tiny.jpg", "web_50k.jpg"}
+    shrunk = [r for r in records.values() if below_useful_size(tuple(r["original_size"]), tuple(r["sent_size"]))]
+    assert len(shrunk) == 3  # the photos; the 64x48 one was small already
+    smallest = min((r["sent_size"] for r in shrunk), key=max)
+    assert err.count("warning:") == 1
+    assert (f"batchcap: warning: 3 images went smaller than {USEFUL_SIDE} px on the long side (down to "
+            f"{smallest[0]}x{smallest[1]}) to fit --max-upload-mb 0.003; models use {USEFUL_SIDE}-1024 px, so their "
+            "captions may be poor: raise --max-upload-mb") in err
+    manifest = orjson.loads(manifest_path(out).read_bytes())
+    assert manifest["preparation"]["below_useful_size"] == 3
+
+    assert "warning:" not in await run_cli(tmp_path / "default.jsonl")
+    err = await run_cli(tmp_path / "side.jsonl", "--max-side", "200")
+    assert "to fit --max-side 200;" in err
+    assert "raise --max-side" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -114,6 +115,17 @@ def test_page_from_file_shows_thumbnails_captions_search_and_errors(
     loaded = page.page.eval_on_selector_all("img.thumb", "is => is.filter(i => i.complete && i.naturalWidth > 0).length")
     assert loaded == len(run.captions)
     assert "13" in page.page.text_content("#summary")  # the counts header
+    # throughput: the manifest's number (the run summary's), and what it means in the tooltip (issue 21)
+    tiles = page.page.eval_on_selector_all(
+        "#summary .tile", "ts => ts.map(t => [t.querySelector('span').textContent, t.querySelector('b').textContent, "
+        "t.title])")
+    shown = {label: (value, tip) for label, value, tip in tiles}
+    manifest = json.loads(run.journal.with_name(run.journal.stem + ".manifest.json").read_text())
+    value, tip = shown["images per second"]
+    assert value == f"{manifest['throughput']['images_per_s']:.1f}/s"
+    assert "per second of busy time" in tip
+    assert "the time between them (after an interrupt, before a resume) is not counted" in tip
+    assert shown["busy"][1] == tip
 
     name, caption = sorted(run.captions.items())[3]
     [hit] = page.search(caption, 1)

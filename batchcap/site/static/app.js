@@ -283,10 +283,11 @@
   // ---------------------------------------------------------------------------------------------------
   // Header: counts, error breakdown, throughput chart (SVG built with DOM calls), run settings.
 
-  function tile(value, label, cls) {
+  function tile(value, label, cls, tip) {
     var t = el("div", "tile" + (cls ? " " + cls : ""));
     t.appendChild(el("b", null, value));
     t.appendChild(el("span", null, label));
+    if (tip) t.title = tip;
     return t;
   }
 
@@ -299,14 +300,20 @@
     if (run.started_at) sub.push("started " + new Date(run.started_at * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC");
     document.getElementById("subtitle").textContent = sub.join(" · ");
     var ok = META.kind_counts[0] || 0, errors = META.total - ok;
-    var span = META.throughput.bin_s * META.throughput.ok.length;
+    var tp = META.throughput;
     var summary = document.getElementById("summary");
     summary.appendChild(tile(fmtInt(META.total), "images"));
     summary.appendChild(tile(fmtInt(ok), "captioned", "ok"));
     summary.appendChild(tile(fmtInt(errors), "errors", errors ? "err" : ""));
     summary.appendChild(tile(fmtBytes(META.bytes_sent), "sent"));
-    if (span > 0) summary.appendChild(tile(fmtSeconds(span), "first to last record"));
-    if (span > 0 && ok) summary.appendChild(tile((ok / span).toFixed(1) + "/s", "images per second"));
+    if (tp.busy_s > 0) {
+      // One definition, the run summary's and the manifest's (batchcap/journal/throughput.py); the tooltip says it.
+      var runs = tp.invocations > 1 ? "busy, " + fmtInt(tp.invocations) + " runs" : "busy";
+      var tip = tp.definition + (tp.idle_s > 0 ? " (" + fmtSeconds(tp.idle_s) + " between runs left out)" : "") +
+        "; from the " + tp.source;
+      summary.appendChild(tile(fmtSeconds(tp.busy_s), runs, null, tip));
+      summary.appendChild(tile(tp.per_s.toFixed(1) + "/s", "images per second", null, tip));
+    }
     summary.appendChild(tile(fmtSeconds(META.latency.p50), "median latency"));
     summary.appendChild(tile(fmtSeconds(META.latency.p95), "p95 latency"));
     if (ok) summary.appendChild(tile(Math.round(META.caption_chars / ok), "chars per caption"));
@@ -345,7 +352,8 @@
     for (var i = 0; i < n; i++) max = Math.max(max, (tp.ok[i] + tp.errors[i]) / tp.bin_s);
     var root = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", preserveAspectRatio: "none" });
     var title = svg("title", {});
-    title.textContent = "images per second over the run (red: errors)";
+    title.textContent = "images per second over the busy time of the runs (red: errors)" +
+      (tp.idle_s > 0 ? "; the " + fmtSeconds(tp.idle_s) + " between runs are left out" : "");
     root.appendChild(title);
     var bw = (W - PAD) / n;
     for (var j = 0; j < n; j++) {

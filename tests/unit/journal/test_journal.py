@@ -526,3 +526,43 @@ def test_kill_9_at_any_moment_leaves_a_loadable_journal(tmp_path: Path) -> None:
         assert index.lines >= done
         done = index.lines
         assert p.read_bytes().endswith(b"\n") or p.stat().st_size == 0
+
+
+def test_held_by_a_run_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    p = tmp_path / "r.jsonl"
+    assert not fsio.held_by_a_run(p)  # missing: nobody holds it
+    with JournalWriter(p) as w:
+        w.write([ok("a.jpg")])
+        assert fsio.held_by_a_run(p)
+        assert fsio.held_by_a_run(p)  # asking does not keep a lock of its own
+    assert not fsio.held_by_a_run(p)
+    with JournalWriter(p):  # and a run can take it again after a reader asked
+        pass
+
+
+def test_wait_released_is_bounded_by_the_clock(tmp_path: Path) -> None:
+    p = tmp_path / "r.jsonl"
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    with JournalWriter(p):
+        assert fsio.wait_released(p, 2.0, clock=lambda: now[0], sleep=sleep, poll=0.5) is False
+        assert slept == [0.5, 0.5, 0.5, 0.5]
+        assert now[0] == 102.0
+    slept.clear()
+    assert fsio.wait_released(p, 2.0, clock=lambda: now[0], sleep=sleep) is True
+    assert slept == []
+
+    writer = JournalWriter(p)
+    writer.open()
+
+    def sleep_then_finish(s: float) -> None:  # the run ends while the reader waits
+        sleep(s)
+        writer.close()
+
+    assert fsio.wait_released(p, 60.0, clock=lambda: now[0], sleep=sleep_then_finish, poll=1.0) is True
+    assert slept == [1.0]

@@ -132,8 +132,10 @@ def test_merge_holds_parts_so_no_run_starts_on_them(tmp_path: Path) -> None:
 def test_out_may_be_a_part_but_is_not_silently_overwritten(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", [ok("a.jpg", 1)])
     b = write(tmp_path / "b.jsonl", [ok("b.jpg", 1)])
-    with pytest.raises(ConfigError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists") as refused:
         merge_journals(b, [a])
+    assert f"to fold it into the merge, list it among the parts too (batchcap merge {b} {b} PART...)" in str(
+        refused.value)
     merge_journals(a, [a, b])  # folding into the first part
     assert {r["path"] for r in read(a)} == {"a.jpg", "b.jpg"}
     with pytest.raises(ConfigError, match="does not exist"):

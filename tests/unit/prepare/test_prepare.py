@@ -284,3 +284,16 @@ def test_run_config_carries_the_preparation_settings() -> None:
     for bad in ({"jpeg_quality": 101}, {"max_side": -1}, {"max_upload_mb": -1}, {"max_pixels": 0}):
         with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
             RunConfig.build(model="m", **bad).validate()  # type: ignore[arg-type]
+
+
+def test_below_useful_size_is_what_a_limit_took_away() -> None:
+    from batchcap.prepare import USEFUL_SIDE, below_useful_size
+
+    assert USEFUL_SIDE == 336
+    assert below_useful_size((4032, 3024), (99, 74))  # --max-upload-mb 0.001
+    assert below_useful_size((4032, 3024), (200, 150))  # --max-side 200
+    assert not below_useful_size((4032, 3024), (1008, 756))  # the default: plenty
+    assert not below_useful_size((4032, 3024), (336, 252))  # exactly the useful size
+    assert not below_useful_size((64, 48), (64, 48))  # small already: sent as it is
+    assert below_useful_size((300, 200), (150, 100))  # small, and made smaller still
+    assert not below_useful_size((300, 200), (300, 200))

@@ -55,3 +55,19 @@ def test_main_writes_count_images(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([str(tmp_path), "--count", "7", "--seed", "5"]) == 0
     assert len(list(tmp_path.rglob("*.*"))) == 7
     assert "7" in capsys.readouterr().out
+
+
+def test_foreign_entries_tells_earlier_samples_from_other_files(tmp_path: Path) -> None:
+    from batchcap.source.samples import foreign_entries
+
+    dest = tmp_path / "imgs"
+    assert foreign_entries(dest) == []  # missing: it will be created
+    generate(dest, 40, seed=3)
+    assert foreign_entries(dest) == []  # what an earlier samples wrote: the demo can run twice
+    (dest / "landscapes" / "IMG_0001.jpg").write_bytes(b"a real photo")
+    (dest / "notes.txt").write_text("mine")
+    (dest / "holiday").mkdir()
+    assert foreign_entries(dest) == ["holiday/", "notes.txt", "landscapes/IMG_0001.jpg"]
+    assert foreign_entries(dest, limit=1) == ["holiday/"]
+    (dest / "notes.txt").unlink()
+    assert foreign_entries(dest / "landscapes" / "IMG_0001.jpg") == ["IMG_0001.jpg"]  # a file, not a folder

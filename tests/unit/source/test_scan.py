@@ -189,3 +189,42 @@ def test_scan_batches_checks_root_eagerly(tmp_path: Path) -> None:
         scan_batches(tmp_path / "missing")
     with pytest.raises(ValueError, match="batch_size"):
         scan_batches(tmp_path, batch_size=0)
+
+
+def test_passed_counts_other_files_and_links_not_followed(tree: Path) -> None:
+    from batchcap.source.scan import Passed
+
+    (tree / "link.png").symlink_to(tree / "b.png")
+    passed = Passed()
+    found = paths(tree, passed=passed)
+    assert "link.png" not in found
+    assert passed.files == 3  # c.txt, m/notes.md, noext
+    assert passed.extensions == {".txt": 1, ".md": 1, "": 1}
+    assert passed.links == 1
+    assert paths(tree) == found  # counting changes nothing
+
+
+def test_first_image_stops_at_the_first_and_says_what_else_there_is(tmp_path: Path) -> None:
+    from batchcap.source.scan import first_image, no_images_message
+
+    touch(tmp_path / "docs", "notes.txt", "data.json", "more/b.json", "README", "z.JSON")
+    image, passed = first_image(tmp_path / "docs")
+    assert image is None
+    assert no_images_message(tmp_path / "docs", passed) == (
+        f"no images found in {tmp_path / 'docs'} (5 files skipped: .json, .txt, (no extension)); batchcap captions "
+        "files ending in .avif .bmp .gif .heic .heif .jpeg .jpg .png .tif .tiff .webp"
+    )
+    (tmp_path / "empty").mkdir()
+    image, passed = first_image(tmp_path / "empty")
+    assert image is None
+    assert no_images_message(tmp_path / "empty", passed) == f"no images found in {tmp_path / 'empty'}: the folder is empty"
+    touch(tmp_path / "docs", "deep/er/x.jpg")
+    image, _ = first_image(tmp_path / "docs")
+    assert image is not None
+    assert image.path == "deep/er/x.jpg"
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "x.jpg").symlink_to(tmp_path / "docs" / "deep" / "er" / "x.jpg")
+    image, passed = first_image(tmp_path / "links")
+    assert image is None
+    assert "1 symbolic link not followed: add --follow-symlinks" in no_images_message(tmp_path / "links", passed)
+    assert first_image(tmp_path / "links", follow_symlinks=True)[0] is not None
