@@ -197,7 +197,8 @@ def _summary(stats: RunStats, out: Path) -> None:
     )
     if len(stats.by_task) > 1 or any(task != "caption" for task in stats.by_task):
         for task, answers in stats.by_task.items():
-            print(f"batchcap:   task {task}: {answers.get('ok', 0)} ok, {answers.get('error', 0)} errors", file=err)
+            print(f"batchcap:   task {task}: {answers.get('ok', 0)} ok, {plural(answers.get('error', 0), 'error')}",
+                  file=err)
     if stats.stale or stats.kept_stale:
         asked = ", ".join(f"{task} {n}" for task, n in stats.stale.items())
         kept = ", ".join(f"{task} {n}" for task, n in stats.kept_stale.items())

@@ -215,7 +215,7 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
     out.write_bytes(b"".join(old))
     manifest = out.with_name("out.manifest.json")
     doc = orjson.loads(manifest.read_bytes())
-    manifest.write_bytes(orjson.dumps({k: v for k, v in doc.items() if k not in ("invocations", "tasks")}))
+    manifest.write_bytes(orjson.dumps({k: v for k, v in doc.items() if k not in ("invocations", "tasks", "settings")}))
     with anyio.fail_after(60):
         stats = await run(RunConfig.build(**base).validate())
         assert (stats.ok, server.log.count()) == (0, 10)
@@ -223,8 +223,10 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
         stats = await run(RunConfig.build(**base, prompt="Say what it is.").validate(), notes=notes.append)
     assert notes == ["task caption: prompt changed since 10 answers: asking again"]
     assert (stats.ok, server.log.count()) == (10, 20)
-    invocations = orjson.loads(manifest.read_bytes())["invocations"]
-    assert [inv.get("legacy", False) for inv in invocations] == [True, False, False]
+    doc = orjson.loads(manifest.read_bytes())
+    assert [inv["settings"] for inv in doc["invocations"]][0] == ["legacy"]  # the first run, from the old manifest
+    assert doc["settings"]["legacy"]["config"]["prompt"] != "Say what it is."
+    assert len(doc["settings"]) == 3  # legacy, today's command, the changed prompt
 
 
 async def test_a_tgi_server_is_asked_in_its_own_spelling(emulator: EmulatorFactory, tmp_path: Path) -> None:
