@@ -224,7 +224,7 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
     assert notes == ["task caption: prompt changed since 10 answers: asking again"]
     assert (stats.ok, server.log.count()) == (10, 20)
     doc = orjson.loads(manifest.read_bytes())
-    assert [inv["settings"] for inv in doc["invocations"]][0] == ["legacy"]  # the first run, from the old manifest
+    assert doc["invocations"][0]["settings"] == ["legacy"]  # the first run, from the old manifest
     assert doc["settings"]["legacy"]["config"]["prompt"] != "Say what it is."
     assert len(doc["settings"]) == 3  # legacy, today's command, the changed prompt
 
