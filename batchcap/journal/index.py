@@ -22,9 +22,9 @@ table is built on first use by a second pass over the journal as it was at load 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -247,6 +247,7 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
     except OSError as exc:
         raise JournalError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     loader = _Loader(path)
+    size = os.fstat(f.fileno()).st_size
     rest = b""  # the unfinished line at the end of the last chunk
     pos = 0  # bytes read so far
     try:
@@ -265,6 +266,8 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
             start = pos - len(rest)
             pos += len(chunk)
             rest = lines.pop()
+            if not start:  # the first chunk: size the table for the whole file by its lines' length
+                loader.reserve(len(lines) * size // max(1, pos - len(rest)) + 64)
             loader.feed(lines, start)
         loader.finish(rest, pos - len(rest), repair=repair)
     finally:
@@ -276,14 +279,18 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
 
 
 class _Loader:
-    """One ``load_index`` pass: ok records as (key, class and answer id) in two flat arrays, errors in a list."""
+    """One ``load_index`` pass: ok records straight into their slots (the latest wins), errors in a list.
 
-    __slots__ = ("bad", "blank", "class_of", "errors", "keys", "legacy", "lineno", "packed", "path", "repaired")
+    The table is sized from the first chunk (its lines' mean length over the file's size) and doubled in the
+    rare case the file's lines are shorter than that: no per-line array is kept, so the peak is the table.
+    """
+
+    __slots__ = ("bad", "blank", "class_of", "errors", "legacy", "lineno", "path", "repaired", "table", "used")
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.keys = array("q")  # ok records, in file order
-        self.packed = array("Q")  # class << 56 | answer id
+        self.table = AnswerTable(8)
+        self.used = 0  # slots taken in ``table`` (each holds an ok answer)
         self.errors: list[tuple[int, int, bool]] = []  # (key, answer id, final), in file order
         #: ``TASK","status":"ok","fingerprint":"SPEC`` as it stands on a line -> class number
         self.class_of: dict[bytes, int] = {}
@@ -292,6 +299,38 @@ class _Loader:
         self.blank = 0  # of which are not records (blank, or the torn last one)
         self.bad: tuple[int, int] | None = None  # (line number, file offset) of an unparseable line
         self.repaired = 0
+
+    def reserve(self, answers: int) -> None:
+        """Room for ``answers`` slots (the table is at most half full), keeping what is in it."""
+        if 2 * answers <= len(self.table.keys):
+            return
+        old = self.table
+        self.table = AnswerTable(answers)
+        keys, mask, values = self.table.keys, self.table.mask, self.table.ok
+        for key, value in zip(old.keys, old.ok, strict=True):
+            if key:
+                i = key & mask
+                while keys[i]:
+                    i = (i + 1) & mask
+                keys[i] = key
+                values[i] = value
+
+    def _put(self, key: int, value: int) -> None:
+        """One ok answer (the slow path; ``feed`` inlines this)."""
+        if 2 * (self.used + 1) > len(self.table.keys):
+            self.reserve(2 * (self.used + 1))
+        table = self.table
+        key = key or 1
+        keys, mask = table.keys, table.mask
+        i = key & mask
+        k = keys[i]
+        while k and k != key:
+            i = (i + 1) & mask
+            k = keys[i]
+        if not k:
+            keys[i] = key
+            self.used += 1
+        table.ok[i] = value
 
     def _class(self, name: bytes) -> int:
         """The class of a (task, spec) met for the first time (1 is the default task without fingerprint)."""
@@ -304,43 +343,76 @@ class _Loader:
         """Take whole lines (newlines stripped); the first begins at file offset ``start``."""
         if self.bad is not None and any(line.strip() for line in lines):
             self._raise_bad()
-        keys, packed = self.keys.append, self.packed.append
+        if 2 * (self.used + len(lines)) > len(self.table.keys):  # the estimate was short: double, not per line
+            self.reserve(max(2 * self.used, self.used + len(lines)))
+        table = self.table
+        tkeys, mask, tvalues = table.keys, table.mask, table.ok
+        used = self.used
         key_of = _bytes_key
-        last, last_cls = b"\x00", 0  # the class of the line before: consecutive lines mostly share it
+        # The kind of the line before (task, status ok, fingerprint's settings part), and where in such a line
+        # the task ends and the answer id starts, counted from the task separator: consecutive lines mostly
+        # share it, and then one ``startswith`` stands for finding the status and checking it.
+        last, last_cls, task_end, answer_at = b"\x00", 0, 0, 0
+        fp_at, answer_from, fp_hex, task_sep, status_sep, ok_tail = (
+            _FP_AT, _ANSWER_AT, _FP_HEX, TASK_SEP, STATUS_SEP, _OK_TAIL)
         legacy_cls = _LEGACY_CLASS << 56
         for line in lines:
             # Fast path: an ok line as encode_record writes it. The path is JSON-escaped, so the first
             # '","task":"' ends it, and the task (a plain name) ends at the status; without a backslash the
             # bytes between are exactly what ``task_key`` hashes.
+            key = value = 0
             if line.startswith(OK_PREFIX) and line.endswith(b"}"):
-                j = line.find(TASK_SEP, 9)
+                j = line.find(task_sep, 9)
                 if j > 0:
-                    k = line.find(STATUS_SEP, j)
-                    if k > 0 and line.startswith(_OK_TAIL, k + 12):
-                        raw = line[9:k]
+                    if line.startswith(last, j + 10):  # TASK","status":"ok","fingerprint":"SPEC as before
+                        raw = line[9 : j + task_end]
                         if b"\\" not in raw:
-                            f = k + _FP_AT
                             try:
-                                answer = int(line[f + _ANSWER_AT : f + _FP_HEX], 16)
+                                value = last_cls | int(line[j + answer_at : j + answer_at + 14], 16)
                             except ValueError:
                                 pass
                             else:
-                                if not line.startswith(last, j + 10):  # TASK","status":"ok","fingerprint":"SPEC
+                                key = key_of(raw)
+                    else:
+                        k = line.find(status_sep, j)
+                        if k > 0 and line.startswith(ok_tail, k + 12):
+                            raw = line[9:k]
+                            f = k + fp_at
+                            if b"\\" not in raw and line.startswith(b'"', f + fp_hex):
+                                try:
+                                    answer = int(line[f + answer_from : f + fp_hex], 16)
+                                except ValueError:
+                                    pass
+                                else:
                                     last = line[j + 10 : f + 8]
                                     last_cls = self._class(last) << 56
-                                keys(key_of(raw))
-                                packed(last_cls | answer)
-                                continue
+                                    task_end, answer_at = k - j, f + answer_from - j
+                                    key, value = key_of(raw), last_cls | answer
                 else:  # a line written before tasks: path, then status
-                    j = line.find(STATUS_SEP, 9)
+                    j = line.find(status_sep, 9)
                     if j > 0 and line.startswith(b'ok"', j + 12):
                         raw = line[9:j]
                         if b"\\" not in raw:
-                            keys(key_of(raw + _DEFAULT_TASK_SUFFIX))
-                            packed(legacy_cls)
+                            key, value = key_of(raw + _DEFAULT_TASK_SUFFIX), legacy_cls
                             self.legacy += 1
-                            continue
-            self._slow(line, lines, start)
+            if value:
+                key = key or 1
+                i = key & mask
+                k = tkeys[i]
+                while k and k != key:
+                    i = (i + 1) & mask
+                    k = tkeys[i]
+                if not k:
+                    tkeys[i] = key
+                    used += 1
+                tvalues[i] = value
+                continue
+            self.used = used
+            self._slow(line, lines, start)  # may insert (and grow the table): take its state back
+            table = self.table
+            tkeys, mask, tvalues = table.keys, table.mask, table.ok
+            used = self.used
+        self.used = used
         self.lineno += len(lines)
 
     def _slow(self, line: bytes, lines: list[bytes], start: int) -> None:
@@ -370,12 +442,11 @@ class _Loader:
             else:
                 spec = fp[:8].encode("ascii")
         if obj["status"] == "ok":
-            self.keys.append(key)
             if answer == LEGACY and task == DEFAULT_TASK:
                 cls = _LEGACY_CLASS
             else:
                 cls = self._class(task.encode("utf-8", "surrogatepass") + FINGERPRINTED_OK + spec)
-            self.packed.append(cls << 56 | answer)
+            self._put(key, cls << 56 | answer)
             if answer == LEGACY:
                 self.legacy += 1
         else:
@@ -417,25 +488,14 @@ class _Loader:
             self.repaired = size - cut
 
     def index(self, retry_failed: bool) -> JournalIndex:
-        """Put the records in their slots: the latest ok per slot (file order), then the last error per slot.
+        """The last error per slot (in file order) beside the latest ok answers, and the counts.
 
         An ok never hides an error nor the other way round, so oks and errors need no common order.
         """
-        records = len(self.keys) + len(self.errors)
-        table = AnswerTable(records)
-        keys, mask, t_ok = table.keys, table.mask, table.ok
-        for key, value in zip(self.keys, self.packed, strict=True):
-            key = key or 1
-            i = key & mask
-            k = keys[i]
-            while k and k != key:
-                i = (i + 1) & mask
-                k = keys[i]
-            if not k:
-                keys[i] = key
-            t_ok[i] = value
-        n_ok = len(keys) - keys.count(0)  # every slot taken so far holds an ok answer
-        self.keys, self.packed = array("q"), array("Q")  # free them before the caller goes on
+        n_ok = self.used
+        self.reserve(self.used + len(self.errors))
+        table = self.table
+        t_ok = table.ok
         errors = table.errors
         for key, answer, final in self.errors:
             errors[table.slot(key)] = (answer, final)
@@ -454,7 +514,7 @@ class _Loader:
         index.error_final = sum(1 for i, (_, final) in errors.items() if final and not t_ok[i])
         index.error_retryable = sum(1 for i, (_, final) in errors.items() if not final and not t_ok[i])
         index.legacy = self.legacy
-        index.lines = records
+        index.lines = self.lineno - self.blank
         index.repaired_bytes = self.repaired
         index.retry_failed = retry_failed
         return index
