@@ -4,8 +4,9 @@
   emulator, sampled from /proc every 0.5 s for a bounded time, then SIGINT (it must exit 130, interrupted).
 * Time to first request: the emulator's first admission time minus the time just before the spawn (both
   CLOCK_MONOTONIC), so interpreter start-up, imports, the journal index and the first scan batch all count.
-* Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors), timed in a
-  fresh interpreter, best of three (the file is in the page cache after the first).
+* Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors; each with its
+  task, fingerprint and digest), timed in a fresh interpreter, best of three (the file is in the page cache after
+  the first), and its peak RSS.
 """
 
 from __future__ import annotations
@@ -159,3 +160,14 @@ def run(ctx: Ctx) -> list[Result]:
             shutil.rmtree(tree, ignore_errors=True)
             print(f"bench: scale: tree removed in {time.monotonic() - t:.1f} s", file=sys.stderr)
     return results + run_journal(ctx)
+
+
+if __name__ == "__main__":  # python benchmarks/bench_scale.py --journal: the index rows alone (~30 s)
+    import os
+    import tempfile
+
+    if "--journal" not in sys.argv:
+        sys.exit("usage: python benchmarks/bench_scale.py --journal   (the whole bench: benchmarks/run.py --only scale)")
+    with tempfile.TemporaryDirectory(prefix="batchcap-bench-journal-") as tmp:
+        for r in run_journal(Ctx(Path(tmp), quick=False, env=dict(os.environ))):
+            print(f"{r.metric}: {r.value:.3f} {r.unit} ({r.verdict}; goal {r.op} {r.goal}) {r.detail}")
