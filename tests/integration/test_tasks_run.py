@@ -241,3 +241,15 @@ async def test_a_tgi_server_is_asked_in_its_own_spelling(emulator: EmulatorFacto
     assert (stats.ok, stats.failed) == (4, 0)
     assert all(rec["data"]["kind"] in ("cat", "dog") for rec in records(out))
     assert server.log.count(422) == 0
+
+
+def test_the_command_line_says_which_variable_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batchcap.cli import main as cli_main
+
+    folder = pets(tmp_path, 2)
+    out = tmp_path / "out.jsonl"
+    code = cli_main(["run", str(folder), "--out", str(out), "--api", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                     "--model", MODEL, "--task", "caption=A {{ foldr }} photo."])
+    assert code == 2
+    assert "task caption: the prompt uses {{ foldr }}, which is not a variable" in capsys.readouterr().err
+    assert not out.exists()
