@@ -294,8 +294,13 @@ class Planner:
             try:
                 prompt = t.template.text if ctx is None else t.template.render(ctx)
             except PromptError as exc:
-                records.append(Record(path, "error", error=ErrorInfo("PromptError", str(exc), None, False),
-                                      ts=time.time(), task=t.name, digest=image.digest))
+                # Its fingerprint is the template's (nothing was rendered): the same template fails the same way
+                # on the next run (no second record), a changed one is tried again.
+                fp = self.plan.lanes[0].prints[t.name].fingerprint("\x00template\x00" + t.spec.prompt)
+                entry = self.index.entry(path, t.name)
+                if entry is None or entry.error != answer_id(fp) or not entry.final:
+                    records.append(Record(path, "error", error=ErrorInfo("PromptError", str(exc), None, False),
+                                          ts=time.time(), task=t.name, fingerprint=fp, digest=image.digest))
                 with self._lock:
                     self.prompt_errors += 1
                 continue
