@@ -6,7 +6,9 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── ConfigError            the command line, a profile or a path is wrong; nothing was sent -> exit 2
     │   └── UsageError         a malformed flag or argument (kept for its name: also exit 2)
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
-    │   └── PromptError        a task's prompt template failed for one image -> error record for that task
+    │   ├── PromptError        a task's prompt template failed for one image -> error record for that task
+    │   └── SourceProblem      a dataset's file or row that cannot be read (damaged tar or parquet, a row
+    │                          without an image); also an OSError, as the sources report what they skip
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
     ├── Aborted                a command started and stopped on purpose      -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
@@ -15,6 +17,10 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     └── APIError(status, request_id)
         ├── TransientError     retried with backoff
         │   ├── RateLimited(retry_after)   429 -> the whole pool backs off
+        │   │   └── QuotaExhausted(retry_after) a Space's GPU quota is spent: the pool waits until it comes
+        │   │                              back; longer than --max-wait stops the run (resumable)
+        │   ├── QueueFull(retry_after)     a Space's queue is full (503): back-pressure, never an image's
+        │   │                              final error and never one of its retries
         │   ├── ModelLoading(estimated_time) 503 while the model (or endpoint) wakes; waits do not spend retries
         │   ├── ServerError                5xx
         │   ├── BadResponse                2xx with a body we cannot read (a proxy's hiccup): retried, then an
@@ -33,6 +39,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "APIError",
     "Aborted",
@@ -49,11 +57,14 @@ __all__ = [
     "ModelLoading",
     "PermanentError",
     "PromptError",
+    "QueueFull",
+    "QuotaExhausted",
     "RateLimited",
     "RejectedImage",
     "RequestTimeout",
     "RunAborted",
     "ServerError",
+    "SourceProblem",
     "TransientError",
     "TransportError",
     "UsageError",
@@ -80,6 +91,13 @@ class InputError(BatchcapError):
 
 class PromptError(InputError):
     """A task's prompt template could not be rendered for one image (a filter failed on its values)."""
+
+
+class SourceProblem(InputError, OSError):
+    """Part of a dataset source that cannot be read; its message is the error record's reason as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EIO, reason)
 
 
 class JournalError(BatchcapError):
@@ -130,6 +148,46 @@ class RateLimited(TransientError):
         message: str,
         *,
         status: int | None = 429,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class QuotaExhausted(RateLimited):
+    """A Space's GPU quota (ZeroGPU) is spent. ``retry_after``: seconds until it comes back, when the Space said.
+
+    A rate limit per user per day rather than per second: the whole pool waits it out (up to ``--max-wait``;
+    beyond it the run stops and says when to resume), and it does not speak of the Space's capacity.
+    ``resets_at`` is that moment as Unix time, for the message that tells when to resume.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        resets_at: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, request_id=request_id, retry_after=retry_after)
+        self.resets_at = resets_at
+
+
+class QueueFull(TransientError):
+    """A Space's queue is full (Gradio's 503 "Queue is full", ZeroGPU's "No GPU was available"): wait and retry.
+
+    Back-pressure, not a fault: it never spends one of the image's retries and never becomes its final error;
+    a Space that stays full for ``--max-wait`` without a caption stops the run (resumable), as a loading model does.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 503,
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:

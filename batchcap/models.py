@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["DEFAULT_TASK", "Ask", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record", "Status"]
+__all__ = ["DEFAULT_TASK", "Ask", "DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record",
+           "Status"]
 
 Status = Literal["ok", "error"]
 #: The one task of a run without ``--task``: today's prompt, and the name every older journal line implies.
@@ -15,14 +16,30 @@ DEFAULT_TASK = "caption"
 
 @dataclass(frozen=True, slots=True)
 class ImageJob:
-    """One file found by the scanner. ``path`` is POSIX and relative to the input dir: the journal key."""
+    """One image a source found. ``path`` is its stable id, the journal key: for a folder the POSIX path relative
+    to it; for a dataset ``train-00000.parquet#1234`` or ``shard-00001.tar/000000042.jpg`` (``source.datasets``).
+    ``abspath`` is where a folder image is read from (a local path, or an fsspec URL)."""
 
     path: str
     abspath: str
     size: int
-    #: Extra prompt-template variables of this image (a dataset row's columns, a sample's metadata); None for
-    #: a file in a folder. ``batchcap.tasks.template`` offers them next to folder, path, stem, sidecar, exif.
-    context: Mapping[str, Any] | None = None
+
+    @property
+    def context(self) -> Mapping[str, str] | None:
+        """What the source says of the image, for prompt templates (a dataset's: ``DatasetJob.context``);
+        ``batchcap.tasks.template`` offers it next to folder, path, stem, sidecar and exif."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetJob(ImageJob):
+    """An image of a dataset (parquet, WebDataset): its bytes come with it, read in order from the shard (``data``,
+    dropped once loaded), and ``context`` holds what the dataset says of it: the row's other columns, a tar
+    sample's ``.txt`` or ``.json`` (by extension), as text. A subclass: a folder's jobs stay the three fields
+    they were, made and read as before."""
+
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    context: Mapping[str, str] | None = field(default=None, compare=False)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ import bench_adaptive
 import bench_prepare
 import bench_rate
 import bench_scale
+import bench_space
 import bench_tasks
 import bench_throughput
 from _util import NCPU, Ctx, Result, git_commit
@@ -43,6 +44,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "adaptive": bench_adaptive.run,
     "prepare": bench_prepare.run,
     "tasks": bench_tasks.run,
+    "space": bench_space.run,
 }
 
 

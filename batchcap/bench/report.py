@@ -69,6 +69,7 @@ def _target(t: TargetResult) -> dict[str, Any]:
         "knee": t.knee,
         "throttle": t.throttle,
         "notes": list(t.notes),
+        "space_quota": t.space_quota,
         "steps": [
             {
                 "stats": rec.stats,

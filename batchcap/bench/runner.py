@@ -1,6 +1,6 @@
 """One bench, measured: every target in turn, cold start first, then the closed- and open-loop sweeps.
 
-Each target is driven with the project's own ``CaptionClient`` and protocol adapters on the same images (loaded
+Each target is driven with the project's own client (``service.connect``) and protocol adapters on the same images (loaded
 once, into memory), so the numbers are what ``batchcap run`` would get. Failed requests are data, summarized
 per step; only the failures that would doom every request (a refused token, a wrong URL or model) stop the bench.
 
@@ -23,8 +23,16 @@ import anyio
 from batchcap.aio import first_leaf, watch_signals
 from batchcap.bench.environment import machine, versions
 from batchcap.bench.interrupt import Interrupt
-from batchcap.bench.loadgen import Send, StepRun, closed_loop, open_loop, poisson_schedule, probe_until_ok
-from batchcap.bench.send import make_sender
+from batchcap.bench.loadgen import (
+    Outcome,
+    Send,
+    StepRun,
+    closed_loop,
+    open_loop,
+    poisson_schedule,
+    probe_until_ok,
+)
+from batchcap.bench.send import QuotaWatch, make_sender
 from batchcap.bench.spec import BenchSettings, Target
 from batchcap.bench.stats import (
     BenchResult,
@@ -41,7 +49,7 @@ from batchcap.config import RunConfig
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.models import LoadedImage
 from batchcap.service.auth import Secret, find_token
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import make_adapter
 from batchcap.service.settings import AfterRun
 from batchcap.source.read import load_batch
@@ -148,6 +156,7 @@ class TargetBench:
         self.notes: list[str] = []
         self.steps: list[StepRecord] = []
         self.out_of_time = False  #: the time share ran out before every step had run
+        self.quota = QuotaWatch()  #: a Space's GPU quota, if it runs out during the bench
 
     async def measure(self) -> TargetResult:
         if self.target.cfg.target.endpoint_name:
@@ -185,9 +194,10 @@ class TargetBench:
         sizes = [len(adapter.build(img).body) for img in self.images]
         connections = max(max(settings.concurrency, default=1), settings.max_in_flight if settings.arrival_rates else 1)
         self.log(f"batchcap bench: {self.target.name} -> {cfg.target.label} (token: {self.token_source})")
-        async with CaptionClient(cfg.target.url, adapter, token=self.token, timeout=self.timeout,
-                                 connections=connections) as client:
-            send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause)
+        async with make_client(cfg.target, token=self.token, timeout=self.timeout, connections=connections,
+                               max_wait=self.settings.cold_start_timeout) as client:
+            send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause,
+                               self.quota)
             cold = await self.cold_start(send)
             if woke_after and cold.seconds is not None:  # the true cold start: from the resume call on
                 self.note(f"{found} -> running and healthy in {woke_after:.1f} s through the management API; "
@@ -201,10 +211,23 @@ class TargetBench:
         """Time to the first caption, probing one request at a time."""
         name, settings = self.target.name, self.settings
         cold = None
-        with self.interrupt.step():
+        tries = 0
+
+        async def until_quota(i: int) -> Outcome:  # a spent GPU quota will not come back while we probe
+            nonlocal tries
+            tries += 1
+            outcome = await send(i)
+            if self.quota.seen is not None:
+                scope.cancel()
+            return outcome
+
+        with self.interrupt.step(), anyio.CancelScope() as scope:
             cold = await probe_until_ok(
-                send, give_up_after=max(0.0, min(settings.cold_start_timeout, self.until - self.clock()))
+                until_quota, give_up_after=max(0.0, min(settings.cold_start_timeout, self.until - self.clock()))
             )
+        if cold is None and (spent := self.quota.seen) is not None:
+            self.note(f"the Space's GPU quota is spent ({spent.message}); sweep skipped")
+            return ColdStart(False, None, tries, {"429": tries}, None, spent.message)
         if cold is None:
             self.notes.append("interrupted before the first caption")
             return ColdStart(False, None, 0, {}, None, "interrupted")
@@ -238,6 +261,10 @@ class TargetBench:
             warm, run = measured
             self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour))
             self.log(_step_line(self.target.name, self.steps[-1]))
+            if (spent := self.quota.seen) is not None:
+                self.note(f"the Space's GPU quota ran out after {plural(spent.captions_before, 'caption')} ({spent.message}); "
+                          "later steps were not run: a spent quota only comes back with time")
+                return
             if mode == "closed" and self.steps[-1].stats.ok == 0 and level != max(settings.concurrency):
                 skip_closed = True
                 self.note(f"nothing succeeded at concurrency {level:g}: higher concurrency was not tried")
@@ -280,6 +307,7 @@ class TargetBench:
             knee=knee(main, self.settings.slo),
             throttle=throttle_summary(main),
             notes=tuple(self.notes),
+            space_quota=self.quota.seen,
         )
 
 

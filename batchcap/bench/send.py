@@ -7,15 +7,18 @@ a wrong URL or model): those raise ``BenchAborted`` with the one abort message `
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from batchcap.bench.loadgen import Outcome, Send
 from batchcap.bench.spec import Target
-from batchcap.bench.stats import ErrorKind
+from batchcap.bench.stats import ErrorKind, SpaceQuota
 from batchcap.errors import (
     APIError,
     AuthError,
     BenchAborted,
     ModelLoading,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     ServerError,
     TransportError,
@@ -23,16 +26,16 @@ from batchcap.errors import (
     abort_message,
 )
 from batchcap.models import LoadedImage
-from batchcap.service.client import CaptionClient
+from batchcap.service.client import ServiceClient
 
-__all__ = ["error_kind", "make_sender", "pause_after"]
+__all__ = ["QuotaWatch", "error_kind", "make_sender", "pause_after"]
 
 
 def error_kind(exc: APIError) -> ErrorKind:
     """The bench's error bucket for ``exc`` (see ``stats.ERROR_KINDS``)."""
     if isinstance(exc, RateLimited):
         return "429"
-    if isinstance(exc, ModelLoading):
+    if isinstance(exc, ModelLoading | QueueFull):
         return "503"
     if isinstance(exc, ServerError):
         return "5xx"
@@ -42,7 +45,12 @@ def error_kind(exc: APIError) -> ErrorKind:
 
 
 def pause_after(exc: APIError, throttle_pause: float) -> float:
-    """How long a closed-loop worker rests after this error: the server's hint, else ``throttle_pause``."""
+    """How long a closed-loop worker rests after this error: the server's hint, else ``throttle_pause``. A spent
+    GPU quota is not waited out (it comes back in minutes or hours): the bench notes it and moves on."""
+    if isinstance(exc, QuotaExhausted):
+        return throttle_pause
+    if isinstance(exc, QueueFull):
+        return min(exc.retry_after or throttle_pause, throttle_pause)
     if isinstance(exc, RateLimited):
         return exc.retry_after if exc.retry_after is not None else throttle_pause
     if isinstance(exc, ModelLoading):
@@ -50,9 +58,21 @@ def pause_after(exc: APIError, throttle_pause: float) -> float:
     return 0.0
 
 
+@dataclass(slots=True)
+class QuotaWatch:
+    """Captions so far, and the first GPU-quota refusal of a Space (what the verdict's quota sentence says)."""
+
+    ok: int = 0
+    seen: SpaceQuota | None = None
+
+    def refused(self, exc: QuotaExhausted) -> None:
+        if self.seen is None:
+            self.seen = SpaceQuota(self.ok, exc.retry_after, exc.message)
+
+
 def make_sender(
-    client: CaptionClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
-    throttle_pause: float,
+    client: ServiceClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
+    throttle_pause: float, quota: QuotaWatch | None = None,
 ) -> Send:
     """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target."""
 
@@ -67,7 +87,11 @@ def make_sender(
             )
             raise BenchAborted(f"target {target.name}: {message}") from None
         except APIError as exc:
+            if quota is not None and isinstance(exc, QuotaExhausted):
+                quota.refused(exc)
             return Outcome(False, error_kind(exc), exc.status, sizes[k], pause_after(exc, throttle_pause), exc.message)
+        if quota is not None:
+            quota.ok += 1
         return Outcome(True, None, reply.status, reply.bytes_sent)
 
     return send

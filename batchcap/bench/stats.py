@@ -35,6 +35,7 @@ __all__ = [
     "Latency",
     "Mode",
     "Sample",
+    "SpaceQuota",
     "StepRecord",
     "StepStats",
     "StopReason",
@@ -171,6 +172,15 @@ class ThrottleSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class SpaceQuota:
+    """A Space's GPU quota as the bench met it: after how many captions it ran out, and what the Space said."""
+
+    captions_before: int  #: captions the target gave (warm-up and cold start included) before the first refusal
+    retry_after_s: float | None  #: when the Space said the quota comes back
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class TargetResult:
     """Everything measured for one target. ``description`` and ``url`` hold no secret."""
 
@@ -185,6 +195,7 @@ class TargetResult:
     knee: StepStats | None
     throttle: ThrottleSummary
     notes: tuple[str, ...]
+    space_quota: SpaceQuota | None = None  #: a Space whose GPU quota ran out during the bench
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 
 from batchcap.bench.stats import ERROR_LABELS, StepStats, TargetResult
 
-__all__ = ["describe_errors", "drop_empty", "format_duration", "still_climbing", "verdict"]
+__all__ = ["PRO_GPU_SECONDS_A_DAY", "describe_errors", "drop_empty", "format_duration", "space_caveat",
+           "still_climbing", "verdict"]
 
 
 def format_duration(seconds: float) -> str:
@@ -42,8 +43,48 @@ def _price(price: float | None) -> str:
     return "free" if price == 0 else f"${price:.2f}/h"
 
 
+#: ZeroGPU's daily quota on PRO (issue 20: "~25 min on PRO"), for the caveat on a Space that did not run out.
+PRO_GPU_SECONDS_A_DAY = 25 * 60
+
+
 def verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_000) -> str:
-    """One paragraph: which target, at which concurrency, what it costs, and what the others gave."""
+    """One paragraph: which target, at which concurrency, what it costs, and what the others gave; and when a
+    Space's GPU quota makes it unfit for ``images`` images."""
+    core = _verdict(targets, slo_s, images=images)
+    caveats = [line for t in targets if (line := space_caveat(t, images)) is not None]
+    return " ".join([core, *caveats])
+
+
+def space_caveat(t: TargetResult, images: int) -> str | None:
+    """The sentence on a Space's quota: the one it ran out of, else what a PRO day would cover at its pace."""
+    from batchcap.service.space.words import format_wait
+
+    q = t.space_quota
+    if q is not None:
+        back = "" if q.retry_after_s is None else f", back in {format_wait(q.retry_after_s)}"
+        if q.captions_before == 0:
+            return (f"{t.name}'s GPU quota was already spent{back}: a Space is for small sets, and this one can "
+                    f"caption none of {images:,} images now.")
+        periods = math.ceil(images / q.captions_before)
+        return (f"{t.name} ran out of its GPU quota after {q.captions_before:,} captions{back}: {images:,} images "
+                f"would need about {periods:,} such quotas (ZeroGPU's come back daily), so it is unfit for this "
+                "folder size: a Space is for small sets.")
+    if not t.description.startswith("space:"):
+        return None
+    paced = [s.stats for s in t.steps if s.stats.latency is not None and s.stats.ok]
+    if not paced:
+        return None
+    seconds = min(s.latency.p50 for s in paced if s.latency is not None)
+    per_day = PRO_GPU_SECONDS_A_DAY / max(seconds, 1e-3)
+    if per_day >= images:
+        return None
+    return (f"{t.name} is a Space: if it runs on ZeroGPU, a PRO quota of {PRO_GPU_SECONDS_A_DAY // 60} GPU minutes a "
+            f"day covers about {per_day:,.0f} images at its median {seconds:.2f} s each, fewer than {images:,}: "
+            "a Space is for small sets.")
+
+
+def _verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_000) -> str:
+    """The paragraph without the Space caveats."""
     ranked = sorted((t for t in targets if t.knee is not None), key=lambda t: -_knee(t).images_per_s)
     if not ranked:
         lowest = [

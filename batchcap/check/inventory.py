@@ -1,6 +1,7 @@
 """The pre-flight pass over a folder: what is there, what is broken, what is a copy, what is left to do.
 
-Nothing is sent. The folder is streamed exactly as ``run`` streams it (``scan.scan_batches``), each
+Nothing is sent. The input is streamed exactly as ``run`` streams it (``Source.batches``: a folder, parquet,
+WebDataset tars, fsspec URLs), each
 file is read and judged by ``images.load`` (so unreadable files get the very reasons ``run`` records),
 hashed for exact copies, and its header parsed (dimensions only, no pixel decode: ``header_size``) for
 the size buckets and the upload estimate. ``--dedupe near`` adds a reduced-size decode
@@ -28,9 +29,9 @@ from batchcap.check.upload import PrepareModel, Sampled, UploadModel
 from batchcap.errors import InputError
 from batchcap.journal import JournalIndex, load_index
 from batchcap.models import ImageJob, LoadedImage
+from batchcap.source.datasets import Source, open_source
 from batchcap.source.digest import DigestSet, NearIndex, NearKey, content_digest, near_key
 from batchcap.source.read import load_batch
-from batchcap.source.scan import scan_batches
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "header_size", "inspect", "inventory"]
 
@@ -305,7 +306,7 @@ def _work(jobs: list[ImageJob], max_bytes: int, near: bool) -> list[tuple[FileFa
 
 
 def inventory(
-    root: Path,
+    root: Path | str | Source,
     *,
     out: Path | None = None,
     dedupe: Dedupe = "exact",
@@ -320,10 +321,13 @@ def inventory(
 ) -> Inventory:
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
 
+    ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
+
     ``probe`` keeps the first N images a run would send (bounded: N files in memory) for a probe.
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
+    source = open_source(root, follow_symlinks=follow_symlinks) if isinstance(root, Path | str) else root
     upload = upload or Sampled(PrepareModel(), every=50)
     done = skip = JournalIndex()
     if out is not None:
@@ -336,10 +340,9 @@ def inventory(
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1
 
-    batches: Iterator[list[ImageJob]] = scan_batches(
-        root, batch_size=batch_size, follow_symlinks=follow_symlinks, on_error=scan_error
-    )
     max_bytes = int(max_image_mb * 1024 * 1024)
+    batches: Iterator[list[ImageJob]] = source.batches(batch_size=batch_size, on_error=scan_error,
+                                                       max_bytes=max_bytes)
     near = dedupe == "near"
     with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="batchcap-check") as pool:
         pending: deque[Future[list[tuple[FileFacts, LoadedImage | None]]]] = deque()

@@ -19,6 +19,7 @@ from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, UsageError
 from batchcap.run import run_targets
 from batchcap.service.auth import find_token
+from batchcap.source.datasets import open_source
 from batchcap.tasks.quality import QualitySettings
 from batchcap.words import plural
 
@@ -36,14 +37,15 @@ class CheckReport:
     probe: dict[str, Any] | None
     data: dict[str, Any]
     out: Path | None = None  #: the journal counted as done, if any
+    folder: Path | None = None  #: the input when it is a local folder of images (None: a dataset, a URL)
 
 
 def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
     """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
     target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
     if probe and not has_target:
-        raise UsageError("--probe needs a target (--model, --endpoint, --target SPEC or --config): the probe "
-                         "measures that target")
+        raise UsageError("--probe needs a target (--model, --endpoint, --space, --target SPEC or --config): the "
+                         "probe measures that target")
     if probe > MAX_PROBE:
         raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
     target_cfg = _single_target(cfg) if has_target else None
@@ -51,8 +53,11 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
     source = cfg.source
+    token, _ = find_token(cfg.target.token_file)
+    images = open_source(source.input_dir, image_column=source.image_column, follow_symlinks=source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
     inv = inventory(
-        source.input_dir, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
+        images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, readers=source.readers, probe=probe,
         retry_failed=cfg.retry_failed,
     )
@@ -72,7 +77,7 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     data["estimate"] = None if est is None else est.to_dict()
     data["probe"] = probed
     data["stale"] = _stale(cfg, out, target_cfg) if has_target else None
-    return CheckReport(inv, est, probed, data, out)
+    return CheckReport(inv, est, probed, data, out, images.root)
 
 
 def _stale(cfg: RunConfig, out: Path | None, target_cfg: RunConfig | None) -> dict[str, Any]:
@@ -138,7 +143,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def render(root: Path, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None,
+def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None,
            stale: list[str] | None = None) -> str:
     """The human report (``stale``: the notes of ``data["stale"]``, answers made with other settings)."""
     lines = [

@@ -1,7 +1,7 @@
 """``--probe N``: N real caption requests to measure a target's latency (and judge its captions).
 
 The only part of ``check`` that sends anything. One attempt per image, no retries, at the run's own rate
-limit and ``min(concurrency, N)`` in flight, through the same ``CaptionClient`` a run uses. Nothing is
+limit and ``min(concurrency, N)`` in flight, through the same client a run uses (``service.connect``). Nothing is
 written to the journal: a probe's captions are not kept (they cost N requests; the output says so).
 """
 
@@ -21,8 +21,7 @@ from batchcap.errors import APIError, RateLimited
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.models import LoadedImage
 from batchcap.service.auth import Secret
-from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import make_adapter
+from batchcap.service.connect import make_client
 from batchcap.tasks.quality import DEFAULT_QUALITY, QualitySettings, judge
 
 __all__ = ["ProbeResult", "probe"]
@@ -79,10 +78,8 @@ async def probe(
     prompt = target.prompt if target.takes_prompt else None
     queue = list(reversed(images))
     started = time.monotonic()
-    client = CaptionClient(
-        target.url, make_adapter(target), token=token, timeout=limits.timeout,
-        connections=min(limits.ceiling, len(images)),
-    )
+    client = make_client(target, token=token, timeout=limits.timeout, connections=min(limits.ceiling, len(images)),
+                         max_wait=limits.max_wait)
 
     async def worker() -> None:
         while queue:

@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "openai:MODEL@BASE_URL (chat server), endpoint:NAMESPACE/NAME[@MANAGEMENT_API] (an "
                         "Endpoint by name: resumed if asleep, its cold start timed from the resume, left as found), "
                         "or path/to/profile.toml (see configs/)")
+    t.add_argument("--space", metavar="OWNER/NAME|URL",
+                   help="also benchmark this Gradio app (a Space, or any Gradio app's URL) as a target named "
+                        "'space' (the same as --target space=space:OWNER/NAME)")
+    t.add_argument("--space-api", metavar="NAME", help="the endpoint of every Space target, e.g. /caption "
+                   "(default: the one that takes an image and returns text)")
+    t.add_argument("--space-input", dest="space_inputs", action="append", default=[], metavar="NAME=VALUE",
+                   help="repeatable: another input of every Space target's endpoint, by name")
     t.add_argument("--api-base", default=DEFAULT_API_BASE, metavar="URL", help="serverless API base for hf: targets (default: %(default)s)")
     t.add_argument("--token-file", action="append", default=[], metavar="NAME=PATH",
                    help="file holding the token for target NAME (PATH alone: every target)")
@@ -145,6 +153,23 @@ def images_dir(ns: argparse.Namespace) -> Path | None:
     return positional if positional is not None else option
 
 
+def _space_options(ns: argparse.Namespace, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    """``--space-api`` (unless a spec names its own) and ``--space-input`` for every Space target."""
+    if not any(t.cfg.target.space for t in targets):
+        if ns.space_api is not None or ns.space_inputs:
+            raise UsageError("--space-api and --space-input need a Space target: --space OWNER/NAME or "
+                             "--target NAME=space:OWNER/NAME")
+        return targets
+    out = []
+    for t in targets:
+        target = t.cfg.target
+        if target.space is not None:
+            target = replace(target, space_api=target.space_api or ns.space_api, space_inputs=tuple(ns.space_inputs))
+            t = replace(t, cfg=replace(t.cfg, target=target).validate())
+        out.append(t)
+    return tuple(out)
+
+
 def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
     """Flags -> settings; raises UsageError for anything malformed. Targets are empty for --demo."""
     demo = bool(ns.demo)
@@ -159,9 +184,11 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
             raise UsageError("--demo makes its own two targets; drop --target (or drop --demo)")
         targets: tuple[Target, ...] = ()
     else:
-        if not ns.target:
+        specs = list(ns.target) + ([f"space=space:{ns.space}"] if ns.space else [])
+        if not specs:
             raise UsageError("name at least one --target (e.g. --target free=hf:MODEL_ID), or try --demo")
-        targets = resolve_targets(ns.target, api_base=ns.api_base, token_files=ns.token_file, prices=ns.price_per_hour)
+        targets = _space_options(ns, resolve_targets(specs, api_base=ns.api_base, token_files=ns.token_file,
+                                                     prices=ns.price_per_hour))
         if given is None:
             raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
     concurrency = ns.concurrency

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import cast
 
 from batchcap.errors import ConfigError
+from batchcap.export.convert import CONVERT_CHOICES
 from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.export.shards import DEFAULT_SHARD_MB
 from batchcap.redact import shown
+from batchcap.source.settings import parse_input
 from batchcap.words import plural
 
 from .held import add_wait_argument, held_note, still_written
@@ -21,22 +24,29 @@ EXIT_CODES_HELP = """\
 exit codes:
   0  exported (images whose latest record is an error are left out and counted: that is expected)
   1  exported, but something was left out that needs a look: lines that are not records, paths that
-     would land outside the folder, images missing from the input folder, sidecar name clashes; or a
-     run is still writing the JSONL, so only what it held then was exported (see --wait)
-  2  the command line or a path is wrong (bad flags, no such JSONL, no input folder known, parquet
-     without pyarrow)
+     would land outside the folder, images missing from the input, images no decoder reads, sidecar
+     name clashes; or a run is still writing the JSONL, so only what it held then was exported (see
+     --wait)
+  2  the command line or a path is wrong (bad flags, no such JSONL, no input known, an input that
+     cannot be read, parquet without pyarrow)
   3  aborted: the JSONL cannot be read, or an output cannot be written
 """
 
 _WHERE = """\
 where files go:
-  imagefolder   DIR/metadata.jsonl + the images (hard links, else copies); no --out: metadata.jsonl
-                at the input folder's root
+  imagefolder   DIR/metadata.jsonl + the images (hard links, else copies) + DIR/README.md; no --out:
+                metadata.jsonl at the input folder's root (a dataset input needs --out)
   kohya         NAME.txt (--ext) beside each image; with --out the images are linked into DIR first
   csv           DIR/metadata.csv, else RESULTS.csv beside the JSONL
-  parquet       DIR/metadata.parquet, else RESULTS.parquet (needs pyarrow)
+  parquet       DIR/data/train-00000-of-0000N.parquet with the images embedded (datasets' Image
+                feature) + DIR/README.md; no --out: RESULTS-dataset/ beside the JSONL (needs pyarrow)
   openai-batch  DIR/batch_output.jsonl + DIR/batch_errors.jsonl, else RESULTS.batch_output.jsonl and
                 RESULTS.batch_errors.jsonl
+
+imagefolder and parquet with --out are dataset folders: README.md is a dataset card (YAML that
+datasets and the Hub read; where the captions came from), and the export prints the `hf upload`
+command that publishes the folder. Images that datasets/Pillow cannot decode without a plugin (HEIC,
+AVIF) are converted (--convert).
 """
 
 
@@ -48,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, metavar="RESULTS.jsonl", help="the journal of a batchcap run")
     parser.add_argument("--format", required=True, choices=FORMATS, help="output layout")
     parser.add_argument("--out", type=Path, help="output folder (default: see 'where files go')")
-    parser.add_argument("--images", type=Path,
-                        help="the captioned folder (default: config.input_dir of the run manifest beside the JSONL)")
+    parser.add_argument("--images", metavar="INPUT",
+                        help="what was captioned: a folder, a parquet or WebDataset dataset, a URL (default: "
+                             "config.input_dir of the run manifest beside the JSONL)")
     parser.add_argument("--text-column", default="text",
                         help="one task (caption): the name of its column; several tasks (one column each, named "
                              "after it): the task whose answers go in the text column a trainer reads (default: "
@@ -64,6 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the caption (joined by ', '; never added twice)")
     parser.add_argument("--skip-flagged", action="store_true",
                         help="leave out records that carry quality flags")
+    parser.add_argument("--convert", choices=CONVERT_CHOICES, default="auto",
+                        help="imagefolder, parquet, kohya --out: auto = convert only what datasets/Pillow cannot "
+                             "decode without a plugin (HEIC, AVIF) to JPEG (PNG where transparent); jpeg / png = "
+                             "every image to that format; keep = every file as it is (default: auto)")
+    parser.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
+                        help=f"parquet: images per shard file, in MB (default: {DEFAULT_SHARD_MB}, the Hub's advice)")
+    parser.add_argument("--repo", metavar="ORG/NAME",
+                        help="the Hub dataset repository the printed `hf upload` command publishes to")
+    parser.add_argument("--image-column", metavar="NAME",
+                        help="a parquet input's image column (default: the one the run used)")
     add_wait_argument(parser)
 
 
@@ -81,10 +102,15 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     column = ns.text_column
     if not column or column == "file_name":
         raise ConfigError(f"--text-column must be a name other than file_name (got {column!r})")
+    if fmt not in ("imagefolder", "parquet", "kohya") and ns.convert != "auto":
+        raise ConfigError("--convert applies to --format imagefolder, parquet and kohya")
+    if fmt != "parquet" and ns.shard_mb != DEFAULT_SHARD_MB:
+        raise ConfigError("--shard-mb applies to --format parquet only")
     options = ExportOptions(
-        format=fmt, out=ns.out, images=ns.images, text_column=column, ext=ext,
-        mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged), task=ns.task,
-        multiline=bool(ns.multiline),
+        format=fmt, out=ns.out, images=parse_input(ns.images) if ns.images is not None else None,
+        text_column=column, ext=ext, mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
+        convert=ns.convert, shard_mb=ns.shard_mb, repo=ns.repo, image_column=ns.image_column,
+        task=ns.task, multiline=bool(ns.multiline),
     )
     if not ns.results.is_file():
         raise ConfigError(f"cannot read {shown(ns.results)}: no such file")
@@ -136,4 +162,21 @@ def summary(report: ExportReport, fmt: str) -> list[str]:
     if report.conflicts:
         lines.append(f"{plural(report.conflicts, 'sidecar')} left out: two images share one name, or the name "
                      "is the image's")
+    images = report.images
+    if images.converted:
+        kinds = ", ".join(f"{n} {k.upper()}" for k, n in images.converted.most_common())
+        lines.append(f"{plural(sum(images.converted.values()), 'image')} converted so that every reader decodes them "
+                     f"({kinds}; --convert keep ships them as they are)")
+    if images.kept_unreadable:
+        kinds = ", ".join(f"{n} {k.upper()}" for k, n in images.kept_unreadable.most_common())
+        lines.append(f"{plural(sum(images.kept_unreadable.values()), 'image')} kept as they are that datasets/Pillow cannot "
+                     f"decode without a plugin ({kinds}; --convert auto converts them)")
+    if images.undecodable:
+        lines.append(f"{plural(images.undecodable, 'image')} left out: they cannot be decoded to convert them")
+    if report.card is not None:
+        lines.append(f"dataset card: {report.card}")
+    if report.card_kept is not None:
+        lines.append(f"{report.card_kept} was not written by batchcap: kept as it is (no dataset card written)")
+    if report.upload is not None:
+        lines.append(f"publish it with: {report.upload}")
     return lines

@@ -79,12 +79,19 @@ TARGET: tuple[Opt, ...] = (
     Opt(("--base-url",), "base_url", "OpenAI-compatible server base, e.g. https://router.huggingface.co/v1 "
         "(with --api openai)", metavar="URL", show_default=False),
     Opt(("--target",), "targets", "repeatable: several targets in one run; SPEC: hf:MODEL, an Endpoint URL, "
-        "openai:MODEL@BASE_URL or a profile.toml (a profile keeps its own limits)", metavar="NAME=SPEC",
+        "openai:MODEL@BASE_URL, space:OWNER/NAME[@/API] or a profile.toml (a profile keeps its own limits)", metavar="NAME=SPEC",
         kind="append", show_default=False),
     Opt(("--route",), "route", "with several --target: failover = the first until it fails run-level (credits, "
         "token, down), then the next; spread = each image to the target with room", choices=("failover", "spread")),
     Opt(("--price-per-hour",), "price_per_hour", "what target NAME costs per hour (NAME= may be left out with one "
         "target), for the cost in the summary", metavar="[NAME=]DOLLARS", kind="append", show_default=False),
+    Opt(("--space",), "space", "caption through a Gradio app: a Hugging Face Space (OWNER/NAME is "
+        "https://OWNER-NAME.hf.space), a Space page URL or any Gradio app's URL; a Space has a queue and often a "
+        "daily GPU quota: it is for small sets", metavar="OWNER/NAME|URL", show_default=False),
+    Opt(("--space-api",), "space_api", "the app's endpoint, e.g. /caption (default: the one that takes an image "
+        "and returns text)", metavar="NAME", show_default=False),
+    Opt(("--space-input",), "space_inputs", 'repeatable: another input of that endpoint by name, e.g. '
+        '--space-input prompt="Describe the image."', metavar="NAME=VALUE", kind="append", show_default=False),
     Opt(("--prompt",), "prompt", "instruction sent with each image (--api openai)", show_default=False),
     Opt(("--max-tokens",), "max_tokens", "caption length limit (--api openai)", metavar="N"),
     Opt(("--temperature",), "temperature", "sampling temperature, 0-2 (--api openai)"),
@@ -119,8 +126,11 @@ INPUT_OUTPUT: tuple[Opt, ...] = (
     Opt(("--sidecar-ext",), "sidecar_ext", "sidecar extension"),
     Opt(("--quiet", "-q"), "quiet", "no progress display; only the summary and errors", kind="true",
         show_default=False),
-    Opt(("--shard",), "shard", "caption only shard I of N (numbered from 1; by a stable hash of each path), e.g. "
-        "--shard 2/3 --out part-2.jsonl; join the parts with `batchcap merge`", metavar="I/N", show_default=False),
+    Opt(("--shard",), "shard", "caption only shard I of N (numbered from 1; by a stable hash of each path, of each "
+        "tar of a WebDataset, of each row group of parquet), e.g. --shard 2/3 --out part-2.jsonl; join the parts "
+        "with `batchcap merge`", metavar="I/N", show_default=False),
+    Opt(("--image-column",), "image_column", "parquet input: the column of images (default: the first column of "
+        "the Image type)", metavar="NAME", show_default=False),
 )
 
 QUALITY: tuple[Opt, ...] = (
@@ -209,7 +219,7 @@ def add_profile_flag(p: argparse.ArgumentParser) -> None:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Every run flag, in its groups (``run`` and ``check`` both take them all)."""
     add_profile_flag(p)
-    add_options(p.add_argument_group("target (one of --model, --endpoint, --api openai, --target)"), TARGET)
+    add_options(p.add_argument_group("target (one of --model, --endpoint, --api openai, --space, --target)"), TARGET)
     add_options(p.add_argument_group("limits"), LIMITS)
     add_options(p.add_argument_group("input and output"), INPUT_OUTPUT)
     add_options(p.add_argument_group("copies and caption quality"), QUALITY)
@@ -228,7 +238,9 @@ def given_settings(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def config_from_args(ns: argparse.Namespace, *, input_dir: Path | None = None, validate: bool = True) -> RunConfig:
+def config_from_args(
+    ns: argparse.Namespace, *, input_dir: Path | str | None = None, validate: bool = True
+) -> RunConfig:
     """Profile first, then every flag the user actually gave; ``validate``: the whole-target checks too."""
     cfg = RunConfig() if ns.config is None else profile_config(ns.config)
     flags = given_settings(ns)

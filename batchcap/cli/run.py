@@ -17,8 +17,9 @@ from batchcap.journal.throughput import images_per_s
 from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
-from batchcap.run import RunStats, manifest_path, run, run_targets, tune_malloc
+from batchcap.run import RunStats, manifest_path, open_input, run, run_targets, tune_malloc
 from batchcap.service.auth import Secret, find_token
+from batchcap.source.datasets import UNDERSTOOD, Source
 from batchcap.source.scan import first_image, no_images_message
 from batchcap.version import __version__
 from batchcap.words import plural
@@ -30,16 +31,17 @@ __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Caption every image under INPUT_DIR (recursively) into a JSONL file that is also the resume "
-                     "checkpoint: run the same command again after any interruption and it continues.")
+    p.description = ("Caption every image of INPUT (a folder, searched recursively, or a parquet / WebDataset "
+                     "dataset, local or at an fsspec URL) into a JSONL file that is also the resume checkpoint: run "
+                     "the same command again after any interruption and it continues.")
     p.epilog = EXIT_CODES_HELP
-    p.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("input_dir", metavar="INPUT", help=f"what to caption: {UNDERSTOOD}")
     add_run_options(p)
     add_event_loop_flag(p)
     d = p.add_argument_group("distributed (Ray; pip install 'batchcap[ray]')")
     d.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                    help="run the shards as Ray tasks on the cluster at ADDRESS, or with no ADDRESS at $RAY_ADDRESS, "
-                        "else on a private local cluster ('local': always that); every node must see INPUT_DIR "
+                        "else on a private local cluster ('local': always that); every node must see INPUT "
                         "and --out")
     d.add_argument("--workers", type=number(int, 1), help="shards captioned at once with --ray (default: 2)")
 
@@ -49,11 +51,15 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.workers is not None and ns.ray is None:
         raise UsageError("--workers needs --ray (the number of Ray workers)")
     token, source = find_token(cfg.target.token_file)
-    if not cfg.input_dir.is_dir():
-        raise ConfigError(f"INPUT_DIR {shown(cfg.input_dir)} is not a folder")
-    prepare_out(cfg.out)
+    if token is not None and cfg.target.space is not None and cfg.target.token_file is None:
+        from batchcap.service.space import is_space_host
+
+        if not is_space_host(cfg.target.url):
+            source += " (not sent: not a *.hf.space host; --token-file sends it)"
     targets = run_targets(cfg)  # every --target checked before the first line is printed
-    if (empty := _no_images(cfg)) is not None:
+    images = open_input(cfg, token)  # INPUT checked (exit 2 with what batchcap reads) before anything is sent
+    prepare_out(cfg.out)  # created only once the rest of the command line holds
+    if (empty := _no_images(cfg, images)) is not None:
         print(f"batchcap: {empty}", file=sys.stderr)
         return EXIT_ERRORS
     from batchcap.run.assemble import plan_for
@@ -85,7 +91,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         else:
             stats = run_async(
                 lambda: run(cfg, token=token, progress=progress, handle_signals=True, on_scan_done=scan_done,
-                            targets=targets, notes=_note),
+                            targets=targets, source=images, notes=_note),
                 ns.event_loop,
             )
     except RunAborted as exc:
@@ -106,13 +112,16 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _no_images(cfg: RunConfig) -> str | None:
+def _no_images(cfg: RunConfig, source: Source) -> str | None:
     """Issue 21: a folder without a single image is said so (exit 1), before a journal is made or a token sent.
-    Folders the scan cannot read are left to the run, which records each one."""
-    image, passed = first_image(cfg.input_dir, follow_symlinks=cfg.source.follow_symlinks)
+    Folders the scan cannot read are left to the run, which records each one. (A dataset is not surveyed twice:
+    an empty one finds nothing, and says so in its summary.)"""
+    if source.root is None:
+        return None
+    image, passed = first_image(source.root, follow_symlinks=cfg.source.follow_symlinks)
     if image is not None or passed.unreadable:
         return None
-    return no_images_message(cfg.input_dir, passed)
+    return no_images_message(source.root, passed)
 
 
 def _undersized(stats: RunStats, cfg: RunConfig) -> str:

@@ -171,6 +171,20 @@ FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         },
     ),
     (
+        ("--space-concurrency",),
+        {"type": int, "default": 1, "metavar": "N",
+         "help": "Space (--profile space or all): calls run at once (Gradio's default: 1)"},
+    ),
+    (
+        ("--space-queue-size",),
+        {"type": int, "metavar": "N", "help": "Space: calls waiting at most; more get 503 \"Queue is full\""},
+    ),
+    (
+        ("--space-quota",),
+        {"type": float, "metavar": "SECONDS",
+         "help": "Space: a ZeroGPU quota of this many GPU seconds, 60 charged per call, back 588 s after it ran out"},
+    ),
+    (
         ("--credits",),
         {"type": int, "metavar": "N", "help": "answer 402 (credits exhausted) once N captions were admitted"},
     ),
@@ -310,6 +324,9 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         garble_rate=ns.garble_rate,
         hang_rate=ns.hang_rate,
         credits=ns.credits,
+        space_concurrency=ns.space_concurrency,
+        space_queue_size=ns.space_queue_size,
+        space_quota=ns.space_quota,
         legacy_gone=ns.legacy_gone,
         answer_shape=ns.answer_shape,
         invalid_json_rate=ns.invalid_json_rate,

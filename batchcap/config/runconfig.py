@@ -95,7 +95,8 @@ class RunConfig:
     # -- reading ------------------------------------------------------------------------------------------
 
     @property
-    def input_dir(self) -> Path:
+    def input_dir(self) -> Path | str:
+        """INPUT: a local path, or an fsspec URL (``batchcap.source.datasets``)."""
         return self.source.input_dir
 
     @property

@@ -1,7 +1,8 @@
 """Named targets, ``NAME=SPEC``, for every command that talks to more than one service (bench, run).
 
 SPEC: ``hf:MODEL`` (the serverless API), ``hf-json:MODEL``, an Endpoint URL, ``endpoint:NAMESPACE/NAME[@API]``
-(an Endpoint by name, through the management API), ``openai:MODEL@BASE_URL`` (a chat server), or a
+(an Endpoint by name, through the management API), ``openai:MODEL@BASE_URL`` (a chat server),
+``space:OWNER/NAME[@/API_NAME]`` (a Gradio Space, or ``space:URL`` for any Gradio app), or a
 ``configs/*.toml`` profile. Each is parsed into the same ``RunConfig`` a single-target run
 uses (a profile keeps its own limits; a bare SPEC takes the command's). No secret is held: tokens are found per target when the command starts, and never recorded.
 """
@@ -43,9 +44,10 @@ class Target:
 
 def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``
-    | ``NAME=endpoint:NAMESPACE/NAME[@MANAGEMENT_API]`` (an Endpoint by name: woken through the Endpoints API)."""
+    | ``NAME=endpoint:NAMESPACE/NAME[@MANAGEMENT_API]`` (an Endpoint by name: woken through the Endpoints API)
+    | ``NAME=space:OWNER/NAME[@/API_NAME]`` or ``NAME=space:URL[@/API_NAME]`` (a Gradio app, issue 20)."""
     name, sep, spec = text.partition("=")
-    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:", "endpoint:")):
+    if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:", "endpoint:", "space:")):
         if text.endswith(".toml"):  # a bare profile is named after its file
             name, spec = Path(text).stem, text
         else:
@@ -75,6 +77,13 @@ def _parse_spec(name: str, spec: str, api_base: str) -> Target:
         if at and not api.startswith(("http://", "https://")):
             raise UsageError(f"--target {name}={shown(spec)}: expected endpoint:NAMESPACE/NAME[@https://MANAGEMENT_API]")
         cfg = _bare(api="hf", endpoint_name=endpoint_name, endpoints_api=api or DEFAULT_ENDPOINTS_API)
+    elif spec.startswith("space:"):
+        space, at, api = spec.removeprefix("space:").rpartition("@/")
+        if not at:
+            space, api = api, ""
+        if not space:
+            raise UsageError(f"--target {name}={shown(spec)}: expected space:OWNER/NAME[@/API_NAME] or space:URL")
+        cfg = _bare(space=space, space_api="/" + api if at else None)
     elif spec.startswith("openai:"):
         model, at, base = spec.removeprefix("openai:").partition("@")
         if not model or not at or not base.startswith(("http://", "https://")):
@@ -84,8 +93,8 @@ def _parse_spec(name: str, spec: str, api_base: str) -> Target:
     elif spec.endswith(".toml") or Path(spec).is_file():
         cfg = profile_config(Path(spec))
     else:
-        raise UsageError(f"--target {name}={shown(spec)}: SPEC must start with hf:, http(s)://, openai:, endpoint: or be a "
-                         ".toml profile")
+        raise UsageError(f"--target {name}={shown(spec)}: SPEC must start with hf:, http(s)://, openai:, endpoint:, "
+                         "space: or be a .toml profile")
     cfg.validate()
     return Target(name=name, spec=spec, cfg=cfg, token_file=cfg.target.token_file, profile=spec.endswith(".toml"))
 

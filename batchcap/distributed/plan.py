@@ -75,7 +75,7 @@ class JobPlan:
         return [self.part(s) for s in self.shards]
 
 
-def plan_job(out: Path, input_dir: Path, workers: int, *, shards: int | None = None) -> JobPlan:
+def plan_job(out: Path, input_dir: Path | str, workers: int, *, shards: int | None = None) -> JobPlan:
     """The plan for ``out``: read back from ``job.json`` when the job ran before, else made and saved."""
     folder = out.with_name(out.name + ".parts")
     state = folder / "job.json"

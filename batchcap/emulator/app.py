@@ -41,6 +41,7 @@ from batchcap.emulator.captions import _CACHE, _decode_async
 from batchcap.emulator.log import LogEntry, RequestLog, RouteKind
 from batchcap.emulator.proxy import _TOO_LARGE, _auth_error, _cold_error, _rate_limited, _unknown_model
 from batchcap.emulator.settings import EmulatorSettings
+from batchcap.emulator.spaceapp import add_space_routes
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _State, _TokenBucket
 
 __all__ = ["make_app"]
@@ -297,6 +298,8 @@ def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
         add_get("/metrics", _metrics)
     if profile in ("all", "serverless"):
         add_get("/api/models/{model_id:.+}", _hub_model)
+    if profile in ("all", "space"):
+        add_space_routes(app, settings)
     if profile != "endpoint":
         add_get("/stats", _stats)
 

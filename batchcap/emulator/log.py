@@ -14,7 +14,7 @@ from batchcap.emulator.captions import Decoded
 
 __all__ = ["LogEntry", "RequestLog", "RouteKind", "busiest"]
 
-RouteKind = Literal["serverless", "endpoint", "chat", "health", "hub", "stats", "other"]
+RouteKind = Literal["serverless", "endpoint", "chat", "health", "hub", "stats", "space", "other"]
 
 
 class LogEntry(NamedTuple):

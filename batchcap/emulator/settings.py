@@ -27,9 +27,9 @@ DEFAULT_MODEL_ID = "Salesforce/blip-image-captioning-base"
 TGI_PAYLOAD_LIMIT = 2_000_000
 
 LatencyDist = Literal["fixed", "uniform", "exponential"]
-Profile = Literal["all", "endpoint", "serverless", "tgi"]
+Profile = Literal["all", "endpoint", "serverless", "tgi", "space"]
 AnswerShape = Literal["list", "object", "string"]
-PROFILES: tuple[Profile, ...] = ("all", "endpoint", "serverless", "tgi")
+PROFILES: tuple[Profile, ...] = ("all", "endpoint", "serverless", "tgi", "space")
 #: The seeded fault knobs, in the order one random draw is compared against them (see ``faults.py``).
 FAULT_KNOBS = ("fail_rate", "reset_rate", "truncate_rate", "proxy_error_rate", "garble_rate", "hang_rate")
 
@@ -93,6 +93,16 @@ class EmulatorSettings:
     (``[{"generated_text": ...}]``), a bare ``object`` (older servers, many custom handlers) or a bare JSON
     ``string`` (a custom handler that returns its caption as is: a systematic bad response).
 
+    ``space`` (also served by ``all``) is a Gradio 6.31 app, as measured in issue 20: ``GET /config``, ``GET
+    /gradio_api/info``, ``POST /gradio_api/upload``, ``POST /gradio_api/call/<api>`` -> ``{"event_id"}``, ``GET
+    /gradio_api/call/<api>/<event_id>`` (server-sent events, HTTP 200, readable once) and the ``queue/join`` +
+    ``queue/data`` pair that ``gradio_client`` uses. Its knobs: ``space_apis`` (endpoints taking ``(image,
+    prompt)`` and returning text), ``space_concurrency`` calls at once, ``space_queue_size`` waiting at most (503
+    "Queue is full" beyond; None: no limit), a ZeroGPU quota of ``space_quota`` GPU seconds (None: none) charged
+    ``space_gpu_duration`` per call and back ``space_quota_reset`` seconds after it ran out, and a heartbeat every
+    ``space_heartbeat`` seconds. ``fail_rate`` makes the app raise (an ``error`` event with ``null``, as with
+    Gradio's default ``show_error=False``).
+
     Body limits (413 with TGI's text): ``chat_max_body_bytes`` on the chat routes (TGI's 2,000,000 by default),
     ``endpoint_max_body_bytes`` on the Endpoint routes (None: ``max_body_bytes``), ``max_body_bytes`` elsewhere.
 
@@ -133,6 +143,13 @@ class EmulatorSettings:
     endpoint_max_body_bytes: int | None = None
     answer_shape: AnswerShape = "list"
     invalid_json_rate: float = 0.0
+    space_apis: tuple[str, ...] = ("caption",)
+    space_concurrency: int = 1
+    space_queue_size: int | None = None
+    space_quota: float | None = None
+    space_gpu_duration: float = 60.0
+    space_quota_reset: float = 588.0
+    space_heartbeat: float = 15.0
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -186,6 +203,16 @@ class EmulatorSettings:
                       "--invalid-json-rate")
         if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) and m for m in self.models):
             raise bad(f"models must be one or more model ids (got {self.models!r})", "--models")
+        if not self.space_apis or not all(a and a.isidentifier() for a in self.space_apis):
+            raise bad(f"space_apis must be endpoint names such as caption (got {self.space_apis!r})", "--space-apis")
+        if self.space_concurrency < 1 or (self.space_queue_size is not None and self.space_queue_size < 0):
+            raise bad("space_concurrency must be >= 1 and space_queue_size >= 0", "--space-concurrency")
+        for name in ("space_quota", "space_gpu_duration", "space_quota_reset", "space_heartbeat"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise bad(f"{name} must be a finite number >= 0 (got {value})", "--" + name.replace("_", "-"))
+        if self.space_heartbeat <= 0 or self.space_gpu_duration <= 0:
+            raise bad("space_heartbeat and space_gpu_duration must be > 0", "--space-heartbeat")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 
@@ -233,6 +260,10 @@ class EmulatorSettings:
         extra = (f", {faults}" if faults else "") + (f", credits={self.credits}" if self.credits is not None else "")
         extra += ", legacy_gone" if self.legacy_gone else ""
         extra += f", models={','.join(self.models)}"
+        if self.profile in ("space", "all"):
+            queue = "unbounded" if self.space_queue_size is None else str(self.space_queue_size)
+            quota = "none" if self.space_quota is None else f"{self.space_quota:g}s"
+            extra += f", space: {self.space_concurrency} at once, queue {queue}, GPU quota {quota}"
         return (
             f"auth={self.auth}, profile={self.profile}, capacity={shown}, rate={rate}, "
             f"retry_after={'on' if self.retry_after else 'off'}, "

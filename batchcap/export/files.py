@@ -15,7 +15,7 @@ from typing import IO, Literal
 
 from batchcap.journal import replacing
 
-__all__ = ["Placed", "atomic_bytes", "atomic_text", "place_image", "replace_text", "sync_all"]
+__all__ = ["Placed", "atomic_bytes", "atomic_text", "place_image", "replace_bytes", "replace_text", "sync_all"]
 
 Placed = Literal["linked", "copied", "unchanged"]
 
@@ -46,6 +46,19 @@ def atomic_bytes(path: Path) -> Iterator[IO[bytes]]:
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_bytes(path: Path, data: bytes) -> bool:
+    """Atomically set ``path`` to ``data``; False (nothing written) when it already holds exactly that. A converted
+    image is written this way: a second export of the same images rewrites nothing."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return True
 
 
 def replace_text(path: Path, text: str) -> bool:

@@ -216,6 +216,12 @@ class AdaptiveLimit:
         """The limit before rounding down, for tests and plots."""
         return self._limit
 
+    def start_at(self, n: int) -> None:
+        """Start from ``n`` (the server's own limit, once known: a Space shows it or runs one call at a time),
+        within ``[minimum, ceiling]``; only before the first sample, so a measured limit is never overwritten."""
+        if self.srtt is None and self.cuts == 0:
+            self._limit = float(min(max(n, self.minimum), self._ceiling))
+
     def on_done(self, ticket: Ticket, now: float, outcome: Outcome) -> None:
         """Fold one finished attempt into the limit (see the module docstring for the rule)."""
         if outcome == "ok":
@@ -292,15 +298,25 @@ def outcome_of(exc: BaseException | None) -> Outcome:
 
     Only a caption is an RTT sample: a refusal (400, 413, 422) can come back in a millisecond without any model
     work (a Content-Type check, a proxy's size limit), and one such sample as the floor would make every real
-    answer look like queueing. 429 and 503 (and a 502 while a replica wakes) are push-back; a timeout is a
-    ``RequestTimeout`` (``client.py`` raises it for aiohttp's ``TimeoutError``);
+    answer look like queueing. 429 and 503 (and a 502 while a replica wakes, a Space's full queue) are push-back,
+    a spent GPU quota is not (it is the user's, not the server's); a timeout is a ``RequestTimeout`` (``client.py`` raises it for aiohttp's ``TimeoutError``);
     other transport faults, 5xx and unreadable bodies say nothing about capacity.
     """
-    from batchcap.errors import ModelLoading, RateLimited, RequestTimeout, ServerError, TransportError
+    from batchcap.errors import (
+        ModelLoading,
+        QueueFull,
+        QuotaExhausted,
+        RateLimited,
+        RequestTimeout,
+        ServerError,
+        TransportError,
+    )
 
     if exc is None:
         return "ok"
-    if isinstance(exc, RateLimited | ModelLoading):
+    if isinstance(exc, QuotaExhausted):  # a per-user daily budget: it says nothing of the server's capacity
+        return "ignore"
+    if isinstance(exc, RateLimited | ModelLoading | QueueFull):
         return "overload"
     if isinstance(exc, TransportError):
         return "timeout" if isinstance(exc, RequestTimeout) else "error"

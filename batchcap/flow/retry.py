@@ -12,10 +12,11 @@ in, not a global: ``RetryPolicy.immediate()`` is the test mode, in the spirit of
 Whether the *whole run* must stop (a refused token, a wrong target, ...) is not decided here: that is
 ``batchcap.run.guard``'s one job, so the two never disagree.
 
-Two kinds of retry. A fault (5xx, timeout, reset, a 2xx with a cut or garbled body) spends one of
+Three kinds of retry. A fault (5xx, timeout, reset, a 2xx with a cut or garbled body) spends one of
 ``retries`` and backs off exponentially with full jitter. A wait the service asked for (model loading 503,
 429) does not spend a retry, so a cold model or a busy hour does not turn into a failed image; those waits
-are bounded per image by ``wait_budget`` instead.
+are bounded per image by ``wait_budget`` instead. A full queue (a Space's 503) is back-pressure: waited out
+without spending a retry or the budget, bounded by the guard's stall rule (no caption for ``--max-wait``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from batchcap.errors import (
     InputError,
     ModelLoading,
     PermanentError,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     ServerError,
     TransportError,
@@ -105,6 +108,16 @@ class RetryPolicy:
             return self._spend(exc, retries_used, self.backoff(retries_used + 1, rand), "backoff")
         if isinstance(exc, PermanentError | InputError):
             return Decision("fail", 0.0, False, f"{name}: retrying the same request cannot help")
+        if isinstance(exc, QueueFull):  # back-pressure: never final, never a retry; the guard bounds it in time
+            hint = exc.retry_after
+            if hint is not None and math.isfinite(hint) and hint > 0:
+                delay = hint
+            else:
+                delay = self.backoff(self._wait_attempt(retries_used, waited), rand)
+            delay = min(max(delay, MIN_WAIT), self.wait_cap)
+            if delay <= 0:  # immediate(): a zero wait still counts, so a loop of them ends
+                return self._spend(exc, retries_used, 0.0, "no waits in this policy")
+            return Decision("retry", delay, False, f"{name}: the queue is full; waiting {delay:.1f}s (back-pressure)")
         if isinstance(exc, ModelLoading | RateLimited):
             if isinstance(exc, ModelLoading):
                 hint, what = exc.estimated_time, "estimated_time"
@@ -114,7 +127,7 @@ class RetryPolicy:
                 delay, source = hint, what
             else:
                 delay, source = self.backoff(self._wait_attempt(retries_used, waited), rand), "backoff"
-            delay = min(max(delay, MIN_WAIT), self.wait_cap)
+            delay = min(max(delay, MIN_WAIT), self.longest_wait(exc))
             if delay > 0 and waited + delay <= self.wait_budget:
                 return Decision(
                     "retry",
@@ -127,6 +140,12 @@ class RetryPolicy:
         if isinstance(exc, ServerError | TransportError):
             return self._spend(exc, retries_used, self.backoff(retries_used + 1, rand), "backoff")
         return Decision("fail", 0.0, False, f"{name}: not a known transient error, so not retried")
+
+    def longest_wait(self, exc: BaseException) -> float:
+        """The longest single wait honoured from ``exc``'s hint: ``wait_cap``, but a spent GPU quota is waited
+        out whole (up to ``wait_budget``: the guard stops the run for a longer one), since asking before it
+        comes back only earns the same answer."""
+        return self.wait_budget if isinstance(exc, QuotaExhausted) else self.wait_cap
 
     def _spend(self, exc: BaseException, retries_used: int, delay: float, why: str) -> Decision:
         name = type(exc).__name__

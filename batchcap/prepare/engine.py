@@ -50,7 +50,10 @@ __all__ = [
     "Prepared",
     "WireSize",
     "base64_wire_size",
+    "deep_to_l",
+    "open_image",
     "pass_through",
+    "pillow_errors",
     "plain_fit",
     "prepare",
     "raw_wire_size",
@@ -510,3 +513,8 @@ def _pillow_errors(what: str) -> Iterator[None]:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+
+#: For exports and thumbnails: the same opener (HEIC too), deep-image scaling and Pillow error translation.
+open_image, deep_to_l, pillow_errors = _open, _deep_to_l, _pillow_errors

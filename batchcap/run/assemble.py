@@ -5,6 +5,7 @@ guard, adaptive limit) and the image preparation every one of them shares.
     plan = plan_for(cfg, targets)              # the tasks on those targets (batchcap.run.plan): exit 2 if unfit
     captions = captions_for(cfg, targets, stats, progress, token=token, plan=plan)
     preparer = preparer_for(cfg, targets)      # None with --max-side 0
+    source = open_input(cfg, token)            # INPUT: a folder, parquet, WebDataset, a URL (source.datasets)
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from batchcap.models import Record
 from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
 from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
-from batchcap.service.client import CaptionClient
+from batchcap.service.connect import make_client
 from batchcap.service.protocols import Adapter, OpenAIChat, make_adapter
+from batchcap.source.datasets import Source, open_source
 
 from .attempt import Captioner, Captions, TaskAsk
 from .guard import RunGuard
@@ -30,7 +32,19 @@ from .plan import LaneTasks, Plan, build_plan
 from .route import Lane, Router
 from .stats import RunStats
 
-__all__ = ["captions_for", "plan_for", "preparer_for", "run_targets"]
+__all__ = ["captions_for", "open_input", "plan_for", "preparer_for", "run_targets"]
+
+
+def open_input(cfg: RunConfig, token: Secret | None = None) -> Source:
+    """The run's INPUT as a source (``ConfigError`` when it is none batchcap reads: exit 2, nothing sent);
+    ``--sidecar`` needs a local folder of images, where captions can sit beside them."""
+    source = open_source(cfg.source.input_dir, image_column=cfg.source.image_column,
+                         follow_symlinks=cfg.source.follow_symlinks,
+                         token=token.reveal() if token is not None else None)
+    if cfg.sidecar and source.root is None:
+        raise ConfigError(f"--sidecar writes each caption beside its image file, and {source.location} is a "
+                          f"{source.kind} source, not a local folder of images; use `batchcap export` instead")
+    return source
 
 
 def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
@@ -53,14 +67,18 @@ def run_targets(cfg: RunConfig) -> tuple[Target, ...]:
         target = t.cfg.target
         if target.token_file is None and cfg.target.token_file is not None:  # the run's --token-file: every target
             target = replace(target, token_file=cfg.target.token_file)
+        if target.space is not None and not t.profile:  # the run's --space-api (unless SPEC names one), --space-input
+            target = replace(target, space_api=target.space_api or cfg.target.space_api,
+                             space_inputs=cfg.target.space_inputs)
         lane = replace(cfg, target=target, limits=limits, routing=replace(cfg.routing, targets=()))
         out.append(replace(t, cfg=lane.validate(), token_file=target.token_file))
     return tuple(out)
 
 
-def plan_for(cfg: RunConfig, targets: tuple[Target, ...], *, extra: Collection[str] = ()) -> Plan:
-    """The run's tasks on its targets (``batchcap.run.plan``); ``UsageError`` before anything is read or sent.
-    ``extra``: names of per-image variables the source provides (``ImageJob.context``)."""
+def plan_for(cfg: RunConfig, targets: tuple[Target, ...], source: Source | None = None) -> Plan:
+    """The run's tasks on its targets (``batchcap.run.plan``); ``UsageError`` before anything is sent. ``source``
+    (the opened INPUT) names the variables its images bring (a dataset's columns: ``ImageJob.context``)."""
+    extra: Collection[str] = () if source is None else source.context_names()
     return build_plan(cfg, [t.cfg for t in targets], extra=extra)
 
 
@@ -108,9 +126,10 @@ def captions_for(
     return Router(lanes, route=cfg.routing.route, released=released)
 
 
-def task_asks(cfg: RunConfig, plan: Plan, lane: LaneTasks) -> dict[str, TaskAsk]:
-    """Per task, how this target asks it: the adapter with the task's generation settings and response_format."""
-    base = make_adapter(cfg.target)
+def task_asks(cfg: RunConfig, plan: Plan, lane: LaneTasks, *, base: Adapter | None = None) -> dict[str, TaskAsk]:
+    """Per task, how this target asks it: the adapter (``base``: the client's own, else the target's) with the
+    task's generation settings and response_format."""
+    base = base if base is not None else make_adapter(cfg.target)
     out = {}
     for t in plan.tasks:
         adapter: Adapter = base
@@ -131,9 +150,9 @@ def captioner_for(
     """One target's machinery: client, limiter, retry policy, guard, adaptive limit, quality gates, and how it
     asks each task."""
     target, limits = cfg.target, cfg.limits
-    tasks = task_asks(cfg, plan, lane)
-    client = CaptionClient(target.url, tasks[plan.primary].adapter, token=token, timeout=limits.timeout,
-                           connections=limits.ceiling)
+    client = make_client(target, token=token, timeout=limits.timeout, connections=limits.ceiling,
+                         max_wait=limits.max_wait)
+    tasks = task_asks(cfg, plan, lane, base=client.adapter)
     return Captioner(
         client,
         limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, limits.burst),

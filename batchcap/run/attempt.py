@@ -27,15 +27,30 @@ from typing import Any, Protocol, Self
 
 import anyio
 
-from batchcap.errors import APIError, BadCaption, BatchcapError, RateLimited, RunAborted, TransientError
-from batchcap.flow.concurrency import ConcurrencyLimiter, Outcome, outcome_of, timeout_retry_delay
+from batchcap.errors import (
+    APIError,
+    BadCaption,
+    BatchcapError,
+    QueueFull,
+    QuotaExhausted,
+    RateLimited,
+    RunAborted,
+    TransientError,
+)
+from batchcap.flow.concurrency import (
+    AdaptiveLimit,
+    ConcurrencyLimiter,
+    Outcome,
+    outcome_of,
+    timeout_retry_delay,
+)
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
 from batchcap.run.guard import RunGuard, Stop
 from batchcap.run.stats import RunStats
-from batchcap.service.client import CaptionClient, Reply
+from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.fingerprint import TaskPrint
 from batchcap.tasks.quality import QualitySettings, judge, judge_json
@@ -90,6 +105,16 @@ def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, message, status, retryable)
 
 
+def quota_note(exc: QuotaExhausted) -> str:
+    """The progress line while a Space's GPU quota is spent: how long until it comes back, and when."""
+    from batchcap.service.space.words import format_wait
+
+    if exc.retry_after is None:
+        return "GPU quota spent: waiting (the Space named no time)"
+    at = "" if exc.resets_at is None else time.strftime(" (at %H:%M)", time.localtime(exc.resets_at))
+    return f"GPU quota spent: waiting {format_wait(exc.retry_after)}{at}"
+
+
 def abort(stop: Stop) -> RunAborted:
     return RunAborted(stop.message, kind=stop.kind)
 
@@ -101,7 +126,7 @@ class Captioner:
                  "released", "rng", "senders", "stats", "target", "tasks", "try_acquire")
 
     def __init__(
-        self, client: CaptionClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
+        self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
@@ -128,6 +153,9 @@ class Captioner:
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
+        conc = self.concurrency
+        if conc is not None and self.client.capacity and isinstance(conc.algorithm, AdaptiveLimit):
+            conc.algorithm.start_at(self.client.capacity)  # a Space's own limit: more would only queue there
         await self._schema_spelling()
         return self
 
@@ -176,6 +204,8 @@ class Captioner:
             except APIError as exc:
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
+                elif isinstance(exc, QueueFull):
+                    self._queue_full(exc)
                 if (stop := self.guard.after_attempt(exc)) is not None:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
@@ -286,9 +316,17 @@ class Captioner:
         """A 429: the whole pool slows down (and pauses, given a hint)."""
         self.stats.throttled += 1
         hint = exc.retry_after
-        self.limiter.throttled(None if hint is None else min(hint, self.policy.wait_cap))
+        self.limiter.throttled(None if hint is None else min(hint, self.policy.longest_wait(exc)))
+        if isinstance(exc, QuotaExhausted):
+            self.progress.note(quota_note(exc))
+            return
         rate = self.limiter.bucket.rate
         self.progress.note(f"rate-limited: now {rate:.2g} req/s" if rate else "rate-limited")
+
+    def _queue_full(self, exc: QueueFull) -> None:
+        """A Space's full queue: push-back (the adaptive limit cuts), said on the progress line."""
+        self.stats.throttled += 1
+        self.progress.note("queue full: waiting")
 
     def _failure(self, image: LoadedImage, ask: Ask, exc: APIError, attempts: int) -> Record:
         return Record(

@@ -70,9 +70,11 @@ class Deduper:
     __slots__ = ("_by_question", "_in_flight", "_lock", "_near", "_near_digest", "count", "max_entries", "mode",
                  "overflow", "root")
 
-    def __init__(self, mode: Dedupe = "exact", *, root: Path | str = ".", max_entries: int = 500_000) -> None:
+    def __init__(
+        self, mode: Dedupe = "exact", *, root: Path | str | None = ".", max_entries: int = 500_000
+    ) -> None:
         self.mode = mode
-        self.root = os.fspath(root)
+        self.root = os.fspath(root) if root is not None else None  #: None: hash every image as it comes
         self.max_entries = max_entries
         self.count = 0  #: questions remembered
         self.overflow = 0  #: questions sent after the tables were full: their later copies are sent too

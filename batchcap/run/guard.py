@@ -34,6 +34,8 @@ from batchcap.errors import (
     BadResponse,
     CreditsExhausted,
     ModelLoading,
+    QueueFull,
+    QuotaExhausted,
     RejectedImage,
     WrongTarget,
     abort_message,
@@ -42,14 +44,14 @@ from batchcap.models import Record
 from batchcap.types import Clock
 from batchcap.words import plural
 
-__all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "refusal_key"]
+__all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "quota_message", "refusal_key"]
 
 #: Identical refusals (same HTTP 4xx message) before any success that stop the run: a wrong model or
 #: unsupported task fails every image alike, and 100k such requests help nobody.
 REFUSAL_LIMIT = 25
 
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
-StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent"]
+StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent", "quota"]
 
 _NONE: list[Record] = []  # returned (never changed) by succeeded() when nothing is held: no list per caption
 
@@ -70,6 +72,16 @@ def refusal_key(exc: APIError) -> tuple[int | None, str]:
     for pattern, repl in _VOLATILE:
         text = pattern.sub(repl, text)
     return exc.status, " ".join(text.split())[:200]
+
+
+def quota_message(exc: QuotaExhausted, host: str, max_wait: float) -> str:
+    """The stop line for a GPU quota that comes back after ``--max-wait``: when, and that resuming is safe."""
+    from batchcap.service.space.words import format_wait
+
+    wait = exc.retry_after or 0.0
+    at = "" if exc.resets_at is None else time.strftime(" (at %H:%M local time)", time.localtime(exc.resets_at))
+    return (f"the GPU quota at {host} is spent and comes back in {format_wait(wait)}{at}, later than --max-wait "
+            f"{max_wait:g} s; no image was given up on: run the same command then to resume ({exc.message})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +125,9 @@ class RunGuard:
         return held
 
     def after_attempt(self, exc: APIError) -> Stop | None:
-        """After any failed attempt: a refused token or a wrong target stops at once; so does a service that
-        has kept "loading" for ``max_wait`` seconds without a single caption."""
+        """After any failed attempt: a refused token or a wrong target stops at once; so does a GPU quota that
+        comes back later than ``max_wait``, and a service that has kept "loading" (or its queue full, or its
+        quota spent) for ``max_wait`` seconds without a single caption."""
         if isinstance(exc, CreditsExhausted):
             return Stop("credits", f"the credits of this account ran out ({exc.message}); no image was given "
                                    "up on: run the same command when credits are back (or with another target)")
@@ -124,7 +137,11 @@ class RunGuard:
                 check=f"--model / --endpoint / --base-url ({self.url})",
             )
             return Stop("auth" if isinstance(exc, AuthError) else "wrong_target", message)
-        if isinstance(exc, ModelLoading) and self._clock() - self.last_caption > self.max_wait:
+        if isinstance(exc, QuotaExhausted) and exc.retry_after is not None and exc.retry_after > self.max_wait:
+            return Stop("quota", quota_message(exc, self.host, self.max_wait))
+        if isinstance(exc, ModelLoading | QueueFull | QuotaExhausted) and (
+            self._clock() - self.last_caption > self.max_wait
+        ):
             return Stop("stalled", f"{self.host} has not served a caption for {self.max_wait:g} s (still loading "
                                    f"or waking up: {exc.message}); run the same command later to resume")
         return None

@@ -66,7 +66,7 @@ class Manifest:
 
     __slots__ = ("doc", "earlier", "out", "path", "settings_id", "started_at")
 
-    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float,
+    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None,
                  tasks: Mapping[str, Any] | None = None, previous: Mapping[str, Any] | None = None) -> None:
         self.out = cfg.out
         self.path = manifest_path(cfg.out)
@@ -89,6 +89,7 @@ class Manifest:
             "finished_at": None,
             "state": "running",
             "config": config,
+            "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
             "tasks": dict(tasks or {}),
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},

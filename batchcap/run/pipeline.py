@@ -21,13 +21,14 @@ from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalWriter, load_index, manifest_path
 from batchcap.progress import NullProgress, Progress
-from batchcap.run.assemble import captions_for, plan_for, preparer_for, run_targets
+from batchcap.run.assemble import captions_for, open_input, plan_for, preparer_for, run_targets
 from batchcap.run.manifest import Manifest, read_manifest
 from batchcap.run.plan import Planner, legacy_current, legacy_parts, spec_history, stale_notes
 from batchcap.run.route import Router
 from batchcap.run.stages import Stages
 from batchcap.run.stats import RunStats
 from batchcap.service.auth import Secret
+from batchcap.source.datasets import Source
 
 __all__ = ["run"]
 
@@ -44,6 +45,7 @@ async def run(
     stop: anyio.Event | None = None,
     limiter: Limiter | None = None,
     targets: tuple[Target, ...] | None = None,
+    source: Source | None = None,
     notes: Callable[[str], None] | None = None,
 ) -> RunStats:
     """Ask every image of ``cfg.input_dir`` each task not yet answered in ``cfg.out`` as this run asks it. Raises
@@ -52,15 +54,18 @@ async def run(
     ``stop``, once set, ends the run as Ctrl-C does (``stats.interrupted``; what was captioned is written), for a
     caller that watches signals itself. ``limiter`` replaces the run's own ``RateLimiter`` (rate, burst)
     (a Ray job shares one across its workers). ``targets``: the ``--target``s already resolved by the caller
-    (``run_targets(cfg)``), so they are parsed once. ``notes`` gets the lines to show before the run starts
-    (answers made with other settings, per task).
+    (``run_targets(cfg)``), so they are parsed once. ``source``: ``cfg.input_dir`` already opened by the caller
+    (the CLI opens it to check it before anything else: ``open_input``); None: opened here. ``notes`` gets the
+    lines to show before the run starts (answers made with other settings, per task).
     """
     progress = progress or NullProgress()
     stats = RunStats()
     started = time.monotonic()
     if targets is None:
         targets = run_targets(cfg)  # checked before anything is read or sent
-    plan = plan_for(cfg, targets)  # the tasks fit the targets, templates and schemas are sound: else exit 2
+    if source is None:
+        source = await anyio.to_thread.run_sync(lambda: open_input(cfg, token))
+    plan = plan_for(cfg, targets, source)  # the tasks fit the targets, templates and schemas are sound: else exit 2
     captions = captions_for(cfg, targets, stats, progress, token=token, policy=policy, seed=seed, limiter=limiter,
                             plan=plan)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
@@ -77,14 +82,16 @@ async def run(
                       legacy_current=current, copies=cfg.source.dedupe != "off")
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time(), tasks=plan.manifest_tasks(), previous=previous)
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe(), tasks=plan.manifest_tasks(),
+                        previous=previous)
     try:
         manifest.write_start()
     except JournalError:
         writer.close()
         raise
     stages = Stages(cfg, index=index, writer=writer, captioner=captions, stats=stats, progress=progress,
-                    planner=planner, on_scan_done=on_scan_done, preparer=preparer_for(cfg, targets, plan))
+                    source=source, planner=planner, on_scan_done=on_scan_done,
+                    preparer=preparer_for(cfg, targets, plan))
     try:
         async with stages.captioner, anyio.create_task_group() as tg:
             tg.start_soon(stages.write_until_drained)

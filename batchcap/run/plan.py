@@ -133,7 +133,10 @@ class Plan:
 
 
 def target_identity(target: TargetSettings) -> str:
-    """What fingerprints hash of a target: API, model, and the endpoint or base URL (without credentials)."""
+    """What fingerprints hash of a target: API, model, and the endpoint or base URL (without credentials); a
+    Space: the app, its API and the inputs given to it."""
+    if (space := target.space_settings()) is not None:
+        return f"space {space.target} {target.space_api or ''} {' '.join(target.space_inputs)}".rstrip()
     if target.api == "openai":
         return f"openai {target.model} {_clean(target.base_url or '')}"
     if target.endpoint_name:
@@ -157,10 +160,10 @@ def preparation_parts(prep: PrepareSettings) -> dict[str, Any]:
 
 
 def _generation(lane: TargetSettings, spec: TaskSpec) -> dict[str, Any]:
-    if lane.api == "openai":
+    if lane.takes_prompt:
         return {"max_tokens": spec.max_tokens if spec.max_tokens is not None else lane.max_tokens,
                 "temperature": spec.temperature if spec.temperature is not None else lane.temperature}
-    if lane.api == "hf-json":
+    if lane.api == "hf-json" and lane.space is None:
         return {"parameters": dict(lane.parameters or {})}
     return {}
 
@@ -179,21 +182,23 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
         schema = load_schema(Path(os.path.expanduser(spec.schema)), task=spec.name) if spec.schema else None
         runs.append(TaskRun(spec, template, schema))
     for lane in lane_cfgs:
-        if lane.api != "openai":
+        if not lane.takes_prompt:
+            what = "--space sends the image to the app's own inputs" if lane.space is not None else \
+                f"--api {lane.api} sends raw image bytes"
             if len(runs) > 1:
-                raise UsageError(f"--api {lane.api} sends raw image bytes with no prompt: it takes one task, "
-                                 f"not {len(runs)} ({', '.join(s.name for s in specs)}); use --api openai (a chat "
-                                 "target) to ask several")
+                raise UsageError(f"{what} with no prompt: it takes one task, not {len(runs)} "
+                                 f"({', '.join(s.name for s in specs)}); use --api openai (a chat target) to ask "
+                                 "several")
             if runs[0].schema is not None:
-                raise UsageError(f"--schema {runs[0].name}=...: --api {lane.api} sends raw image bytes and cannot be "
-                                 "asked for JSON; use --api openai (a chat target)")
+                raise UsageError(f"--schema {runs[0].name}=...: {what} and cannot be asked for JSON; use --api "
+                                 "openai (a chat target)")
     if cfg.sidecar and cfg.sidecar_ext == SIDECAR_EXT and any(r.template.needs_sidecar for r in runs):
         raise UsageError(f"--sidecar writes each answer to NAME{SIDECAR_EXT}, the file the prompt's {{{{ sidecar }}}} "
                          f"reads: the next run would read its own answers; pass --sidecar-ext .caption")
     prep = preparation_parts(cfg.prepare)
     lane_tasks = []
     for lane in lane_cfgs:
-        prompted = lane.api == "openai"
+        prompted = lane.takes_prompt
         prints: dict[str, TaskPrint] = {}
         generation: dict[str, Mapping[str, Any]] = {}
         for r in runs:
@@ -475,7 +480,7 @@ def legacy_parts(manifest: Mapping[str, Any] | None) -> Parts | None:
     except (TypeError, ValueError, ConfigError):
         return None
     gen = _generation(old, TaskSpec(DEFAULT_TASK, old.prompt))
-    return Parts.of(target=target_identity(old), template=old.prompt if old.api == "openai" else None,
+    return Parts.of(target=target_identity(old), template=old.prompt if old.takes_prompt else None,
                     generation=gen, preparation=preparation_parts(prep))
 
 

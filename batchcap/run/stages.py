@@ -35,9 +35,10 @@ from batchcap.run.plan import Planner
 from batchcap.run.queues import Feed, Sink
 from batchcap.run.sidecar import write_sidecar
 from batchcap.run.stats import RunStats
+from batchcap.source.datasets import Source
 from batchcap.source.digest import content_digest
 from batchcap.source.read import load_batch
-from batchcap.source.scan import problem_reason, scan_batches
+from batchcap.source.scan import problem_reason
 
 __all__ = ["LOAD_CHUNK_BYTES", "Stages"]
 
@@ -69,10 +70,11 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, planner: Planner, on_scan_done: Callable[[], None] | None = None,
+        progress: Progress, source: Source, planner: Planner, on_scan_done: Callable[[], None] | None = None,
         preparer: PreparePool | None = None,
     ) -> None:
         self.cfg = cfg
+        self.source = source  #: where the images come from (``batchcap.source.datasets.open_source``)
         self.index = index
         self.planner = planner
         self.primary = planner.plan.primary  #: the task ``--sidecar`` writes and the boilerplate counter reads
@@ -93,7 +95,7 @@ class Stages:
         self.work_scope = anyio.CancelScope()  # readers and senders; cancelled by a signal or a failed writer
         self.failures: list[BaseException] = []  # what stopped the producers, sorted out after the drain
         self.writer_failed = False
-        self.deduper = Deduper(cfg.source.dedupe, root=cfg.input_dir) if cfg.source.dedupe != "off" else None
+        self.deduper = Deduper(cfg.source.dedupe, root=source.root) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
 
     # -- the run as a whole ----------------------------------------------------------------------------------
@@ -149,12 +151,12 @@ class Stages:
     async def readers(self) -> None:
         source = self.cfg.source
         try:
-            batches = scan_batches(
-                source.input_dir,
+            batches = self.source.batches(
                 batch_size=source.read_batch,
                 skip=self.skip(),
-                follow_symlinks=source.follow_symlinks,
+                shard=source.shard,
                 on_error=self.scan_error,
+                max_bytes=self.max_bytes,
             )
             async with anyio.create_task_group() as tg:
                 for _ in range(source.readers):
@@ -163,18 +165,13 @@ class Stages:
             self.feed.close()
 
     def skip(self) -> Callable[[str], bool] | None:
-        """What the scan leaves out: paths whose every task the journal answers as this run asks (the planner),
-        and with ``--shard`` other shards' paths."""
-        done = self.planner.skip if self.index.lines else None  # a fresh run: no per-file lookup
-        shard = self.cfg.source.shard
-        if shard is None:
-            return done
-        return shard.skip_others(done)
+        """What the journal holds as this run would ask it, every task (the planner; the source also leaves out,
+        with ``--shard``, other shards' images)."""
+        return self.planner.skip if self.index.lines else None  # a fresh run: no per-image lookup
 
     def scan_error(self, path: str, exc: OSError) -> None:
-        """In a reader thread: a file or folder the scan had to skip gets an error record per task (never silent)."""
-        if (shard := self.cfg.source.shard) is not None and not shard.owns(path):  # one shard records it, once
-            return
+        """In a reader thread: what the source could not read gets an error record per task (never silent). The
+        source reports only this shard's problems."""
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
         for task in self.planner.open_tasks(path):  # those an earlier run recorded are skipped like any done image
             self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time(),

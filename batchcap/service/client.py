@@ -10,7 +10,7 @@ import io
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -21,7 +21,7 @@ from batchcap.service.auth import Secret
 from batchcap.service.protocols import Adapter, classify, parse_reply
 from batchcap.version import __version__
 
-__all__ = ["CaptionClient", "Reply"]
+__all__ = ["CaptionClient", "Reply", "ServiceClient"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,40 @@ class Reply:
     request_id: str | None
     status: int
     finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
+
+
+class ServiceClient(Protocol):
+    """What the run's Captioner, ``check --probe`` and ``bench`` use of a client: ``CaptionClient`` (one POST per
+    attempt) or ``service.space.SpaceClient`` (a Gradio app's upload, call and event stream)."""
+
+    @property
+    def adapter(self) -> Adapter: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def capacity(self) -> int | None:
+        """Calls the service runs at once when it says so (a Space), else None: where an adaptive limit starts."""
+        ...
+
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
+        """One attempt; ``prompt`` is a task's, rendered for this image (shapes that carry no prompt ignore it)."""
+        ...
+
+    async def server_kind(self) -> str:
+        """``"tgi"`` when the server is known to be text-generation-inference (its own ``response_format``),
+        else ``"openai"``."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 #: What ``_transport_error`` translates (``TimeoutError`` is also ``asyncio.TimeoutError``).
@@ -88,6 +122,7 @@ class CaptionClient:
             self._headers["Authorization"] = f"Bearer {token.reveal()}"
         self._token = token
         self._session: aiohttp.ClientSession | None = None
+        self.capacity: int | None = None  #: an Endpoint does not say how many calls it runs at once
 
     async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from batchcap.errors import ConfigError
@@ -22,6 +22,9 @@ from batchcap.settings import (
     parse_int,
     setting,
 )
+
+if TYPE_CHECKING:
+    from batchcap.service.space.address import SpaceSettings
 
 __all__ = [
     "AFTER_RUN_CHOICES",
@@ -76,6 +79,13 @@ def _strings(value: Any, name: str = "") -> tuple[str, ...]:
     return tuple(value)
 
 
+def _inputs(value: Any, name: str = "space_inputs") -> tuple[str, ...]:
+    """``--space-input NAME=VALUE`` (repeatable), or a profile's list of them or ``[space_inputs]`` table."""
+    if isinstance(value, Mapping):
+        return tuple(f"{key}={text}" for key, text in value.items())
+    return _strings(value, name)
+
+
 def parse_endpoint_name(spec: str) -> tuple[str, str]:
     """``NAMESPACE/NAME`` -> (namespace, name); ``ConfigError`` with the expected form otherwise."""
     spec = spec.strip()
@@ -119,6 +129,11 @@ class TargetSettings:
     endpoints_api: str = setting(DEFAULT_ENDPOINTS_API, parse=_text)
     #: put the named Endpoint to sleep when the run ends, is interrupted or aborts
     after_run: AfterRun | None = setting(None, parse=_optional_text)
+    #: a Gradio app to caption through (issue 20, ``service.space``): OWNER/NAME (a Space), a Space page URL or
+    #: any Gradio app's URL; its endpoint (None: the one that takes an image and returns text); its other inputs
+    space: str | None = setting(None, parse=_optional_text)
+    space_api: str | None = setting(None, parse=_optional_text)
+    space_inputs: tuple[str, ...] = setting((), parse=_inputs)
 
     def __post_init__(self) -> None:
         check_choice(self.api, "api", API_CHOICES)
@@ -136,9 +151,31 @@ class TargetSettings:
             parse_endpoint_name(self.endpoint_name)
         if self.after_run is not None:
             check_choice(self.after_run, "after_run", AFTER_RUN_CHOICES)
+        if not isinstance(self.space_inputs, tuple):
+            object.__setattr__(self, "space_inputs", _inputs(self.space_inputs))
+        if self.space is not None:
+            self.space_settings()  # ConfigError for the name or URL, UsageError for a malformed --space-input
+
+    def space_settings(self) -> SpaceSettings | None:
+        """The Gradio app to caption through (``--space``), or None for every other target."""
+        if self.space is None:
+            return None
+        from batchcap.service.space.address import SpaceSettings, parse_inputs
+
+        return SpaceSettings(self.space, self.space_api, parse_inputs(self.space_inputs))
 
     def require_complete(self) -> None:
-        """The checks that need the whole target: which of --model / --endpoint / --base-url it names."""
+        """The checks that need the whole target: which of --model / --endpoint / --base-url / --space it names."""
+        if self.space is not None:
+            others = [flag for flag, given in (("--endpoint", self.endpoint), ("--base-url", self.base_url),
+                                               ("--endpoint-name", self.endpoint_name), ("--model", self.model))
+                      if given]
+            if others:
+                raise ConfigError(f"give --space or {others[0]}, not both (a Space is a target of its own)")
+            return
+        if self.space_api is not None or self.space_inputs:
+            raise ConfigError("--space-api and --space-input need --space OWNER/NAME (or a Gradio app's URL), or a "
+                              "--target NAME=space:OWNER/NAME")
         if self.api == "openai":
             if not self.base_url:
                 raise ConfigError("--api openai needs --base-url (e.g. https://router.huggingface.co/v1)")
@@ -159,7 +196,12 @@ class TargetSettings:
 
     @property
     def url(self) -> str:
-        """The URL each request goes to ("" for a named Endpoint until the management API gave its URL)."""
+        """The URL each request goes to ("" for a named Endpoint until the management API gave its URL; a Space's
+        base URL, under which its routes are)."""
+        if self.space is not None:
+            from batchcap.service.space.address import space_url
+
+            return space_url(self.space)
         if self.api == "openai":
             base = (self.base_url or "").rstrip("/")
             return base + "/chat/completions" if base.endswith("/v1") else base + "/v1/chat/completions"
@@ -172,16 +214,19 @@ class TargetSettings:
     @property
     def serverless(self) -> bool:
         """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
-        return self.api != "openai" and not self.endpoint and not self.endpoint_name
+        return self.api != "openai" and not self.endpoint and not self.endpoint_name and self.space is None
 
     @property
     def takes_prompt(self) -> bool:
-        """Whether a prompt reaches the model (chat targets); raw-bytes targets have none."""
-        return self.api == "openai"
+        """Whether a prompt reaches the model (chat targets); raw-bytes targets have none (a Space's prompt, if
+        any, is one of its ``--space-input``s)."""
+        return self.api == "openai" and self.space is None
 
     @property
     def label(self) -> str:
         """A short, secret-free name of the target, written into every journal line."""
+        if (space := self.space_settings()) is not None:
+            return space.target
         if self.api == "openai":
             return f"openai:{self.model}@{_host(self.base_url or '')}"
         if self.endpoint:

@@ -8,7 +8,6 @@ new ones are made by a bounded thread pool (Pillow decodes and resizes without h
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from PIL import Image, ImageOps
 
 from batchcap.export import Inside, safe_relpath
 from batchcap.journal import replacing
+from batchcap.prepare.engine import deep_to_l, open_image
 
 __all__ = ["THUMB_PX", "ThumbStats", "make_thumbnails"]
 
@@ -43,11 +43,17 @@ def _hash(data: bytes) -> str:
 
 
 def _encode(data: bytes, dest: Path) -> None:
-    """Decode, shrink and write one WebP (through a temp name, so a half file never has the final name)."""
-    with Image.open(io.BytesIO(data)) as im:
+    """Decode, shrink and write one WebP (through a temp name, so a half file never has the final name).
+
+    Opened as ``run`` opens images (``prepare.open_image``: HEIC/HEIF through pillow-heif, AVIF, every raster
+    format it captions); 16-bit and float greyscale are scaled to 8 bits by their range, not clipped to white.
+    """
+    with open_image(data) as im:
         im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a fraction of the size, much faster
         im.seek(0)
         small = ImageOps.exif_transpose(im)
+        if small.mode.startswith("I") or small.mode == "F":
+            small = deep_to_l(small)
         small.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR, reducing_gap=2.0)
         if small.mode not in ("RGB", "RGBA"):
             small = small.convert("RGBA" if "transparency" in small.info or small.mode in ("LA", "PA") else "RGB")

@@ -38,7 +38,7 @@ import os
 from collections.abc import Sequence
 
 from batchcap.errors import InputError
-from batchcap.models import ImageJob, LoadedImage
+from batchcap.models import DatasetJob, ImageJob, LoadedImage
 
 __all__ = ["MB", "MIME_TYPES", "check", "load", "load_batch", "sniff"]
 
@@ -145,13 +145,24 @@ def check(data: bytes) -> str:
 
 
 def load(job: ImageJob, *, max_bytes: int) -> LoadedImage:
-    """Read one file and check it; every failure is an ``InputError`` with a readable reason.
+    """Read one image and check it; every failure is an ``InputError`` with a readable reason.
 
-    The scan-time size is checked first, so a 5 GB file is refused without reading it;
+    A dataset job carries its bytes (``job.data``), a remote folder image is read through fsspec, a local file
+    with ``os.read``. The scan-time size is checked first, so a 5 GB file is refused without reading it;
     the read itself stops past ``max_bytes`` in case the file grew since the scan.
     """
     if job.size > max_bytes:
         raise InputError(_too_big(job.size, max_bytes))
+    if isinstance(job, DatasetJob) and job.data is not None:  # its bytes came with it; the job lets go of them
+        return LoadedImage(job=DatasetJob(job.path, job.abspath, job.size, None, job.context), data=job.data,
+                           mime=check(job.data))
+    if "://" in job.abspath:  # a folder image at an fsspec URL
+        from batchcap.source.location import read_url
+
+        data = read_url(job.abspath, max_bytes)
+        if len(data) > max_bytes:
+            raise InputError(_too_big(len(data), max_bytes, grew=True))
+        return LoadedImage(job=job, data=data, mime=check(data))
     try:
         fd = os.open(job.abspath, _OPEN_FLAGS)
     except OSError as exc:

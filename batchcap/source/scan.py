@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchcap.errors import ConfigError
+from batchcap.errors import ConfigError, SourceProblem
 from batchcap.models import ImageJob
 from batchcap.redact import shown
 from batchcap.words import plural
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "OnError",
     "Passed",
+    "batched",
     "first_image",
     "no_images_message",
     "problem_reason",
@@ -170,10 +171,10 @@ def scan_batches(
         sort_limit=sort_limit,
         on_error=on_error,
     )
-    return _batches(jobs, batch_size, max_batch_bytes, skip)
+    return batched(jobs, batch_size, max_batch_bytes, skip)
 
 
-def _batches(
+def batched(
     jobs: Iterator[ImageJob], batch_size: int, max_bytes: int, skip: Callable[[str], bool] | None
 ) -> Iterator[list[ImageJob]]:
     batch: list[ImageJob] = []
@@ -207,6 +208,8 @@ def _folder(rel: str) -> str:
 
 def problem_reason(path: str, exc: OSError) -> str:
     """The short reason an error record keeps for something the scan skipped."""
+    if isinstance(exc, SourceProblem):
+        return str(exc.strerror)
     what = "folder" if path.endswith("/") else "file"
     if exc.errno == errno.EILSEQ:
         return f"{what} name is not valid UTF-8, so it cannot be a journal key; rename it"

@@ -78,7 +78,7 @@ async def test_bench_end_to_end(emulator: Emulator, sample_dir: Path, tmp_path: 
     by_name = {t["name"]: t for t in doc["targets"]}
     for t in by_name.values():
         assert {"name", "description", "url", "api", "price_per_hour", "token_source", "cold_start", "knee",
-                "throttle", "notes", "steps"} == set(t)
+                "throttle", "notes", "steps", "space_quota"} == set(t)
         assert set(t["cold_start"]) == names(ColdStart)
         assert set(t["throttle"]) == names(ThrottleSummary)
         assert [(s["stats"]["mode"], s["stats"]["level"]) for s in t["steps"]] == [

@@ -75,7 +75,7 @@ def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "--model" in err
     assert "Traceback" not in err
     assert main(["run", str(tmp_path / "missing"), "--model", "m"]) == EXIT_USAGE
-    assert "not a folder" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     for bad, said in ((["--jpeg-quality", "150"], "--jpeg-quality must be a whole number from 1 to 100"),
                       (["--endpoint", "htp://x"], "--endpoint must be an http(s) URL"),
                       (["--api", "openai", "--base-url", "http://127.0.0.1:9/v1"], "--api openai needs --model"),

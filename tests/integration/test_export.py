@@ -116,8 +116,9 @@ def test_parquet_and_openai_batch(captioned_run: CaptionedRun, tmp_path: Path) -
     run = captioned_run
     out = tmp_path / "tables"
     assert export(run.journal, "--format", "parquet", "--out", out) == 0
-    table = pq.read_table(out / "metadata.parquet").to_pydict()
+    table = pq.read_table(out / "data").to_pydict()
     assert dict(zip(table["file_name"], table["text"], strict=True)) == run.captions
+    assert all(caption_for(im["bytes"]) == text for im, text in zip(table["image"], table["text"], strict=True))
     assert export(run.journal, "--format", "openai-batch", "--out", out) == 0
     lines = jsonl(out / "batch_output.jsonl")
     assert {ln["custom_id"]: ln["response"]["body"]["choices"][0]["message"]["content"] for ln in lines} == run.captions
@@ -178,7 +179,7 @@ def test_usage_and_unreadable_input_exit_codes(tmp_path: Path, capsys: pytest.Ca
     assert export(journal, "--format", "csv", "--mode", "overwrite") == 2
     assert export(journal, "--format", "kohya", "--ext", "txt") == 2
     assert export(journal, "--format", "kohya") == 2  # no manifest beside it, no --images
-    assert "pass --images DIR" in capsys.readouterr().err
+    assert "pass --images INPUT" in capsys.readouterr().err
     assert export(tmp_path / "missing.jsonl", "--format", "csv") == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1

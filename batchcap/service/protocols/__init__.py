@@ -22,5 +22,9 @@ REGISTRY: dict[str, Callable[[TargetSettings], Adapter]] = {
 
 
 def make_adapter(target: TargetSettings) -> Adapter:
-    """The adapter for ``target.api``."""
+    """The adapter for ``target.api`` (for ``--space``: the Space's, whose image goes as it is in an upload)."""
+    if target.space is not None:
+        from batchcap.service.space.spaceclient import SpaceAdapter
+
+        return SpaceAdapter()
     return REGISTRY[target.api](target)

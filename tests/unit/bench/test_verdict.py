@@ -47,3 +47,25 @@ def test_verdict_without_any_step_in_slo() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_space_that_did_not_run_out_still_gets_the_zerogpu_caveat_when_a_pro_day_is_too_small() -> None:
+    from dataclasses import replace as _replace
+
+    from batchcap.bench.verdict import space_caveat
+
+    base = _target_for_caveat()
+    slow = _replace(base, description="space:acme/blip")
+    line = space_caveat(slow, 10_000)
+    assert line is not None
+    assert "a PRO quota of 25 GPU minutes a day covers about 750 images at its median 2.00 s each" in line
+    assert space_caveat(_replace(base, description="endpoint:https://x"), 10_000) is None
+    assert space_caveat(slow, 500) is None  # a small set fits
+
+
+def _target_for_caveat():  # type: ignore[no-untyped-def]
+    from dataclasses import replace as _replace
+
+    s = step(1, 0.5, 2.5)
+    assert s.latency is not None
+    return target("space", [_replace(s, latency=_replace(s.latency, p50=2.0))], 0.0)

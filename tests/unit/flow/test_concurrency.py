@@ -375,3 +375,21 @@ def test_batching_server_adaptive_reaches_the_best_fixed_throughput(alpha: float
     assert adaptive.ok == 200
     assert adaptive.throughput >= 0.9 * best, (adaptive.throughput, best, n)
     assert not math.isnan(adaptive.throughput)
+
+
+def test_a_full_queue_is_push_back_and_a_spent_quota_says_nothing_of_capacity() -> None:
+    from batchcap.errors import QueueFull, QuotaExhausted
+
+    assert outcome_of(QueueFull("full")) == "overload"
+    assert outcome_of(QuotaExhausted("spent", retry_after=5.0)) == "ignore"
+
+
+def test_start_at_sets_the_first_limit_only_before_any_sample() -> None:
+    limit = AdaptiveLimit(16, initial=8)
+    limit.start_at(1)  # a Space that runs one call at a time
+    assert limit.value == 1
+    limit.start_at(40)
+    assert limit.value == 16  # never above the ceiling
+    limit.on_done(Ticket(0.0, limit.epoch, 1), 0.2, "ok")
+    limit.start_at(1)
+    assert limit.value >= 16 - 1  # a measured limit is not overwritten

@@ -22,6 +22,8 @@ from batchcap.errors import (
     JournalError,
     ModelLoading,
     PermanentError,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     RejectedImage,
     ServerError,
@@ -339,3 +341,27 @@ def test_retry_hint(headers: dict[str, str], seconds: float | None) -> None:
 def test_retry_hint_reads_aiohttp_headers() -> None:
     headers = CIMultiDictProxy(CIMultiDict({"RETRY-AFTER": "12", "x-request-id": "abc"}))
     assert retry_hint(headers) == 12.0
+
+
+def test_a_full_queue_is_waited_out_without_spending_a_retry_or_the_budget() -> None:
+    policy = RetryPolicy(retries=2, wait_budget=10.0)
+    full = QueueFull("HTTP 503: Queue is full")
+    waited = 0.0
+    for _ in range(50):  # far past the wait budget: back-pressure never becomes the image's final error
+        d = policy.decide(full, retries_used=0, waited=waited, rand=lambda: 1.0)
+        assert d.action == "retry"
+        assert not d.spends_retry
+        assert 0 < d.delay <= policy.wait_cap
+        waited += d.delay
+    assert policy.decide(QueueFull("x", retry_after=3.0), retries_used=0, waited=0.0, rand=lambda: 0.0).delay == 3.0
+    # immediate(): no waits at all, so a full queue counts as a retry and the loop ends
+    assert RetryPolicy.immediate(1).decide(full, retries_used=0, waited=0.0, rand=lambda: 0.0).action == "fail"
+
+
+def test_a_spent_quota_is_waited_out_whole_not_cut_to_wait_cap() -> None:
+    policy = RetryPolicy(wait_cap=120.0, wait_budget=1800.0)
+    quota = QuotaExhausted("GPU quota spent", retry_after=588.0)
+    d = policy.decide(quota, retries_used=0, waited=0.0, rand=lambda: 0.5)
+    assert (d.action, d.delay, d.spends_retry) == ("retry", 588.0, False)
+    assert policy.longest_wait(quota) == 1800.0
+    assert policy.longest_wait(RateLimited("429", retry_after=588.0)) == 120.0

@@ -9,6 +9,8 @@ from batchcap.errors import (
     BadResponse,
     CreditsExhausted,
     ModelLoading,
+    QueueFull,
+    QuotaExhausted,
     RateLimited,
     RejectedImage,
     ServerError,
@@ -154,3 +156,28 @@ def test_only_refusals_count() -> None:
     g = guard()
     for i in range(2 * REFUSAL_LIMIT):
         assert g.before_record(ServerError("HTTP 500", status=500), rec(i)) == (None, rec(i))
+
+
+def test_a_quota_that_comes_back_after_max_wait_stops_and_says_when() -> None:
+    g = guard(max_wait=300.0)
+    soon = QuotaExhausted("GPU quota spent", retry_after=120.0, resets_at=1_000_120.0)
+    assert g.after_attempt(soon) is None  # waited out
+    late = QuotaExhausted("acme-blip.hf.space: GPU quota spent", retry_after=588.0, resets_at=1_000_588.0)
+    stop = g.after_attempt(late)
+    assert stop is not None
+    assert stop.kind == "quota"
+    assert "comes back in 0:09:48" in stop.message
+    assert "local time" in stop.message
+    assert "run the same command then to resume" in stop.message
+
+
+@pytest.mark.parametrize("exc", [QueueFull("queue full"), QuotaExhausted("quota spent, no time named")])
+def test_a_full_queue_or_a_timeless_quota_stops_only_when_nothing_was_captioned_for_max_wait(exc: Exception) -> None:
+    clock = Clock()
+    g = guard(max_wait=60.0, clock=clock)
+    clock.now += 59.0
+    assert g.after_attempt(exc) is None  # type: ignore[arg-type]
+    clock.now += 2.0
+    stop = g.after_attempt(exc)  # type: ignore[arg-type]
+    assert stop is not None
+    assert stop.kind == "stalled"
