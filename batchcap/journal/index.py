@@ -21,12 +21,10 @@ table is built on first use by a second pass over the journal as it was at load 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,10 +37,18 @@ from batchcap.journal.codec import (
     TASK_SEP,
     decode_line,
     record_task,
-    task_key_bytes,
 )
 from batchcap.journal.copies import Copies
-from batchcap.journal.tables import AnswerTable, KeySet
+from batchcap.journal.tables import (
+    ANSWER_AT,
+    FP_HEX,
+    AnswerTable,
+    KeySet,
+    answer_id,
+    bytes_key,
+    path_key,
+    task_key,
+)
 from batchcap.models import DEFAULT_TASK
 
 __all__ = ["LEGACY", "Entry", "JournalIndex", "KeySet", "answer_id", "load_index", "path_key", "task_key"]
@@ -51,44 +57,10 @@ CHUNK = 4 * 1024 * 1024  # measured: 1-16 MB load equally fast; smaller keeps th
 #: The answer id of a line without a fingerprint (written before issue 16, or an error that belongs to no
 #: request). A real answer id is 0 with probability 2^-64.
 LEGACY = 0
-_FP_HEX = 24  #: fingerprint length: 8 hex of settings, 16 hex of what was asked of the image
-_ANSWER_AT = 10  #: the answer id is the fingerprint's last 14 hex digits (56 bits)
+_FP_HEX, _ANSWER_AT = FP_HEX, ANSWER_AT
 _FP_AT = len(FINGERPRINTED_OK)
 _ANSWER_MASK = (1 << 56) - 1
 _OK_TAIL = FINGERPRINTED_OK[len(STATUS_SEP) :]  # ok","fingerprint":"
-
-
-def path_key(path: str) -> int:
-    """The 64-bit key of a path alone (kept for callers that index paths, e.g. tests of ``KeySet``)."""
-    return _bytes_key(path.encode("utf-8", "surrogatepass"))
-
-
-def task_key(path: str, task: str = DEFAULT_TASK) -> int:
-    """The 64-bit key the index keeps for (path, task): a hash of the bytes an ok line holds between
-    ``{"path":"`` and its status, so the load hashes a slice of the line itself.
-
-    Python's own ``hash`` of bytes (SipHash, 64-bit on 64-bit builds) is used because it costs a third of
-    ``blake2b`` on the 1M-line load. It is salted per process, which is fine: the index lives in memory for
-    one run and is rebuilt from the journal each time.
-    """
-    return _bytes_key(task_key_bytes(path, task))
-
-
-def answer_id(fingerprint: str) -> int:
-    """What the index compares of a fingerprint: its last 14 hex digits (56 of the 64 bits of what was asked
-    of the image) as an int; ``ValueError`` if it is not a fingerprint. Two different questions share one with
-    probability 2^-56."""
-    if len(fingerprint) != _FP_HEX:
-        raise ValueError(f"a fingerprint has {_FP_HEX} hex digits (got {len(fingerprint)})")
-    return int(fingerprint[_ANSWER_AT:], 16)
-
-
-def _blake_key(raw: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), signed=True)
-
-
-# 32-bit builds hash to 32 bits, which would collide within a large folder: use blake2b there.
-_bytes_key: Callable[[bytes], int] = hash if sys.hash_info.width >= 64 else _blake_key
 
 
 class Entry(NamedTuple):
@@ -348,7 +320,7 @@ class _Loader:
         table = self.table
         tkeys, mask, tvalues = table.keys, table.mask, table.ok
         used = self.used
-        key_of = _bytes_key
+        key_of = bytes_key
         # The kind of the line before (task, status ok, fingerprint's settings part), and where in such a line
         # the task ends and the answer id starts, counted from the task separator: consecutive lines mostly
         # share it, and then one ``startswith`` stands for finding the status and checking it.

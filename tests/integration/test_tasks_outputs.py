@@ -88,8 +88,8 @@ async def test_csv_parquet_text_column_and_kohya(emulator: EmulatorFactory, tmp_
         assert (r["text"], orjson.loads(r["tags.labels"]), r["tags.count"]) == (caption, tags["labels"],
                                                                                  str(tags["count"]))
     assert export(journal, "--format", "parquet", "--out", tmp_path / "pq") == 0
-    table = pq.read_table(tmp_path / "pq" / "metadata.parquet")
-    assert table.column_names == ["file_name", "caption", "tags", "tags.labels", "tags.count"]
+    table = pq.read_table(tmp_path / "pq" / "data")  # the shards, images embedded
+    assert table.column_names == ["image", "file_name", "caption", "tags", "tags.labels", "tags.count"]
     assert table.num_rows == 8
 
     # kohya: several tasks need a choice; one task per sidecar, or all of them one per line.

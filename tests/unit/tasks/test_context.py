@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from batchcap.models import ImageJob
+from batchcap.models import DatasetJob, ImageJob
 from batchcap.tasks.context import SIDECAR_MAX, context_for, exif_fields
 
 
@@ -47,6 +47,6 @@ def test_exif_fields_and_their_absence() -> None:
 
 
 def test_builtins_win_over_a_jobs_own_variables(tmp_path: Path) -> None:
-    job = ImageJob("cat/a.jpg", str(tmp_path / "a.jpg"), 1, context={"folder": "spoofed", "label": "tabby"})
+    job = DatasetJob("cat/a.jpg", str(tmp_path / "a.jpg"), 1, None, {"folder": "spoofed", "label": "tabby"})
     ctx = context_for(job)
     assert (ctx["folder"], ctx["label"]) == ("cat", "tabby")
