@@ -253,3 +253,26 @@ def test_the_command_line_says_which_variable_and_exits_2(tmp_path: Path, capsys
     assert code == 2
     assert "task caption: the prompt uses {{ foldr }}, which is not a variable" in capsys.readouterr().err
     assert not out.exists()
+
+
+async def test_a_datasets_columns_are_prompt_variables(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """A parquet row's columns (written by ``datasets``) fill the prompt; a name the rows lack fails up front."""
+    pytest.importorskip("datasets")
+    from hubdata import png, write_parquet, write_tars
+
+    data = tmp_path / "ds"
+    write_parquet(data, [png(i) for i in range(6)], 2)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(60):
+        stats = await run(cfg(server, data, out, "caption=Row {{ label }}: {{ text }}"))
+    assert (stats.ok, stats.failed) == (6, 0)
+    assert sorted(server.log.prompts()) == sorted(f"Row {i}: row {i} of shard {i // 3}" for i in range(6))
+    with pytest.raises(UsageError, match=r"\{\{ lable \}\}.*exif.make, label, text"):
+        await run(cfg(server, data, tmp_path / "o2.jsonl", "caption=Row {{ lable }}"))
+    tars = tmp_path / "wds"
+    write_tars(tars, [png(i) for i in range(4)], 1)
+    with anyio.fail_after(60):
+        stats = await run(cfg(server, tars, tmp_path / "o3.jsonl", "caption=Sample says {{ txt }}"))
+    assert (stats.ok, stats.failed) == (4, 0)
+    assert all(p.startswith("Sample says ") and len(p) > len("Sample says ") for p in server.log.prompts()[-4:])
