@@ -16,6 +16,7 @@ from batchcap.errors import (
     BadResponse,
     BatchcapError,
     BenchAborted,
+    BudgetReached,
     ConfigError,
     CreditsExhausted,
     InputError,
@@ -34,7 +35,7 @@ from batchcap.errors import (
     UsageError,
     WrongTarget,
 )
-from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
+from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record, Usage
 from batchcap.run import RunStats, run
 from batchcap.service.auth import Secret, find_token
 from batchcap.version import __version__
@@ -47,6 +48,7 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "BudgetReached",
     "ConfigError",
     "CreditsExhausted",
     "ErrorInfo",
@@ -69,6 +71,7 @@ __all__ = [
     "ServerError",
     "TransientError",
     "TransportError",
+    "Usage",
     "UsageError",
     "WrongTarget",
     "__version__",

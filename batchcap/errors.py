@@ -10,6 +10,8 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     │   └── SourceProblem      a dataset's file or row that cannot be read (damaged tar or parquet, a row
     │                          without an image); also an OSError, as the sources report what they skip
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
+    ├── BudgetReached(cap)     the next request could cross --max-cost / --max-images: stop starting,
+    │                          drain, then RunAborted(kind="budget") -> exit 3
     ├── Aborted                a command started and stopped on purpose      -> exit 3
     │   ├── RunAborted(stop)   run.guard's verdict, a journal or disk fault   (resume: run the same command)
     │   ├── JobAborted         a Ray job's shard stopped the job (the same causes as RunAborted)
@@ -49,6 +51,7 @@ __all__ = [
     "BadResponse",
     "BatchcapError",
     "BenchAborted",
+    "BudgetReached",
     "ConfigError",
     "CreditsExhausted",
     "InputError",
@@ -102,6 +105,18 @@ class SourceProblem(InputError, OSError):
 
 class JournalError(BatchcapError):
     """The results journal cannot be used: locked by another run, corrupt mid-file, or the disk is full."""
+
+
+class BudgetReached(BatchcapError):
+    """No further request may start: it could cross ``--max-cost`` (``cap == "cost"``) or ``--max-images``.
+
+    Raised by ``flow.budget.BudgetGate`` before anything is sent; the run lets what is in flight finish,
+    writes it, and stops with ``RunAborted(kind="budget")`` (``run.guard.budget_stop`` words the line).
+    """
+
+    def __init__(self, cap: str) -> None:
+        super().__init__(f"the {'--max-cost' if cap == 'cost' else '--max-images'} budget is reached")
+        self.cap = cap
 
 
 class Aborted(BatchcapError):

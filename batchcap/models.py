@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["DEFAULT_TASK", "Ask", "DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Record",
-           "Status"]
+           "Status", "Usage"]
 
 Status = Literal["ok", "error"]
 #: The one task of a run without ``--task``: today's prompt, and the name every older journal line implies.
@@ -96,6 +96,18 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a token-billed service reported for one image (``usage`` of an OpenAI-style answer), summed over
+    the attempts it billed (quality retries)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """One journal line: one task's answer for one image. Exactly one of ``caption`` / ``error`` is set.
 
@@ -117,6 +129,9 @@ class Record:
     prep: Preparation | None = None  #: ok records of prepared runs: original and sent bytes and size
     flags: tuple[str, ...] = ()  #: quality gates the caption failed (``batchcap.tasks.quality``), kept with --on-bad-caption flag
     duplicate_of: str | None = None  #: the path of the image that was sent for this identical (or near) copy
+    usage: Usage | None = None  #: tokens the service reported (token-billed targets), summed over billed attempts
+    provider: str | None = None  #: who served it, when the router says (``x-inference-provider``)
+    cost_usd: float | None = None  #: what the image cost, when a price is known (``batchcap.run.spend``)
     task: str = DEFAULT_TASK
     data: Any = None
     fingerprint: str | None = None

@@ -5,8 +5,10 @@
 * Time to first request: the emulator's first admission time minus the time just before the spawn (both
   CLOCK_MONOTONIC), so interpreter start-up, imports, the journal index and the first scan batch all count.
 * Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors; each with its
-  task, fingerprint and digest), timed in a fresh interpreter, best of three (the file is in the page cache after
-  the first), and its peak RSS.
+  task, fingerprint and digest, issue 16), timed in a fresh interpreter, best of three (the file is in the page
+  cache after the first), and its peak RSS; and the same journal as a token-billed run writes it (``usage``,
+  ``provider`` and ``cost_usd`` on every ok line), whose spend the index sums (issue 18: a rerun counts what
+  earlier runs spent).
 """
 
 from __future__ import annotations
@@ -86,13 +88,14 @@ def run_folder(ctx: Ctx, tree: Path, seconds: float) -> list[Result]:
     ]
 
 
-def make_journal(path: Path, lines: int) -> None:
+def make_journal(path: Path, lines: int, *, costs: bool = False) -> None:
     """``lines`` records as the pipeline writes them: 99% ok, 1% errors (half retryable), each with its task,
-    fingerprint (one settings part, a per-image part) and content digest (issue 16)."""
+    fingerprint (one settings part, a per-image part) and content digest (issue 16); ``costs``: as a chat
+    target's run writes them (usage, provider, cost on every ok line)."""
     import hashlib
 
     from batchcap.journal import encode_record
-    from batchcap.models import ErrorInfo, Record
+    from batchcap.models import ErrorInfo, Record, Usage
 
     with path.open("wb") as f:
         chunk = []
@@ -104,6 +107,12 @@ def make_journal(path: Path, lines: int) -> None:
                 err = ErrorInfo("ServerError", "HTTP 503: busy", 503, retryable=i % 200 == 199)
                 rec = Record(rel, "error", error=err, attempts=3, target="hf:x", ts=1.7e9 + i, fingerprint=fp,
                              digest=digest)
+            elif costs:
+                usage = Usage(812 + i % 300, 17 + i % 13)
+                rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
+                             latency_s=0.1234, bytes_sent=51234, target="openai:x@router", request_id=f"r-{i}",
+                             ts=1.7e9 + i, usage=usage, provider="novita", fingerprint=fp, digest=digest,
+                             cost_usd=round((usage.prompt_tokens * 0.2 + usage.completion_tokens * 0.8) / 1e6, 12))
             else:
                 rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
                              latency_s=0.1234, bytes_sent=51234, target="hf:x", request_id=f"r-{i}", ts=1.7e9 + i,
@@ -127,23 +136,33 @@ print(json.dumps({"seconds": dt, "done": len(index), "maxrss_mb": resource.getru
 
 
 def run_journal(ctx: Ctx, lines: int = FILES) -> list[Result]:
-    path = ctx.workdir / "journal-1m.jsonl"
-    make_journal(path, lines)
-    size_mb = path.stat().st_size / 1e6
-    runs = []
-    for _ in range(3):
-        proc = subprocess.run(pinned(CLIENT_CORE, [PY, "-c", _LOAD, str(path)]), capture_output=True, text=True,
-                              timeout=120, env=ctx.env, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"load_index failed:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout))
-    path.unlink()
-    best = min(runs, key=lambda r: r["seconds"])
-    return [Result("scale", f"load_index of a {lines:,}-line journal with fingerprints", best["seconds"], 2.0, "<=",
-                   "s", detail=f"{size_mb:.0f} MB, {best['done']:,} done; best of 3 "
-                               f"({', '.join(format(r['seconds'], '.2f') for r in runs)} s)"),
-            Result("scale", "load_index peak RSS, same journal", max(r["maxrss_mb"] for r in runs), 150.0, "<=",
-                   "MB", detail="ru_maxrss of the loading interpreter (imports included), worst of 3")]
+    """The plain journal (its load time and peak RSS), then one with a cost on every ok line (the spend the index
+    sums for a rerun); every line carries a task, fingerprint and digest."""
+    out = []
+    for costs in (False, True):
+        path = ctx.workdir / "journal-1m.jsonl"
+        make_journal(path, lines, costs=costs)
+        size_mb = path.stat().st_size / 1e6
+        runs = []
+        for _ in range(3):
+            proc = subprocess.run(pinned(CLIENT_CORE, [PY, "-c", _LOAD, str(path)]), capture_output=True, text=True,
+                                  timeout=120, env=ctx.env, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"load_index failed:\n{proc.stderr[-2000:]}")
+            runs.append(json.loads(proc.stdout))
+        path.unlink()
+        best = min(runs, key=lambda r: r["seconds"])
+        what = f"load_index of a {lines:,}-line journal with fingerprints" + (
+            " and usage/cost_usd on each ok line" if costs else "")
+        out.append(Result("scale", what, best["seconds"], 2.0, "<=", "s",
+                          detail=f"{size_mb:.0f} MB, {best['done']:,} done; best of 3 "
+                                 f"({', '.join(format(r['seconds'], '.2f') for r in runs)} s); peak RSS "
+                                 f"{best['maxrss_mb']:.0f} MB"))
+        if not costs:
+            out.append(Result("scale", "load_index peak RSS, same journal", max(r["maxrss_mb"] for r in runs),
+                              150.0, "<=", "MB", detail="ru_maxrss of the loading interpreter (imports included), "
+                                                        "worst of 3"))
+    return out
 
 
 def run(ctx: Ctx) -> list[Result]:

@@ -7,7 +7,7 @@ Each target is benchmarked in turn on the same images, with the project's own cl
 
 One job per module: ``spec`` (targets and settings), ``runner`` (the measuring, per
 target), ``send`` (one request as data), ``loadgen`` (closed/open-loop load, bounded), ``stats`` (the numbers,
-pure), ``verdict`` (the words, pure), ``report`` (the files), ``demo`` (two local emulators), ``interrupt``
+pure), ``verdict`` (the words, pure), ``report`` (the files), ``demo`` (three local emulators), ``interrupt``
 and ``environment`` (Ctrl-C, versions and machine). Every loop is bounded in requests and seconds, and the
 whole bench by ``--max-time``. The CLI (``batchcap.cli.bench``) prints and picks exit codes; nothing here does.
 """

@@ -1,7 +1,9 @@
-"""``batchcap bench --demo``: two local emulators configured like the real services, so a bench runs offline.
+"""``batchcap bench --demo``: three local emulators configured like the real services, so a bench runs offline.
 
-A rate-limited, cold-starting "free API" and a faster paid "endpoint" (the price is made up), each on a free
-loopback port, benchmarked on generated sample images (or on a folder the user gives).
+A rate-limited, cold-starting "free API", a faster paid "endpoint" (billed by the hour; the price is made up) and
+a "router" provider serving a VLM over the chat route (billed by the token, at the prices its ``/v1/models``
+lists), each on a free loopback port, benchmarked on generated sample images (or on a folder the user gives):
+the three ways to pay in one table.
 """
 
 from __future__ import annotations
@@ -27,30 +29,35 @@ __all__ = ["DEMO_ENDPOINT_PRICE", "bench", "demo_settings", "demo_targets"]
 DEMO_ENDPOINT_PRICE = 0.60  # made up, in the range of a small CPU/T4 Endpoint
 
 
-def demo_settings() -> tuple[EmulatorSettings, EmulatorSettings]:
-    """The "free API" (rate-limited, cold-starting, slower) and the "endpoint": one replica of a batching server
-    (up to 8 requests together, each batch a little slower than one alone), as a realistic paid Endpoint is."""
+def demo_settings() -> tuple[EmulatorSettings, EmulatorSettings, EmulatorSettings]:
+    """The "free API" (rate-limited, cold-starting, slower), the "endpoint": one replica of a batching server
+    (up to 8 requests together, each batch a little slower than one alone), as a realistic paid Endpoint is, and
+    the "router": a VLM provider (slower per answer, no shared limit) that bills each answer's tokens."""
     free = EmulatorSettings(rate=4.0, burst=2, cold_start=2.0, latency=0.25, latency_jitter=0.1, name="free-api")
     endpoint = EmulatorSettings(profile="endpoint", replicas=1, max_batch=8, latency=0.08, latency_jitter=0.02,
                                 name="endpoint")
-    return free, endpoint
+    router = EmulatorSettings(latency=0.4, latency_jitter=0.1, name="router")
+    return free, endpoint, router
 
 
 @contextlib.asynccontextmanager
 async def demo_targets() -> AsyncIterator[tuple[Target, ...]]:
-    """Start both emulators on free loopback ports; yield the targets that point at them."""
-    free_settings, endpoint_settings = demo_settings()
-    async with await start_emulator(free_settings) as free, await start_emulator(endpoint_settings) as endpoint:
+    """Start the emulators on free loopback ports; yield the targets that point at them."""
+    free_settings, endpoint_settings, router_settings = demo_settings()
+    async with await start_emulator(free_settings) as free, await start_emulator(endpoint_settings) as endpoint, \
+            await start_emulator(router_settings) as router:
         base = free.url + "/hf-inference"
         yield (
             Target("free", f"hf:{DEMO_MODEL}", RunConfig(target=TargetSettings(api="hf", model=DEMO_MODEL, api_base=base)), 0.0),
             Target("endpoint", endpoint.url + "/", RunConfig(target=TargetSettings(api="hf", endpoint=endpoint.url + "/")),
                    DEMO_ENDPOINT_PRICE),
+            Target("router", f"openai:{DEMO_MODEL}@{router.url}/v1",
+                   RunConfig(target=TargetSettings(api="openai", model=DEMO_MODEL, base_url=router.url + "/v1"))),
         )
 
 
 async def bench(settings: BenchSettings, given_dir: Path | None, log: Log) -> BenchResult:
-    """The bench ``batchcap bench`` runs: the user's targets, or with ``--demo`` the two emulators."""
+    """The bench ``batchcap bench`` runs: the user's targets, or with ``--demo`` the three emulators."""
     if not settings.demo:
         return await run_bench(settings, log=log, handle_signals=True)
     async with demo_targets() as targets:

@@ -41,6 +41,7 @@ class Outcome:
     bytes_sent: int = 0
     pause_s: float = 0.0
     message: str | None = None  #: the error as the client worded it (already free of secrets)
+    cost_usd: float | None = None  #: what a token-billed answer cost (its usage at its provider's price)
 
 
 Send = Callable[[int], Awaitable[Outcome]]
@@ -109,6 +110,7 @@ def _sample(i: int, scheduled: float, sent: float, done: float, outcome: Outcome
         kind=None if outcome.ok else (outcome.kind or "other"),
         status=outcome.status,
         bytes_sent=outcome.bytes_sent,
+        cost_usd=outcome.cost_usd,
     )
 
 

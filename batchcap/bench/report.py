@@ -54,6 +54,7 @@ def _sample(s: Sample) -> dict[str, Any]:
         "kind": s.kind,
         "status": s.status,
         "bytes_sent": s.bytes_sent,
+        "cost_usd": s.cost_usd,
     }
 
 
@@ -64,6 +65,7 @@ def _target(t: TargetResult) -> dict[str, Any]:
         "url": t.url,
         "api": t.api,
         "price_per_hour": t.price_per_hour,
+        "pricing": t.pricing,
         "token_source": t.token_source,
         "cold_start": t.cold_start,
         "knee": t.knee,
@@ -94,7 +96,8 @@ def to_json(result: BenchResult) -> bytes:
             "latency": "done - scheduled send time (closed loop: the actual send; open loop: the Poisson arrival)",
             "percentiles": "successes only; numpy 'linear' method (Hyndman & Fan type 7)",
             "images_per_s": "successes / step window (step start until the loop ended); warm-up excluded",
-            "cost_per_1000": "price_per_hour / (images_per_s * 3600) * 1000",
+            "cost_per_1000": "billed by the hour: price_per_hour / (images_per_s * 3600) * 1000; billed by the token: "
+                             "1000 * mean cost_usd of the successes (usage x the serving provider's price)",
             "knee": "among steps whose p95 <= slo_p95_s, the lowest level within max(5%, 1/sqrt(successes of the "
                     "best step)) of the best images/s",
             "error_kinds": {k: ERROR_LABELS[k] for k in ERROR_KINDS},
@@ -117,12 +120,19 @@ def _f(value: float | None, fmt: str = ".3f") -> str:
 
 
 def _cost(t: TargetResult, s: StepStats) -> tuple[str, str]:
-    if t.price_per_hour is None:
+    if t.price_per_hour is None and t.pricing is None:
         return "–", "–"
     if t.price_per_hour == 0:
         return "free", "∞"
     return (f"${s.cost_per_1000:.4f}" if s.cost_per_1000 is not None else "–",
             f"{s.images_per_dollar:,.0f}" if s.images_per_dollar is not None else "–")
+
+
+def billed(t: TargetResult) -> str:
+    """How a target bills, for the tables: ``free``, ``$0.60/h``, ``tokens``, or a dash (no price known)."""
+    if t.price_per_hour is not None:
+        return "free" if t.price_per_hour == 0 else f"${t.price_per_hour:.2f}/h"
+    return "tokens" if t.pricing is not None else "–"
 
 
 def _table(result: BenchResult, mode: str) -> list[str]:
@@ -134,7 +144,7 @@ def _table(result: BenchResult, mode: str) -> list[str]:
     head += [ERROR_LABELS[k] for k in ERROR_KINDS]
     if not closed:
         head += ["unsent", "max send lag s"]
-    head += ["MB sent", "$ / 1k images", "images / $"]
+    head += ["MB sent", "billed", "$ / 1k images", "images / $"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 1 else "--:" for i in range(len(head))) + "|"]
     for t in result.targets:
         for rec in t.steps:
@@ -155,7 +165,7 @@ def _table(result: BenchResult, mode: str) -> list[str]:
             row += [str(s.errors.get(k, 0)) for k in ERROR_KINDS]
             if not closed:
                 row += [str(s.unsent), f"{s.max_send_lag_s:.3f}"]
-            row += [f"{s.bytes_sent / 1e6:.2f}", *_cost(t, s)]
+            row += [f"{s.bytes_sent / 1e6:.2f}", billed(t), *_cost(t, s)]
             lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -177,7 +187,8 @@ def render_results(result: BenchResult) -> str:
 
 
 def _target_line(t: TargetResult, slo: float) -> str:
-    price = "no price given" if t.price_per_hour is None else "free" if t.price_per_hour == 0 else f"${t.price_per_hour:.2f}/h"
+    price = "free" if t.price_per_hour == 0 else f"${t.price_per_hour:.2f}/h" if t.price_per_hour is not None \
+        else f"billed by the token: {t.pricing}" if t.pricing is not None else "no price given"
     bits = [f"**{t.name}**: `{t.description}` ({price}; token: {t.token_source})"]
     unit = "concurrency" if any(r.stats.mode == "closed" for r in t.steps) else "arrival rate"
     c = t.cold_start
@@ -262,7 +273,9 @@ def render_markdown(result: BenchResult, *, plot_name: str | None = None, plot_n
         (f"- Latency: from the scheduled send time to the answer, successes only; percentiles by numpy's linear "
         f"method. SLO: p95 <= {result.slo_s:g} s. Knee: among steps within the SLO, the lowest level within "
          f"5 % (or 1/sqrt(successes), if larger) of the best images/s."),
-        "- Cost per 1,000 images = price per hour / (images/s x 3600) x 1000, i.e. billed while busy.",
+        ("- Cost per 1,000 images: billed by the hour (an Endpoint), price per hour / (images/s x 3600) x 1000, i.e. "
+         "billed while busy; billed by the token (a router provider), 1,000 x the mean cost of the step's answers, "
+         "each its measured usage at the price of the provider that served it."),
         f"- Started {result.started_at}, took {format_duration(result.elapsed_s)}"
         + (", interrupted (Ctrl-C): partial results" if result.stopped == "interrupted"
            else ", stopped early by --max-time" if result.stopped else "") + ".",
@@ -323,7 +336,7 @@ def _plot_row(axes: list[Any], result: BenchResult, mode: str) -> None:
             continue
         xs = [s.level for s in steps]
         rates += [s.images_per_s for s in steps if s.images_per_s > 0]
-        price = "" if t.price_per_hour is None else f" (${t.price_per_hour:.2f}/h)"
+        price = f" ({billed(t)})" if billed(t) != "–" else ""
         ax_tp.plot(xs, [s.images_per_s for s in steps], "-o", color=colour, lw=2, label=t.name + price)
         k = t.knee
         if k is not None and k.mode == mode:

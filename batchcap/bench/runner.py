@@ -49,7 +49,9 @@ from batchcap.config import RunConfig
 from batchcap.errors import BenchAborted, ConfigError
 from batchcap.models import LoadedImage
 from batchcap.service.auth import Secret, find_token
+from batchcap.service.client import CaptionClient
 from batchcap.service.connect import make_client
+from batchcap.service.pricing import PriceList, fetch_prices
 from batchcap.service.protocols import make_adapter
 from batchcap.service.settings import AfterRun
 from batchcap.source.read import load_batch
@@ -155,6 +157,7 @@ class TargetBench:
         self.timeout = settings.timeout or target.cfg.limits.timeout
         self.notes: list[str] = []
         self.steps: list[StepRecord] = []
+        self.prices: PriceList | None = None  #: a token-billed target's, found before its first request
         self.out_of_time = False  #: the time share ran out before every step had run
         self.quota = QuotaWatch()  #: a Space's GPU quota, if it runs out during the bench
 
@@ -196,8 +199,10 @@ class TargetBench:
         self.log(f"batchcap bench: {self.target.name} -> {cfg.target.label} (token: {self.token_source})")
         async with make_client(cfg.target, token=self.token, timeout=self.timeout, connections=connections,
                                max_wait=self.settings.cold_start_timeout) as client:
+            if isinstance(client, CaptionClient) and cfg.target.api == "openai" and self.target.price_per_hour is None:
+                await self.find_prices(client, cfg)  # billed by the token, per provider
             send = make_sender(client, self.images, sizes, self.target, self.token_source, settings.throttle_pause,
-                               self.quota)
+                               self.quota, self.prices)
             cold = await self.cold_start(send)
             if woke_after and cold.seconds is not None:  # the true cold start: from the resume call on
                 self.note(f"{found} -> running and healthy in {woke_after:.1f} s through the management API; "
@@ -206,6 +211,18 @@ class TargetBench:
             if cold.ok:
                 await self.sweep(send)
         return self.result(cold)
+
+    async def find_prices(self, client: CaptionClient, cfg: RunConfig) -> None:
+        """``--token-price``, else the target's ``/v1/models`` (once); no price is said, not guessed."""
+        if self.settings.token_price is not None:
+            self.prices = PriceList(source="--token-price", fixed=self.settings.token_price)
+            return
+        self.prices, why = await fetch_prices(client, cfg.target.model or "")
+        if self.prices is None or not self.prices.known:
+            reason = why or (self.prices.describe() if self.prices is not None else "no prices listed")
+            self.note(f"no price known ({reason}): its $ / 1k images is left out; pass --token-price IN,OUT or "
+                      "--price-per-hour")
+            self.prices = None
 
     async def cold_start(self, send: Send) -> ColdStart:
         """Time to the first caption, probing one request at a time."""
@@ -259,7 +276,8 @@ class TargetBench:
                           "not measured")
                 return
             warm, run = measured
-            self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour))
+            self.steps.append(_record(mode, level, run, warm, self.target.price_per_hour,
+                                      token_billed=self.prices is not None))
             self.log(_step_line(self.target.name, self.steps[-1]))
             if (spent := self.quota.seen) is not None:
                 self.note(f"the Space's GPU quota ran out after {plural(spent.captions_before, 'caption')} ({spent.message}); "
@@ -308,6 +326,7 @@ class TargetBench:
             throttle=throttle_summary(main),
             notes=tuple(self.notes),
             space_quota=self.quota.seen,
+            pricing=None if self.prices is None else self.prices.describe(),
         )
 
 
@@ -315,10 +334,11 @@ def _what(mode: Mode, level: float) -> str:
     return f"concurrency {level:g}" if mode == "closed" else f"{level:g} arrivals/s"
 
 
-def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None) -> StepRecord:
+def _record(mode: Mode, level: float, run: StepRun, warm: StepRun, price: float | None, *,
+            token_billed: bool = False) -> StepRecord:
     stats = summarize_step(
         run.samples, mode=mode, level=level, price_per_hour=price, window_s=run.window_s, unsent=run.unsent,
-        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples,
+        abandoned=run.abandoned, stopped_by=run.stopped_by, warmup_samples=warm.samples, token_billed=token_billed,
     )
     return StepRecord(stats, run.samples, warm.samples)
 

@@ -26,7 +26,8 @@ from batchcap.errors import (
     abort_message,
 )
 from batchcap.models import LoadedImage
-from batchcap.service.client import ServiceClient
+from batchcap.service.client import Reply, ServiceClient
+from batchcap.service.pricing import PriceList
 
 __all__ = ["QuotaWatch", "error_kind", "make_sender", "pause_after"]
 
@@ -42,6 +43,12 @@ def error_kind(exc: APIError) -> ErrorKind:
     if isinstance(exc, TransportError):
         return "timeout"
     return "other"
+
+
+def _cost(reply: Reply, prices: PriceList | None) -> float | None:
+    usage = reply.usage
+    price = None if prices is None or usage is None else prices.price(reply.provider)
+    return None if price is None or usage is None else price.cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def pause_after(exc: APIError, throttle_pause: float) -> float:
@@ -72,9 +79,12 @@ class QuotaWatch:
 
 def make_sender(
     client: ServiceClient, images: Sequence[LoadedImage], sizes: Sequence[int], target: Target, token_source: str,
-    throttle_pause: float, quota: QuotaWatch | None = None,
+    throttle_pause: float, quota: QuotaWatch | None = None, prices: PriceList | None = None,
 ) -> Send:
-    """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target."""
+    """``send(i)``: caption image ``i mod n`` once; errors become data, except those that doom the target.
+
+    ``prices``: a token-billed target's; each answer's usage is priced at the provider that served it.
+    """
 
     async def send(i: int) -> Outcome:
         k = i % len(images)
@@ -92,6 +102,6 @@ def make_sender(
             return Outcome(False, error_kind(exc), exc.status, sizes[k], pause_after(exc, throttle_pause), exc.message)
         if quota is not None:
             quota.ok += 1
-        return Outcome(True, None, reply.status, reply.bytes_sent)
+        return Outcome(True, None, reply.status, reply.bytes_sent, cost_usd=_cost(reply, prices))
 
     return send

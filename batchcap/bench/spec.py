@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.config.targets import DEMO_MODEL, Target, parse_target, resolve_targets
+from batchcap.flow.budget import TokenPrice
 from batchcap.prepare.settings import PrepareSettings
 
 __all__ = ["DEMO_MODEL", "BenchSettings", "Target", "parse_target", "resolve_targets"]
@@ -40,6 +41,7 @@ class BenchSettings:
     #: how each image is prepared before it is sent: the run's own settings and code (``--max-side`` ...)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
+    token_price: TokenPrice | None = None  #: chat targets' USD per 1M tokens (default: each one's /v1/models)
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON values, secret-free (targets by their public config)."""
@@ -55,6 +57,8 @@ class BenchSettings:
                 ("seed", self.seed), ("demo", self.demo),
             )
         }
+        tp = self.token_price
+        out["token_price"] = None if tp is None else {"input": tp.input, "output": tp.output}
         out["targets"] = [
             {"name": t.name, "spec": t.spec, "price_per_hour": t.price_per_hour, "config": t.cfg.public_dict()}
             for t in self.targets

@@ -11,8 +11,10 @@ checked by hand. Definitions, so a reader can trust the table:
   ``x[floor(h)]`` and ``x[floor(h) + 1]``.
 * **images/s** is successes divided by the step's window: from its start until the loop ended (the last
   answer, or the duration cap if workers were resting after 429s then), so idle waiting is not hidden.
-* **cost per 1,000 images** is ``price_per_hour / (images_per_s * 3600) * 1000``: what the hour costs,
-  spread over the images that hour would caption at this rate. **Images per dollar** is its inverse, times 1,000.
+* **cost per 1,000 images** is ``price_per_hour / (images_per_s * 3600) * 1000`` for a target billed by the
+  hour (an Endpoint): what the hour costs, spread over the images that hour would caption at this rate. For a
+  token-billed target (a router provider) it is 1,000 x the mean cost of its successful answers, each its
+  measured ``usage`` at the price of the provider that served it. **Images per dollar** is its inverse, x 1,000.
 * **knee**: among steps whose p95 stays within the SLO, the lowest level that reaches the best throughput
   within the measurement's noise (5 %, or 1/sqrt(successes) of the best step if larger). Taking the *lowest*
   such level keeps the advice from being "hammer a rate-limited API at 32" when 1 or 2 in flight give the
@@ -49,6 +51,7 @@ __all__ = [
     "summarize_latency",
     "summarize_step",
     "throttle_summary",
+    "token_cost_per_1000",
 ]
 
 ErrorKind = Literal["429", "503", "5xx", "timeout", "other"]
@@ -81,6 +84,7 @@ class Sample:
     kind: ErrorKind | None = None
     status: int | None = None
     bytes_sent: int = 0
+    cost_usd: float | None = None  #: token-billed targets: what this answer cost
 
     @property
     def latency(self) -> float:
@@ -196,6 +200,7 @@ class TargetResult:
     throttle: ThrottleSummary
     notes: tuple[str, ...]
     space_quota: SpaceQuota | None = None  #: a Space whose GPU quota ran out during the bench
+    pricing: str | None = None  #: a token-billed target's prices and their source (None: by the hour, or none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +261,13 @@ def cost_per_1000(price_per_hour: float | None, images_per_s: float) -> float | 
     return price_per_hour / (images_per_s * 3600.0) * 1000.0
 
 
+def token_cost_per_1000(costs: Sequence[float | None]) -> float | None:
+    """Dollars per 1,000 images of a token-billed target: 1,000 x the mean measured cost of its answers (None
+    when none was priced). Answers without a price are left out, not counted as free."""
+    priced = [c for c in costs if c is not None]
+    return 1000.0 * math.fsum(priced) / len(priced) if priced else None
+
+
 def images_per_dollar(price_per_hour: float | None, images_per_s: float) -> float | None:
     """Images one dollar buys at this rate; None without a price, for a free target, or without a rate."""
     if not price_per_hour or images_per_s <= 0:
@@ -283,6 +295,7 @@ def summarize_step(
     stopped_by: StopReason = "count",
     warmup_samples: Sequence[Sample] = (),
     min_throttle_window_s: float = 1.0,
+    token_billed: bool = False,
 ) -> StepStats:
     """Summarize a step's samples. ``window_s`` is the loop's elapsed time; it defaults to the last answer."""
     ok = [s for s in samples if s.ok]
@@ -295,6 +308,10 @@ def summarize_step(
         n_before = sum(1 for s in ok if s.done <= first_429)
         before = n_before / first_429 * 3600.0 if n_before else None
     warm_ok = [s.latency for s in warmup_samples if s.ok]
+    per_1000, per_dollar = cost_per_1000(price_per_hour, ips), images_per_dollar(price_per_hour, ips)
+    if token_billed:
+        per_1000 = token_cost_per_1000([s.cost_usd for s in ok])
+        per_dollar = 1000.0 / per_1000 if per_1000 else None
     return StepStats(
         mode=mode,
         level=level,
@@ -306,8 +323,8 @@ def summarize_step(
         sent_per_s=len(samples) / window if window > 0 else 0.0,
         latency=summarize_latency([s.latency for s in ok]),
         bytes_sent=sum(s.bytes_sent for s in samples),
-        cost_per_1000=cost_per_1000(price_per_hour, ips),
-        images_per_dollar=images_per_dollar(price_per_hour, ips),
+        cost_per_1000=per_1000,
+        images_per_dollar=per_dollar,
         first_429_s=first_429,
         images_per_hour_before_429=before,
         unsent=unsent,

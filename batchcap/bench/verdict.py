@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from batchcap.bench.stats import ERROR_LABELS, StepStats, TargetResult
 
-__all__ = ["PRO_GPU_SECONDS_A_DAY", "describe_errors", "drop_empty", "format_duration", "space_caveat",
+__all__ = ["PRO_GPU_SECONDS_A_DAY", "cheapest", "describe_errors", "drop_empty", "format_duration", "space_caveat",
            "still_climbing", "verdict"]
 
 
@@ -124,7 +124,13 @@ def _verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_
     for t in (best, *ranked[1:2]):
         s = _knee(t)
         took = format_duration(images / s.images_per_s)
-        if t.price_per_hour:
+        if t.price_per_hour is None and t.pricing is not None and s.cost_per_1000 is not None:
+            cost = s.cost_per_1000 * images / 1000.0
+            parts.append(
+                f"Billed by the token, {t.name} costs {_money(s.cost_per_1000)} per 1,000 images (its answers' "
+                f"measured usage at their provider's price): {images:,} images take {took} for {_money(cost)}."
+            )
+        elif t.price_per_hour:
             cost = t.price_per_hour * images / s.images_per_s / 3600.0
             assert s.cost_per_1000 is not None
             assert s.images_per_dollar is not None
@@ -135,7 +141,10 @@ def _verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_
         elif t.price_per_hour == 0:
             parts.append(f"{t.name} is free and takes {took} for {images:,} images.")
         else:
-            parts.append(f"{t.name} takes {took} for {images:,} images (no --price-per-hour given).")
+            parts.append(f"{t.name} takes {took} for {images:,} images (no --price-per-hour or --token-price "
+                         "given).")
+    if (cheap := cheapest(ranked)) is not None:
+        parts.append(_cheapest_sentence(cheap, ranked, slo_s))
     if (climbing := still_climbing(best)) is not None:
         parts.append(
             f"{best.name}'s throughput was still rising at {_level(climbing)}, the highest tried: "
@@ -158,6 +167,34 @@ def _verdict(targets: Sequence[TargetResult], slo_s: float, *, images: int = 10_
         if t.knee is None and t.steps:
             parts.append(f"{t.name} never kept p95 within the SLO.")
     return " ".join(parts)
+
+
+def cheapest(targets: Sequence[TargetResult]) -> TargetResult | None:
+    """The target with the lowest cost per 1,000 images at its knee (within the SLO); None when fewer than two
+    such targets have a known cost (there is nothing to compare)."""
+    priced = [t for t in targets if t.knee is not None and _knee_cost(t) is not None]
+    if len(priced) < 2:
+        return None
+    return min(priced, key=lambda t: (_knee_cost(t), -_knee(t).images_per_s))
+
+
+def _knee_cost(t: TargetResult) -> float | None:
+    """Dollars per 1,000 images at the knee: 0 for a free target, None when no price is known."""
+    if t.price_per_hour == 0:
+        return 0.0
+    return _knee(t).cost_per_1000 if t.knee is not None else None
+
+
+def _cheapest_sentence(cheap: TargetResult, ranked: Sequence[TargetResult], slo_s: float) -> str:
+    others = [f"{t.name} {_money(c)}" for t in ranked if t is not cheap and (c := _knee_cost(t)) is not None]
+    unknown = [t.name for t in ranked if _knee_cost(t) is None]
+    cost = _knee_cost(cheap)
+    assert cost is not None
+    line = (f"The cheapest within the {slo_s:g} s SLO is **{cheap.name}** at {_money(cost)} per 1,000 images"
+            + (f" ({', '.join(others)})" if others else "") + ".")
+    if unknown:
+        line += f" No price known for {', '.join(unknown)}."
+    return line
 
 
 def still_climbing(t: TargetResult, *, gain: float = 1.25) -> StepStats | None:

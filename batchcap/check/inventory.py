@@ -15,6 +15,7 @@ counting is done by the calling thread, in scan order, so the result does not de
 from __future__ import annotations
 
 import io
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -184,7 +185,13 @@ class Inventory:
     unreadable_examples: list[dict[str, str]] = field(default_factory=list)
     duplicate_examples: list[dict[str, str]] = field(default_factory=list)
     header_examples: list[dict[str, str]] = field(default_factory=list)
-    probe_images: list[LoadedImage] = field(default_factory=list)  #: the first to_caption images, for --probe
+    #: A uniform sample of the to_caption images, for --probe (reservoir: spread over the whole folder) ...
+    probe_images: list[LoadedImage] = field(default_factory=list)
+    probe_pixels: list[int | None] = field(default_factory=list)  #: ... and their pixels as sent (see below)
+    #: Pixels the to_caption images would be sent with (long side scaled to --max-side, never enlarged): what a
+    #: VLM's image tokens grow with, so a probe's cost per image scales to the folder by it.
+    pixels_to_send: int = 0
+    pixels_unknown: int = 0  #: to_caption images whose header gave no size
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` object, without the estimate (the command adds ``estimate``)."""
@@ -223,7 +230,7 @@ class _Tally:
 
     def __init__(
         self, inv: Inventory, *, done: JournalIndex, skip: JournalIndex, dedupe: Dedupe,
-        upload: UploadModel, probe: int,
+        upload: UploadModel, probe: int, max_side: int = 1024, seed: int = 0,
     ) -> None:
         self.inv = inv
         self.done = done if len(done) else None
@@ -231,6 +238,9 @@ class _Tally:
         self.dedupe = dedupe
         self.upload = upload
         self.probe = probe
+        self.max_side = max_side
+        self.rng = random.Random(seed)  # the probe's sample: reproducible for one folder
+        self.offered = 0  # images offered to the probe's sample so far
         self.all_seen = DigestSet()
         self.pending_seen = DigestSet() if self.skip is not None else self.all_seen
         self.near_all = NearIndex() if dedupe == "near" else None
@@ -291,10 +301,36 @@ class _Tally:
             elif self.near_pending.original(facts.near, facts.path) is not None:
                 return
         inv.to_caption += 1
+        pixels = sent_pixels(facts.dims, self.max_side)
+        if pixels is None:
+            inv.pixels_unknown += 1
+        else:
+            inv.pixels_to_send += pixels
         if loaded is not None:
             inv.bytes_to_send += self.upload.sent_bytes(loaded.data, facts.mime, facts.dims)
-            if len(inv.probe_images) < self.probe:
-                inv.probe_images.append(loaded)
+            if self.probe:
+                self.sample(loaded, pixels)
+
+    def sample(self, loaded: LoadedImage, pixels: int | None) -> None:
+        """Reservoir sampling (Algorithm R): after k images each is in the probe with probability N/k."""
+        inv = self.inv
+        self.offered += 1
+        if len(inv.probe_images) < self.probe:
+            inv.probe_images.append(loaded)
+            inv.probe_pixels.append(pixels)
+            return
+        j = self.rng.randrange(self.offered)
+        if j < self.probe:
+            inv.probe_images[j], inv.probe_pixels[j] = loaded, pixels
+
+
+def sent_pixels(dims: tuple[int, int] | None, max_side: int) -> int | None:
+    """Pixels of an image of ``dims`` once prepared: the long side scaled down to ``max_side`` (0: as it is)."""
+    if dims is None or min(dims) < 1:
+        return None
+    w, h = dims
+    scale = min(1.0, max_side / max(w, h)) if max_side else 1.0
+    return max(1, round(w * scale) * round(h * scale))
 
 
 def _work(jobs: list[ImageJob], max_bytes: int, near: bool) -> list[tuple[FileFacts, LoadedImage | None]]:
@@ -317,13 +353,15 @@ def inventory(
     batch_size: int = 64,
     probe: int = 0,
     retry_failed: bool = False,
+    max_side: int = 1024,
     clock: Any = time.monotonic,
 ) -> Inventory:
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
 
     ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
 
-    ``probe`` keeps the first N images a run would send (bounded: N files in memory) for a probe.
+    ``probe`` keeps N of the images a run would send, sampled uniformly over the input (bounded: N files in
+    memory), for a probe.
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
@@ -335,7 +373,7 @@ def inventory(
         skip = done if (retry_failed or not done.error_final) else load_index(out, repair=False)
     inv = Inventory(dedupe=dedupe, bytes_to_send_method=upload.describe())
     inv.earlier_errors = 0 if retry_failed else done.error_final
-    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, upload=upload, probe=probe)
+    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, upload=upload, probe=probe, max_side=max_side)
 
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1

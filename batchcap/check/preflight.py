@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.aio import run_async
-from batchcap.check.estimate import Estimate, estimate
+from batchcap.check.estimate import CostEstimate, Estimate, cost_estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, UsageError
+from batchcap.flow.budget import TokenPrice
 from batchcap.run import run_targets
+from batchcap.run.spend import money
 from batchcap.service.auth import find_token
 from batchcap.source.datasets import open_source
 from batchcap.tasks.quality import QualitySettings
@@ -59,19 +61,22 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     inv = inventory(
         images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, readers=source.readers, probe=probe,
-        retry_failed=cfg.retry_failed,
+        retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
     )
     probed: dict[str, Any] | None = None
     est: Estimate | None = None
     if target_cfg is not None:
         latency = None
         throttled = False
+        tokens: CostEstimate | None = None
+        price_per_hour = _price(cfg)
         if probe:
-            probed, latency, throttled = _probe(target_cfg, inv)
+            probed, latency, throttled, tokens = _probe(target_cfg, inv, cfg.budget.token_price,
+                                                        by_tokens=price_per_hour is None)
         est = estimate(
             inv.to_caption, target=target_cfg.target.label, concurrency=target_cfg.limits.ceiling,
             rate=target_cfg.request_rate, burst=target_cfg.limits.burst,
-            latency_s=latency, throttled=throttled, price_per_hour=_price(cfg),
+            latency_s=latency, throttled=throttled, price_per_hour=price_per_hour, tokens=tokens,
         )
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
@@ -129,14 +134,21 @@ def _price(cfg: RunConfig) -> float | None:
     return None
 
 
-def _probe(cfg: RunConfig, inv: Inventory) -> tuple[dict[str, Any], float | None, bool]:
+def _probe(
+    cfg: RunConfig, inv: Inventory, token_price: TokenPrice | None, *, by_tokens: bool
+) -> tuple[dict[str, Any], float | None, bool, CostEstimate | None]:
     from batchcap.check.probe import probe
 
     token, _ = find_token(cfg.target.token_file)
     images = list(inv.probe_images)
+    pixels = {image.job.path: px for image, px in zip(images, inv.probe_pixels, strict=True)}
     inv.probe_images.clear()
-    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings()))
-    return result.to_dict(), result.latency_s, result.throttled > 0
+    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings(), token_price=token_price,
+                                     priced_by_tokens=by_tokens))
+    paths = list(result.costs)
+    tokens = cost_estimate(inv.to_caption, [result.costs[p] for p in paths], pixels=[pixels.get(p) for p in paths],
+                           pixels_total=inv.pixels_to_send, pixels_unknown=inv.pixels_unknown)
+    return result.to_dict(), result.latency_s, result.throttled > 0, tokens
 
 
 def _mb(n: int) -> str:
@@ -182,10 +194,19 @@ def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | N
         lines.append(f"  probe: {plural(probed['requests'], 'request')}, {probed['ok']} ok, mean latency "
                      f"{probed['latency_mean_s']} s, errors {probed['errors'] or 'none'}, "
                      f"quality flags {probed['quality_flags'] or 'none'} (captions not kept)")
+        usage = probed["usage"]
+        if usage["prompt_tokens"] or usage["completion_tokens"]:
+            billed = "" if probed["cost_usd"] is None else f", billed {money(probed['cost_usd'])}"
+            lines.append(f"  probe usage: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} "
+                         f"completion tokens{billed}; prices: {probed['prices'] or 'none known'}")
+        lines.extend(f"    note: {n}" for n in probed["notes"])
     if est is not None:
         rate = "unlimited" if est.rate is None else f"{est.rate:g}/s"
         wall = "unknown" if est.wall_s is None else _duration(est.wall_s)
-        cost = "" if est.cost is None else f", ~${est.cost:.2f}"
+        cost = "" if est.cost is None else f", ~{money(est.cost)}"
+        if est.cost_low is not None and est.cost_high is not None and est.tokens is not None:
+            cost += (f" ({money(est.cost_low)} to {money(est.cost_high)}, 95%; {money(1000 * est.tokens.per_image)} "
+                     f"per 1,000 images, from {est.tokens.sample} probe answers' usage)")
         lines.append(f"  estimate for {est.target}: {wall} (bound: {est.bound}; rate {rate}, burst {est.burst}, "
                      f"concurrency {est.concurrency}){cost}")
         lines.extend(f"    note: {n}" for n in est.notes)

@@ -21,7 +21,7 @@ from batchcap.bench import bench, render_results, write_reports
 from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
 from batchcap.cli.argtypes import add_event_loop_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
-from batchcap.cli.options import PREPARE, add_options, given_settings
+from batchcap.cli.options import PREPARE, TOKEN_PRICE, add_options, given_settings
 from batchcap.config import RunConfig
 from batchcap.errors import UsageError
 from batchcap.service.settings import DEFAULT_API_BASE
@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.epilog = (
         "examples:\n"
-        "  batchcap bench --demo                      # offline: two local emulators, ~40 s\n"
+        "  batchcap bench --demo                      # offline: three local emulators, ~1 min\n"
         f"  batchcap bench photos/ --target free=hf:{DEMO_MODEL} \\\n"
         "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
         "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"
@@ -109,6 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding the token for target NAME (PATH alone: every target)")
     t.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=DOLLARS",
                    help="what target NAME costs per hour (0 = free): adds cost per 1,000 images and images per dollar")
+    add_options(t, TOKEN_PRICE)
     s = p.add_argument_group("sweep")
     s.add_argument("--concurrency", type=_positive_ints, metavar="LIST",
                    help=f"closed loop: requests in flight per step ({_dflt('concurrency')})")
@@ -138,7 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="folder for bench.json/.md/.png (default: %(default)s)")
     b.add_argument("--plot-format", choices=("png", "svg"), default="png", help="plot file type (default: %(default)s)")
     b.add_argument("--demo", action="store_true",
-                   help="benchmark two local emulators: a rate-limited, cold-starting 'free' API and a fast $0.60/h "
+                   help="benchmark three local emulators: a rate-limited, cold-starting 'free' API, a token-billed VLM "
+                        "'router' provider and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
     add_options(p.add_argument_group("image preparation (the same as batchcap run: what is measured is what a run "
@@ -181,7 +183,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
     given = images_dir(ns)
     if demo:
         if ns.target:
-            raise UsageError("--demo makes its own two targets; drop --target (or drop --demo)")
+            raise UsageError("--demo makes its own three targets; drop --target (or drop --demo)")
         targets: tuple[Target, ...] = ()
     else:
         specs = list(ns.target) + ([f"space=space:{ns.space}"] if ns.space else [])
@@ -191,6 +193,7 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
                                                      prices=ns.price_per_hour))
         if given is None:
             raise UsageError("give the folder of images to benchmark with: batchcap bench IMAGES_DIR --target ...")
+    run_settings = RunConfig().with_flat(given_settings(ns))  # the run's flags bench shares: preparation, prices
     concurrency = ns.concurrency
     rates = ns.arrival_rate or ()
     if concurrency is None:
@@ -213,7 +216,8 @@ def settings_from_args(ns: argparse.Namespace) -> BenchSettings:
         max_image_mb=ns.max_image_mb,
         seed=ns.seed,
         demo=demo,
-        prepare=RunConfig().with_flat(given_settings(ns)).prepare,
+        prepare=run_settings.prepare,
+        token_price=run_settings.budget.token_price,
     )
 
 

@@ -23,6 +23,7 @@ from batchcap.service.settings import API_CHOICES, DEFAULT_ENDPOINTS_API
 from batchcap.source.settings import DEDUPE_CHOICES
 
 __all__ = [
+    "COST",
     "ENDPOINT",
     "INPUT_OUTPUT",
     "LIMITS",
@@ -30,6 +31,7 @@ __all__ = [
     "QUALITY",
     "TARGET",
     "TASKS",
+    "TOKEN_PRICE",
     "Opt",
     "add_options",
     "add_profile_flag",
@@ -83,8 +85,9 @@ TARGET: tuple[Opt, ...] = (
         kind="append", show_default=False),
     Opt(("--route",), "route", "with several --target: failover = the first until it fails run-level (credits, "
         "token, down), then the next; spread = each image to the target with room", choices=("failover", "spread")),
-    Opt(("--price-per-hour",), "price_per_hour", "what target NAME costs per hour (NAME= may be left out with one "
-        "target), for the cost in the summary", metavar="[NAME=]DOLLARS", kind="append", show_default=False),
+    Opt(("--price-per-hour",), "price_per_hour", "what an Endpoint costs per hour (NAME= may be left out with one "
+        "target): its records get their share of its busy time as cost_usd, and --max-cost holds for it",
+        metavar="[NAME=]DOLLARS", kind="append", show_default=False),
     Opt(("--space",), "space", "caption through a Gradio app: a Hugging Face Space (OWNER/NAME is "
         "https://OWNER-NAME.hf.space), a Space page URL or any Gradio app's URL; a Space has a queue and often a "
         "daily GPU quota: it is for small sets", metavar="OWNER/NAME|URL", show_default=False),
@@ -183,6 +186,22 @@ ENDPOINT: tuple[Opt, ...] = (
 )
 
 
+#: What it costs, known and capped (issue 18); ``bench`` takes the price alone.
+TOKEN_PRICE: tuple[Opt, ...] = (
+    Opt(("--token-price",), "token_price", "USD per 1M input and output tokens for chat targets, e.g. 0.2,0.8 "
+        "(default: the price the target's /v1/models lists for the provider that served each answer)",
+        metavar="IN,OUT", show_default=False),
+)
+COST: tuple[Opt, ...] = (
+    *TOKEN_PRICE,
+    Opt(("--max-cost",), "max_cost", "stop starting requests when the next one could take the job's spend over USD "
+        "(earlier runs of the same --out count); exit 3, and a rerun with a higher cap continues", metavar="USD",
+        show_default=False),
+    Opt(("--max-images",), "max_images", "stop once N images have their record (those done by earlier runs of the "
+        "same --out count); exit 3", metavar="N", show_default=False),
+)
+
+
 class _RefuseToken(argparse.Action):
     """A token on the command line shows in the process list and shell history: refuse it and say why."""
 
@@ -227,6 +246,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain "
                                      "files go as they are)"), PREPARE)
     add_options(p.add_argument_group("Inference Endpoint lifecycle"), ENDPOINT)
+    add_options(p.add_argument_group("cost (USD)"), COST)
 
 
 def given_settings(ns: argparse.Namespace) -> dict[str, Any]:

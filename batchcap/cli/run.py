@@ -18,6 +18,7 @@ from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
 from batchcap.run import RunStats, manifest_path, open_input, run, run_targets, tune_malloc
+from batchcap.run.spend import money
 from batchcap.service.auth import Secret, find_token
 from batchcap.source.datasets import UNDERSTOOD, Source
 from batchcap.source.scan import first_image, no_images_message
@@ -95,7 +96,10 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
                 ns.event_loop,
             )
     except RunAborted as exc:
-        exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
+        if exc.kind == "budget":  # the line says what to do; the manifest says what was spent where
+            exc.advice = f"results so far are in {cfg.out}; spend by target and provider in {manifest_path(cfg.out)}"
+        else:
+            exc.advice = f"results so far are in {cfg.out}; fix the cause and run the same command to resume"
         raise
     _summary(stats, cfg.out)
     if stats.undersized:
@@ -162,6 +166,9 @@ def _main_ray(ns: argparse.Namespace, cfg: RunConfig, token: Secret | None, argv
                           "(or pass its --endpoint URL)")
     if cfg.routing.targets:
         raise ConfigError("--ray with --target is not supported yet: give one target (--model, --endpoint, ...)")
+    if cfg.budget.capped:  # each shard is its own run: one cap cannot be held across them yet
+        raise ConfigError("--ray with --max-cost / --max-images is not supported yet: the shards would each spend up "
+                          "to the cap; run without --ray to cap the job")
     workers = ns.workers or 2
     err = sys.stderr
     if not cfg.quiet:
@@ -236,6 +243,7 @@ def _summary(stats: RunStats, out: Path) -> None:
               f"({plural(stats.prepared, 'image')} prepared, {stats.passed} sent as they were)", file=err)
     if stats.sidecar_errors:
         print(f"batchcap: {plural(stats.sidecar_errors, 'caption sidecar')} could not be written", file=err)
+    _spend(stats)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
         cost = f", ${info['cost']:.4f} for {info['busy_s']:.0f} s busy" if info.get("cost") is not None else ""
@@ -243,6 +251,26 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {plural(counts.get('error', 0), 'error')}{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _spend(stats: RunStats) -> None:
+    """What it cost (issue 18): the run, per 1,000 images, per target and provider, the job so far."""
+    spend, err = stats.spend, sys.stderr
+    for note in spend.notes[spend.announced:]:  # the ones said at the start are not said twice
+        print(f"batchcap: {note}", file=err)
+    line = spend.total
+    if not line.images and not line.prompt_tokens:
+        return
+    tokens = f"{line.prompt_tokens:,} prompt + {line.completion_tokens:,} completion tokens"
+    if line.images:
+        job = f"; the job so far {money(spend.job_usd)}" if spend.earlier_usd else ""
+        print(f"batchcap: spent {money(line.usd)} on {line.images:,} images, {money(1000 * line.usd / line.images)} "
+              f"per 1,000 images ({tokens}){job}", file=err)
+    else:
+        print(f"batchcap: {tokens}; no price known, so no cost (pass --token-price IN,OUT)", file=err)
+    parts = [*spend.by_target.items(), *((f"provider {p}", v) for p, v in spend.by_provider.items())]
+    if len(spend.by_target) > 1 or spend.by_provider:
+        print("batchcap:   " + "; ".join(f"{name}: {money(v.usd)} ({v.images:,} images)" for name, v in parts), file=err)
 
 
 def _bytes(n: int) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from batchcap.emulator.billing import ProviderPrice
 from batchcap.emulator.management import ManagedEndpointSettings
 from batchcap.emulator.settings import DEFAULT_MODEL_ID, DEFAULT_TOKEN, PROFILES, EmulatorSettings
 from batchcap.emulator.standalone import serve
@@ -215,6 +216,17 @@ FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "help": "body limit in MB (10^6 bytes) for every route, or for one of serverless, endpoint, chat; 413 with TGI's message beyond it (default: chat=2 as TGI, others 20 MiB); repeatable",
         },
     ),
+    (
+        ("--provider",),
+        {
+            "action": "append",
+            "default": [],
+            "metavar": "NAME[=IN,OUT]",
+            "help": "a provider of the emulated router with its price in USD per 1M input,output tokens (none: listed "
+                    "without pricing); the first serves by default, MODEL:NAME picks one, MODEL:cheapest the cheapest; "
+                    "repeatable (default: emu-fast=0.25,1 emu-cheap=0.1,0.4 emu-unpriced)",
+        },
+    ),
 )
 
 #: Seeded network faults, each a ``--NAME-rate F`` flag: (name, what a fraction F of the answers does).
@@ -296,6 +308,23 @@ def _body_limits(values: list[str]) -> dict[str, int]:
     return limits
 
 
+def _providers(values: list[str]) -> dict[str, tuple[ProviderPrice, ...]]:
+    """``--provider NAME[=IN,OUT]`` values as the ``providers`` setting (none given: the default list)."""
+    out = []
+    for value in values:
+        name, sep, prices = value.partition("=")
+        if not sep:
+            out.append(ProviderPrice(name.strip()))
+            continue
+        try:
+            price_in, price_out = (float(x) for x in prices.split(","))
+        except ValueError:
+            raise ConfigError(f"--provider {value}: write NAME=IN,OUT in USD per 1M tokens, e.g. fast=0.25,1") \
+                from None
+        out.append(ProviderPrice(name.strip(), price_in, price_out))
+    return {"providers": tuple(out)} if out else {}
+
+
 def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
     """Build settings from :func:`add_arguments` options; raises ``ConfigError`` with a hint when one is invalid."""
     tokens = _read_tokens(ns.token_file) if ns.token_file is not None else (DEFAULT_TOKEN,)
@@ -332,6 +361,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         invalid_json_rate=ns.invalid_json_rate,
         models=_models(ns.models),
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
+        **_providers(ns.provider),  # type: ignore[arg-type]
     )
 
 

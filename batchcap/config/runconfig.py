@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.errors import ConfigError
+from batchcap.flow.budget import BudgetSettings
 from batchcap.flow.settings import Limits
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import RoutingSettings, TargetSettings, strip_userinfo
@@ -49,6 +50,7 @@ class RunConfig:
     limits: Limits = field(default_factory=Limits)
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)  #: prices and caps (issue 18)
     tasks: TaskSettings = field(default_factory=TaskSettings)
 
     def __post_init__(self) -> None:
@@ -142,6 +144,7 @@ GROUPS: dict[str, type] = {
     "limits": Limits,
     "prepare": PrepareSettings,
     "quality": QualitySettings,
+    "budget": BudgetSettings,
     "tasks": TaskSettings,
 }
 

@@ -35,6 +35,8 @@ from batchcap.emulator.bodies import (
     _parse_serverless,
     _Payload,
     _tgi_error,
+    model_entry,
+    models_list,
 )
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import _CACHE, _decode_async
@@ -132,6 +134,9 @@ async def _model_route(request: web.Request, kind: RouteKind, parse: _Parse, ans
     if refused is not None:
         return refused
     payload = toolkit.parse_strict(request, body, ctx.n) if strict else parse(request, body)
+    if kind == "chat":  # what the bill counts (the answer reads them back)
+        ctx.prompt, ctx.max_tokens, ctx.model = payload.prompt, payload.max_tokens, payload.model
+        ctx.image = hashlib.sha256(payload.image).hexdigest()[:16] if payload.image else ""
     if settings.cold_start > 0 and (loading := await _cold_error(request, state, payload)) is not None:
         return loading
     ctx.fault = faults.draw(state.rng, settings)
@@ -225,6 +230,18 @@ async def _hub_model(request: web.Request) -> web.StreamResponse:
     return _json(200, body)
 
 
+async def _models(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/models`` (and ``/v1/models/{id}``): the router's list with each provider's pricing."""
+    request[_CTX].kind = "hub"
+    settings = request.app[_STATE].settings
+    wanted = request.match_info.get("model_id")
+    if wanted is None:
+        return _json(200, models_list(settings))
+    if wanted == settings.model_id:  # the router keys its list by the bare id (no :provider suffix)
+        return _json(200, model_entry(settings))
+    return _json(404, {"error": f"Model {wanted} not found"})
+
+
 async def _stats(request: web.Request) -> web.StreamResponse:
     request[_CTX].kind = "stats"
     state = request.app[_STATE]
@@ -270,7 +287,7 @@ async def _track(
         if ctx.kind != "stats":
             auth_present = "Authorization" in request.headers
             entry = LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present, ctx.decoded, ctx.fault, ctx.queued,
-                             ctx.prompt, ctx.schema)
+                             ctx.usage, ctx.provider, ctx.cost, ctx.image, ctx.prompt, ctx.schema)
             request.app[REQUEST_LOG].record(entry)
 
 
@@ -280,6 +297,8 @@ def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
     profile = settings.profile
     if profile in ("all", "serverless", "tgi"):
         add_post("/v1/chat/completions", _chat)
+        add_get("/v1/models", _models)
+        add_get("/v1/models/{model_id:.+}", _models)
     if profile in ("all", "serverless"):
         # Chat first: the serverless pattern below would otherwise swallow ".../v1/chat/completions".
         add_post("/hf-inference/models/{model_id:.+}/v1/chat/completions", _chat)

@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchcap.emulator import billing
+from batchcap.emulator.settings import EmulatorSettings
 from batchcap.emulator.state import _CTX, _STATE
 
-__all__ = ["ENDPOINT_CONTENT_TYPES"]
+__all__ = ["ENDPOINT_CONTENT_TYPES", "PROVIDER_HEADER", "model_entry", "models_list"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +32,10 @@ class _Payload:
     image: bytes | None = None
     error: web.Response | None = None
     wait_for_model: bool = False
-    prompt: str | None = None
-    schema: dict[str, Any] | None = None
+    prompt: str = ""  #: chat: the text parts of the messages
+    max_tokens: int | None = None  #: chat: ``max_tokens`` (or ``max_completion_tokens``)
+    model: str = ""  #: chat: the model id as asked, router suffix included
+    schema: dict[str, Any] | None = None  #: chat: the JSON schema ``response_format`` asked for
 
 
 _Parse = Callable[[web.Request, bytes], _Payload]
@@ -133,8 +137,8 @@ def _invalid(reason: str) -> _Payload:
 
 
 def _parse_chat(request: web.Request, body: bytes) -> _Payload:
-    """OpenAI chat body: the first ``image_url`` part must be a ``data:<mime>;base64,<b64>`` URI; the first
-    ``text`` part is the prompt; ``response_format`` is read in the profile's spelling (``_schema_asked``)."""
+    """OpenAI chat body: the first ``image_url`` part must be a ``data:<mime>;base64,<b64>`` URI; the text parts are
+    the prompt; ``response_format`` is read in the profile's spelling (``_schema_asked``)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -152,7 +156,12 @@ def _parse_chat(request: web.Request, body: bytes) -> _Payload:
     image = _b64_image(data)
     if image is None:
         return _invalid("image_url is not valid base64")
-    return _Payload(image=image, prompt=_first_text(payload), schema=schema)
+    limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        return _invalid(f"max_tokens must be a positive integer (got {limit!r})")
+    model = payload.get("model")
+    return _Payload(image=image, prompt=_prompt_text(payload), max_tokens=limit,
+                    model=model if isinstance(model, str) else "", schema=schema)
 
 
 def _schema_asked(fmt: object, *, tgi: bool) -> tuple[dict[str, Any] | None, web.Response | None]:
@@ -192,16 +201,18 @@ def _schema_asked(fmt: object, *, tgi: bool) -> tuple[dict[str, Any] | None, web
                                        "param": "response_format.type", "code": "invalid_value"}})
 
 
-def _first_text(payload: object) -> str | None:
-    messages = payload.get("messages") if isinstance(payload, dict) else None
+def _prompt_text(payload: dict[str, object]) -> str:
+    """Every text part of the messages (a string content, or its ``{"type": "text"}`` parts), joined."""
+    texts: list[str] = []
+    messages = payload.get("messages")
     for message in messages if isinstance(messages, list) else ():
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
-            return content
+            texts.append(content)
         for part in content if isinstance(content, list) else ():
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                return str(part["text"])
-    return None
+                texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def _first_image_url(payload: object) -> str | None:
@@ -227,8 +238,25 @@ def _answer_pipeline(request: web.Request, caption: str) -> web.Response:
 
 
 def _answer_chat(request: web.Request, caption: str) -> web.Response:
+    """The OpenAI chat answer, with ``usage`` counted as a VLM would (see ``billing``) and the caption cut at
+    ``max_tokens``; on the router's profiles the serving provider is named and the answer billed at its price."""
     ctx, settings = request[_CTX], request.app[_STATE].settings
-    completion_tokens = len(caption.split())
+    router = settings.profile != "tgi"
+    provider = billing.pick_provider(ctx.model, settings.providers) if router else None
+    if router and provider is None:
+        return _json(400, {"error": f"The requested model '{ctx.model}' is not supported by any provider you have "
+                                    "enabled."})
+    finish = "stop"
+    completion_tokens = billing.text_tokens(caption)
+    if ctx.max_tokens is not None and completion_tokens > ctx.max_tokens:
+        caption = caption[: 4 * ctx.max_tokens].rstrip()
+        completion_tokens, finish = ctx.max_tokens, "length"
+    decoded = ctx.decoded
+    prompt_tokens = billing.text_tokens(ctx.prompt) + (
+        billing.image_tokens(decoded.width, decoded.height) if decoded is not None else 2)
+    ctx.usage = (prompt_tokens, completion_tokens)
+    ctx.provider = provider.name if provider is not None else ""
+    ctx.cost = billing.usage_cost(provider, prompt_tokens, completion_tokens)
     body = {
         "id": f"chatcmpl-{ctx.rid}",
         "object": "chat.completion",
@@ -240,13 +268,40 @@ def _answer_chat(request: web.Request, caption: str) -> web.Response:
                 "index": 0,
                 "message": {"role": "assistant", "content": caption},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": {
-            "prompt_tokens": 1,
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "total_tokens": 1 + completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         },
     }
-    return _json(200, body)
+    return _json(200, body, headers={PROVIDER_HEADER: provider.name} if provider is not None else None)
+
+
+#: The HF router names who served a request here (protocol.md 1.1).
+PROVIDER_HEADER = "x-inference-provider"
+
+
+def models_list(settings: EmulatorSettings) -> dict[str, object]:
+    """``GET /v1/models`` in the router's shape (hub-docs ``hub-api.md``): the model, its providers, their
+    ``pricing`` in USD per 1M tokens (left out for a provider without a price). TGI lists the bare model."""
+    return {"object": "list", "data": [model_entry(settings)]}
+
+
+def model_entry(settings: EmulatorSettings) -> dict[str, object]:
+    """The one model's entry of ``models_list`` (also ``GET /v1/models/{id}``)."""
+    entry: dict[str, object] = {"id": settings.model_id, "object": "model", "created": 1700000000,
+                                "owned_by": settings.model_id.partition("/")[0] or "emulator"}
+    if settings.profile != "tgi":
+        entry["architecture"] = {"input_modalities": ["text", "image"], "output_modalities": ["text"]}
+        providers = []
+        for p in settings.providers:
+            item: dict[str, object] = {"provider": p.name, "status": "live", "context_length": 32768}
+            if p.input is not None and p.output is not None:
+                item["pricing"] = {"input": p.input, "output": p.output}
+            item["is_model_author"] = False
+            providers.append(item)
+        entry["providers"] = providers
+    return entry

@@ -23,6 +23,10 @@ class LogEntry(NamedTuple):
     ``decoded`` is what the model saw when the image was decoded (upright size, mode, EXIF/GPS present), else
     None; ``fault`` names the injected fault (``reset``, ``truncated``, ``garbled``, ``proxy``, ``hang``,
     ``error``) or is empty; ``queued`` is the seconds the request waited for a free replica slot.
+
+    A chat answer's bill: ``usage`` (prompt, completion tokens), the ``provider`` that served it, what it
+    ``cost`` (USD) and ``image`` (the first 16 hex digits of the image's SHA-256), so a test can check that
+    each image was billed once.
     """
 
     t: float
@@ -33,14 +37,18 @@ class LogEntry(NamedTuple):
     decoded: Decoded | None = None
     fault: str = ""
     queued: float = 0.0
-    prompt: str | None = None
+    usage: tuple[int, int] | None = None
+    provider: str = ""
+    cost: float = 0.0
+    image: str = ""
+    prompt: str = ""
     schema: dict[str, Any] | None = None
 
 
 class RequestLog:
     """What the emulator answered: the last ``maxlen`` entries, plus exact counters over its whole life."""
 
-    __slots__ = ("_by_kind", "_by_status", "bytes_received", "entries", "total")
+    __slots__ = ("_by_kind", "_by_status", "billed", "billed_usd", "bytes_received", "entries", "total")
 
     def __init__(self, maxlen: int = 1_000_000) -> None:
         self.entries: deque[LogEntry] = deque(maxlen=maxlen)
@@ -48,6 +56,8 @@ class RequestLog:
         self._by_kind: Counter[str] = Counter()
         self.total = 0
         self.bytes_received = 0
+        self.billed_usd = 0.0  #: what every answered chat request cost, at its provider's price
+        self.billed: Counter[str] = Counter()  #: answers billed per image (``LogEntry.image``)
 
     def record(self, entry: LogEntry) -> None:
         self.entries.append(entry)
@@ -55,6 +65,9 @@ class RequestLog:
         self._by_kind[entry.kind] += 1
         self.total += 1
         self.bytes_received += entry.nbytes
+        if entry.usage is not None:
+            self.billed_usd += entry.cost
+            self.billed[entry.image] += 1
 
     def count(self, status: int | None = None) -> int:
         """Requests answered in total, or with this status."""
@@ -80,6 +93,8 @@ class RequestLog:
             "by_status": {str(status): n for status, n in sorted(self._by_status.items())},
             "by_kind": dict(sorted(self._by_kind.items())),
             "max_per_second": self.max_per_second(),
+            "billed_usd": round(self.billed_usd, 9),
+            "billed_answers": sum(self.billed.values()),
         }
 
     def __repr__(self) -> str:

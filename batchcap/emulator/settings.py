@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from batchcap.emulator.billing import ProviderPrice
 from batchcap.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "DEFAULT_PROVIDERS",
     "DEFAULT_TOKEN",
     "FAULT_KNOBS",
     "PROFILES",
@@ -22,6 +24,13 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN = "hf_emulator_token"
+#: The emulated router's providers (USD per 1M input / output tokens, like small VLMs on the HF router); the
+#: last lists no price, as some real ones do not.
+DEFAULT_PROVIDERS = (
+    ProviderPrice("emu-fast", 0.25, 1.00),
+    ProviderPrice("emu-cheap", 0.10, 0.40),
+    ProviderPrice("emu-unpriced"),
+)
 DEFAULT_MODEL_ID = "Salesforce/blip-image-captioning-base"
 #: TGI's ``--payload-limit`` default (protocol.md sections 3 and 9), bytes.
 TGI_PAYLOAD_LIMIT = 2_000_000
@@ -109,6 +118,13 @@ class EmulatorSettings:
     ``models``: the ids the router serves on ``/hf-inference/models/<id>`` (and the legacy ``/models/<id>``);
     any other id is answered 404 ``Not Found`` as the router answers it (protocol.md section 2.1), so a typo in
     ``--model`` fails here as it would there. The demo's id by default.
+
+    Money (issue 18): the chat route reports ``usage`` as a VLM counts it (``billing``: image tokens from the
+    decoded size, text tokens from the prompt and the caption, the caption cut at ``max_tokens`` with
+    ``finish_reason: "length"``). On the router's profiles (``all``, ``serverless``) ``providers`` serve it: the
+    model suffix picks one, ``x-inference-provider`` names it, ``GET /v1/models`` lists each with its
+    ``pricing`` (none for a provider without prices), and the request log sums what was billed. ``tgi`` serves
+    one model, names no provider and lists no prices, as TGI does.
     """
 
     auth: Literal["public", "protected"] = "public"
@@ -150,6 +166,7 @@ class EmulatorSettings:
     space_gpu_duration: float = 60.0
     space_quota_reset: float = 588.0
     space_heartbeat: float = 15.0
+    providers: tuple[ProviderPrice, ...] = DEFAULT_PROVIDERS
 
     def __post_init__(self) -> None:
         def bad(what: str, flag: str) -> ConfigError:
@@ -213,6 +230,11 @@ class EmulatorSettings:
                 raise bad(f"{name} must be a finite number >= 0 (got {value})", "--" + name.replace("_", "-"))
         if self.space_heartbeat <= 0 or self.space_gpu_duration <= 0:
             raise bad("space_heartbeat and space_gpu_duration must be > 0", "--space-heartbeat")
+        for p in self.providers:
+            if not isinstance(p, ProviderPrice) or not p.name or any(
+                x is not None and not (math.isfinite(x) and x >= 0) for x in (p.input, p.output)
+            ):
+                raise bad(f"providers must be named, with prices >= 0 USD per 1M tokens (got {p!r})", "--provider")
         if not (self.batch_alpha >= 0 and math.isfinite(self.batch_alpha)):
             raise bad(f"batch_alpha must be a finite number >= 0 (got {self.batch_alpha})", "--batch-alpha")
 

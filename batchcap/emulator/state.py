@@ -83,8 +83,14 @@ class _Ctx:
     decoded: Decoded | None = None
     fault: str = ""
     queued: float = 0.0
-    prompt: str | None = None
-    schema: dict[str, Any] | None = None
+    prompt: str = ""  #: chat: the text parts of the request, its max_tokens and model (what the bill counts)
+    max_tokens: int | None = None
+    model: str = ""
+    usage: tuple[int, int] | None = None  #: chat: the bill, set by the answer
+    provider: str = ""
+    cost: float = 0.0
+    image: str = ""
+    schema: dict[str, Any] | None = None  #: chat: the JSON schema asked for (``response_format``)
 
 
 _STATE = web.AppKey("emulator_state", _State)

@@ -43,6 +43,8 @@ class Selection:
     first_bad_line: int | None = None  #: 1-based line number, for the message
     refused: set[str] = field(default_factory=set)  #: unsafe paths (distinct)
     bytes_sent: int = 0  #: over every line: every attempt sent its bytes
+    cost_usd: float = 0.0  #: over every line: what was paid, superseded lines included (issue 18)
+    costed: int = 0  #: lines that carry a cost
     ts_first: float | None = None
     ts_last: float | None = None
 
@@ -102,6 +104,10 @@ def select(journal: Path, *, on_ts: Callable[[float], None] | None = None) -> Se
             sent = rec.get("bytes_sent")
             if isinstance(sent, int) and sent > 0:
                 sel.bytes_sent += sent
+            cost = rec.get("cost_usd")
+            if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+                sel.cost_usd += cost
+                sel.costed += 1
             ts = rec.get("ts")
             if isinstance(ts, int | float) and ts > 0:
                 if sel.ts_first is None or ts < sel.ts_first:

@@ -19,6 +19,14 @@ task's settings, then 16 hex of what was asked of this image); ``digest`` is the
 (``batchcap.source.digest``). ``prepared`` .. ``sent_size`` are on ok lines of images that went through
 preparation (issue 8, the default; absent with ``--max-side 0``): ``bytes_sent`` is the request body,
 ``original_*`` the file, ``sent_size`` the pixels the model got, upright.
+
+Token-billed targets add, after ``target``, ``"usage":{"prompt_tokens":N,"completion_tokens":M}`` (as the
+server reported it, summed over the image's billed attempts), ``"provider"`` (the router's
+``x-inference-provider``) and ``"cost_usd"`` when a price is known (an Endpoint's records carry their share of
+its busy time)::
+
+    {"path":"a.jpg","task":"caption","status":"ok",...,"target":"openai:m@h","usage":{"prompt_tokens":812,
+     "completion_tokens":17},"provider":"novita","cost_usd":0.000171,"request_id":"r-2","ts":1732579200.4}
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import orjson
 from batchcap.models import DEFAULT_TASK, Record
 
 __all__ = [
+    "COST_KEY",
     "FINGERPRINTED_OK",
     "OK_PREFIX",
     "STATUSES",
@@ -49,6 +58,9 @@ STATUS_SEP = b'","status":"'
 #: What follows the task on an ok line with a fingerprint; the fingerprint's 24 hex come right after it.
 FINGERPRINTED_OK = b'","status":"ok","fingerprint":"'
 STATUSES = ("ok", "error")
+#: How the cost key appears in a line: the index sums spend by finding it, without parsing the line. Inside a
+#: JSON string a quote is always escaped, so this byte sequence only ever starts the real key.
+COST_KEY = b',"cost_usd":'
 
 
 def task_key_bytes(path: str, task: str) -> bytes:
@@ -100,6 +112,12 @@ def encode_record(r: Record) -> bytes:
         line["original_size"] = [p.original_width, p.original_height]
         line["sent_size"] = [p.width, p.height]
     line["target"] = r.target
+    if r.usage is not None:
+        line["usage"] = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens}
+    if r.provider is not None:
+        line["provider"] = r.provider
+    if r.cost_usd is not None:
+        line["cost_usd"] = r.cost_usd
     if r.request_id is not None:
         line["request_id"] = r.request_id
     line["ts"] = r.ts

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from batchcap.errors import JournalError
 from batchcap.journal import fsio
 from batchcap.journal.codec import (
+    COST_KEY,
     FINGERPRINTED_OK,
     OK_PREFIX,
     STATUS_SEP,
@@ -39,6 +40,7 @@ from batchcap.journal.codec import (
     record_task,
 )
 from batchcap.journal.copies import Copies
+from batchcap.journal.spent import Spent
 from batchcap.journal.tables import (
     ANSWER_AT,
     FP_HEX,
@@ -84,7 +86,7 @@ class JournalIndex:
     """
 
     __slots__ = ("_classes", "_copies", "_copies_lock", "_table", "error_final", "error_retryable", "legacy",
-                 "lines", "ok", "path", "repaired_bytes", "retry_failed", "size")
+                 "lines", "ok", "path", "repaired_bytes", "retry_failed", "size", "spent_images", "spent_usd")
 
     def __init__(self, paths: Iterable[str] = (), *, task: str = DEFAULT_TASK) -> None:
         """An index holding an ok answer without fingerprint for each of ``paths`` (a convenience for tests)."""
@@ -107,6 +109,8 @@ class JournalIndex:
         self.retry_failed = False  #: final errors count as not done (``--retry-failed``)
         self.path: Path | None = None  #: the journal, for ``find_copy``
         self.size = 0  #: its size once loaded: ``find_copy`` reads no further
+        self.spent_usd = 0.0  #: the sum of every record's ``cost_usd``: what earlier runs of this journal spent
+        self.spent_images = 0  #: records that carry a ``cost_usd``
         self._copies: Copies | None = None
         self._copies_lock = threading.Lock()
 
@@ -188,7 +192,7 @@ class JournalIndex:
         return (
             f"JournalIndex(done={len(self)}, ok={self.ok}, error_final={self.error_final}, "
             f"error_retryable={self.error_retryable}, legacy={self.legacy}, lines={self.lines}, "
-            f"repaired_bytes={self.repaired_bytes})"
+            f"repaired_bytes={self.repaired_bytes}, spent_usd={self.spent_usd:.6g})"
         )
 
 
@@ -240,7 +244,8 @@ def load_index(path: Path, *, retry_failed: bool = False, repair: bool = True) -
             rest = lines.pop()
             if not start:  # the first chunk: size the table for the whole file by its lines' length
                 loader.reserve(len(lines) * size // max(1, pos - len(rest)) + 64)
-            loader.feed(lines, start)
+            costs = bool(lines) and (COST_KEY in chunk or COST_KEY in lines[0])  # one fast search per chunk
+            loader.feed(lines, start, costs=costs)
         loader.finish(rest, pos - len(rest), repair=repair)
     finally:
         f.close()
@@ -257,7 +262,8 @@ class _Loader:
     rare case the file's lines are shorter than that: no per-line array is kept, so the peak is the table.
     """
 
-    __slots__ = ("bad", "blank", "class_of", "errors", "legacy", "lineno", "path", "repaired", "table", "used")
+    __slots__ = ("bad", "blank", "class_of", "errors", "legacy", "lineno", "path", "repaired", "spent", "table",
+                 "used")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -271,6 +277,7 @@ class _Loader:
         self.blank = 0  # of which are not records (blank, or the torn last one)
         self.bad: tuple[int, int] | None = None  # (line number, file offset) of an unparseable line
         self.repaired = 0
+        self.spent = Spent()  # the records' cost_usd
 
     def reserve(self, answers: int) -> None:
         """Room for ``answers`` slots (the table is at most half full), keeping what is in it."""
@@ -311,8 +318,13 @@ class _Loader:
             cls = self.class_of[name] = min(len(self.class_of) + 2, _OTHER)
         return cls
 
-    def feed(self, lines: list[bytes], start: int) -> None:
-        """Take whole lines (newlines stripped); the first begins at file offset ``start``."""
+    def feed(self, lines: list[bytes], start: int, *, costs: bool = False) -> None:
+        """Take whole lines (newlines stripped); the first begins at file offset ``start``.
+
+        ``costs``: some line may carry a ``cost_usd`` (the chunk holds the key), so ok lines are searched for it
+        from their end (only ``request_id`` and ``ts`` follow it; ``ts`` always, so its value ends at a comma); a
+        journal of runs without prices pays one fast search per chunk for that, not one per line.
+        """
         if self.bad is not None and any(line.strip() for line in lines):
             self._raise_bad()
         if 2 * (self.used + len(lines)) > len(self.table.keys):  # the estimate was short: double, not per line
@@ -328,6 +340,7 @@ class _Loader:
         fp_at, answer_from, fp_hex, task_sep, status_sep, ok_tail = (
             _FP_AT, _ANSWER_AT, _FP_HEX, TASK_SEP, STATUS_SEP, _OK_TAIL)
         legacy_cls = _LEGACY_CLASS << 56
+        cost = self.spent.texts.append
         for line in lines:
             # Fast path: an ok line as encode_record writes it. The path is JSON-escaped, so the first
             # '","task":"' ends it, and the task (a plain name) ends at the status; without a backslash the
@@ -368,6 +381,8 @@ class _Loader:
                             key, value = key_of(raw + _DEFAULT_TASK_SUFFIX), legacy_cls
                             self.legacy += 1
             if value:
+                if costs and (c := line.rfind(COST_KEY)) > 0:
+                    cost(line[c + 12 : line.find(b",", c + 12)])
                 key = key or 1
                 i = key & mask
                 k = tkeys[i]
@@ -386,6 +401,7 @@ class _Loader:
             used = self.used
         self.used = used
         self.lineno += len(lines)
+        self.spent.flush()
 
     def _slow(self, line: bytes, lines: list[bytes], start: int) -> None:
         """Any line the fast path did not take: parse it fully, or remember it as bad."""
@@ -401,6 +417,7 @@ class _Loader:
                 self._raise_bad()
 
     def _record(self, obj: dict[str, Any]) -> None:
+        self.spent.add(obj.get("cost_usd"))
         task = record_task(obj)
         key = task_key(obj["path"], task)
         fp = obj.get("fingerprint")
@@ -488,6 +505,8 @@ class _Loader:
         index.legacy = self.legacy
         index.lines = self.lineno - self.blank
         index.repaired_bytes = self.repaired
+        index.spent_usd = self.spent.total  # the slow path's, and the last line's, included
+        index.spent_images = self.spent.count
         index.retry_failed = retry_failed
         return index
 

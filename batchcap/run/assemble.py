@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from batchcap.config import RunConfig, Target, resolve_targets
 from batchcap.errors import ConfigError, UsageError
+from batchcap.flow.budget import BudgetGate
 from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
@@ -29,7 +30,9 @@ from batchcap.source.datasets import Source, open_source
 from .attempt import Captioner, Captions, TaskAsk
 from .guard import RunGuard
 from .plan import LaneTasks, Plan, build_plan
+from .prices import hourly_price
 from .route import Lane, Router
+from .spend import Meter
 from .stats import RunStats
 
 __all__ = ["captions_for", "open_input", "plan_for", "preparer_for", "run_targets"]
@@ -107,21 +110,23 @@ def _longest(adapter: Adapter, budget: int) -> Adapter:
 def captions_for(
     cfg: RunConfig, targets: tuple[Target, ...], stats: RunStats, progress: Progress, *, token: Secret | None,
     policy: RetryPolicy | None = None, seed: int | None = None, limiter: Limiter | None = None,
-    plan: Plan | None = None,
+    budget: BudgetGate | None = None, plan: Plan | None = None,
 ) -> Captions:
-    """What the senders call: the one target's captioner, or a router over one lane per ``--target``."""
+    """What the senders call: the one target's captioner, or a router over one lane per ``--target``. ``budget``:
+    the run's caps, shared by every lane (issue 18)."""
     plan = plan or plan_for(cfg, targets)
     if not targets:
         return captioner_for(cfg, stats, progress, token=token, policy=policy, seed=seed, label=cfg.target.label,
-                             limiter=limiter, plan=plan, lane=plan.lanes[0])
+                             limiter=limiter, budget=budget, per_hour=hourly_price(cfg), plan=plan,
+                             lane=plan.lanes[0])
     released: list[Record] = []
     lanes = []
     for target, lane_tasks in zip(targets, plan.lanes, strict=True):
         lane_token, _ = find_token(target.token_file)
         lane_cfg = target.cfg
         captioner = captioner_for(lane_cfg, stats, progress, token=lane_token, policy=policy, seed=seed,
-                                  label=f"{target.name}={lane_cfg.target.label}", released=released, plan=plan,
-                                  lane=lane_tasks)
+                                  label=f"{target.name}={lane_cfg.target.label}", released=released, budget=budget,
+                                  per_hour=target.price_per_hour, plan=plan, lane=lane_tasks)
         lanes.append(Lane(target.name, captioner, lane_cfg.limits.ceiling, price_per_hour=target.price_per_hour))
     return Router(lanes, route=cfg.routing.route, released=released)
 
@@ -145,14 +150,18 @@ def task_asks(cfg: RunConfig, plan: Plan, lane: LaneTasks, *, base: Adapter | No
 def captioner_for(
     cfg: RunConfig, stats: RunStats, progress: Progress, *, token: Secret | None, policy: RetryPolicy | None,
     seed: int | None, label: str, plan: Plan, lane: LaneTasks, released: list[Record] | None = None,
-    limiter: Limiter | None = None,
+    limiter: Limiter | None = None, budget: BudgetGate | None = None, per_hour: float | None = None,
 ) -> Captioner:
-    """One target's machinery: client, limiter, retry policy, guard, adaptive limit, quality gates, and how it
-    asks each task."""
+    """One target's machinery: client, limiter, retry policy, guard, adaptive limit, quality gates, how it asks
+    each task, and what its attempts cost (a chat target's usage, priced later by ``run.prices``; an Endpoint's
+    busy time per hour)."""
     target, limits = cfg.target, cfg.limits
     client = make_client(target, token=token, timeout=limits.timeout, connections=limits.ceiling,
                          max_wait=limits.max_wait)
     tasks = task_asks(cfg, plan, lane, base=client.adapter)
+    meter = None
+    if target.api == "openai" or per_hour is not None:
+        meter = Meter(label, per_hour=per_hour, max_tokens=target.max_tokens)
     return Captioner(
         client,
         limiter=limiter if limiter is not None else RateLimiter(cfg.request_rate, limits.burst),
@@ -168,6 +177,8 @@ def captioner_for(
         quality=cfg.quality,
         prompt=target.prompt if target.takes_prompt else None,
         tasks=tasks,
+        meter=meter,
+        budget=budget,
     )
 
 

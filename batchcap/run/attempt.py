@@ -13,6 +13,12 @@ policy and the guard judge each failure.
 
 A run-level stop raises ``RunAborted`` (the task being asked gets no record, so the next run asks it again; the
 tasks answered before it were handed over already); everything else ends as exactly one ``Record`` per task.
+
+Money (issue 18): with a ``Meter`` each attempt is priced into the image's ``Bill`` (the record's ``usage``,
+``provider``, ``cost_usd``); with a ``BudgetGate`` (``--max-cost``, ``--max-images``) each attempt first reserves
+its worst case (``budget -> concurrency slot -> rate token -> request``) and settles with its actual cost. A
+refused reservation stops the run (kind ``budget``): an image already paid for still gets its record. Each task
+has its own bill; the image counts once (``--max-images``), with its first task.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from batchcap.errors import (
     APIError,
     BadCaption,
     BatchcapError,
+    BudgetReached,
     QueueFull,
     QuotaExhausted,
     RateLimited,
     RunAborted,
     TransientError,
 )
+from batchcap.flow.budget import BudgetGate
 from batchcap.flow.concurrency import (
     AdaptiveLimit,
     ConcurrencyLimiter,
@@ -48,7 +56,8 @@ from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, LoadedImage, Record
 from batchcap.progress import Progress
-from batchcap.run.guard import RunGuard, Stop
+from batchcap.run.guard import RunGuard, Stop, budget_stop, unpriced_stop
+from batchcap.run.spend import Bill, Meter
 from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
@@ -122,15 +131,15 @@ def abort(stop: Stop) -> RunAborted:
 class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
-    __slots__ = ("_warmer", "client", "concurrency", "guard", "limiter", "policy", "progress", "prompt", "quality",
-                 "released", "rng", "senders", "stats", "target", "tasks", "try_acquire")
+    __slots__ = ("_warmer", "budget", "client", "concurrency", "guard", "limiter", "meter", "policy", "progress",
+                 "prompt", "quality", "released", "rng", "senders", "stats", "target", "tasks", "try_acquire")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
-        quality: QualitySettings | None = None, prompt: str | None = None,
-        tasks: Mapping[str, TaskAsk] | None = None,
+        quality: QualitySettings | None = None, prompt: str | None = None, meter: Meter | None = None,
+        budget: BudgetGate | None = None, tasks: Mapping[str, TaskAsk] | None = None,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -150,6 +159,9 @@ class Captioner:
         #: per task: adapter, schema, fingerprints (without a plan: the one default task on the client's adapter)
         self.tasks: dict[str, TaskAsk] = dict(tasks) if tasks else {DEFAULT_TASK: TaskAsk(client.adapter)}
         self._warmer: dict[tuple[str, int], Adapter] = {}  # (task, quality retry) -> the chat adapter, warmer
+        #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
+        self.meter = meter if meter is not None or budget is None else Meter(target)
+        self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
 
     async def __aenter__(self) -> Self:
         await self.client.__aenter__()
@@ -183,25 +195,45 @@ class Captioner:
 
     async def caption(self, image: LoadedImage, put: Put) -> None:
         """Every task of ``image`` in turn, each record handed to ``put`` as soon as it is made."""
-        for ask in image.asks or (Ask(DEFAULT_TASK, self.prompt),):
-            record = await self.ask(image, ask)
+        for i, ask in enumerate(image.asks or (Ask(DEFAULT_TASK, self.prompt),)):
+            record = await self.ask(image, ask, first_task=i == 0)
             if record is not None:
                 put(record)
 
-    async def ask(self, image: LoadedImage, ask: Ask) -> Record | None:
+    async def ask(self, image: LoadedImage, ask: Ask, *, first_task: bool = True) -> Record | None:
         """One task's attempts until an answer, a final error, or a run-level stop (raised as ``RunAborted``).
 
         None: the task's final error is held by the guard (see ``guard``), to be written later or never.
+        ``first_task``: the image counts against --max-images with its first task only.
         """
+        if self.budget is None:
+            return await self._attempts(image, ask, Bill() if self.meter is not None else None, first_task)
+        bill = Bill()
+        record: Record | None = None
+        try:
+            record = await self._attempts(image, ask, bill, first_task)
+            return record
+        finally:
+            if bill.images_reserved:  # the image counts (for --max-images) once it has its final record
+                done = bill.released_done or (
+                    record is not None and not (record.error is not None and record.error.retryable))
+                self.budget.settle_images(bill.images_reserved, int(done))
+
+    async def _attempts(self, image: LoadedImage, ask: Ask, bill: Bill | None, first_task: bool) -> Record | None:
         task = self.tasks[ask.task]
         attempts = retries_used = quality_used = 0
         waited = 0.0
+        reply: Reply | None = None  # the last caption, kept for a quality retry the budget refuses
+        failed: APIError | None = None  # the last failure, for a retry the budget refuses
         while True:
             attempts += 1
             try:
-                adapter = self._adapter_for(ask.task, task.adapter, quality_used)
-                reply = await self._ask(image, adapter, ask.prompt)
+                answer = await self._ask(image, self._adapter_for(ask.task, task.adapter, quality_used), ask.prompt,
+                                         bill=bill, first=first_task and attempts == 1)
+            except BudgetReached:
+                raise self._stopped_by_budget(image, ask, bill, reply, failed, attempts - 1) from None
             except APIError as exc:
+                failed = exc
                 if isinstance(exc, RateLimited):
                     self._throttled(exc)
                 elif isinstance(exc, QueueFull):
@@ -210,7 +242,7 @@ class Captioner:
                     raise abort(stop) from None
                 decision = self.policy.decide(exc, retries_used=retries_used, waited=waited, rand=self.rng.random)
                 if decision.action != "retry":
-                    stop, record = self.guard.before_record(exc, self._failure(image, ask, exc, attempts))
+                    stop, record = self.guard.before_record(exc, self._failure(image, ask, exc, attempts, bill))
                     if stop is not None:
                         raise abort(stop) from None
                     return record
@@ -222,36 +254,70 @@ class Captioner:
                 if (delay := self._retry_delay(exc, decision.delay)) > 0:
                     await anyio.sleep(delay)
                 continue
+            reply, failed = answer, None
             self.limiter.succeeded()
             if held := self.guard.succeeded():
                 self.released.extend(held)
             self.stats.bytes_sent += reply.bytes_sent
             self.stats.latencies_sum += reply.latency_s
-            flags: tuple[str, ...] = ()
-            data: Any = None
-            if task.schema is not None:
-                data, flags = judge_json(reply.caption, task.schema, finish_reason=reply.finish_reason,
-                                         settings=self.quality or QualitySettings())
-            elif self.quality is not None:
-                prompt = ask.prompt if isinstance(task.adapter, OpenAIChat) else None
-                flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=prompt, settings=self.quality)
+            if bill is not None and bill.unpriced and self.budget is not None and self.budget.budget.max_cost:
+                raise self._stopped_unpriced(image, ask, reply, attempts, bill)
+            data, flags = self._judge(task, ask, reply)
             if flags and self.quality is not None:
                 if quality_used < self.quality.quality_retries:
                     quality_used += 1
                     self.stats.quality_retries += 1
                     continue
                 if self.quality.on_bad_caption == "error":
-                    return self._bad_caption(image, ask, reply, flags, attempts)
-            return Record(
-                image.job.path, "ok", caption=reply.caption, attempts=attempts,
-                latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-                request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
-                task=ask.task, data=data, fingerprint=self._fingerprint(ask), digest=image.digest,
-            )
+                    return self._bad_caption(image, ask, reply, flags, attempts, bill)
+            return self._ok(image, ask, reply, attempts, flags, bill, data)
+
+    def _judge(self, task: TaskAsk, ask: Ask, reply: Reply) -> tuple[Any, tuple[str, ...]]:
+        """(data, flags): a schema task's parsed reply and its gates; a text task's gates (no data)."""
+        if task.schema is not None:
+            return judge_json(reply.caption, task.schema, finish_reason=reply.finish_reason,
+                              settings=self.quality or QualitySettings())
+        if self.quality is None:
+            return None, ()
+        prompt = ask.prompt if isinstance(task.adapter, OpenAIChat) else None
+        return None, judge(reply.caption, finish_reason=reply.finish_reason, prompt=prompt, settings=self.quality)
 
     def _fingerprint(self, ask: Ask) -> str | None:
         task = self.tasks[ask.task]
         return None if task.print is None else task.print.fingerprint(ask.prompt)
+
+    def _ok(self, image: LoadedImage, ask: Ask, reply: Reply, attempts: int, flags: tuple[str, ...],
+            bill: Bill | None, data: Any = None) -> Record:
+        return Record(
+            image.job.path, "ok", caption=reply.caption, attempts=attempts,
+            latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
+            request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
+            usage=bill.usage if bill else None, provider=bill.provider if bill else None,
+            cost_usd=bill.cost_usd if bill else None,
+            task=ask.task, data=data, fingerprint=self._fingerprint(ask), digest=image.digest,
+        )
+
+    def _stopped_by_budget(self, image: LoadedImage, ask: Ask, bill: Bill | None, reply: Reply | None,
+                           failed: APIError | None, attempts: int) -> RunAborted:
+        """A refused reservation: nothing more starts. An image already paid for keeps what it got (the senders
+        write ``released``): the caption a quality retry wanted to better, or its last billed failure, retryable."""
+        if reply is not None:
+            data, flags = self._judge(self.tasks[ask.task], ask, reply)
+            self.released.append(self._ok(image, ask, reply, attempts, flags, bill, data))
+            if bill is not None:
+                bill.released_done = True
+        elif failed is not None and bill is not None and (bill.priced or bill.usage is not None):
+            self.released.append(self._failure(image, ask, failed, attempts, bill, retryable=True))
+        assert self.budget is not None
+        return abort(budget_stop(self.budget.budget))
+
+    def _stopped_unpriced(self, image: LoadedImage, ask: Ask, reply: Reply, attempts: int, bill: Bill) -> RunAborted:
+        """Under --max-cost an answer came back whose cost is not known: keep it, start nothing more."""
+        assert self.meter is not None
+        data, _ = self._judge(self.tasks[ask.task], ask, reply)
+        self.released.append(self._ok(image, ask, reply, attempts, (), bill, data))
+        bill.released_done = True
+        return abort(unpriced_stop(self.target, self.meter.notes))
 
     def _adapter_for(self, task: str, base: Adapter, quality_retry: int) -> Adapter:
         """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
@@ -263,19 +329,45 @@ class Captioner:
             adapter = self._warmer[(task, quality_retry)] = dataclasses.replace(base, temperature=warmer)
         return adapter
 
-    def _bad_caption(self, image: LoadedImage, ask: Ask, reply: Reply, flags: tuple[str, ...], attempts: int
-                     ) -> Record:
+    def _bad_caption(self, image: LoadedImage, ask: Ask, reply: Reply, flags: tuple[str, ...], attempts: int,
+                     bill: Bill | None = None) -> Record:
         """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
         exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
                          f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
         return Record(
             image.job.path, "error", error=error_info(exc, retryable=False), attempts=attempts,
             latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=self.target,
-            request_id=reply.request_id, ts=time.time(), flags=flags,
+            request_id=reply.request_id, ts=time.time(), flags=flags, usage=bill.usage if bill else None,
+            provider=bill.provider if bill else None, cost_usd=bill.cost_usd if bill else None,
             task=ask.task, fingerprint=self._fingerprint(ask), digest=image.digest,
         )
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter, prompt: str | None) -> Reply:
+    async def _ask(self, image: LoadedImage, adapter: Adapter, prompt: str | None, *, bill: Bill | None = None,
+                   first: bool = False) -> Reply:
+        """One attempt, priced into ``bill`` when the target has a meter, reserved first under a budget."""
+        meter = self.meter
+        if meter is None or bill is None:
+            return await self._send(image, adapter, prompt)
+        gate = self.budget
+        reserved = 0.0
+        if gate is not None:
+            images = 1 if first else 0  # the image is counted (and capped, with --max-images) once
+            reserved = await gate.reserve(meter.reserve, images)  # BudgetReached: nothing was sent
+            bill.images_reserved += images
+        meter.begin()
+        try:
+            reply = await self._send(image, adapter, prompt)
+        except BaseException as exc:  # a failed attempt may still cost (an Endpoint's time); a cancel costs 0
+            actual = meter.charge(bill) if isinstance(exc, APIError) else 0.0
+            if gate is not None:
+                gate.settle(reserved, actual)
+            raise
+        actual = meter.charge(bill, reply)
+        if gate is not None:
+            gate.settle(reserved, actual)
+        return reply
+
+    async def _send(self, image: LoadedImage, adapter: Adapter, prompt: str | None) -> Reply:
         """One HTTP attempt: a concurrency slot (when adaptive) then a rate token; the answer's RTT and kind
         feed the concurrency limit."""
         conc = self.concurrency
@@ -328,9 +420,13 @@ class Captioner:
         self.stats.throttled += 1
         self.progress.note("queue full: waiting")
 
-    def _failure(self, image: LoadedImage, ask: Ask, exc: APIError, attempts: int) -> Record:
+    def _failure(self, image: LoadedImage, ask: Ask, exc: APIError, attempts: int, bill: Bill | None = None, *,
+                 retryable: bool | None = None) -> Record:
+        retry = isinstance(exc, TransientError) if retryable is None else retryable
         return Record(
-            image.job.path, "error", error=error_info(exc, retryable=isinstance(exc, TransientError)),
+            image.job.path, "error", error=error_info(exc, retryable=retry),
             attempts=attempts, bytes_sent=len(image.data), target=self.target, request_id=exc.request_id,
-            ts=time.time(), task=ask.task, fingerprint=self._fingerprint(ask), digest=image.digest,
+            ts=time.time(), usage=bill.usage if bill else None, provider=bill.provider if bill else None,
+            cost_usd=bill.cost_usd if bill else None, task=ask.task, fingerprint=self._fingerprint(ask),
+            digest=image.digest,
         )

@@ -40,18 +40,22 @@ from batchcap.errors import (
     WrongTarget,
     abort_message,
 )
+from batchcap.flow.budget import Budget
 from batchcap.models import Record
+from batchcap.run.spend import money
 from batchcap.types import Clock
 from batchcap.words import plural
 
-__all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "quota_message", "refusal_key"]
+__all__ = ["REFUSAL_LIMIT", "RunGuard", "Stop", "StopKind", "budget_stop", "quota_message", "refusal_key",
+           "unpriced_stop"]
 
 #: Identical refusals (same HTTP 4xx message) before any success that stop the run: a wrong model or
 #: unsupported task fails every image alike, and 100k such requests help nobody.
 REFUSAL_LIMIT = 25
 
 #: Why a run stopped on purpose. ``journal``: the results file cannot be written (locked, corrupt, disk full).
-StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent", "quota"]
+StopKind = Literal["auth", "credits", "wrong_target", "refusals", "stalled", "journal", "targets_spent", "quota",
+                   "budget"]
 
 _NONE: list[Record] = []  # returned (never changed) by succeeded() when nothing is held: no list per caption
 
@@ -90,6 +94,27 @@ class Stop:
 
     kind: StopKind
     message: str
+
+
+def budget_stop(budget: Budget) -> Stop:
+    """``--max-cost`` / ``--max-images`` reached (``flow.budget``): the line the run ends with, once drained.
+
+    ``spent`` and the images count the whole job (earlier runs of the same journal included), as the cap does.
+    """
+    images = f"{budget.spent_images:,} image{'s' if budget.spent_images != 1 else ''}"
+    if budget.refused_for == "images" and budget.max_images is not None:
+        return Stop("budget", f"image limit reached: {images} of --max-images {budget.max_images:,} done (spent "
+                              f"{money(budget.spent)}); run again with a higher --max-images to continue")
+    cap = money(budget.max_cost) if budget.max_cost is not None else "no cap"
+    return Stop("budget", f"budget reached: spent {money(budget.spent)} of {cap} ({images}); run again with a "
+                          "higher --max-cost to continue")
+
+
+def unpriced_stop(target: str, notes: list[str]) -> Stop:
+    """An answer under ``--max-cost`` whose cost is not known: the cap cannot be kept, so nothing more starts."""
+    why = notes[-1] if notes else f"{target}: an answer's cost is not known"
+    return Stop("budget", f"{why}; --max-cost cannot be kept without it: pass --token-price IN,OUT and run the "
+                          "same command again")
 
 
 class RunGuard:

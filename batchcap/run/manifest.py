@@ -138,6 +138,9 @@ class Manifest:
         invocations = Invocation.fold([*self.earlier, self._now(stats)])
         self.doc["invocations"] = [inv.to_json() for inv in invocations]
         self.doc["throughput"] = Throughput.of(invocations).to_json()
+        if "spend" in self.doc or stats.spend.any:
+            prices = self.doc.get("spend", {}).get("prices") or stats.spend.prices
+            self.doc["spend"] = {**stats.spend.to_dict(), "prices": prices}
         try:
             write_json_atomic(self.path, self.doc)
         except OSError:

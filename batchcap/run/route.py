@@ -92,7 +92,7 @@ class Router:
                 lane.first = time.monotonic()
             try:
                 while done < len(asks):
-                    record = await lane.captioner.ask(image, asks[done])
+                    record = await lane.captioner.ask(image, asks[done], first_task=done == 0)
                     done += 1
                     if record is not None:
                         put(record)

@@ -24,7 +24,7 @@ import anyio
 
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
-from batchcap.errors import InputError
+from batchcap.errors import InputError, RunAborted
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare import PreparePool, below_useful_size, prepared_image
@@ -40,11 +40,15 @@ from batchcap.source.digest import content_digest
 from batchcap.source.read import load_batch
 from batchcap.source.scan import problem_reason
 
-__all__ = ["LOAD_CHUNK_BYTES", "Stages"]
+__all__ = ["DRAINING_STOPS", "LOAD_CHUNK_BYTES", "Stages"]
 
 Loaded: TypeAlias = LoadedImage | tuple[ImageJob, InputError]
 #: What a reader hands over: an image to send, a file that cannot be, or a copy's record (captioned already).
 Handed: TypeAlias = LoadedImage | tuple[ImageJob, InputError] | Record
+
+#: Run-level stops that let the other senders finish the images they hold (and write them) before the run
+#: ends: the budget refuses only what has not started, so what is in flight is paid for and must be kept.
+DRAINING_STOPS = frozenset({"budget"})
 
 #: Raw file bytes one reader hop reads at most (by the scan's sizes; always at least one file).
 LOAD_CHUNK_BYTES = 32 * 1024 * 1024
@@ -142,11 +146,16 @@ class Stages:
     # -- producing -------------------------------------------------------------------------------------------
 
     async def produce(self) -> None:
-        """Readers and senders until the scan is exhausted and every image has a record (or a stop)."""
+        """Readers and senders until the scan is exhausted and every image has a record (or a stop).
+
+        The senders may also end first, on a draining stop (the budget): then the readers are stopped too.
+        """
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.readers)
-            for _ in range(self.captioner.senders):
-                tg.start_soon(self.sender)
+            async with anyio.create_task_group() as senders:
+                for _ in range(self.captioner.senders):
+                    senders.start_soon(self.sender)
+            tg.cancel_scope.cancel()  # the readers: done already, or feeding senders that have stopped
 
     async def readers(self) -> None:
         source = self.cfg.source
@@ -313,6 +322,17 @@ class Stages:
                 tg.start_soon(one, image)
 
     async def sender(self) -> None:
+        """Caption images from the feed until it is empty, or until a draining stop (see ``send_until``)."""
+        try:
+            await self.send_until_stopped()
+        except RunAborted as exc:
+            if exc.kind not in DRAINING_STOPS:
+                raise
+            if not any(isinstance(f, RunAborted) and f.kind == exc.kind for f in self.failures):
+                self.failures.append(exc)  # the first sender to be refused speaks for all
+            self.put_released()  # what the stop kept (a paid-for caption), then stop
+
+    async def send_until_stopped(self) -> None:
         captioner = self.captioner
         feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
@@ -328,14 +348,20 @@ class Stages:
         while (image := pop()) is not None or (image := await next_image()) is not None:
             await caption(image, deliver)
             if released:  # held-back errors, now safe to write (the first caption arrived)
-                while released:
-                    held = released.pop()
-                    put(held)
-                    if resolved is not None:
-                        for copy in resolved(held):
-                            put(copy)
+                self.put_released()
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
                 await room()
+
+    def put_released(self) -> None:
+        """Records the captioner handed back outside ``caption()`` (held errors, what a stop kept), and their copies."""
+        released, put = self.captioner.released, self.sink.put
+        resolved = self.deduper.resolved if self.deduper is not None else None
+        while released:
+            held = released.pop()
+            put(held)
+            if resolved is not None:
+                for copy in resolved(held):
+                    put(copy)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -346,7 +372,10 @@ class Stages:
         while (batch := await self.sink.take()) is not None:
             stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
+            spend = stats.spend.add
             for rec in batch:
+                if rec.cost_usd is not None or rec.usage is not None:
+                    spend(rec)
                 if rec.flags:
                     stats.flags.update(rec.flags)
                 if rec.duplicate_of is not None:

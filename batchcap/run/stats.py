@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from batchcap.journal.throughput import images_per_s
+from batchcap.run.spend import SpendTally
 from batchcap.tasks.quality import BoilerplateCounter
 
 __all__ = ["RunStats"]
@@ -51,6 +52,7 @@ class RunStats:
     quality_retries: int = 0  #: attempts spent again on a caption that failed a quality gate
     flags: Counter[str] = field(default_factory=Counter)  #: quality flags of the records written
     boilerplate: BoilerplateCounter = field(default_factory=BoilerplateCounter)  #: captions of sent images
+    spend: SpendTally = field(default_factory=SpendTally)  #: what the written records cost (issue 18)
 
     def __repr__(self) -> str:
         return (

@@ -10,18 +10,22 @@ import io
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
-from batchcap.errors import APIError, RequestTimeout, TransportError
-from batchcap.models import LoadedImage
+from batchcap.errors import APIError, BadResponse, RequestTimeout, TransportError, WrongTarget
+from batchcap.models import LoadedImage, Usage
 from batchcap.service.auth import Secret
-from batchcap.service.protocols import Adapter, classify, parse_reply
+from batchcap.service.protocols import Adapter, classify, parse_answer
 from batchcap.version import __version__
 
-__all__ = ["CaptionClient", "Reply", "ServiceClient"]
+__all__ = ["PROVIDER_HEADER", "CaptionClient", "Reply", "ServiceClient"]
+
+#: The HF router names the provider that served a request here (protocol.md 1.1); its price is per provider.
+PROVIDER_HEADER = "x-inference-provider"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class Reply:
     request_id: str | None
     status: int
     finish_reason: str | None = None  #: why generation stopped, when the protocol says (``"length"``: cut off)
+    usage: Usage | None = None  #: the tokens the server billed (token-billed targets), as it reported them
+    provider: str | None = None  #: who served it, when a router says (``x-inference-provider``)
 
 
 class ServiceClient(Protocol):
@@ -167,6 +173,28 @@ class CaptionClient:
             return "openai"
         return "tgi" if isinstance(info, dict) and info.get("router") == "text-generation-router" else "openai"
 
+    async def get_json(self, url: str) -> Any:
+        """One GET on the configured host (the token goes nowhere else), e.g. the router's ``/v1/models``.
+
+        The decoded JSON, or the APIError its status maps to (``BadResponse`` for a body that is not JSON).
+        """
+        assert self._session is not None, "use `async with CaptionClient(...)`"
+        if urlsplit(url).netloc != self.host:
+            raise WrongTarget(f"{url} is not on {self.host}: the token is sent to the configured host only")
+        try:
+            async with self._session.get(url, headers={"Accept": "application/json"}, allow_redirects=False) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except _CLIENT_ERRORS as exc:
+            raise _transport_error(exc, self.host, self.timeout) from None
+        if not 200 <= status < 300:
+            raise self._scrubbed(classify(status, headers, body, url_host=self.host))
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadResponse(f"{url} answered {status} with a body that is not JSON", status=status) from None
+
     async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
                       ) -> Reply:
         """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
@@ -190,14 +218,18 @@ class CaptionClient:
         latency = time.perf_counter() - started
         if 200 <= status < 300:
             try:
-                text, finish_reason = parse_reply(adapter, body)
+                text, finish_reason, usage = parse_answer(adapter, body)
             except APIError as exc:
                 exc.status = status
                 exc.request_id = headers.get("x-request-id")
                 raise
-            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason)
-        error = classify(status, headers, body, url_host=self.host)
-        if self._token is not None:  # a server that echoes the token must not make us log it
+            return Reply(text, latency, len(built.body), headers.get("x-request-id"), status, finish_reason, usage,
+                         headers.get(PROVIDER_HEADER))
+        raise self._scrubbed(classify(status, headers, body, url_host=self.host))
+
+    def _scrubbed(self, error: APIError) -> APIError:
+        """A server that echoes the token must not make us log it."""
+        if self._token is not None:
             error.message = error.message.replace(self._token.reveal(), "***")
             error.args = (error.message,)
-        raise error
+        return error

@@ -70,9 +70,17 @@ def _is_knee(t: dict[str, Any], s: dict[str, Any]) -> bool:
     return isinstance(k, dict) and k.get("mode") == s.get("mode") and k.get("level") == s.get("level")
 
 
+def _billed(t: dict[str, Any]) -> str:
+    """``free``, ``$0.60/h`` (an Endpoint), ``tokens`` (a router provider, at its measured usage), or a dash."""
+    price = t.get("price_per_hour")
+    if isinstance(price, int | float):
+        return "free" if price == 0 else f"${price:.2f}/h"
+    return "tokens" if t.get("pricing") else "–"
+
+
 def _cost(t: dict[str, Any], s: dict[str, Any]) -> tuple[str, str]:
     price = t.get("price_per_hour")
-    if price is None:
+    if price is None and not t.get("pricing"):
         return "–", "–"
     if price == 0:
         return "free", "∞"
@@ -88,7 +96,7 @@ def _table(doc: dict[str, Any], mode: str) -> str:
     head = ["target", "concurrency" if closed else "arrivals/s"] + ([] if closed else ["sent/s"])
     head += ["images/s", "p50 s", "p90 s", "p95 s", "p99 s", "max s", "ok / sent"]
     head += [str(labels.get(k, k)) for k in kinds]
-    head += ([] if closed else ["unsent", "max send lag s"]) + ["MB sent", "$ / 1k images", "images / $"]
+    head += ([] if closed else ["unsent", "max send lag s"]) + ["MB sent", "billed", "$ / 1k images", "images / $"]
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for _i, t, steps in _steps(doc, mode):
         for s in steps:
@@ -104,7 +112,7 @@ def _table(doc: dict[str, Any], mode: str) -> str:
             cells += [str((s.get("errors") or {}).get(k, 0)) for k in kinds]
             if not closed:
                 cells += [str(s.get("unsent", 0)), _num(s.get("max_send_lag_s"))]
-            cells += [_num((s.get("bytes_sent") or 0) / 1e6, ".2f"), *_cost(t, s)]
+            cells += [_num((s.get("bytes_sent") or 0) / 1e6, ".2f"), _billed(t), *_cost(t, s)]
             tr = '<tr class="knee">' if knee else "<tr>"
             rows.append(tr + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
@@ -182,7 +190,8 @@ def _failed_pct(s: dict[str, Any]) -> float:
 
 def _target_item(t: dict[str, Any], slo: Any) -> str:
     price = t.get("price_per_hour")
-    price_text = "no price given" if price is None else "free" if price == 0 else f"${price:.2f}/h"
+    price_text = ("free" if price == 0 else f"${price:.2f}/h" if price is not None
+                  else f"billed by the token: {t['pricing']}" if t.get("pricing") else "no price given")
     bits = [(f"<strong>{_e(t.get('name'))}</strong>: <code>{_e(t.get('description'))}</code> "
             f"({_e(price_text)}; token: {_e(t.get('token_source'))})")]
     c = t.get("cold_start")

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from batchcap.export import input_dir_from_manifest, manifest_path, read_records, select
+from batchcap.export import Selection, input_dir_from_manifest, manifest_path, read_records, select
 from batchcap.journal.codec import record_task
 from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
@@ -116,7 +116,7 @@ class _Tally:
 
 def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None], task: int) -> list[Any]:
     """One answer as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts,
-    task] (``task``: its index in the meta's ``tasks``)."""
+    cost_usd, task] (``task``: its index in the meta's ``tasks``)."""
     ok = rec["status"] == "ok"
     kind_name, text, status = "ok", "", None
     if ok:
@@ -144,7 +144,9 @@ def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any],
     if b is not None:
         (tally.ok_bins if ok else tally.err_bins)[b] += 1
     attempts = rec.get("attempts") if isinstance(rec.get("attempts"), int) else None
-    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts, task]
+    cost = rec.get("cost_usd")
+    cost = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0 else None
+    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts, cost, task]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -222,7 +224,7 @@ def build_site(
         "latency": {"p50": _percentile(lat, 0.5), "p95": _percentile(lat, 0.95), "max": lat[-1] if lat else None},
         "throughput": {"t0": t0, "bin_s": round(bin_s, 3), "ok": tally.ok_bins, "errors": tally.err_bins,
                        **busy["numbers"]},
-        "thumbnails": len(set(thumbs.values())),
+        "thumbnails": len(set(thumbs.values())), "cost": _cost_info(sel),
         "run": _run_info(manifest),
     }
     _write(out / "data" / "meta.js", js_assign("BATCHCAP_META", None, meta))
@@ -279,6 +281,14 @@ def _busy(invocations: list[Invocation], sel: Any) -> dict[str, Any]:
             "source": source, "definition": DEFINITION,
         },
     }
+
+
+def _cost_info(sel: Selection) -> dict[str, Any] | None:
+    """What was paid (issue 18): every line's ``cost_usd``, superseded ones included; None when none has one."""
+    if not sel.costed:
+        return None
+    return {"usd": round(sel.cost_usd, 9), "lines": sel.costed,
+            "per_1000_images": round(1000 * sel.cost_usd / sel.costed, 6)}
 
 
 def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:

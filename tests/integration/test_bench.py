@@ -77,8 +77,8 @@ async def test_bench_end_to_end(emulator: Emulator, sample_dir: Path, tmp_path: 
 
     by_name = {t["name"]: t for t in doc["targets"]}
     for t in by_name.values():
-        assert {"name", "description", "url", "api", "price_per_hour", "token_source", "cold_start", "knee",
-                "throttle", "notes", "steps", "space_quota"} == set(t)
+        assert {"name", "description", "url", "api", "price_per_hour", "pricing", "token_source", "cold_start",
+                "knee", "throttle", "notes", "steps", "space_quota"} == set(t)
         assert set(t["cold_start"]) == names(ColdStart)
         assert set(t["throttle"]) == names(ThrottleSummary)
         assert [(s["stats"]["mode"], s["stats"]["level"]) for s in t["steps"]] == [
@@ -95,7 +95,7 @@ async def test_bench_end_to_end(emulator: Emulator, sample_dir: Path, tmp_path: 
             assert stats["bytes_sent"] == sum(x["bytes_sent"] for x in step["samples"]) > 0
             for x in step["samples"]:
                 assert set(x) == {"i", "scheduled_s", "sent_s", "done_s", "latency_s", "ok", "kind", "status",
-                                  "bytes_sent"}
+                                  "bytes_sent", "cost_usd"}
                 assert x["scheduled_s"] <= x["sent_s"] <= x["done_s"]
                 assert x["latency_s"] == pytest.approx(x["done_s"] - x["scheduled_s"], abs=1e-5)
 
@@ -195,7 +195,14 @@ def test_demo_via_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "app_file: bench.html" in readme
     doc = orjson.loads((out / "bench.json").read_bytes())
     assert doc["config"]["demo"] is True
-    assert [t["price_per_hour"] for t in doc["targets"]] == [0.0, 0.6]
+    assert [t["price_per_hour"] for t in doc["targets"]] == [0.0, 0.6, None]
+    router = doc["targets"][2]  # billed by the token: its $ / 1k images from its answers' measured usage
+    assert router["pricing"].startswith("emu-cheap $0.1 in / $0.4 out per 1M tokens, emu-fast $0.25 in / $1 out")
+    assert all(s["stats"]["cost_per_1000"] > 0 for s in router["steps"])
+    assert all(x["cost_usd"] > 0 for s in router["steps"] for x in s["samples"] if x["ok"])
+    assert "| router | 2 |" in printed.out
+    assert "| tokens | $" in printed.out
+    assert "The cheapest within the 2 s SLO is **free** at $0 per 1,000 images" in printed.out
 
 
 @pytest.mark.parametrize(

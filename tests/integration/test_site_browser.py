@@ -228,3 +228,25 @@ def test_20k_records_keep_the_dom_small(tmp_path: Path, page: Page) -> None:
     assert "batch/09/" <= middle <= "batch/11/"  # the middle of 20k sorted paths, loaded on demand
     assert max(top_nodes, middle_nodes, sorted_nodes) < 3000
     assert page.errors == []
+
+
+def test_the_report_shows_what_was_spent_and_each_images_cost(tmp_path: Path, page: Page) -> None:
+    from batchcap.models import Usage
+
+    journal = tmp_path / "results.jsonl"
+    records = [Record(f"img_{i}.jpg", "ok", caption=f"a cat {i}", latency_s=0.2, ts=1000.0 + i, usage=Usage(800, 20),
+                      provider="novita", cost_usd=0.0002 * (i + 1)) for i in range(3)]
+    with open(journal, "wb") as f:
+        f.writelines(encode_record(r) for r in records)
+    site = tmp_path / "site"
+    assert report(journal, "--out", site) == 0
+    page.open(site)
+    tiles = page.page.eval_on_selector_all(
+        "#summary .tile", "ts => ts.map(t => t.querySelector('span').textContent + ': ' + t.querySelector('b').textContent)")
+    assert "spent: $0.0012" in tiles
+    assert "per 1,000 images: $0.40" in tiles
+    costs = page.page.eval_on_selector_all("article.card .cost", "cs => cs.map(c => c.textContent)")
+    assert sorted(costs) == ["$0.0002", "$0.0004", "$0.0006"]
+    page.page.select_option("#sort", "-cost")
+    page.wait("() => document.querySelector('article.card .path').textContent === 'img_2.jpg'")
+    assert page.errors == []

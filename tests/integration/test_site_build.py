@@ -124,3 +124,33 @@ def test_quality_flags_and_error_types_feed_the_status_filter(tmp_path: Path) ->
     rows = orjson.loads((site / "data" / "c0.js").read_bytes().split(b").c0 = ", 1)[1].rstrip(b";\n"))
     assert [(r[0], r[1], r[5], r[6]) for r in rows] == [("a.jpg", 0, [], None), ("b.jpg", 0, [0, 1], None),
                                                         ("c.jpg", 1, [], 413)]
+
+
+def test_the_header_and_each_card_show_what_it_cost(tmp_path: Path) -> None:
+    """Issue 18: spend over every paid line (a rerun's superseded one too), and each image's own cost."""
+    import orjson
+
+    from batchcap.models import Usage
+
+    def paid(path: str, cost: float, status: str = "ok") -> bytes:
+        if status == "ok":
+            return encode_record(Record(path, "ok", caption="a cat", usage=Usage(800, 20), provider="novita",
+                                        cost_usd=cost))
+        return encode_record(Record(path, "error", error=ErrorInfo("BadCaption", "refusal", 200), cost_usd=cost))
+
+    journal = tmp_path / "results.jsonl"
+    journal.write_bytes(paid("a.jpg", 0.0002, "error") + paid("a.jpg", 0.0003) + paid("b.jpg", 0.0005)
+                        + encode_record(Record("c.jpg", "ok", caption="free")))
+    site = tmp_path / "site"
+    build_site(journal, SiteOptions(out=site))
+    meta = orjson.loads((site / "data" / "meta.js").read_bytes().removeprefix(b"self.BATCHCAP_META = ")
+                        .rstrip(b";\n"))
+    assert meta["cost"]["usd"] == pytest.approx(0.001)  # what was paid, the superseded error included
+    assert meta["cost"]["lines"] == 3
+    assert meta["cost"]["per_1000_images"] == pytest.approx(1000 * 0.001 / 3)
+    rows = orjson.loads((site / "data" / "c0.js").read_bytes().split(b").c0 = ", 1)[1].rstrip(b";\n"))
+    assert [(r[0], r[8]) for r in rows] == [("a.jpg", 0.0003), ("b.jpg", 0.0005), ("c.jpg", None)]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(encode_record(Record("c.jpg", "ok", caption="free")))
+    build_site(plain, SiteOptions(out=tmp_path / "site2"))
+    assert b'"cost":null' in (tmp_path / "site2" / "data" / "meta.js").read_bytes()

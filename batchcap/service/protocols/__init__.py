@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchcap.service.protocols.base import Adapter, Built, classify, error_message, parse_reply
+from batchcap.service.protocols.base import Adapter, Built, classify, error_message, parse_answer, parse_reply
 from batchcap.service.protocols.hf import HFJson, HFRaw
 from batchcap.service.protocols.openai import OpenAIChat
 from batchcap.service.settings import TargetSettings
 
 __all__ = ["REGISTRY", "Adapter", "Built", "HFJson", "HFRaw", "OpenAIChat", "classify", "error_message", "make_adapter",
-           "parse_reply"]
+           "parse_answer", "parse_reply"]
 
 REGISTRY: dict[str, Callable[[TargetSettings], Adapter]] = {
     "hf": lambda t: HFRaw(),

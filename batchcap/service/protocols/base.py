@@ -24,9 +24,9 @@ from batchcap.errors import (
     WrongTarget,
 )
 from batchcap.flow.retry import retry_hint
-from batchcap.models import LoadedImage
+from batchcap.models import LoadedImage, Usage
 
-__all__ = ["Adapter", "Built", "classify", "error_message", "parse_reply"]
+__all__ = ["Adapter", "Built", "classify", "error_message", "parse_answer", "parse_reply"]
 
 _MAX_MESSAGE = 300
 
@@ -60,6 +60,16 @@ def parse_reply(adapter: Adapter, body: bytes) -> tuple[str, str | None]:
         text, reason = method(body)
         return text, reason
     return adapter.parse(body), None
+
+
+def parse_answer(adapter: Adapter, body: bytes) -> tuple[str, str | None, Usage | None]:
+    """``(caption, finish_reason, usage)`` in one parse: token-billed adapters define ``parse_answer``."""
+    method = getattr(adapter, "parse_answer", None)
+    if method is not None:
+        text, reason, usage = method(body)
+        return text, reason, usage
+    text, reason = parse_reply(adapter, body)
+    return text, reason, None
 
 
 def error_message(headers: Mapping[str, str], body: bytes) -> str:

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 
 from batchcap.errors import BadResponse
-from batchcap.models import LoadedImage
+from batchcap.models import LoadedImage, Usage
 from batchcap.service.protocols.base import Built
 
-__all__ = ["OpenAIChat"]
+__all__ = ["OpenAIChat", "usage_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,11 @@ class OpenAIChat:
 
     def parse_reply(self, body: bytes) -> tuple[str, str | None]:
         """The caption and ``choices[0].finish_reason`` (``"length"`` = cut off at ``max_tokens``), if given."""
+        text, reason, _ = self.parse_answer(body)
+        return text, reason
+
+    def parse_answer(self, body: bytes) -> tuple[str, str | None, Usage | None]:
+        """The caption, the finish reason and the ``usage`` the server billed (None when it sent none)."""
         try:
             data: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -72,4 +77,21 @@ class OpenAIChat:
         if not isinstance(content, str):
             raise BadResponse(f"message content is not text: {body[:120]!r}")
         reason = choice.get("finish_reason")
-        return content.strip(), reason if isinstance(reason, str) else None
+        return content.strip(), reason if isinstance(reason, str) else None, usage_of(data)
+
+
+def usage_of(data: Any) -> Usage | None:
+    """``usage.prompt_tokens`` / ``completion_tokens`` as reported (TGI and vLLM always send them); None when they
+    are missing or not whole numbers >= 0: a caption is never lost over its bill."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt: Any = usage.get("prompt_tokens")
+    completion: Any = usage.get("completion_tokens")
+    if not (_count(prompt) and _count(completion)):
+        return None
+    return Usage(int(prompt), int(completion))
+
+
+def _count(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0

@@ -11,7 +11,8 @@
   var BUFFER_ROWS = 2;
   var THUMB_NAME = /^[0-9a-f]{8,64}\.webp$/;
   // Row layout written by batchcap/site/build.py.
-  var PATH = 0, KIND = 1, TEXT = 2, LATENCY = 3, THUMB = 4, FLAGS = 5, HTTP = 6, ATTEMPTS = 7, TASK = 8, HAY = 9;
+  var PATH = 0, KIND = 1, TEXT = 2, LATENCY = 3, THUMB = 4, FLAGS = 5, HTTP = 6, ATTEMPTS = 7, COST = 8, TASK = 9,
+    HAY = 10;
 
   var chunks = [];
   var loading = {};
@@ -35,6 +36,13 @@
     n = Number(n || 0);
     while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
     return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+  }
+
+  function fmtMoney(usd) {
+    if (usd === null || usd === undefined) return "–";
+    if (usd >= 0.1 || usd === 0) return "$" + usd.toFixed(2);
+    if (usd >= 0.0001) return "$" + usd.toFixed(4);
+    return "$" + usd.toPrecision(2);
   }
 
   function fmtSeconds(s) {
@@ -151,11 +159,14 @@
 
   function comparator() {
     var key = state.sort.replace(/^-/, ""), sign = state.sort.charAt(0) === "-" ? -1 : 1;
-    if (key === "latency") {
+    if (key === "latency" || key === "cost") {
+      var col = key === "latency" ? LATENCY : COST;
       return function (a, b) {
-        var x = a[LATENCY], y = b[LATENCY];
+        var x = a[col], y = b[col];
+        if (x === undefined) x = null;
+        if (y === undefined) y = null;
         if (x === null && y === null) return a[PATH] < b[PATH] ? -1 : 1;
-        if (x === null) return 1; // no latency: last either way
+        if (x === null) return 1; // no value: last either way
         if (y === null) return -1;
         return x === y ? (a[PATH] < b[PATH] ? -1 : 1) : sign * (x - y);
       };
@@ -270,6 +281,7 @@
     for (var f = 0; f < r[FLAGS].length; f++) line.appendChild(el("span", "badge flag", META.flags[r[FLAGS][f]]));
     if (r[LATENCY] !== null) line.appendChild(el("span", "muted", fmtSeconds(r[LATENCY])));
     if (r[ATTEMPTS] > 1) line.appendChild(el("span", "muted", r[ATTEMPTS] + " tries"));
+    if (typeof r[COST] === "number") line.appendChild(el("span", "muted cost", fmtMoney(r[COST])));
     card.appendChild(line);
     var path = el("p", "path", r[PATH]);
     path.title = r[PATH];
@@ -306,6 +318,10 @@
     summary.appendChild(tile(fmtInt(ok), "captioned", "ok"));
     summary.appendChild(tile(fmtInt(errors), "errors", errors ? "err" : ""));
     summary.appendChild(tile(fmtBytes(META.bytes_sent), "sent"));
+    if (META.cost) {
+      summary.appendChild(tile(fmtMoney(META.cost.usd), "spent"));
+      summary.appendChild(tile(fmtMoney(META.cost.per_1000_images), "per 1,000 images"));
+    }
     if (tp.busy_s > 0) {
       // One definition, the run summary's and the manifest's (batchcap/journal/throughput.py); the tooltip says it.
       var runs = tp.invocations > 1 ? "busy, " + fmtInt(tp.invocations) + " runs" : "busy";

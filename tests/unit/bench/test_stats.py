@@ -18,6 +18,7 @@ from batchcap.bench.stats import (
     summarize_latency,
     summarize_step,
     throttle_summary,
+    token_cost_per_1000,
 )
 
 # --- percentiles: numpy's default "linear" method, h = (n - 1) * q / 100 -------------------------------------
@@ -188,3 +189,13 @@ def test_throttle_summary() -> None:
 def test_sample_latency_is_from_schedule() -> None:
     assert Sample(0, 1.0, 1.5, 2.25, True).latency == 1.25
     assert math.isclose(Sample(0, 0.0, 0.0, 0.1, True).latency, 0.1)
+
+
+def test_a_token_billed_step_costs_its_answers_measured_usage() -> None:
+    samples = [Sample(i, 0.0, 0.0, 0.5, True, cost_usd=c) for i, c in enumerate((0.0001, 0.0003, None))]
+    samples.append(Sample(3, 0.0, 0.0, 0.5, False, kind="5xx"))
+    st_ = summarize_step(samples, mode="closed", level=4, window_s=1.0, token_billed=True)
+    assert st_.cost_per_1000 == pytest.approx(0.2)  # 1000 x the mean of the priced answers; unpriced left out
+    assert st_.images_per_dollar == pytest.approx(5000)
+    assert token_cost_per_1000([None, None]) is None
+    assert summarize_step(samples, mode="closed", level=4, window_s=1.0).cost_per_1000 is None  # not token billed

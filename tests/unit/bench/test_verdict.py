@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bench_builders import step, target
 
-from batchcap.bench.verdict import format_duration, still_climbing, verdict
+from batchcap.bench.verdict import cheapest, format_duration, still_climbing, verdict
 
 
 def test_verdict_names_the_faster_target_its_concurrency_and_cost() -> None:
@@ -47,6 +47,24 @@ def test_verdict_without_any_step_in_slo() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_the_verdict_names_the_cheapest_target_within_the_slo_whatever_it_bills_by() -> None:
+    """Free API vs Endpoint vs a router provider in one comparison: the cheapest that keeps the SLO wins."""
+    from dataclasses import replace
+
+    paid = target("endpoint", [step(8, 90, 0.12, price=0.6)], 0.6)  # $0.60/h at 90 img/s = $0.00185 / 1k
+    router = replace(target("router", [replace(step(8, 20, 0.5), cost_per_1000=0.0012, images_per_dollar=833_333)],
+                            None), pricing="novita $0.2 in / $0.8 out per 1M tokens (router/v1/models)")
+    slow_free = target("free", [step(1, 3, 9.0, price=0.0)], 0.0)  # free, but never within the SLO
+    text = verdict([paid, router, slow_free], 2.0)
+    assert "The cheapest within the 2 s SLO is **router** at $0.0012 per 1,000 images (endpoint $0.0019)." in text
+    assert "Billed by the token, router costs $0.0012 per 1,000 images (its answers' measured usage" in text
+    free = target("free", [step(1, 3, 0.3, price=0.0)], 0.0)
+    assert "cheapest within the 2 s SLO is **free** at $0" in verdict([paid, router, free], 2.0)
+    unknown = target("mystery", [step(8, 50, 0.2)], None)
+    assert "No price known for mystery." in verdict([paid, router, unknown], 2.0)
+    assert cheapest([paid, unknown]) is None  # one priced target: nothing to compare
 
 
 def test_a_space_that_did_not_run_out_still_gets_the_zerogpu_caveat_when_a_pro_day_is_too_small() -> None:

@@ -53,7 +53,7 @@ def test_flat_names_reach_the_group_that_declares_them() -> None:
 def test_every_setting_is_declared_once() -> None:
     names = [ref.name for ref in setting_refs()]
     assert len(names) == len(set(names))
-    assert set(GROUPS) == {"source", "target", "routing", "limits", "prepare", "quality", "tasks"}
+    assert set(GROUPS) == {"source", "target", "routing", "limits", "prepare", "quality", "budget", "tasks"}
 
 
 def test_urls() -> None:
@@ -174,3 +174,19 @@ def test_rate_defaults_to_the_target() -> None:
     assert RunConfig.build(model="m", rate=None).request_rate is None
     assert parse_rate("auto") == "auto"
     assert RunConfig.build(model="m").public_dict()["request_rate"] == 2.0
+
+
+def test_the_money_settings_come_from_flags_and_profiles_alike(tmp_path: Path) -> None:
+    from batchcap.config import profile_config
+    from batchcap.flow.budget import TokenPrice
+
+    cfg = RunConfig.build(model="m", token_price="0.2,0.8", max_cost="5", max_images="1830")
+    assert cfg.budget.token_price == TokenPrice(0.2, 0.8)
+    assert (cfg.budget.max_cost, cfg.budget.max_images) == (5.0, 1830)
+    profile = tmp_path / "p.toml"
+    profile.write_text('model = "m"\n[cost]\ntoken_price = [0.2, 0.8]\nmax_cost = 5\n')
+    assert profile_config(profile).budget == RunConfig.build(token_price="0.2,0.8", max_cost=5.0).budget
+    for flat, flag in (({"max_cost": "0"}, "--max-cost"), ({"max_images": "0"}, "--max-images"),
+                       ({"token_price": "0.2"}, "--token-price")):
+        with pytest.raises(ConfigError, match=flag):
+            RunConfig.build(model="m", **flat)

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 
 from batchcap.errors import AuthError, BadResponse, RejectedImage, TransportError, WrongTarget
-from batchcap.models import ImageJob, LoadedImage
+from batchcap.models import ImageJob, LoadedImage, Usage
 from batchcap.service.auth import Secret
 from batchcap.service.client import CaptionClient
-from batchcap.service.protocols import HFRaw
+from batchcap.service.protocols import HFRaw, OpenAIChat
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 Serve = Callable[[Handler], Awaitable[str]]
@@ -131,3 +131,36 @@ async def test_a_large_body_is_sent_whole_without_a_resource_warning(serve: Serv
     assert reply.caption == "big"
     assert got == [len(big.data)]
     assert reply.bytes_sent == len(big.data)
+
+
+async def test_a_chat_answer_brings_its_usage_and_the_provider_that_served_it(serve: Serve) -> None:
+    async def router(request: web.BaseRequest) -> web.StreamResponse:
+        return web.json_response({"choices": [{"message": {"content": "a cat"}, "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 812, "completion_tokens": 17}},
+                                 headers={"x-inference-provider": "novita"})
+
+    url = await serve(router)
+    async with CaptionClient(url, OpenAIChat(model="m", prompt="p")) as client:
+        reply = await client.caption(IMAGE)
+    assert (reply.caption, reply.usage, reply.provider) == ("a cat", Usage(812, 17), "novita")
+
+
+async def test_get_json_reads_a_list_on_the_same_host_only_and_keeps_the_token_out_of_errors(serve: Serve) -> None:
+    async def models(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/v1/models":
+            assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+            return web.json_response({"object": "list", "data": []})
+        if request.path == "/v1/garbled":
+            return web.Response(text="<html>")
+        return web.json_response({"error": f"nope {request.headers['Authorization']}"}, status=401)
+
+    url = (await serve(models)).rstrip("/")
+    async with CaptionClient(url + "/v1/chat/completions", HFRaw(), token=Secret(TOKEN)) as client:
+        assert await client.get_json(url + "/v1/models") == {"object": "list", "data": []}
+        with pytest.raises(BadResponse, match="not JSON"):
+            await client.get_json(url + "/v1/garbled")
+        with pytest.raises(AuthError) as info:
+            await client.get_json(url + "/v1/other")
+        assert TOKEN not in str(info.value)
+        with pytest.raises(WrongTarget, match="configured host only"):
+            await client.get_json("http://elsewhere.invalid/v1/models")

@@ -17,8 +17,16 @@ from batchcap.errors import (
     ServerError,
     WrongTarget,
 )
-from batchcap.models import ImageJob, LoadedImage
-from batchcap.service.protocols import HFJson, HFRaw, OpenAIChat, classify, error_message, make_adapter
+from batchcap.models import ImageJob, LoadedImage, Usage
+from batchcap.service.protocols import (
+    HFJson,
+    HFRaw,
+    OpenAIChat,
+    classify,
+    error_message,
+    make_adapter,
+    parse_answer,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 IMG = LoadedImage(ImageJob("a/b.png", "/x/a/b.png", len(PNG)), PNG, "image/png")
@@ -128,3 +136,21 @@ def test_registry_builds_each_adapter() -> None:
     assert make_adapter(RunConfig.build(api="hf", model="m").target).name == "hf"
     assert make_adapter(RunConfig.build(api="hf-json", model="m").target).name == "hf-json"
     assert make_adapter(RunConfig.build(api="openai", model="m", base_url="http://x/v1").target).name == "openai"
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"prompt_tokens": 812, "completion_tokens": 17, "total_tokens": 829}, Usage(812, 17)),
+    ({"prompt_tokens": 812, "completion_tokens": 17, "prompt_tokens_details": {"cached_tokens": 0}}, Usage(812, 17)),
+    (None, None),
+    ({"prompt_tokens": "812", "completion_tokens": 17}, None),
+    ({"prompt_tokens": -1, "completion_tokens": 17}, None),
+    ({"prompt_tokens": True, "completion_tokens": 17}, None),
+    ({"completion_tokens": 17}, None),
+])
+def test_openai_usage_is_read_as_reported_and_never_costs_a_caption(usage: object, expected: Usage | None) -> None:
+    answer: dict[str, object] = {"choices": [{"message": {"content": "A cat."}, "finish_reason": "stop"}]}
+    if usage is not None:
+        answer["usage"] = usage
+    assert OpenAIChat(model="m", prompt="p").parse_answer(orjson.dumps(answer)) == ("A cat.", "stop", expected)
+    assert parse_answer(OpenAIChat(model="m", prompt="p"), orjson.dumps(answer))[2] == expected
+    assert parse_answer(HFRaw(), b'[{"generated_text": "A cat."}]') == ("A cat.", None, None)
