@@ -15,7 +15,7 @@ import pytest
 
 from batchcap.config import RunConfig
 from batchcap.emulator import EmulatorSettings, RunningEmulator, chat_answer_for
-from batchcap.errors import UsageError
+from batchcap.errors import RunAborted, UsageError
 from batchcap.run import run
 from batchcap.source.samples import generate
 from tests.conftest import MODEL, EmulatorFactory
@@ -126,6 +126,21 @@ async def test_keep_stale_keeps_old_answers(emulator: EmulatorFactory, tmp_path:
     assert stale(notes) == ["task tags: prompt changed since 10 answers: kept (--keep-stale)"]
     assert asked(server) == 10
     assert stats.kept_stale == {"tags": 10}
+
+
+async def test_max_images_counts_an_image_once_whatever_its_tasks(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """Issue 18's --max-images with two tasks: an image counts once (with its first task), here and on a rerun."""
+    folder = pets(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+    with anyio.fail_after(60), pytest.raises(RunAborted, match="image limit reached: 5 images"):
+        await run(cfg(server, folder, out, CAPTION, TAGS, max_images=5))
+    done = latest(out)
+    assert len({path for path, _ in done}) == 5
+    assert len(done) == 10  # each image with both its answers
+    with anyio.fail_after(60), pytest.raises(RunAborted, match="image limit reached: 8 images"):
+        await run(cfg(server, folder, out, CAPTION, TAGS, max_images=8))  # the 5 done count: 3 more
+    assert (len(latest(out)), asked(server)) == (16, 16)
 
 
 async def test_a_schema_task_retries_invalid_json_once(emulator: EmulatorFactory, tmp_path: Path) -> None:
