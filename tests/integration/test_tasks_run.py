@@ -88,7 +88,7 @@ async def test_two_tasks_rerun_edit_and_rename(emulator: EmulatorFactory, tmp_pa
         # The same command again: nothing is sent.
         stats = await run(cfg(server, folder, out, CAPTION, TAGS))
         assert asked(server) == 240
-        assert (stats.ok, stats.failed) == (0, 0)
+        assert (stats.ok, stats.failed, stats.skipped) == (0, 0, 240)
 
         # One task's prompt edited: exactly 120 requests, all of that task, and the run said so first.
         notes: list[str] = []
@@ -97,6 +97,7 @@ async def test_two_tasks_rerun_edit_and_rename(emulator: EmulatorFactory, tmp_pa
         assert asked(server) == 360
         assert Counter(server.log.prompts()[240:]) == {"List three tags.": 120}
         assert stats.stale == {"tags": 120}
+        assert stats.skipped == 120  # "already done": the captions, not the stale tags asked again
 
         # cat/ renamed kitty/: only the task whose rendered prompt changed is asked, only for those images.
         (folder / "cat").rename(folder / "kitty")
