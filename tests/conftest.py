@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from aiohttp.test_utils import RawTestServer
 
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator, start_emulator
 from batchcap.source.samples import generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: corpus.py and the helpers beside it
+
+from corpus import build
 
 EmulatorFactory = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -65,3 +70,26 @@ async def raw_server() -> AsyncIterator[RawServerFactory]:
     finally:
         while servers:
             await servers.pop().close()
+
+
+@pytest.fixture(scope="session")
+def corpus_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The generated corpus of real-world files (tests/corpus.py, ~6 s, once per session): name -> path."""
+    return build(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def corpus(corpus_paths: dict[str, Path]) -> dict[str, bytes]:
+    return {name: path.read_bytes() for name, path in corpus_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def pillow_test_images() -> list[Path]:
+    """Pillow's own test images, fetched by ``make venv`` (scripts/fetch_test_data.py), never during a test."""
+    import PIL
+
+    folder = Path(__file__).resolve().parents[1] / ".cache" / "pillow-tests" / PIL.__version__
+    if not (folder / "extracted").exists():
+        pytest.skip(f"Pillow's test images are not in {folder}: run `make venv` (scripts/fetch_test_data.py) "
+                    "with network once")
+    return sorted(p for p in (folder / "images").rglob("*") if p.is_file())

@@ -170,6 +170,21 @@ def _table(result: BenchResult, mode: str) -> list[str]:
     return lines
 
 
+def sent_line(img: dict[str, Any], prep: Any) -> str:
+    """What was sent of the images: their bytes before and after preparation, as ``batchcap run`` prepares them."""
+    if "bytes_sent_total" not in img:  # a bench.json from before preparation was shared
+        return "Sent as the files were (no preparation)."
+    how = "files as they are (--max-side 0)"
+    if isinstance(prep, dict) and prep.get("max_side"):
+        limit = prep.get("max_upload_bytes") or 0
+        body = f"body <= {limit / 1e6:g} MB" if limit else "no body limit"
+        how = (f"long side <= {prep['max_side']} px, JPEG quality {prep.get('jpeg_quality')}, metadata "
+               f"{'kept' if prep.get('keep_metadata') else 'stripped'}, {body}")
+    return (f"Sent as `batchcap run` sends them: {img.get('bytes_total', 0) / 1e6:.1f} MB on disk -> "
+            f"{img['bytes_sent_total'] / 1e6:.1f} MB of image data ({img.get('prepared', 0)} prepared, "
+            f"{img.get('passed_as_is', 0)} as they were; {how}).")
+
+
 def render_results(result: BenchResult) -> str:
     """The verdict and the results tables: what the command prints at the end."""
     out = [result.verdict, ""]
@@ -267,6 +282,7 @@ def render_markdown(result: BenchResult, *, plot_name: str | None = None, plot_n
         "",
         (f"- {_count(img.get('count'), 'image')} ({img.get('bytes_total', 0) / 1e6:.1f} MB, median "
         f"{img.get('bytes_median', 0) / 1e3:.0f} kB) from {source}, cycled; each target got the same bytes."),
+        f"- {sent_line(img, cfg.get('prepare'))}",
         (f"- Per step: up to {_count(cfg.get('requests'), 'request')} or {cfg.get('duration_s')} s, after "
         f"{_count(cfg.get('warmup'), 'warm-up request')}. One HTTP attempt per request, no retries: errors are counted, not hidden. In closed "
         f"loop a worker rests after a 429 (Retry-After, else {cfg.get('throttle_pause_s')} s)."),

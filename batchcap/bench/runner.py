@@ -46,8 +46,9 @@ from batchcap.bench.stats import (
 )
 from batchcap.bench.verdict import describe_errors, verdict
 from batchcap.config import RunConfig
-from batchcap.errors import BenchAborted, ConfigError
+from batchcap.errors import BenchAborted, ConfigError, InputError
 from batchcap.models import LoadedImage
+from batchcap.prepare import PreparePool
 from batchcap.service.auth import Secret, find_token
 from batchcap.service.client import CaptionClient
 from batchcap.service.connect import make_client
@@ -85,7 +86,9 @@ async def run_bench(
     t0 = clock()
     tokens = dict(tokens) if tokens is not None else {t.name: find_token(t.token_file) for t in settings.targets}
     images, image_info = await _load_images(settings)
-    log(f"batchcap bench: {plural(len(images), 'image')} ({image_info['bytes_total'] / 1e6:.1f} MB) from {settings.images_dir}")
+    log(f"batchcap bench: {plural(len(images), 'image')} from {settings.images_dir}: "
+        f"{image_info['bytes_total'] / 1e6:.1f} MB on disk, {image_info['bytes_sent_total'] / 1e6:.1f} MB as sent "
+        f"({image_info['prepared']} prepared, {image_info['passed_as_is']} as they were)")
     interrupt = Interrupt()
     results: list[TargetResult] = []
     try:
@@ -352,7 +355,8 @@ def _step_line(name: str, rec: StepRecord) -> str:
 
 
 async def _load_images(settings: BenchSettings) -> tuple[list[LoadedImage], dict[str, Any]]:
-    """The first ``settings.images`` readable images, in memory: every target gets exactly these bytes."""
+    """The first ``settings.images`` files, read and prepared as ``run`` prepares them for these targets (the one
+    path, ``PreparePool.for_adapters``): every target gets exactly these bytes, which are what a run would send."""
     max_bytes = int(settings.max_image_mb * 1024 * 1024)
 
     def load() -> list[Any]:
@@ -360,17 +364,37 @@ async def _load_images(settings: BenchSettings) -> tuple[list[LoadedImage], dict
         return load_batch(jobs, max_bytes=max_bytes)
 
     loaded = await anyio.to_thread.run_sync(load)
-    images = [x for x in loaded if isinstance(x, LoadedImage)]
+    files = [x for x in loaded if isinstance(x, LoadedImage)]
     skipped = [f"{job.path}: {err}" for job, err in (x for x in loaded if not isinstance(x, LoadedImage))]
+    pool = PreparePool.for_adapters(settings.prepare, [make_adapter(t.cfg.target) for t in settings.targets])
+    images: list[LoadedImage] = []
+    for file, got in zip(files, await pool.ready(files), strict=True):
+        if isinstance(got, InputError):
+            skipped.append(f"{file.job.path}: {got}")
+        else:
+            images.append(got)
     if not images:
         raise ConfigError(f"no readable images in {settings.images_dir}" + (f" ({skipped[0]})" if skipped else ""))
-    sizes = sorted(len(i.data) for i in images)
-    info = {
+    return images, _image_info(settings, images, skipped)
+
+
+def _image_info(settings: BenchSettings, images: Sequence[LoadedImage], skipped: list[str]) -> dict[str, Any]:
+    """What the report says of the images: on disk, and as sent (``bytes_sent_total``: the image bytes, before
+    the protocol's envelope)."""
+    on_disk = sorted(i.prep.original_bytes if i.prep is not None else len(i.data) for i in images)
+    sent = sorted(len(i.data) for i in images)
+    prepared = sum(1 for i in images if i.prep is not None and i.prep.prepared)
+    return {
         "dir": str(settings.images_dir),
         "count": len(images),
-        "bytes_total": sum(sizes),
-        "bytes_median": sizes[len(sizes) // 2],
+        "bytes_total": sum(on_disk),
+        "bytes_median": on_disk[len(on_disk) // 2],
+        "bytes_sent_total": sum(sent),
+        "bytes_sent_median": sent[len(sent) // 2],
+        "prepared": prepared,
+        "passed_as_is": len(images) - prepared,
+        "max_long_side_sent": max((max(i.prep.width, i.prep.height) for i in images if i.prep is not None),
+                                  default=None),
         "types": dict(Counter(i.mime for i in images)),
         "skipped": skipped,
     }
-    return images, info

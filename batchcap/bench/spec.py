@@ -38,7 +38,7 @@ class BenchSettings:
     max_image_mb: float = 20.0
     seed: int = 0
     demo: bool = False
-    #: how each image is prepared before it is sent: the run's own settings and code (``--max-side`` ...)
+    #: How each image becomes what is sent: run's own preparation and flags (every target gets these bytes).
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     extra: dict[str, Any] = field(default_factory=dict)  #: recorded in bench.json as given
     token_price: TokenPrice | None = None  #: chat targets' USD per 1M tokens (default: each one's /v1/models)
@@ -57,6 +57,9 @@ class BenchSettings:
                 ("seed", self.seed), ("demo", self.demo),
             )
         }
+        p = self.prepare
+        out["prepare"] = {"max_side": p.max_side, "jpeg_quality": p.jpeg_quality, "keep_metadata": p.keep_metadata,
+                          "max_upload_bytes": p.max_upload_bytes, "max_pixels": p.max_pixels}
         tp = self.token_price
         out["token_price"] = None if tp is None else {"input": tp.input, "output": tp.output}
         out["targets"] = [

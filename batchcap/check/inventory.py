@@ -1,20 +1,20 @@
 """The pre-flight pass over a folder: what is there, what is broken, what is a copy, what is left to do.
 
-Nothing is sent. The input is streamed exactly as ``run`` streams it (``Source.batches``: a folder, parquet,
-WebDataset tars, fsspec URLs), each
-file is read and judged by ``images.load`` (so unreadable files get the very reasons ``run`` records),
-hashed for exact copies, and its header parsed (dimensions only, no pixel decode: ``header_size``) for
-the size buckets and the upload estimate. ``--dedupe near`` adds a reduced-size decode
-per file (~0.3 ms). Memory is flat: a batch of files at a time, the counters, and 16-32 bytes per distinct
-content (``dedupe.DigestSet``).
+Nothing is sent. Every file takes the path it takes in ``run``, in the same order: the scan
+(``Source.batches``: a folder, parquet, WebDataset tars, fsspec URLs), the read and structural check (``read.load``), copies (by content, as run's
+``Deduper`` decides: a copy shares its original's fate, error included), then the run's own preparation
+(``PreparePool.triage``: the header decides, in microseconds, whether a file goes as it is, needs pixel work,
+or is refused: a bomb over ``--max-pixels``, a format nothing reads). So ``unreadable``, ``duplicates`` and
+``to_caption`` are what ``run`` records and requests; ``bytes_to_send`` is measured with the same pool
+(``upload.SentBytes``). Memory is flat: a batch of files at a time, the counters, and 16-32 bytes per distinct
+content (``DigestSet``).
 
-Reading and hashing run in ``readers`` worker threads (``os.read`` and hashlib release the GIL); the
+Reading, hashing and triage run in ``readers`` worker threads (``os.read`` and hashlib release the GIL); the
 counting is done by the calling thread, in scan order, so the result does not depend on thread timing.
 """
 
 from __future__ import annotations
 
-import io
 import random
 import time
 from collections import Counter, deque
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image, UnidentifiedImageError
-
-from batchcap.check.upload import PrepareModel, Sampled, UploadModel
+from batchcap.check.header import header_size
+from batchcap.check.upload import SentBytes
 from batchcap.errors import InputError
 from batchcap.journal import JournalIndex, load_index
 from batchcap.models import ImageJob, LoadedImage
+from batchcap.prepare import PreparePool, PrepareSettings
 from batchcap.source.datasets import Source, open_source
 from batchcap.source.digest import DigestSet, NearIndex, NearKey, content_digest, near_key
 from batchcap.source.read import load_batch
@@ -48,6 +48,7 @@ SIZE_BUCKETS: tuple[tuple[int, str], ...] = (
 )
 _MAX_REASONS = 50  #: distinct unreadable reasons kept (messages with sizes in them vary per file)
 _MAX_EXAMPLES = 10
+_MAX_REFUSED = 100_000  #: refused contents remembered, so their copies are counted as run records them
 
 
 def _bucket(value: int, buckets: tuple[tuple[int, str], ...], last: str) -> str:
@@ -59,7 +60,8 @@ def _bucket(value: int, buckets: tuple[tuple[int, str], ...], last: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FileFacts:
-    """What the pass learnt of one file. ``error`` is the reason ``run`` would record (file not sent)."""
+    """What the pass learnt of one file. ``error``: why ``run`` cannot read it; ``refused``: why its preparation
+    refuses it from the header (run records either as an InputError)."""
 
     path: str
     size: int
@@ -69,10 +71,12 @@ class FileFacts:
     error: str | None = None
     header_error: str | None = None
     near: NearKey | None = None
+    refused: str | None = None
 
 
-def inspect(item: LoadedImage | tuple[ImageJob, InputError], *, near: bool = False) -> FileFacts:
-    """Judge one loaded file (pure): hash, format, dimensions from the header."""
+def inspect(item: LoadedImage | tuple[ImageJob, InputError], *, near: bool = False,
+            triaged: LoadedImage | InputError | None = None) -> FileFacts:
+    """Judge one loaded file (pure): hash, format, dimensions from the header, the preparation's verdict."""
     if not isinstance(item, LoadedImage):
         job, err = item
         return FileFacts(job.path, job.size, error=str(err))
@@ -81,81 +85,8 @@ def inspect(item: LoadedImage | tuple[ImageJob, InputError], *, near: bool = Fal
     return FileFacts(
         item.job.path, item.job.size, item.mime, dims, content_digest(data), None, header_error,
         near_key(data) if near and header_error is None else None,
+        str(triaged) if isinstance(triaged, InputError) else None,
     )
-
-
-def header_size(data: bytes, mime: str) -> tuple[tuple[int, int] | None, str | None]:
-    """``((width, height), None)`` from the header, or ``(None, reason)`` when the header is unreadable.
-
-    Hand-parsed for JPEG, PNG, GIF, WebP and BMP (~1 us; Pillow's lazy ``Image.open`` costs ~20 us, more
-    than everything else ``check`` does per file); TIFF, and anything the quick parse does not follow,
-    goes to Pillow.
-    """
-    try:
-        dims = _quick_size(data, mime)
-    except (IndexError, ValueError):
-        dims = None
-    if dims is not None and dims[0] > 0 and dims[1] > 0:
-        return dims, None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return (int(im.width), int(im.height)), None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:200]
-
-
-def _be16(data: bytes, at: int) -> int:
-    return int.from_bytes(data[at : at + 2], "big")
-
-
-def _le(data: bytes, at: int, n: int) -> int:
-    if at + n > len(data):
-        raise IndexError(at)
-    return int.from_bytes(data[at : at + n], "little")
-
-
-def _quick_size(data: bytes, mime: str) -> tuple[int, int] | None:
-    if mime == "image/png":
-        if data[12:16] != b"IHDR":
-            return None
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if mime == "image/jpeg":
-        i, n = 2, len(data)
-        while i + 9 <= n:
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker == 0xFF:
-                i += 1
-                continue
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                return _be16(data, i + 7), _be16(data, i + 5)
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            if marker in (0xD9, 0xDA):  # end, or scan data before any frame header
-                return None
-            i += 2 + _be16(data, i + 2)
-        return None
-    if mime == "image/gif":
-        return _le(data, 6, 2), _le(data, 8, 2)
-    if mime == "image/webp":
-        chunk = data[12:16]
-        if chunk == b"VP8 ":
-            return _le(data, 26, 2) & 0x3FFF, _le(data, 28, 2) & 0x3FFF
-        if chunk == b"VP8L":
-            bits = _le(data, 21, 4)
-            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            return _le(data, 24, 3) + 1, _le(data, 27, 3) + 1
-        return None
-    if mime == "image/bmp":
-        if _le(data, 14, 4) == 12:
-            return _le(data, 18, 2), _le(data, 20, 2)
-        w = int.from_bytes(data[18:22], "little", signed=True)
-        h = int.from_bytes(data[22:26], "little", signed=True)
-        return abs(w), abs(h)
-    return None
 
 
 @dataclass(slots=True)
@@ -163,9 +94,9 @@ class Inventory:
     """The counts ``batchcap check`` reports; ``to_dict`` is its ``--json`` (keys are a contract)."""
 
     files: int = 0  #: image files found
-    images: int = 0  #: readable ones (what run would send or skip)
-    unreadable: int = 0
-    duplicates: int = 0  #: readable images whose content an earlier one has (copies beyond the first)
+    images: int = 0  #: files - unreadable: what run sends, or records as a copy, or skips as done
+    unreadable: int = 0  #: files run records with an InputError (copies of such a file included, as run does)
+    duplicates: int = 0  #: files whose content an earlier one has (run's records with "duplicate_of")
     near_duplicates: int = 0  #: with --dedupe near: not exact copies, but near an earlier image
     already_done: int = 0  #: files with an ok record in --out
     earlier_errors: int = 0  #: files whose final error in --out run skips (unless --retry-failed)
@@ -173,7 +104,7 @@ class Inventory:
     bytes: int = 0  #: on disk, every image file
     bytes_to_send: int = 0  #: of the to_caption images, after preparation (see bytes_to_send_method)
     bytes_to_send_method: str = ""
-    header_unreadable: int = 0  #: pass the structural check (so run sends them) but Pillow reads no header
+    header_unreadable: int = 0  #: with --max-side 0 (sent unchecked): files whose header no reader can read
     scan_problems: int = 0
     dedupe: str = "exact"
     elapsed_s: float = 0.0
@@ -229,14 +160,14 @@ class _Tally:
     """Folds FileFacts, in scan order, into an Inventory (the single-threaded half of the pass)."""
 
     def __init__(
-        self, inv: Inventory, *, done: JournalIndex, skip: JournalIndex, dedupe: Dedupe,
-        upload: UploadModel, probe: int, max_side: int = 1024, seed: int = 0,
+        self, inv: Inventory, *, done: JournalIndex, skip: JournalIndex, dedupe: Dedupe, sent: SentBytes, probe: int,
+        max_side: int = 1024, seed: int = 0,
     ) -> None:
         self.inv = inv
         self.done = done if len(done) else None
         self.skip = skip if len(skip) else None
         self.dedupe = dedupe
-        self.upload = upload
+        self.sent = sent
         self.probe = probe
         self.max_side = max_side
         self.rng = random.Random(seed)  # the probe's sample: reproducible for one folder
@@ -246,25 +177,75 @@ class _Tally:
         self.near_all = NearIndex() if dedupe == "near" else None
         self.near_pending = (NearIndex() if self.skip is not None else self.near_all) if dedupe == "near" else None
         self.first_path: dict[bytes, str] = {}  # only for the few duplicate examples: bounded below
+        self.refused: dict[bytes, str] = {}  # content -> why run refuses it (its copies get the same record)
 
-    def add(self, facts: FileFacts, loaded: LoadedImage | None) -> None:
+    def add(self, facts: FileFacts, triaged: LoadedImage | None) -> None:
         inv = self.inv
         inv.files += 1
         inv.bytes += facts.size
         inv.by_file_size[_bucket(facts.size, SIZE_BUCKETS, ">20MB")] += 1
         if self.done is not None and facts.path in self.done:
             inv.already_done += 1
-        pending = self.skip is None or facts.path not in self.skip
         if facts.error is not None:
-            inv.unreadable += 1
-            reasons = inv.unreadable_reasons
-            if facts.error in reasons or len(reasons) < _MAX_REASONS:
-                reasons[facts.error] += 1
-            else:
-                reasons["(other reasons)"] += 1
-            if len(inv.unreadable_examples) < _MAX_EXAMPLES:
-                inv.unreadable_examples.append({"path": facts.path, "reason": facts.error})
+            self.unreadable(facts.path, facts.error)
             return
+        assert facts.digest is not None
+        copy = self.dedupe != "off" and not self.all_seen.add(facts.digest)
+        if copy:
+            self.copy(facts)
+            if facts.digest in self.refused:  # run gives a copy its original's record: this error
+                self.unreadable(facts.path, self.refused[facts.digest])
+                return
+        elif facts.refused is not None:
+            self.refuse(facts, facts.refused)
+            return
+        near_copy = self.near(facts, copy)
+        if not self.pending(facts, copy, near_copy) or triaged is None:
+            self.count_image(facts)
+            return
+        got = self.sent.add(triaged)
+        if isinstance(got, InputError):  # measured, and its pixels cannot be prepared: run records it
+            self.refuse(facts, str(got))
+            return
+        self.count_image(facts)
+        inv.to_caption += 1
+        inv.bytes_to_send += got
+        pixels = sent_pixels(facts.dims, self.max_side)
+        if pixels is None:
+            inv.pixels_unknown += 1
+        else:
+            inv.pixels_to_send += pixels
+        if self.probe:
+            self.sample(triaged, pixels)
+
+    def unreadable(self, path: str, reason: str) -> None:
+        inv = self.inv
+        inv.unreadable += 1
+        reasons = inv.unreadable_reasons
+        if reason in reasons or len(reasons) < _MAX_REASONS:
+            reasons[reason] += 1
+        else:
+            reasons["(other reasons)"] += 1
+        if len(inv.unreadable_examples) < _MAX_EXAMPLES:
+            inv.unreadable_examples.append({"path": path, "reason": reason})
+
+    def refuse(self, facts: FileFacts, reason: str) -> None:
+        """An original the preparation refuses: unreadable, and so is every later copy of it."""
+        assert facts.digest is not None
+        if len(self.refused) < _MAX_REFUSED:
+            self.refused[facts.digest] = reason
+        self.unreadable(facts.path, reason)
+
+    def copy(self, facts: FileFacts) -> None:
+        inv = self.inv
+        assert facts.digest is not None
+        inv.duplicates += 1
+        if len(inv.duplicate_examples) < _MAX_EXAMPLES and facts.digest in self.first_path:
+            inv.duplicate_examples.append({"path": facts.path, "duplicate_of": self.first_path[facts.digest]})
+
+    def count_image(self, facts: FileFacts) -> None:
+        """A file run sends, records as a copy, or skips as done: by format, size and header."""
+        inv = self.inv
         assert facts.digest is not None
         assert facts.mime is not None
         inv.images += 1
@@ -275,53 +256,52 @@ class _Tally:
             inv.header_unreadable += 1
             if len(inv.header_examples) < _MAX_EXAMPLES:
                 inv.header_examples.append({"path": facts.path, "reason": facts.header_error})
-        copy = self.dedupe != "off" and not self.all_seen.add(facts.digest)
-        if copy:
-            inv.duplicates += 1
-            if len(inv.duplicate_examples) < _MAX_EXAMPLES and facts.digest in self.first_path:
-                inv.duplicate_examples.append({"path": facts.path, "duplicate_of": self.first_path[facts.digest]})
-        elif len(self.first_path) < 10_000:
-            self.first_path[facts.digest] = facts.path
-        near_copy = False
-        if not copy and self.near_all is not None and facts.near is not None:
-            near_copy = self.near_all.original(facts.near, facts.path) is not None
-            if near_copy:
-                inv.near_duplicates += 1
-        if not pending:
-            return
+        if len(self.first_path) < 10_000:
+            self.first_path.setdefault(facts.digest, facts.path)
+
+    def near(self, facts: FileFacts, copy: bool) -> bool:
+        """With --dedupe near: whether ``facts`` is near an earlier image (counted once, over the whole folder)."""
+        if copy or self.near_all is None or facts.near is None:
+            return False
+        near_copy = self.near_all.original(facts.near, facts.path) is not None
+        if near_copy:
+            self.inv.near_duplicates += 1
+        return near_copy
+
+    def pending(self, facts: FileFacts, copy: bool, near_copy: bool) -> bool:
+        """Whether run would send ``facts`` now: not done, and the first of its content among what is left."""
+        assert facts.digest is not None
+        if self.skip is not None and facts.path in self.skip:
+            return False
         if self.pending_seen is not self.all_seen:
             if self.dedupe != "off" and not self.pending_seen.add(facts.digest):
-                return
+                return False
         elif copy:
-            return
+            return False
         if self.near_pending is not None and facts.near is not None:
             if self.near_pending is self.near_all:
-                if near_copy:
-                    return
-            elif self.near_pending.original(facts.near, facts.path) is not None:
-                return
-        inv.to_caption += 1
-        pixels = sent_pixels(facts.dims, self.max_side)
-        if pixels is None:
-            inv.pixels_unknown += 1
-        else:
-            inv.pixels_to_send += pixels
-        if loaded is not None:
-            inv.bytes_to_send += self.upload.sent_bytes(loaded.data, facts.mime, facts.dims)
-            if self.probe:
-                self.sample(loaded, pixels)
+                return not near_copy
+            return self.near_pending.original(facts.near, facts.path) is None
+        return True
 
-    def sample(self, loaded: LoadedImage, pixels: int | None) -> None:
-        """Reservoir sampling (Algorithm R): after k images each is in the probe with probability N/k."""
+
+    def sample(self, triaged: LoadedImage, pixels: int | None) -> None:
+        """Reservoir sampling (Algorithm R): after k images each is in the probe with probability N/k. An image is
+        prepared (as the run prepares it: the probe sends what the run sends) only when it enters the sample."""
         inv = self.inv
         self.offered += 1
-        if len(inv.probe_images) < self.probe:
-            inv.probe_images.append(loaded)
-            inv.probe_pixels.append(pixels)
+        slot = len(inv.probe_images) if len(inv.probe_images) < self.probe else self.rng.randrange(self.offered)
+        if slot >= self.probe:
             return
-        j = self.rng.randrange(self.offered)
-        if j < self.probe:
-            inv.probe_images[j], inv.probe_pixels[j] = loaded, pixels
+        try:
+            ready = self.sent.pool.finish_now(triaged)
+        except InputError:
+            return  # run records it; it is not a request
+        if slot == len(inv.probe_images):
+            inv.probe_images.append(ready)
+            inv.probe_pixels.append(pixels)
+        else:
+            inv.probe_images[slot], inv.probe_pixels[slot] = ready, pixels
 
 
 def sent_pixels(dims: tuple[int, int] | None, max_side: int) -> int | None:
@@ -333,11 +313,14 @@ def sent_pixels(dims: tuple[int, int] | None, max_side: int) -> int | None:
     return max(1, round(w * scale) * round(h * scale))
 
 
-def _work(jobs: list[ImageJob], max_bytes: int, near: bool) -> list[tuple[FileFacts, LoadedImage | None]]:
-    """In a worker thread: read, judge and hash one batch."""
-    out = []
+def _work(
+    jobs: list[ImageJob], max_bytes: int, near: bool, pool: PreparePool
+) -> list[tuple[FileFacts, LoadedImage | None]]:
+    """In a worker thread: read, judge, hash and triage one batch (the header decides: 2-20 us a file)."""
+    out: list[tuple[FileFacts, LoadedImage | None]] = []
     for item in load_batch(jobs, max_bytes=max_bytes):
-        out.append((inspect(item, near=near), item if isinstance(item, LoadedImage) else None))
+        triaged = pool.triage(item) if isinstance(item, LoadedImage) else None
+        out.append((inspect(item, near=near, triaged=triaged), triaged if isinstance(triaged, LoadedImage) else None))
     return out
 
 
@@ -348,7 +331,7 @@ def inventory(
     dedupe: Dedupe = "exact",
     max_image_mb: float = 20.0,
     follow_symlinks: bool = False,
-    upload: UploadModel | None = None,
+    pool: PreparePool | None = None,
     readers: int = 2,
     batch_size: int = 64,
     probe: int = 0,
@@ -359,21 +342,22 @@ def inventory(
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
 
     ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
-
-    ``probe`` keeps N of the images a run would send, sampled uniformly over the input (bounded: N files in
-    memory), for a probe.
+    ``pool`` is the run's preparation (``batchcap.run.preparer_for``; default: run's defaults, raw bytes).
+    ``probe`` keeps N of the images a run would send, as sent, sampled uniformly over the input (bounded: N
+    images in memory), for a probe.
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
     source = open_source(root, follow_symlinks=follow_symlinks) if isinstance(root, Path | str) else root
-    upload = upload or Sampled(PrepareModel(), every=50)
+    pool = pool or PreparePool(PrepareSettings())
+    sent = SentBytes(pool)
     done = skip = JournalIndex()
     if out is not None:
         done = load_index(out, retry_failed=True, repair=False)  # ok records only
         skip = done if (retry_failed or not done.error_final) else load_index(out, repair=False)
-    inv = Inventory(dedupe=dedupe, bytes_to_send_method=upload.describe())
+    inv = Inventory(dedupe=dedupe)
     inv.earlier_errors = 0 if retry_failed else done.error_final
-    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, upload=upload, probe=probe, max_side=max_side)
+    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, sent=sent, probe=probe, max_side=max_side)
 
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1
@@ -382,15 +366,16 @@ def inventory(
     batches: Iterator[list[ImageJob]] = source.batches(batch_size=batch_size, on_error=scan_error,
                                                        max_bytes=max_bytes)
     near = dedupe == "near"
-    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="batchcap-check") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="batchcap-check") as workers:
         pending: deque[Future[list[tuple[FileFacts, LoadedImage | None]]]] = deque()
         for jobs in batches:
-            pending.append(pool.submit(_work, jobs, max_bytes, near))
+            pending.append(workers.submit(_work, jobs, max_bytes, near, pool))
             if len(pending) >= 2 * max(1, readers):
-                for facts, loaded in pending.popleft().result():
-                    tally.add(facts, loaded)
+                for facts, triaged in pending.popleft().result():
+                    tally.add(facts, triaged)
         while pending:
-            for facts, loaded in pending.popleft().result():
-                tally.add(facts, loaded)
+            for facts, triaged in pending.popleft().result():
+                tally.add(facts, triaged)
+    inv.bytes_to_send_method = sent.describe()
     inv.elapsed_s = clock() - started
     return inv

@@ -1,5 +1,7 @@
 """``batchcap check DIR``: the report a run's config asks for, and the report as text.
 
+``cfg`` is the config a run with the same flags would use, and the files are judged with the pool that run
+would build (``batchcap.run.preparer_for``): what check counts is what that run records, requests and sends.
 ``batchcap.cli.check`` registers the command and prints; this module raises from the one error tree
 (``UsageError`` for flags that do not fit together, ``ConfigError``/``JournalError`` for a folder or journal
 that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
@@ -8,21 +10,21 @@ that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from batchcap.aio import run_async
 from batchcap.check.estimate import CostEstimate, Estimate, cost_estimate, estimate
 from batchcap.check.inventory import Inventory, inventory
-from batchcap.config import RunConfig
+from batchcap.config import RunConfig, Target
 from batchcap.errors import ConfigError, UsageError
 from batchcap.flow.budget import TokenPrice
-from batchcap.run import run_targets
+from batchcap.run import preparer_for, run_targets
 from batchcap.run.spend import money
 from batchcap.service.auth import find_token
 from batchcap.source.datasets import open_source
-from batchcap.tasks.quality import QualitySettings
 from batchcap.words import plural
 
 __all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
@@ -39,18 +41,26 @@ class CheckReport:
     probe: dict[str, Any] | None
     data: dict[str, Any]
     out: Path | None = None  #: the journal counted as done, if any
+    estimates: tuple[Estimate, ...] = ()  #: one per target (several with several --target; ``estimate`` is the first)
     folder: Path | None = None  #: the input when it is a local folder of images (None: a dataset, a URL)
 
 
-def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckReport:
+def run_check(
+    cfg: RunConfig, *, has_target: bool, probe: int = 0, targets: tuple[Target, ...] | None = None
+) -> CheckReport:
     """Take stock of ``cfg``'s folder as ``run`` would see it, probe the target if asked, estimate if there is a
-    target. ``cfg`` is the config a run with the same flags would use. Raises from the error tree."""
+    target. ``cfg`` is the config a run with the same flags would use; ``targets`` its ``run_targets(cfg)``, when
+    the caller has them already. Raises from the error tree."""
     if probe and not has_target:
         raise UsageError("--probe needs a target (--model, --endpoint, --space, --target SPEC or --config): the "
                          "probe measures that target")
     if probe > MAX_PROBE:
         raise UsageError(f"--probe {probe}: at most {MAX_PROBE} requests (a probe is a sample)")
-    target_cfg = _single_target(cfg) if has_target else None
+    if targets is None:
+        targets = run_targets(cfg) if has_target else ()  # a run's lanes, resolved as run resolves them
+    lanes = targets or ((Target("target", cfg.target.label, cfg, _price(cfg)),) if has_target else ())
+    if probe and len(lanes) > 1:
+        raise UsageError("--probe measures one target: give one --target (or --model / --endpoint)")
     out = cfg.out if cfg.out.exists() else None  # a run with these flags resumes it
     if out is not None and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; pass the JSONL results file")
@@ -58,46 +68,46 @@ def run_check(cfg: RunConfig, *, has_target: bool, probe: int = 0) -> CheckRepor
     token, _ = find_token(cfg.target.token_file)
     images = open_source(source.input_dir, image_column=source.image_column, follow_symlinks=source.follow_symlinks,
                          token=token.reveal() if token is not None else None)
+    pool = preparer_for(cfg if has_target else replace(cfg, routing=replace(cfg.routing, targets=())), targets)
     inv = inventory(
         images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
-        follow_symlinks=source.follow_symlinks, readers=source.readers, probe=probe,
+        follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
         retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
     )
     probed: dict[str, Any] | None = None
-    est: Estimate | None = None
-    if target_cfg is not None:
-        latency = None
-        throttled = False
-        tokens: CostEstimate | None = None
-        price_per_hour = _price(cfg)
-        if probe:
-            probed, latency, throttled, tokens = _probe(target_cfg, inv, cfg.budget.token_price,
-                                                        by_tokens=price_per_hour is None)
-        est = estimate(
-            inv.to_caption, target=target_cfg.target.label, concurrency=target_cfg.limits.ceiling,
-            rate=target_cfg.request_rate, burst=target_cfg.limits.burst,
-            latency_s=latency, throttled=throttled, price_per_hour=price_per_hour, tokens=tokens,
-        )
+    latency, throttled, tokens = None, False, None
+    if probe:
+        probed, latency, throttled, tokens = _probe(lanes[0], inv, cfg.budget.token_price,
+                                                    by_tokens=lanes[0].price_per_hour is None)
+    estimates = tuple(
+        estimate(inv.to_caption, target=lane.cfg.target.label, concurrency=lane.cfg.limits.ceiling,
+                 rate=lane.cfg.request_rate, burst=lane.cfg.limits.burst, latency_s=latency, throttled=throttled,
+                 price_per_hour=lane.price_per_hour, tokens=tokens if lane is lanes[0] else None)
+        for lane in lanes
+    )
+    est = estimates[0] if estimates else None
     data = inv.to_dict()
     data["estimate"] = None if est is None else est.to_dict()
+    if len(estimates) > 1:
+        data["estimates"] = {lane.name: e.to_dict() for lane, e in zip(lanes, estimates, strict=True)}
     data["probe"] = probed
-    data["stale"] = _stale(cfg, out, target_cfg) if has_target else None
-    return CheckReport(inv, est, probed, data, out, images.root)
+    data["stale"] = _stale(cfg, out, targets, images.context_names()) if has_target else None
+    return CheckReport(inv, est, probed, data, out, estimates=estimates, folder=images.root)
 
 
-def _stale(cfg: RunConfig, out: Path | None, target_cfg: RunConfig | None) -> dict[str, Any]:
+def _stale(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> dict[str, Any]:
     """Answers in ``out`` made with other settings than ``cfg``'s (issue 16): what a run with these flags asks
     again (or keeps, with --keep-stale). The tasks are checked as a run checks them (exit 2 if they do not fit).
     Only with a target: without one, every answer's target differs and the count would mean nothing."""
-    from batchcap.journal import load_index, manifest_path
-    from batchcap.run.manifest import read_manifest
+    from batchcap.journal import load_index
+    from batchcap.journal.meta import read_manifest
     from batchcap.run.plan import build_plan, legacy_current, legacy_parts, spec_history, stale_answers
 
-    plan = build_plan(cfg, [target_cfg] if cfg.routing.targets and target_cfg is not None else [])
+    plan = build_plan(cfg, [t.cfg for t in targets], extra=extra)
     found: list[Any] = []
     if out is not None:
         index = load_index(out, repair=False)
-        previous = read_manifest(manifest_path(out))
+        previous = read_manifest(out)
         legacy = legacy_parts(previous)
         found = stale_answers(plan, index, spec_history(previous, legacy),
                               legacy_current=legacy_current(plan, legacy))
@@ -105,19 +115,6 @@ def _stale(cfg: RunConfig, out: Path | None, target_cfg: RunConfig | None) -> di
     return {"answers": sum(s.answers for s in found), "by_task": {s.task: s.answers for s in found},
             "changed": {s.task: list(s.changed) for s in found}, "kept": cfg.tasks.keep_stale,
             "notes": [s.note(action) for s in found]}
-
-
-def _single_target(cfg: RunConfig) -> RunConfig:
-    """The config of the one target an estimate is for: the run's own, or its only ``--target``."""
-    if not cfg.routing.targets:
-        return cfg
-    if len(cfg.routing.targets) > 1:
-        raise UsageError("check estimates one target at a time; give one --target (or --model / --endpoint)")
-    spec = cfg.routing.targets[0]
-    if spec.startswith(("hf:", "hf-json:", "openai:", "http://", "https://", "endpoint:")):
-        spec = "target=" + spec  # check's --target may leave NAME= out
-    (target,) = run_targets(cfg.with_flat({"targets": (spec,)}))
-    return target.cfg
 
 
 def _price(cfg: RunConfig) -> float | None:
@@ -135,16 +132,18 @@ def _price(cfg: RunConfig) -> float | None:
 
 
 def _probe(
-    cfg: RunConfig, inv: Inventory, token_price: TokenPrice | None, *, by_tokens: bool
+    lane: Target, inv: Inventory, token_price: TokenPrice | None, *, by_tokens: bool
 ) -> tuple[dict[str, Any], float | None, bool, CostEstimate | None]:
     from batchcap.check.probe import probe
 
-    token, _ = find_token(cfg.target.token_file)
-    images = list(inv.probe_images)
+    if lane.cfg.target.endpoint_name:
+        raise UsageError("--probe with --endpoint-name: wake the Endpoint with a run first, or pass its URL")
+    token, _ = find_token(lane.token_file or lane.cfg.target.token_file)
+    images = list(inv.probe_images)  # prepared as the run prepares them: the probe sends what the run sends
     pixels = {image.job.path: px for image, px in zip(images, inv.probe_pixels, strict=True)}
     inv.probe_images.clear()
-    result = run_async(lambda: probe(cfg, images, token=token, quality=QualitySettings(), token_price=token_price,
-                                     priced_by_tokens=by_tokens))
+    result = run_async(lambda: probe(lane.cfg, images, token=token, quality=lane.cfg.quality,
+                                     token_price=token_price, priced_by_tokens=by_tokens))
     paths = list(result.costs)
     tokens = cost_estimate(inv.to_caption, [result.costs[p] for p in paths], pixels=[pixels.get(p) for p in paths],
                            pixels_total=inv.pixels_to_send, pixels_unknown=inv.pixels_unknown)
@@ -155,8 +154,10 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | None, probed: dict[str, Any] | None,
-           stale: list[str] | None = None) -> str:
+def render(
+    root: Path | str, out: Path | None, inv: Inventory, estimates: Sequence[Estimate], probed: dict[str, Any] | None,
+    stale: list[str] | None = None,
+) -> str:
     """The human report (``stale``: the notes of ``data["stale"]``, answers made with other settings)."""
     lines = [
         f"batchcap check {root}: {plural(inv.files, 'image file')} ({_mb(inv.bytes)}), {inv.images} readable, "
@@ -179,8 +180,9 @@ def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | N
         lines.extend(f"            e.g. {e['path']}: {e['reason']}" for e in inv.unreadable_examples[:3])
     if inv.header_unreadable:
         lines.append(f"  {plural(inv.header_unreadable, 'file')} {'passes' if inv.header_unreadable == 1 else 'pass'}"
-                     " the structural check but Pillow reads no header "
-                     f"(e.g. {inv.header_examples[0]['path']}): the service may refuse them")
+                     " the structural check but no reader reads their header "
+                     f"(e.g. {inv.header_examples[0]['path']}): with --max-side 0 they are sent as they are, and the "
+                     "service may refuse them")
     if inv.duplicate_examples:
         ex = inv.duplicate_examples[0]
         lines.append(f"  copies, e.g. {ex['path']} = {ex['duplicate_of']}")
@@ -200,7 +202,7 @@ def render(root: Path | str, out: Path | None, inv: Inventory, est: Estimate | N
             lines.append(f"  probe usage: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} "
                          f"completion tokens{billed}; prices: {probed['prices'] or 'none known'}")
         lines.extend(f"    note: {n}" for n in probed["notes"])
-    if est is not None:
+    for est in estimates:
         rate = "unlimited" if est.rate is None else f"{est.rate:g}/s"
         wall = "unknown" if est.wall_s is None else _duration(est.wall_s)
         cost = "" if est.cost is None else f", ~{money(est.cost)}"

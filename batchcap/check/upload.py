@@ -1,94 +1,65 @@
-"""How many bytes an image costs on the wire once prepared.
+"""How many bytes a run will send, measured with the run's own preparation (``batchcap.prepare.PreparePool``).
 
-:class:`PrepareModel` runs the run's own ``batchcap.prepare`` on an image and counts what it would send;
-wrapped in :class:`Sampled`, only every ``every``-th image pays for a real resize (the rest get the sample's
-ratio of sent to disk bytes): ``inventory(..., upload=Sampled(PrepareModel(settings), every=50))``, what
-``batchcap check`` does. :class:`ResizeModel` is the cheap stand-in (``bytes * (long_side / long)^2``) for
-callers that want no decode at all. The output says which model was used (``UploadModel.describe``).
+The pool ``check`` uses is the one ``run`` builds (``run.preparer_for``: the same settings, the same body limit
+as the target's adapter wraps the image), so what is counted here is what a run sends:
+
+* images the header says go as they are: their exact size on the wire (no decode);
+* images that need pixel work (resize, turn, convert, strip): the first ``first`` of them and then 1 in
+  ``every`` are really prepared and measured; the others get the measured ratio of sent to disk bytes.
+
+A measured image that cannot be prepared (pixel data damaged behind a good header) is an error ``run`` would
+record; ``SentBytes.add`` returns the ``InputError`` so the inventory counts it as unreadable. Such files are
+found only among the measured ones: the output's ``bytes_to_send_method`` says how many were.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from batchcap.errors import InputError
-from batchcap.prepare import PrepareSettings, prepare
+from batchcap.models import LoadedImage
+from batchcap.prepare import PreparePool
 
-__all__ = ["PrepareModel", "ResizeModel", "Sampled", "UploadModel"]
-
-
-class UploadModel(Protocol):
-    """Bytes one image would send after preparation."""
-
-    def describe(self) -> str: ...
-
-    def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int: ...
+__all__ = ["SentBytes"]
 
 
-class PrepareModel:
-    """What ``batchcap run`` would send: the image through ``prepare`` with the run's default settings."""
+class SentBytes:
+    """Wire bytes per image a run would send; ``add`` is called once per request, in scan order."""
 
-    __slots__ = ("settings",)
+    __slots__ = ("_disk", "_n", "_sent", "every", "first", "measured", "pool")
 
-    def __init__(self, settings: PrepareSettings | None = None) -> None:
-        self.settings = settings or PrepareSettings()
-
-    def describe(self) -> str:
-        s = self.settings
-        return (f"measured: images prepared as run prepares them (long side <= {s.max_side} px, JPEG quality "
-                f"{s.jpeg_quality}, metadata stripped)")
-
-    def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
-        try:
-            return len(prepare(data, self.settings).data)
-        except InputError:
-            return 0  # run records it and sends nothing
-
-
-class ResizeModel:
-    """``bytes * min(1, (long_side / long)^2)``: a stand-in that needs no decode."""
-
-    __slots__ = ("long_side",)
-
-    def __init__(self, long_side: int = 1024) -> None:
-        self.long_side = long_side
-
-    def describe(self) -> str:
-        return (f"estimated: images whose long side is over {self.long_side} px counted as scaled to it "
-                f"(bytes x ({self.long_side}/long side)^2)")
-
-    def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
-        if size is None:
-            return len(data)
-        long = max(size)
-        if long <= self.long_side:
-            return len(data)
-        return max(1, int(len(data) * (self.long_side / long) ** 2))
-
-
-class Sampled:
-    """Run ``model`` on every ``every``-th image; the others get the sample's sent/disk ratio."""
-
-    __slots__ = ("_disk", "_n", "_sent", "every", "model")
-
-    def __init__(self, model: UploadModel, *, every: int = 50) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1 (got {every})")
-        self.model = model
+    def __init__(self, pool: PreparePool, *, first: int = 8, every: int = 20) -> None:
+        if first < 0 or every < 1:
+            raise ValueError(f"first must be >= 0 and every >= 1 (got {first}, {every})")
+        self.pool = pool
+        self.first = first
         self.every = every
-        self._n = 0
+        self.measured = 0  #: images really prepared
+        self._n = 0  #: images that needed pixel work
         self._disk = 0
         self._sent = 0
 
     def describe(self) -> str:
-        return f"{self.model.describe()} (measured on 1 image in {self.every}, scaled to the rest)"
+        s = self.pool.settings
+        if not self.pool.on:
+            return "measured: files as they are (--max-side 0)"
+        return (f"measured with run's preparation (long side <= {s.max_side} px, JPEG quality {s.jpeg_quality}, "
+                f"metadata {'kept' if s.keep_metadata else 'stripped'}), as the target's requests carry it; "
+                f"of the images that need pixel work, {self.measured} prepared and the rest scaled by their "
+                "ratio")
 
-    def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
+    def add(self, triaged: LoadedImage) -> int | InputError:
+        """Bytes on the wire for ``triaged`` (from ``pool.triage``), or why preparing it failed (measured ones)."""
+        wire = self.pool.wire_size
+        if not self.pool.needs_pixels(triaged):
+            return wire(len(triaged.data))
         n = self._n
         self._n += 1
-        if n % self.every == 0:
-            sent = self.model.sent_bytes(data, mime, size)
-            self._disk += len(data)
-            self._sent += sent
-            return sent
-        return int(len(data) * self._sent / self._disk) if self._disk else len(data)
+        if n < self.first or n % self.every == 0 or not self._disk:
+            try:
+                ready = self.pool.finish_now(triaged)
+            except InputError as exc:
+                return exc
+            self.measured += 1
+            self._disk += len(triaged.data)
+            self._sent += len(ready.data)
+            return wire(len(ready.data))
+        return wire(int(len(triaged.data) * self._sent / self._disk))

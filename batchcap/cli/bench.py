@@ -24,6 +24,7 @@ from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.cli.options import PREPARE, TOKEN_PRICE, add_options, given_settings
 from batchcap.config import RunConfig
 from batchcap.errors import UsageError
+from batchcap.journal.fsio import ensure_writable_folder
 from batchcap.service.settings import DEFAULT_API_BASE
 
 __all__ = ["add_arguments", "images_dir", "main", "settings_from_args"]
@@ -84,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "      --target endpoint=https://xyz.us-east-1.aws.endpoints.huggingface.cloud \\\n"
         "      --price-per-hour endpoint=0.60 --price-per-hour free=0 --slo 2\n"
         "  batchcap bench photos/ --target vlm=configs/openai-vlm.toml --arrival-rate 1,2,4\n"
+        "images are prepared as `batchcap run` prepares them (--max-side, --jpeg-quality, --keep-metadata,\n"
+        "--max-upload-mb, --max-pixels), so the bench measures what a run sends.\n"
         "tokens: each target uses --token-file NAME=PATH, else $HF_TOKEN / ~/.cache/huggingface/token;\n"
         "never on the command line, never written to bench.json.\n"
         "exit codes: 0 report written; 1 report written but no target returned a caption; 2 bad flags;\n"
@@ -230,6 +233,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     from batchcap.site import write_bench_html
 
     settings = settings_from_args(ns)
+    ensure_writable_folder(ns.out, flag="--out")  # before the first request: a bench may be paid Endpoint time
     given = images_dir(ns)
     result = run_async(lambda: bench(settings, given, _log), ns.event_loop)
     paths = write_reports(result, ns.out, plot_format=ns.plot_format)

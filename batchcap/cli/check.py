@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import orjson
 
 from batchcap.check import MAX_PROBE, render, run_check
+from batchcap.config import Target
+from batchcap.run import run_targets
 from batchcap.source.datasets import UNDERSTOOD
 from batchcap.source.scan import first_image, no_images_message
 
 from .argtypes import number
 from .exit_codes import EXIT_ERRORS, EXIT_OK
-from .options import add_run_options, config_from_args
+from .options import add_run_options, config_from_args, ineffective_flags
 
 __all__ = ["add_arguments", "main"]
 
@@ -40,13 +42,17 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     routing, target = cfg.routing, cfg.target
     has_target = bool(routing.targets or target.model or target.endpoint or target.base_url or target.endpoint_name
                       or target.space)
+    targets: tuple[Target, ...] = ()
     if has_target:
         cfg.validate()
-    report = run_check(cfg, has_target=has_target, probe=ns.probe or 0)
+        targets = run_targets(cfg)
+        for line in ineffective_flags(ns, cfg, targets):
+            print(f"batchcap check: warning: {line}", file=sys.stderr)
+    report = run_check(cfg, has_target=has_target, probe=ns.probe or 0, targets=targets)
     if ns.json:
         sys.stdout.write(orjson.dumps(report.data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimate, report.probe,
+        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimates, report.probe,
                                 (report.data["stale"] or {}).get("notes")))
     sys.stdout.flush()
     if report.inventory.files == 0 and not report.inventory.scan_problems and report.folder is not None:

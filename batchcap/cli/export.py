@@ -10,10 +10,11 @@ from typing import cast
 
 from batchcap.errors import ConfigError
 from batchcap.export.convert import CONVERT_CHOICES
-from batchcap.export.core import FORMATS, MODES, ExportOptions, ExportReport, Format, Mode, export
+from batchcap.export.core import FORMATS, ExportOptions, ExportReport, Format, export
 from batchcap.export.shards import DEFAULT_SHARD_MB
 from batchcap.redact import shown
 from batchcap.source.settings import parse_input
+from batchcap.source.sidecars import MODES, Mode, sidecar_ext_problem
 from batchcap.words import plural
 
 from .held import add_wait_argument, held_note, still_written
@@ -97,8 +98,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.task is not None and ns.multiline:
         raise ConfigError("give --task NAME (one task per sidecar) or --multiline (every task), not both")
     ext = ns.ext if ns.ext is not None else ".txt"
-    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext or "\x00" in ext:
-        raise ConfigError(f"--ext must look like .txt or .caption (got {ext!r})")
+    if (problem := sidecar_ext_problem(ext, flag="--ext")) is not None:
+        raise ConfigError(problem)
     column = ns.text_column
     if not column or column == "file_name":
         raise ConfigError(f"--text-column must be a name other than file_name (got {column!r})")

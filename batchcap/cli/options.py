@@ -39,6 +39,7 @@ __all__ = [
     "config_from_args",
     "default_of",
     "given_settings",
+    "ineffective_flags",
 ]
 
 Kind = Literal["value", "true", "const", "append"]
@@ -127,6 +128,9 @@ INPUT_OUTPUT: tuple[Opt, ...] = (
     Opt(("--sidecar",), "sidecar", "also write each caption beside its image as NAME.txt (for training sets)",
         kind="true", show_default=False),
     Opt(("--sidecar-ext",), "sidecar_ext", "sidecar extension"),
+    Opt(("--sidecar-mode",), "sidecar_mode", "a sidecar that is already there: keep it, overwrite it, or "
+        "append/prepend the caption (as export --format kohya --mode); images sharing a sidecar name are named in "
+        "the summary", choices=("keep", "overwrite", "append", "prepend")),
     Opt(("--quiet", "-q"), "quiet", "no progress display; only the summary and errors", kind="true",
         show_default=False),
     Opt(("--shard",), "shard", "caption only shard I of N (numbered from 1; by a stable hash of each path, of each "
@@ -271,3 +275,35 @@ def config_from_args(
     except TypeError as exc:  # a value of the wrong type for a field that takes no text: a programming error
         raise ConfigError(str(exc)) from None
     return cfg.validate() if validate else cfg
+
+
+def ineffective_flags(ns: argparse.Namespace, cfg: RunConfig, targets: Sequence[Any] = ()) -> list[str]:
+    """One line per flag given on the command line that no request of this run carries (``--prompt`` with a
+    raw-bytes Endpoint, ``--api hf``): a warning, so a flag that does nothing is never silent."""
+    given = list(given_settings(ns))
+    lanes = [(t.name, t.cfg.target) for t in targets] or [("", cfg.target)]
+    lines = []
+    for name in dict.fromkeys(n for _, target in lanes for n in target.unused(given)):
+        deaf = [(lane, target.shape) for lane, target in lanes if target.unused([name])]
+        shown = {shape: "--space" if shape == "space" else f"--api {shape}" for _, shape in deaf}
+        where = ", ".join(f"target {lane} ({shown[shape]})" if lane else shown[shape] for lane, shape in deaf)
+        lines.append(f"{flag_of(name)} has no effect with {where}: {_WHY_UNUSED[deaf[0][1]]}")
+    return lines
+
+
+_WHY_UNUSED = {
+    "hf": "the request is the image bytes alone (the model or the Endpoint's handler decides what to do); a prompt "
+          "needs --api openai, generation parameters --api hf-json",
+    "hf-json": "the request is the image and its parameters; a prompt needs --api openai",
+    "openai": "a chat request takes --prompt, --max-tokens and --temperature, not parameters",
+    "space": "a Space takes the inputs its app declares; pass them with --space-input NAME=VALUE",
+}
+
+
+def flag_of(setting: str) -> str:
+    """The first command-line spelling of a setting."""
+    for table in (TARGET, LIMITS, INPUT_OUTPUT, QUALITY, PREPARE, ENDPOINT):
+        for opt in table:
+            if opt.setting == setting:
+                return opt.flags[0]
+    return "--" + setting.replace("_", "-")

@@ -13,11 +13,13 @@ from batchcap.aio import run_async
 from batchcap.cli.exit_codes import EXIT_CODES_HELP, EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, RunAborted, UsageError
+from batchcap.journal.fsio import ensure_writable_file
 from batchcap.journal.throughput import images_per_s
 from batchcap.prepare import DCT_SLACK, USEFUL_SIDE
 from batchcap.progress import NullProgress, Progress, TqdmProgress
 from batchcap.redact import shown
 from batchcap.run import RunStats, manifest_path, open_input, run, run_targets, tune_malloc
+from batchcap.run.sidecar import SidecarReport
 from batchcap.run.spend import money
 from batchcap.service.auth import Secret, find_token
 from batchcap.source.datasets import UNDERSTOOD, Source
@@ -26,7 +28,7 @@ from batchcap.version import __version__
 from batchcap.words import plural
 
 from .argtypes import add_event_loop_flag, number
-from .options import add_run_options, config_from_args
+from .options import add_run_options, config_from_args, ineffective_flags
 
 __all__ = ["add_arguments", "main"]
 
@@ -58,6 +60,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         if not is_space_host(cfg.target.url):
             source += " (not sent: not a *.hf.space host; --token-file sends it)"
     targets = run_targets(cfg)  # every --target checked before the first line is printed
+    for line in ineffective_flags(ns, cfg, targets):
+        print(f"batchcap: warning: {line}", file=sys.stderr)
     images = open_input(cfg, token)  # INPUT checked (exit 2 with what batchcap reads) before anything is sent
     prepare_out(cfg.out)  # created only once the rest of the command line holds
     if (empty := _no_images(cfg, images)) is not None:
@@ -141,13 +145,11 @@ def _undersized(stats: RunStats, cfg: RunConfig) -> str:
 
 
 def prepare_out(out: Path) -> None:
-    """``--out``'s folder is created; a folder that cannot be, or an ``--out`` that is a folder, is exit 2."""
+    """``--out``'s folder is created and proved writable (a read-only place is exit 2, before anything is sent);
+    an ``--out`` that is a folder is exit 2 too."""
     if out.is_dir():
         raise ConfigError(f"--out {shown(out)} is a folder; pass the JSONL results file, e.g. {out / 'captions.jsonl'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create its folder {out.parent} ({exc.strerror or exc})") from None
+    ensure_writable_file(out, flag="--out")
 
 
 def _note(text: str) -> None:
@@ -241,8 +243,8 @@ def _summary(stats: RunStats, out: Path) -> None:
     if stats.prepared or stats.passed:
         print(f"batchcap: uploaded {_bytes(stats.prepared_bytes_sent)} instead of {_bytes(stats.original_bytes)} "
               f"({plural(stats.prepared, 'image')} prepared, {stats.passed} sent as they were)", file=err)
-    if stats.sidecar_errors:
-        print(f"batchcap: {plural(stats.sidecar_errors, 'caption sidecar')} could not be written", file=err)
+    if stats.sidecars is not None:
+        _sidecar_summary(stats.sidecars)
     _spend(stats)
     for target, info in stats.targets.items():
         counts: Counter[str] = stats.by_target.get(target, Counter())
@@ -251,6 +253,24 @@ def _summary(stats: RunStats, out: Path) -> None:
         print(f"batchcap:   {target}: {counts.get('ok', 0)} ok, {plural(counts.get('error', 0), 'error')}{cost}{spent}",
               file=err)
     print(f"batchcap: results in {out} (run manifest {manifest_path(out)})", file=err)
+
+
+def _sidecar_summary(report: SidecarReport) -> None:
+    """What --sidecar did, when anything was not simply written: kept files and name clashes, by name."""
+    err = sys.stderr
+    if report.kept:
+        examples = ", ".join(report.kept_examples)
+        print(f"batchcap: kept {plural(report.kept, 'existing sidecar')} (e.g. {examples}); "
+              "--sidecar-mode overwrite replaces them, append/prepend adds the caption", file=err)
+    for image, sidecar, owner in report.clash_examples:
+        print(f"batchcap: no sidecar for {image}: {sidecar} is {owner}'s (both map to that name); its caption "
+              "is in the JSONL", file=err)
+    if report.clashes > len(report.clash_examples):
+        more = report.clashes - len(report.clash_examples)
+        print(f"batchcap: no sidecar for {plural(more, 'more image')} whose sidecar name is another image's; the "
+              "captions are in the JSONL", file=err)
+    if report.failed:
+        print(f"batchcap: {plural(report.failed, 'caption sidecar')} could not be written", file=err)
 
 
 def _spend(stats: RunStats) -> None:

@@ -15,23 +15,31 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from batchcap.errors import ConfigError
 from batchcap.flow.budget import BudgetSettings
 from batchcap.flow.settings import Limits
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.service.settings import RoutingSettings, TargetSettings, strip_userinfo
-from batchcap.settings import check_url, parse_bool, setting, user_fields
+from batchcap.settings import check_choice, check_url, parse_bool, setting, user_fields
 from batchcap.source.settings import SourceSettings, parse_path
 from batchcap.source.shard import Shard
+from batchcap.source.sidecars import sidecar_ext_problem
 from batchcap.tasks.quality import QualitySettings
 from batchcap.tasks.spec import TaskSettings
 
 __all__ = ["GROUPS", "RunConfig", "SettingRef", "setting_refs"]
 
+SidecarMode = Literal["keep", "overwrite", "append", "prepend"]
+SIDECAR_MODES: tuple[SidecarMode, ...] = ("keep", "overwrite", "append", "prepend")
+
 
 def _sidecar_ext(value: Any, name: str = "sidecar_ext") -> str:
+    return str(value)
+
+
+def _sidecar_mode(value: Any, name: str = "sidecar_mode") -> str:
     return str(value)
 
 
@@ -43,6 +51,8 @@ class RunConfig:
     retry_failed: bool = setting(False, parse=parse_bool)  #: also retry images whose earlier error was final
     sidecar: bool = setting(False, parse=parse_bool)  #: also write each caption beside its image
     sidecar_ext: str = setting(".txt", parse=_sidecar_ext)
+    #: an existing sidecar: keep it, overwrite it, or append/prepend the caption (the kohya exporter's --mode)
+    sidecar_mode: SidecarMode = setting("keep", parse=_sidecar_mode)
     quiet: bool = setting(False, parse=parse_bool)  #: no progress display
     source: SourceSettings = field(default_factory=SourceSettings)
     target: TargetSettings = field(default_factory=TargetSettings)
@@ -56,8 +66,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.out, Path):
             object.__setattr__(self, "out", parse_path(self.out))
-        if not self.sidecar_ext.startswith("."):
-            raise ConfigError(f"--sidecar-ext must start with a dot, like .txt (got {self.sidecar_ext!r})")
+        if (problem := sidecar_ext_problem(self.sidecar_ext, flag="--sidecar-ext")) is not None:
+            raise ConfigError(problem)
+        check_choice(self.sidecar_mode, "sidecar_mode", SIDECAR_MODES)
 
     # -- building -----------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .runconfig import RunConfig
 __all__ = ["DEMO_MODEL", "Target", "parse_target", "resolve_targets"]
 
 DEMO_MODEL = "Salesforce/blip-image-captioning-base"
+_SPEC_PREFIXES = ("hf:", "hf-json:", "http://", "https://", "openai:", "endpoint:")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 
@@ -45,11 +46,15 @@ class Target:
 def parse_target(text: str, *, api_base: str = DEFAULT_API_BASE) -> Target:
     """``NAME=hf:MODEL`` | ``NAME=https://endpoint`` | ``NAME=openai:MODEL@BASE_URL`` | ``[NAME=]profile.toml``
     | ``NAME=endpoint:NAMESPACE/NAME[@MANAGEMENT_API]`` (an Endpoint by name: woken through the Endpoints API)
-    | ``NAME=space:OWNER/NAME[@/API_NAME]`` or ``NAME=space:URL[@/API_NAME]`` (a Gradio app, issue 20)."""
+    | ``NAME=space:OWNER/NAME[@/API_NAME]`` or ``NAME=space:URL[@/API_NAME]`` (a Gradio app, issue 20).
+
+    Without ``NAME=`` a profile is named after its file and any other SPEC is named ``target`` (one of them)."""
     name, sep, spec = text.partition("=")
     if not sep or not _NAME.match(name) or name.startswith(("http", "hf:", "openai:", "endpoint:", "space:")):
         if text.endswith(".toml"):  # a bare profile is named after its file
             name, spec = Path(text).stem, text
+        elif text.startswith(_SPEC_PREFIXES):  # one unnamed target (check --target hf:MODEL): "target"
+            name, spec = "target", text
         else:
             raise UsageError(
                 f"--target {shown(text)!r}: expected NAME=SPEC, e.g. free=hf:{DEMO_MODEL}, "

@@ -62,6 +62,7 @@ class Decoded(NamedTuple):
     orientation: int  #: EXIF orientation tag, 1 when absent
     exif: bool  #: any EXIF block at all
     gps: bool  #: an EXIF GPS IFD with at least one tag
+    digest: str = ""  #: SHA-256 of the image bytes as received (hex): tells two clients' bodies apart
 
 
 class _CaptionCache:
@@ -146,7 +147,7 @@ def decode(data: bytes) -> Decoded:
     key = _digest(data)
     decoded = _CACHE.get(key)
     if decoded is None:
-        decoded = _describe(data)
+        decoded = _describe(data)._replace(digest=key.hex())
         _CACHE.put(key, decoded)
     return decoded
 

@@ -21,7 +21,7 @@ import orjson
 from batchcap.errors import ConfigError, UsageError
 from batchcap.export.columns import answer_text
 from batchcap.export.dataset import imagefolder, parquet, place, upload_command
-from batchcap.export.files import atomic_bytes, atomic_text, replace_text, sync_all
+from batchcap.export.files import atomic_bytes, atomic_text, sync_all
 from batchcap.export.job import (
     DATASET_FORMATS,
     FORMATS,
@@ -41,6 +41,7 @@ from batchcap.journal import manifest_path
 from batchcap.journal.codec import record_task
 from batchcap.models import DEFAULT_TASK
 from batchcap.source.datasets import Source, open_source
+from batchcap.source.sidecars import sidecar_name, sidecar_text, write_sidecar
 
 __all__ = [
     "FORMATS",
@@ -54,8 +55,6 @@ __all__ = [
     "manifest_path",
 ]
 
-#: Joins an existing kohya sidecar and the new caption in append/prepend mode (tags are comma-separated).
-SEPARATOR = ", "
 
 
 def export(journal: Path, options: ExportOptions) -> ExportReport:
@@ -116,41 +115,21 @@ def _kohya(job: Job) -> None:
         image = place(job, item, root) if not job.in_place(root) else item.src
         if image is None:
             continue
-        sidecar = image.with_name(image.stem + ext) if image.suffix else image.with_name(image.name + ext)
-        key = str(sidecar)
-        if sidecar.name == image.name or key in seen:
+        sidecar = sidecar_name(image, ext)
+        if sidecar is None or str(sidecar) in seen:
             job.report.conflicts += 1
             continue
-        seen.add(key)
-        text = _sidecar_text(sidecar, caption, mode)
+        seen.add(str(sidecar))
+        text = sidecar_text(sidecar, caption, mode)
         if text is None:
             job.report.kept += 1
         else:
             job.report.written += 1
-            if not replace_text(sidecar, text):
+            if not write_sidecar(sidecar, text):
                 job.report.unchanged += 1
     if job.report.written > job.report.unchanged:
         sync_all()
     job.report.outputs.append(root)
-
-
-def _sidecar_text(sidecar: Path, caption: str, mode: Mode) -> str | None:
-    """The sidecar's new content, or None to leave it as it is. append/prepend never add a caption twice."""
-    if mode == "overwrite":
-        return caption
-    try:
-        existing = sidecar.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return caption
-    except (OSError, UnicodeDecodeError):
-        return None  # not ours to rewrite blind: kept, and counted as kept
-    if mode == "keep":
-        return None
-    if not existing:
-        return caption
-    if mode == "append":
-        return existing if existing.endswith(caption) else existing + SEPARATOR + caption
-    return existing if existing.startswith(caption) else caption + SEPARATOR + existing
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from batchcap.journal import replacing
+from batchcap.source.sidecars import write_sidecar as replace_text  # one "write if changed", for cards too
 
 __all__ = ["Placed", "atomic_bytes", "atomic_text", "place_image", "replace_bytes", "replace_text", "sync_all"]
 
@@ -60,23 +61,6 @@ def replace_bytes(path: Path, data: bytes) -> bool:
         f.write(data)
     return True
 
-
-def replace_text(path: Path, text: str) -> bool:
-    """Atomically set ``path`` to ``text`` (UTF-8); False (nothing written) when it already holds exactly that.
-
-    No fsync per file: a sidecar is small and there may be 100k of them (an fsync each took 11 s for 20k
-    here); the caller syncs once at the end (:func:`sync_all`). The rename still means a reader sees the
-    old text or the new, never half.
-    """
-    data = text.encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    with _replacing(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-    return True
 
 
 def sync_all() -> None:

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
 from batchcap.errors import UsageError
 from batchcap.export.columns import Column, cell_text, row, table_columns
 from batchcap.export.convert import CONVERT_CHOICES, Convert
@@ -20,10 +18,10 @@ from batchcap.export.items import ExportImage, ImageCounts, dataset_images, fold
 from batchcap.export.paths import Inside
 from batchcap.export.select import Selection, read_records
 from batchcap.export.shards import DEFAULT_SHARD_MB
-from batchcap.journal import manifest_path
 from batchcap.journal.codec import record_task
+from batchcap.journal.meta import input_dir_from_manifest, input_from_manifest, read_manifest
 from batchcap.source.datasets import Source
-from batchcap.source.location import is_url
+from batchcap.source.sidecars import MODES, Mode
 
 __all__ = [
     "FORMATS",
@@ -42,9 +40,7 @@ __all__ = [
 ]
 
 Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
-Mode = Literal["keep", "overwrite", "append", "prepend"]
 FORMATS: tuple[Format, ...] = ("imagefolder", "kohya", "csv", "parquet", "openai-batch")
-MODES: tuple[Mode, ...] = ("keep", "overwrite", "append", "prepend")
 #: The formats that are a dataset folder: they get a README.md dataset card (with --out).
 DATASET_FORMATS = ("imagefolder", "parquet")
 #: What ``hf upload`` publishes to until the user names the repository.
@@ -102,38 +98,6 @@ class ExportReport:
     @property
     def left_out(self) -> int:
         return self.refused + self.bad_lines + self.missing + self.conflicts + self.images.undecodable
-
-
-def read_manifest(journal: Path) -> dict[str, Any] | None:
-    """The run manifest beside ``journal`` (a run's or a merge's); None when absent or unreadable."""
-    try:
-        doc = orjson.loads(manifest_path(journal).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def input_from_manifest(journal: Path) -> Path | str | None:
-    """The input the run read (``config.input_dir``): a folder or dataset path, or a URL; None when unknown."""
-    doc = read_manifest(journal)
-    try:
-        value = doc["config"]["input_dir"] if doc is not None else None
-    except (KeyError, TypeError):
-        return None
-    if not isinstance(value, str) or not value or "\x00" in value:
-        return None
-    if is_url(value):
-        return value
-    folder = Path(value)
-    if not folder.is_absolute() and not folder.exists() and (journal.parent / folder).exists():
-        folder = journal.parent / folder
-    return folder
-
-
-def input_dir_from_manifest(journal: Path) -> Path | None:
-    """``config.input_dir`` of the run manifest beside ``journal`` when it is a local folder; else None."""
-    value = input_from_manifest(journal)
-    return value if isinstance(value, Path) and value.is_dir() else None
 
 
 def image_column(journal: Path, options: ExportOptions) -> str | None:

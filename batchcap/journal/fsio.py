@@ -18,12 +18,14 @@ from typing import Any
 
 import orjson
 
-from batchcap.errors import JournalError
+from batchcap.errors import ConfigError, JournalError
 from batchcap.types import Clock
 
 __all__ = [
     "HELD",
     "append_newline",
+    "ensure_writable_file",
+    "ensure_writable_folder",
     "file_id",
     "held_by_a_run",
     "lock",
@@ -207,3 +209,31 @@ def write_error(path: Path, exc: OSError) -> JournalError:
 def manifest_path(journal: Path) -> Path:
     """The run manifest beside the journal: ``results.jsonl`` -> ``results.manifest.json``."""
     return journal.with_name(journal.stem + ".manifest.json")
+
+
+def ensure_writable_folder(folder: Path, *, flag: str) -> None:
+    """Make ``folder`` (parents included) and prove a file can be created in it, before anything is sent.
+
+    Checked by doing it (a temp file made and removed), not by permission bits: root ignores those, and a
+    read-only mount or a full quota only shows on a real write. Raises ``ConfigError`` naming ``flag``.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f".batchcap-write-test-{os.getpid()}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(folder / f".batchcap-write-test-{os.getpid()}")
+    except OSError as exc:
+        reason = SPACE.get(exc.errno or 0) or exc.strerror or str(exc)
+        raise ConfigError(f"{flag} {folder}: cannot write there ({reason}); choose another place") from None
+
+
+def ensure_writable_file(path: Path, *, flag: str) -> None:
+    """``ensure_writable_folder`` for the file's folder, and the file itself writable if it exists (not a folder)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    ensure_writable_folder(path.parent, flag=flag)
+    if path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: cannot write it ({exc.strerror}); check its permissions") from None

@@ -26,7 +26,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from batchcap.errors import JournalError
 from batchcap.journal import fsio
@@ -44,7 +44,9 @@ from batchcap.journal.spent import Spent
 from batchcap.journal.tables import (
     ANSWER_AT,
     FP_HEX,
+    LEGACY,
     AnswerTable,
+    Entry,
     KeySet,
     answer_id,
     bytes_key,
@@ -56,22 +58,10 @@ from batchcap.models import DEFAULT_TASK
 __all__ = ["LEGACY", "Entry", "JournalIndex", "KeySet", "answer_id", "load_index", "path_key", "task_key"]
 
 CHUNK = 4 * 1024 * 1024  # measured: 1-16 MB load equally fast; smaller keeps the peak low
-#: The answer id of a line without a fingerprint (written before issue 16, or an error that belongs to no
-#: request). A real answer id is 0 with probability 2^-64.
-LEGACY = 0
 _FP_HEX, _ANSWER_AT = FP_HEX, ANSWER_AT
 _FP_AT = len(FINGERPRINTED_OK)
 _ANSWER_MASK = (1 << 56) - 1
 _OK_TAIL = FINGERPRINTED_OK[len(STATUS_SEP) :]  # ok","fingerprint":"
-
-
-class Entry(NamedTuple):
-    """What the journal holds for one (path, task): the latest ok answer and the last error."""
-
-    ok: int | None  #: answer id of the latest ok answer (:data:`LEGACY` if it has no fingerprint); None: no ok
-    spec: int  #: the settings part of that answer's fingerprint (0 without one)
-    error: int | None  #: answer id of the last error (:data:`LEGACY`: one that holds for any question); None: none
-    final: bool  #: that error was final (not retried unless --retry-failed)
 
 
 #: Class 0: no ok answer in the slot; class 1: the default task's answers without a fingerprint.
@@ -85,8 +75,8 @@ class JournalIndex:
     be judged by the first's answer: accepted. The counts describe the journal, per answer slot.
     """
 
-    __slots__ = ("_classes", "_copies", "_copies_lock", "_table", "error_final", "error_retryable", "legacy",
-                 "lines", "ok", "path", "repaired_bytes", "retry_failed", "size", "spent_images", "spent_usd")
+    __slots__ = ("_classes", "_copies", "_copies_lock", "_table", "error_final", "error_retryable", "errors_by_type",
+                 "legacy", "lines", "ok", "path", "repaired_bytes", "retry_failed", "size", "spent_images", "spent_usd")
 
     def __init__(self, paths: Iterable[str] = (), *, task: str = DEFAULT_TASK) -> None:
         """An index holding an ok answer without fingerprint for each of ``paths`` (a convenience for tests)."""
@@ -111,6 +101,8 @@ class JournalIndex:
         self.size = 0  #: its size once loaded: ``find_copy`` reads no further
         self.spent_usd = 0.0  #: the sum of every record's ``cost_usd``: what earlier runs of this journal spent
         self.spent_images = 0  #: records that carry a ``cost_usd``
+        #: answer slots without an ok, by the error type of their last record (final and retryable alike)
+        self.errors_by_type: dict[str, int] = {}
         self._copies: Copies | None = None
         self._copies_lock = threading.Lock()
 
@@ -263,13 +255,14 @@ class _Loader:
     """
 
     __slots__ = ("bad", "blank", "class_of", "errors", "legacy", "lineno", "path", "repaired", "spent", "table",
-                 "used")
+                 "types", "used")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.table = AnswerTable(8)
         self.used = 0  # slots taken in ``table`` (each holds an ok answer)
-        self.errors: list[tuple[int, int, bool]] = []  # (key, answer id, final), in file order
+        self.errors: list[tuple[int, int, bool, str]] = []  # (key, answer id, final, error type), in file order
+        self.types: dict[str, str] = {}  # error type names met (at most 255; the rest count as "other")
         #: ``TASK","status":"ok","fingerprint":"SPEC`` as it stands on a line -> class number
         self.class_of: dict[bytes, int] = {}
         self.legacy = 0  # ok lines without a fingerprint
@@ -440,7 +433,12 @@ class _Loader:
                 self.legacy += 1
         else:
             err = obj.get("error")
-            self.errors.append((key, answer, not (isinstance(err, dict) and err.get("retryable") is True)))
+            kind = err.get("type") if isinstance(err, dict) else None
+            name = kind if isinstance(kind, str) else "?"
+            found = self.types.get(name)
+            if found is None:  # a bounded table: a journal with 255 error types is already odd
+                found = self.types[name] = name if len(self.types) < 255 else "other"
+            self.errors.append((key, answer, not (isinstance(err, dict) and err.get("retryable") is True), found))
 
     def _raise_bad(self) -> None:
         assert self.bad is not None
@@ -486,8 +484,11 @@ class _Loader:
         table = self.table
         t_ok = table.ok
         errors = table.errors
-        for key, answer, final in self.errors:
-            errors[table.slot(key)] = (answer, final)
+        last_type: dict[int, str] = {}
+        for key, answer, final, kind in self.errors:
+            i = table.slot(key)
+            errors[i] = (answer, final)
+            last_type[i] = kind
         index = JournalIndex()
         index._table = table
         classes: list[tuple[str, int]] = [("", 0), (DEFAULT_TASK, 0)] + [("", 0)] * (_OTHER - 1)
@@ -502,6 +503,7 @@ class _Loader:
         index.ok = n_ok
         index.error_final = sum(1 for i, (_, final) in errors.items() if final and not t_ok[i])
         index.error_retryable = sum(1 for i, (_, final) in errors.items() if not final and not t_ok[i])
+        index.errors_by_type = dict(Counter(kind for i, kind in last_type.items() if not t_ok[i]))
         index.legacy = self.legacy
         index.lines = self.lineno - self.blank
         index.repaired_bytes = self.repaired

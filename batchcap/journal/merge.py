@@ -34,11 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from batchcap.errors import ConfigError, JournalError
 from batchcap.journal.codec import decode_line, record_task
 from batchcap.journal.fsio import manifest_path, write_json_atomic
+from batchcap.journal.meta import MANIFEST_VERSION, read_manifest
 from batchcap.journal.throughput import Invocation, Throughput
 from batchcap.redact import shown
 from batchcap.version import __version__
@@ -83,8 +82,10 @@ def merge_journals(out: Path, parts: Sequence[Path], *, bucket_bytes: int = BUCK
                 f"{out} already exists; to fold it into the merge, list it among the parts too "
                 f"(batchcap merge {out} {out} PART...), or move it aside"
             )
-        if not out.parent.is_dir():
-            raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)  # as every command's output folder is made
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: cannot make its folder {out.parent} ({exc.strerror})") from None
         total = sum(os.fstat(f.fileno()).st_size for f in files)
         nbuckets = max(1, math.ceil(total / bucket_bytes))
         counts = [_Counts() for _ in files]
@@ -261,17 +262,19 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
     summed: dict[str, float] = {}
     runs: list[Invocation] = []
     for part, c in zip(parts, counts, strict=True):
-        manifest = _read_manifest(manifest_path(part))
+        manifest = read_manifest(part)
         runs += Invocation.from_manifest(manifest)
         part_counts = manifest.get("counts") if isinstance(manifest, dict) else None
         if isinstance(part_counts, dict):
             for k, v in part_counts.items():
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     summed[k] = summed.get(k, 0) + v
-        entries.append({"journal": str(part), "lines": c.lines, "torn": c.torn, "manifest": manifest})
+        entries.append({"journal": os.path.abspath(part), "lines": c.lines, "torn": c.torn, "manifest": manifest})
     body: dict[str, Any] = {
         "tool": "batchcap",
+        "manifest_version": MANIFEST_VERSION,
         "version": __version__,
+        "journal": os.path.abspath(out),
         "state": "merged",
         "merged_at": time.time(),
         "counts": asdict(stats),
@@ -282,7 +285,8 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
         "throughput": Throughput.of(runs).to_json(),
     }
     if (config := _common_config([e["manifest"] for e in entries])) is not None:
-        body["config"] = config  # what export and report read (config.input_dir), as in a run's manifest
+        body["config"] = config
+        body["input_dir"] = config.get("input_dir")  # what export and report read, as in a run's manifest
     try:
         write_json_atomic(manifest_path(out), body)
     except OSError as exc:
@@ -291,19 +295,11 @@ def _write_manifest(out: Path, parts: Sequence[Path], counts: Sequence[_Counts],
 
 def _common_config(manifests: Sequence[Any]) -> dict[str, Any] | None:
     """The first part's config without its shard; ``input_dir`` only if every part captioned the same folder."""
-    configs = [m["config"] for m in manifests if isinstance(m, dict) and isinstance(m.get("config"), dict)]
-    if not configs:
+    found = [m for m in manifests if isinstance(m, dict) and isinstance(m.get("config"), dict)]
+    if not found:
         return None
-    config = dict(configs[0])
+    config = dict(found[0]["config"])
     config["shard"] = None
-    if len({str(c.get("input_dir")) for c in configs}) > 1:
-        config["input_dir"] = None
+    folders = {str(m.get("input_dir") or m["config"].get("input_dir")) for m in found}
+    config["input_dir"] = folders.pop() if len(folders) == 1 else None
     return config
-
-
-def _read_manifest(path: Path) -> Any:
-    """A part's manifest as it is, or None when it has none (or it is unreadable: the journal is the truth)."""
-    try:
-        return orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None

@@ -11,15 +11,28 @@ import hashlib
 import sys
 from array import array
 from collections.abc import Callable
+from typing import NamedTuple
 
 from batchcap.journal.codec import task_key_bytes
 from batchcap.models import DEFAULT_TASK
 
-__all__ = ["ANSWER_AT", "FP_HEX", "AnswerTable", "KeySet", "answer_id", "bytes_key", "path_key", "table_size",
-           "task_key"]
+__all__ = ["ANSWER_AT", "FP_HEX", "LEGACY", "AnswerTable", "Entry", "KeySet", "answer_id", "bytes_key", "path_key",
+           "table_size", "task_key"]
 
 FP_HEX = 24  #: fingerprint length: 8 hex of settings, 16 hex of what was asked of the image
 ANSWER_AT = 10  #: the answer id is the fingerprint's last 14 hex digits (56 bits)
+#: The answer id of a line without a fingerprint (written before issue 16, or an error that belongs to no
+#: request). A real answer id is 0 with probability 2^-56.
+LEGACY = 0
+
+
+class Entry(NamedTuple):
+    """What the journal holds for one (path, task): the latest ok answer and the last error."""
+
+    ok: int | None  #: answer id of the latest ok answer (:data:`LEGACY` if it has no fingerprint); None: no ok
+    spec: int  #: the settings part of that answer's fingerprint (0 without one)
+    error: int | None  #: answer id of the last error (:data:`LEGACY`: one that holds for any question); None: none
+    final: bool  #: that error was final (not retried unless --retry-failed)
 
 
 def path_key(path: str) -> int:

@@ -51,8 +51,6 @@ class Invocation:
     elapsed_s: float | None = None
     images: int | None = None
     folded: int = 1
-    #: ids of the settings it ran with (the manifest's ``settings``, issue 16); a folded entry lists all of its own
-    settings: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -66,8 +64,6 @@ class Invocation:
         out: dict[str, Any] = {"started_at": self.started_at, "elapsed_s": self.elapsed_s, "images": self.images}
         if self.folded != 1:
             out["folded"] = self.folded
-        if self.settings:
-            out["settings"] = list(self.settings)
         return out
 
     @classmethod
@@ -81,9 +77,7 @@ class Invocation:
         if images is not None and not (isinstance(images, int) and not isinstance(images, bool) and images >= 0):
             return None
         folded = folded if isinstance(folded, int) and not isinstance(folded, bool) and folded >= 1 else 1
-        listed = raw.get("settings")
-        settings = tuple(s for s in listed if isinstance(s, str)) if isinstance(listed, list) else ()
-        return cls(float(start), None if elapsed is None else float(elapsed), images, folded, settings)
+        return cls(float(start), None if elapsed is None else float(elapsed), images, folded)
 
     @classmethod
     def from_manifest(cls, manifest: object) -> list[Invocation]:
@@ -114,7 +108,6 @@ class Invocation:
             elapsed_s=sum(inv.elapsed_s or 0.0 for inv in known),
             images=sum(inv.images or 0 for inv in known),
             folded=sum(inv.folded for inv in old),
-            settings=tuple(dict.fromkeys(s for inv in old for s in inv.settings)),
         )
         return [first, *rest]
 

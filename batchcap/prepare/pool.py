@@ -1,4 +1,14 @@
-"""Run ``prepare`` off the event loop on every core, with a hard bound on the images being decoded.
+"""What is sent of each file, for every command: ``run`` (its stages), ``bench`` (its images) and ``check`` (its
+estimate and probe) all go through one ``PreparePool`` built the same way (``PreparePool.for_adapters``), so what
+a bench measures and what a check estimates is what a run sends.
+
+    triage(image)  header only, 2-20 us: ready to send as it is, refused (InputError), or needs pixel work
+    finish(image)  the pixel work, on a worker thread (``finish_now``: the same, blocking, for a worker thread)
+    ready(images)  both, for a list (bench, probe): in order, an InputError in place of each refused image
+
+``--max-side 0`` (``settings.max_side == 0``) turns preparation off: every file goes as it is, unchecked.
+
+Run ``prepare`` off the event loop on every core, with a hard bound on the images being decoded.
 
 Threads, not processes: Pillow releases the GIL in decode, resize and encode, so worker threads use every
 core without pickling a 4 MB photo into another process and its result back. Measured on the 2-vCPU dev box,
@@ -16,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -31,6 +42,10 @@ from batchcap.prepare.engine import (
     prepare,
     raw_wire_size,
 )
+from batchcap.prepare.wire import largest_wire_size, wire_size_for
+
+if TYPE_CHECKING:
+    from batchcap.service.protocols.base import Adapter
 
 __all__ = ["PreparePool", "default_workers", "prepared_image"]
 
@@ -70,6 +85,24 @@ class PreparePool:
         self._fn = partial(prepare, settings=settings, wire_size=wire_size)
         self._pass = partial(pass_through, settings=settings, wire_size=wire_size)
 
+    @classmethod
+    def for_adapters(
+        cls, settings: PrepareSettings, adapters: Sequence[Adapter], *, workers: int | None = None
+    ) -> PreparePool:
+        """The pool for requests built by ``adapters`` (one per target): the body limit is counted as each wraps
+        the image, and with several targets an image must fit them all (every target gets the same bytes)."""
+        wire = largest_wire_size([wire_size_for(a) for a in adapters]) if adapters else raw_wire_size
+        return cls(settings, wire_size=wire, workers=workers)
+
+    @property
+    def on(self) -> bool:
+        """False with ``--max-side 0``: files go as they are."""
+        return self.settings.enabled
+
+    def needs_pixels(self, image: LoadedImage) -> bool:
+        """Whether ``image`` (from ``triage``) still needs ``finish`` before it can be sent."""
+        return image.prep is None and self.settings.max_side > 0
+
     def __repr__(self) -> str:
         busy = self._limiter.borrowed_tokens
         waiting = self._limiter.statistics().tasks_waiting
@@ -84,7 +117,10 @@ class PreparePool:
         (``prep`` set), the same image (``prep`` None: it needs ``await prepare``), or why it cannot be sent.
 
         ``image`` must come from ``images.load`` (structurally checked): the plain JPEG/PNG path relies on it.
+        With preparation off, ``image`` as it is.
         """
+        if not self.settings.max_side:
+            return image
         data = image.data
         plain = plain_fit(data, self.settings, self.wire_size)
         if plain is not None:  # the small-file hot path: ~2 us
@@ -96,6 +132,27 @@ class PreparePool:
         except InputError as exc:
             return exc
         return image if p is None else prepared_image(image, p)
+
+    async def finish(self, image: LoadedImage) -> LoadedImage:
+        """The pixel work ``triage`` left (on a worker thread): the image as sent; raises ``InputError``."""
+        if not self.needs_pixels(image):
+            return image
+        return prepared_image(image, await self.prepare(image.data))
+
+    def finish_now(self, image: LoadedImage) -> LoadedImage:
+        """``finish``, blocking: for a caller already on a worker thread (``check``)."""
+        if not self.needs_pixels(image):
+            return image
+        return prepared_image(image, self._fn(image.data))
+
+    async def ready(self, images: Sequence[LoadedImage]) -> list[LoadedImage | InputError]:
+        """Every image as it would be sent, in order (an ``InputError`` in place of each that cannot be)."""
+        got: list[LoadedImage | InputError] = [self.triage(image) for image in images]
+        heavy = [i for i, g in enumerate(got) if isinstance(g, LoadedImage) and self.needs_pixels(g)]
+        done = await self.prepare_many([images[i].data for i in heavy])
+        for i, p in zip(heavy, done, strict=True):
+            got[i] = p if isinstance(p, InputError) else prepared_image(images[i], p)
+        return got
 
     async def prepare_many(
         self, items: Sequence[bytes], *, in_flight: int | None = None

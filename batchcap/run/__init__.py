@@ -11,7 +11,7 @@ and sink), ``dedupe`` (copies within a run), ``manifest`` (the run manifest), ``
 from __future__ import annotations
 
 from batchcap.errors import RunAborted
-from batchcap.run.assemble import open_input, run_targets
+from batchcap.run.assemble import open_input, preparer_for, run_targets
 from batchcap.run.endpoint import run_with_endpoint
 from batchcap.run.guard import REFUSAL_LIMIT, RunGuard, Stop, StopKind
 from batchcap.run.malloc import tune_malloc
@@ -20,4 +20,4 @@ from batchcap.run.pipeline import run
 from batchcap.run.stats import RunStats
 
 __all__ = ["REFUSAL_LIMIT", "RunAborted", "RunGuard", "RunStats", "Stop", "StopKind", "manifest_path", "open_input",
-           "run", "run_targets", "run_with_endpoint", "tune_malloc"]
+           "preparer_for", "run", "run_targets", "run_with_endpoint", "tune_malloc"]

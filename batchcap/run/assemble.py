@@ -4,7 +4,7 @@ guard, adaptive limit) and the image preparation every one of them shares.
     targets = run_targets(cfg)                 # --target NAME=SPEC resolved once, checked before anything is sent
     plan = plan_for(cfg, targets)              # the tasks on those targets (batchcap.run.plan): exit 2 if unfit
     captions = captions_for(cfg, targets, stats, progress, token=token, plan=plan)
-    preparer = preparer_for(cfg, targets)      # None with --max-side 0
+    preparer = preparer_for(cfg, targets, plan)  # the one file -> what is sent path (run, bench, check)
     source = open_input(cfg, token)            # INPUT: a folder, parquet, WebDataset, a URL (source.datasets)
 """
 
@@ -20,7 +20,7 @@ from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter
 from batchcap.flow.ratelimit import Limiter, RateLimiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.models import Record
-from batchcap.prepare import PreparePool, largest_wire_size, wire_size_for
+from batchcap.prepare import PreparePool
 from batchcap.progress import Progress
 from batchcap.service.auth import Secret, find_token
 from batchcap.service.connect import make_client
@@ -85,12 +85,10 @@ def plan_for(cfg: RunConfig, targets: tuple[Target, ...], source: Source | None 
     return build_plan(cfg, [t.cfg for t in targets], extra=extra)
 
 
-def preparer_for(cfg: RunConfig, targets: tuple[Target, ...], plan: Plan | None = None) -> PreparePool | None:
-    """Every image prepared before it is sent (``--max-side 0``: files as they are). The body limit is counted as
-    each target's adapter wraps the image, for each task (its prompt at its longest, its schema); with several
-    targets and tasks an image must fit them all."""
-    if not cfg.prepare.enabled:
-        return None
+def preparer_for(cfg: RunConfig, targets: tuple[Target, ...], plan: Plan | None = None) -> PreparePool:
+    """What is sent of each file (``--max-side 0``: files as they are, inside the pool), as every target's adapter
+    wraps it, for each task (its prompt at its longest, its schema). ``bench`` and ``check`` build theirs the same
+    way (``PreparePool.for_adapters``), so what they measure and estimate is what a run sends."""
     configs = [t.cfg for t in targets] if targets else [cfg]
     if plan is None:
         adapters = [make_adapter(c.target) for c in configs]
@@ -98,8 +96,7 @@ def preparer_for(cfg: RunConfig, targets: tuple[Target, ...], plan: Plan | None 
         adapters = [_longest(ask.adapter, plan.task(name).prompt_budget)
                     for c, lane in zip(configs, plan.lanes, strict=True)
                     for name, ask in task_asks(c, plan, lane).items()]
-    wire = largest_wire_size([wire_size_for(a) for a in adapters])
-    return PreparePool(cfg.prepare, wire_size=wire)
+    return PreparePool.for_adapters(cfg.prepare, adapters)
 
 
 def _longest(adapter: Adapter, budget: int) -> Adapter:

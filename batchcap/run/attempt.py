@@ -64,6 +64,7 @@ from batchcap.service.protocols import Adapter, OpenAIChat
 from batchcap.tasks.fingerprint import TaskPrint
 from batchcap.tasks.quality import QualitySettings, judge, judge_json
 from batchcap.tasks.schema import Schema
+from batchcap.types import Sleep
 from batchcap.words import plural
 
 __all__ = ["Captioner", "Captions", "Put", "TaskAsk", "error_info"]
@@ -80,6 +81,7 @@ class TaskAsk:
     adapter: Adapter
     schema: Schema | None = None
     print: TaskPrint | None = None
+
 
 
 class Captions(Protocol):
@@ -132,14 +134,15 @@ class Captioner:
     """The per-run machinery every sender shares: one client, one limiter, one policy, one guard."""
 
     __slots__ = ("_warmer", "budget", "client", "concurrency", "guard", "limiter", "meter", "policy", "progress",
-                 "prompt", "quality", "released", "rng", "senders", "stats", "target", "tasks", "try_acquire")
+                 "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target", "tasks",
+                 "try_acquire")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
         stats: RunStats, progress: Progress, target: str, seed: int | None = None, senders: int = 1,
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None, meter: Meter | None = None,
-        budget: BudgetGate | None = None, tasks: Mapping[str, TaskAsk] | None = None,
+        budget: BudgetGate | None = None, tasks: Mapping[str, TaskAsk] | None = None, sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.limiter = limiter
@@ -159,6 +162,7 @@ class Captioner:
         #: per task: adapter, schema, fingerprints (without a plan: the one default task on the client's adapter)
         self.tasks: dict[str, TaskAsk] = dict(tasks) if tasks else {DEFAULT_TASK: TaskAsk(client.adapter)}
         self._warmer: dict[tuple[str, int], Adapter] = {}  # (task, quality retry) -> the chat adapter, warmer
+        self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
         #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
         self.meter = meter if meter is not None or budget is None else Meter(target)
         self.budget = budget  #: the run's caps, shared by every target (None: no --max-cost / --max-images)
@@ -200,12 +204,14 @@ class Captioner:
             if record is not None:
                 put(record)
 
-    async def ask(self, image: LoadedImage, ask: Ask, *, first_task: bool = True) -> Record | None:
+    async def ask(self, image: LoadedImage, ask: Ask | None = None, *, first_task: bool = True) -> Record | None:
         """One task's attempts until an answer, a final error, or a run-level stop (raised as ``RunAborted``).
 
         None: the task's final error is held by the guard (see ``guard``), to be written later or never.
+        ``ask``: which task, and its prompt for this image (None: the default task with the run's prompt).
         ``first_task``: the image counts against --max-images with its first task only.
         """
+        ask = ask or Ask(DEFAULT_TASK, self.prompt)
         if self.budget is None:
             return await self._attempts(image, ask, Bill() if self.meter is not None else None, first_task)
         bill = Bill()
@@ -252,7 +258,7 @@ class Captioner:
                 else:
                     waited += decision.delay
                 if (delay := self._retry_delay(exc, decision.delay)) > 0:
-                    await anyio.sleep(delay)
+                    await self.sleep(delay)
                 continue
             reply, failed = answer, None
             self.limiter.succeeded()

@@ -1,109 +1,208 @@
-"""The run manifest beside the journal: settings, version, times, counts, the error breakdown, the stop.
+"""The run manifest beside the journal: what every run into this journal was asked, and what the journal holds.
 
-``config`` is this invocation's settings (what ``export`` and ``report`` read). ``settings`` keeps the settings of
-every invocation that wrote the journal, by id, never rewritten: the config and, per task, its prompt, schema and
-fingerprint parts (``batchcap.run.plan``), so an answer's fingerprint can always be traced to the settings that
-made it ("task tags: prompt changed since 120 answers"). Each entry of ``invocations`` names its settings in
-order (folded entries name all they cover). A manifest written before ``settings`` existed becomes the entry
-``legacy``: the settings the answers without a fingerprint were made with.
+One journal is written by many invocations (a first run, resumes, ``--retry-failed``, a changed prompt), so the
+manifest keeps each invocation's settings and outcome in ``invocations``, in order, and never rewrites an
+earlier one. Each entry is a superset of ``journal.throughput.Invocation`` (``started_at``, ``elapsed_s``,
+``images``), so ``throughput`` (images per second of busy time) is computed over all of them. The top-level keys
+are what readers use (``export``, ``report``, ``merge``, the site):
+
+    config          the settings of the latest invocation (paths absolute); source: what it read (kind, columns)
+    input_dir       the captioned folder, absolute; journal: the JSONL, absolute
+    state           the latest invocation's end: running, finished, interrupted, aborted (+ abort_reason/kind)
+    counts          the journal as a whole: images, ok, errors (final / retryable), records; plus the attempts,
+                    retries, throttling and copies of every invocation, summed
+    errors_by_type  paths without a caption, by the error of their last record (the journal as a whole)
+    preparation     bytes before and after preparation, summed over invocations
+    throughput      images recorded per second of busy time, over every invocation (``journal.throughput``)
+    spend           what the latest invocation spent and the prices it used (``run.spend``; each entry keeps its own)
+    tasks           the latest invocation's tasks: prompt, generation settings, schema, and per target the
+                    settings part of the fingerprint (``spec``) and its component hashes (``parts``; issue 16)
+    specs           per task, every spec any invocation used -> its parts, never folded away: an answer's
+                    fingerprint traces to what made it ("task tags: prompt changed since 120 answers")
+    started_at      the first invocation's start; finished_at, the latest's end; elapsed_s, all of them summed
+
+Each invocation keeps its ``tasks`` too (an invocation without them ran before issue 16: the answers without a
+fingerprint were made with its config). A manifest written before version 2 (one run's view) becomes the first
+entry of ``invocations``, as it was. Past
+``MAX_INVOCATIONS`` entries the oldest are folded into the first (their times, images and counts summed, the first
+one's settings kept), so the manifest stays small however often a journal is resumed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import time
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from batchcap.config import RunConfig
 from batchcap.errors import JournalError
-from batchcap.journal import JournalIndex, manifest_path, write_json_atomic
-from batchcap.journal.throughput import Invocation, Throughput
+from batchcap.journal import JournalIndex, load_index, manifest_path, write_json_atomic
+from batchcap.journal.meta import MANIFEST_VERSION, read_manifest
+from batchcap.journal.throughput import MAX_INVOCATIONS, Invocation, Throughput
 from batchcap.run.stats import RunStats
+from batchcap.source.location import is_url
 from batchcap.version import __version__
 
-__all__ = ["LEGACY_SETTINGS", "Manifest", "manifest_path", "read_manifest"]
+__all__ = ["Manifest", "journal_counts", "manifest_path", "task_specs"]
 
-#: The id of the settings of a manifest written before ``settings`` existed.
-LEGACY_SETTINGS = "legacy"
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """A manifest as it is on disk, or None (absent, unreadable, not an object: the journal is the truth)."""
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
+#: Keys of a settings dict that hold a path: made absolute, so a reader in another folder finds them.
+_PATH_KEYS = frozenset({"input_dir", "out", "token_file"})
+#: Per-invocation counts summed into the top level (the journal-wide ones come from the journal itself).
+_SUMMED = ("attempts", "retries", "throttled", "duplicates", "quality_retries")
 
 
-def earlier_settings(previous: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The settings an earlier manifest kept; one from before they were kept gives its config, as ``legacy``."""
-    if previous is None:
-        return {}
-    kept = previous.get("settings")
-    if isinstance(kept, dict):
-        return dict(kept)
-    if isinstance(previous.get("config"), dict):
-        return {LEGACY_SETTINGS: {"legacy": True, "version": previous.get("version"), "config": previous["config"]}}
-    return {}
+def _absolute(settings: Any) -> Any:
+    """``settings`` with every path-valued key made absolute (nested dicts included), without resolving links;
+    a URL input (``hf://``, ``https://``: a dataset) is left as it is."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: (_absolute_path(v) if k in _PATH_KEYS and isinstance(v, str) and v else _absolute(v))
+            for k, v in settings.items()}
 
 
-def _settings_id(entry: Mapping[str, Any]) -> str:
-    return hashlib.blake2b(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
+def _absolute_path(value: str) -> str:
+    return value if is_url(value) else os.path.abspath(value)
+
+
+def journal_counts(index: JournalIndex) -> dict[str, int]:
+    """What the journal holds, per distinct image path (the last record of each, an ok winning over errors)."""
+    errors = index.error_final + index.error_retryable
+    return {"images": index.ok + errors, "ok": index.ok, "errors": errors, "error_final": index.error_final,
+            "error_retryable": index.error_retryable, "records": index.lines}
+
+
+def _earlier(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The invocations an existing manifest records. One from before settings were kept per invocation is its
+    last run (kept as it was, marked ``manifest_version: 1``), after the earlier runs it timed, if any."""
+    if doc is None:
+        return []
+    found = doc.get("invocations")
+    if isinstance(found, list) and all(isinstance(inv, dict) and "config" in inv for inv in found):
+        return list(found)
+    timed = [inv for inv in found if isinstance(inv, dict)] if isinstance(found, list) else []
+    legacy = {k: v for k, v in doc.items() if k not in ("tool", "invocations", "throughput")}
+    counts = legacy.get("counts")
+    if isinstance(counts, dict) and isinstance(counts.get("ok"), int) and isinstance(counts.get("failed"), int):
+        legacy.setdefault("images", counts["ok"] + counts["failed"])
+    if not legacy:
+        return []
+    runs = [{**inv, "manifest_version": 1} for inv in timed[:-1]]
+    return [*runs, {**(timed[-1] if timed else {}), **legacy, "manifest_version": 1}]
+
+
+def task_specs(doc: Mapping[str, Any] | None, *invocations: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per task, spec -> parts: the manifest's ``specs`` and those of its invocations, then of ``invocations``."""
+    out: dict[str, dict[str, Any]] = {}
+    kept = doc.get("specs") if isinstance(doc, Mapping) else None
+    for name, specs in kept.items() if isinstance(kept, Mapping) else ():
+        if isinstance(specs, Mapping):
+            out.setdefault(name, {}).update({k: v for k, v in specs.items() if isinstance(v, Mapping)})
+    found = doc.get("invocations") if isinstance(doc, Mapping) else None
+    for inv in [*(found if isinstance(found, list) else ()), *invocations]:
+        tasks = inv.get("tasks") if isinstance(inv, Mapping) else None
+        for name, info in tasks.items() if isinstance(tasks, Mapping) else ():
+            for lane in info.get("targets", ()) if isinstance(info, Mapping) else ():
+                if isinstance(lane, Mapping) and isinstance(lane.get("spec"), str) \
+                        and isinstance(lane.get("parts"), Mapping):
+                    out.setdefault(name, {})[lane["spec"]] = dict(lane["parts"])
+    return out
+
+
+def _sum_dicts(dicts: list[Any]) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for d in dicts:
+        if isinstance(d, dict):
+            total.update({k: v for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return dict(total)
+
+
+def _fold(invocations: list[dict[str, Any]], keep: int = MAX_INVOCATIONS) -> list[dict[str, Any]]:
+    """At most ``keep`` entries: the oldest become one, its settings the first's, its times and counts summed."""
+    if len(invocations) <= keep:
+        return invocations
+    cut = len(invocations) - keep + 1
+    old, rest = invocations[:cut], invocations[cut:]
+    times = Invocation.fold([Invocation.from_json(inv) or Invocation(0.0) for inv in old], keep=1)[0]
+    first = {**old[0], **times.to_json(), "folded": times.folded, "finished_at": old[-1].get("finished_at"),
+             "counts": _sum_dicts([inv.get("counts") for inv in old])}
+    return [first, *rest]
 
 
 class Manifest:
-    """Written atomically when the run starts (state "running") and again when it ends, however it ends.
+    """Written atomically when a run starts (this invocation "running") and again when it ends, however it ends."""
 
-    ``invocations`` carries every earlier run on the same journal forward (from the manifest it replaces), so
-    ``throughput`` covers all of them without the time between them (``batchcap.journal.throughput``).
-    """
+    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "specs", "spend", "totals")
 
-    __slots__ = ("doc", "earlier", "out", "path", "settings_id", "started_at")
-
-    def __init__(self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None,
-                 tasks: Mapping[str, Any] | None = None, previous: Mapping[str, Any] | None = None) -> None:
-        self.out = cfg.out
-        self.path = manifest_path(cfg.out)
-        self.started_at = started_at
-        if index.lines and previous is None:
-            previous = read_manifest(self.path)
-        previous = previous if index.lines else None
-        self.earlier = Invocation.from_manifest(previous) if previous is not None else []
-        settings = earlier_settings(previous)
-        if LEGACY_SETTINGS in settings:  # the runs before settings were kept: that is what they ran with
-            self.earlier = [inv if inv.settings else replace(inv, settings=(LEGACY_SETTINGS,)) for inv in self.earlier]
-        config = cfg.public_dict()
-        entry = {"version": __version__, "config": config, "tasks": dict(tasks or {})}
-        self.settings_id = _settings_id(entry)
-        settings.setdefault(self.settings_id, entry)
-        self.doc: dict[str, Any] = {
-            "tool": "batchcap",
+    def __init__(
+        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None,
+        tasks: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.out = Path(os.path.abspath(cfg.out))
+        self.input_dir = _absolute_path(str(cfg.input_dir))
+        self.path = manifest_path(self.out)
+        self.carry = index.lines > 0  # an empty journal: an old manifest beside it speaks of records now gone
+        self.earlier: list[dict[str, Any]] = []
+        self.specs: dict[str, dict[str, Any]] = {}  #: per task, every spec used on this journal -> its parts
+        #: what the run spends (issue 18: ``run.spend``), its prices first: set by the pipeline, kept at the end
+        self.spend: dict[str, Any] | None = None
+        self.totals: dict[str, Any] = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
+        self.entry: dict[str, Any] = {
             "version": __version__,
             "started_at": started_at,
             "finished_at": None,
+            "elapsed_s": None,
+            "images": None,
             "state": "running",
-            "config": config,
+            "config": _absolute(cfg.public_dict()),
             "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
-            "tasks": dict(tasks or {}),
+            "tasks": dict(tasks or {}),  #: per task: prompt, generation, schema, per target its spec and parts
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
-            "invocations": [inv.to_json() for inv in [*self.earlier, self._now()]],
-            "settings": settings,
         }
 
-    def _now(self, stats: RunStats | None = None) -> Invocation:
-        if stats is None:
-            return Invocation(self.started_at, settings=(self.settings_id,))
-        return Invocation(self.started_at, stats.elapsed, stats.ok + stats.failed, settings=(self.settings_id,))
+    @property
+    def doc(self) -> dict[str, Any]:
+        """The whole manifest: the top-level view, then every invocation in order (this one last)."""
+        invocations = _fold([*self.earlier, self.entry])
+        first, last = invocations[0], self.entry
+        summed = _sum_dicts([inv.get("counts") for inv in invocations])
+        counts = {**self.totals["counts"], **{k: int(summed.get(k, 0)) for k in _SUMMED}}
+        times = [inv for raw in invocations if (inv := Invocation.from_json(raw)) is not None]
+        return {
+            "tool": "batchcap",
+            "manifest_version": MANIFEST_VERSION,
+            "version": __version__,
+            "journal": str(self.out),
+            "input_dir": self.input_dir,
+            "state": last["state"],
+            "abort_reason": last.get("abort_reason"),
+            "abort_kind": last.get("abort_kind"),
+            "started_at": first.get("started_at", last["started_at"]),
+            "finished_at": last["finished_at"],
+            "elapsed_s": round(sum(float(inv.get("elapsed_s") or 0) for inv in invocations), 3),
+            "config": last["config"],
+            "source": last.get("source"),
+            "counts": counts,
+            "errors_by_type": self.totals["errors_by_type"],
+            "preparation": _sum_dicts([inv.get("preparation") for inv in invocations]),
+            "flags": _sum_dicts([inv.get("flags") for inv in invocations]),
+            "boilerplate": last.get("boilerplate", []),
+            "targets": last.get("targets"),
+            "tasks": last.get("tasks", {}),
+            "specs": self.specs,
+            "throughput": Throughput.of(times).to_json(),
+            **({"spend": self.spend} if self.spend is not None else {}),
+            "invocations": invocations,
+        }
 
     def write_start(self) -> None:
-        """The first write; a failure here stops the run before anything is sent."""
+        """The first write (earlier invocations read back first); a failure stops the run before anything is sent."""
+        previous = read_manifest(self.out) if self.carry else None
+        self.earlier = _earlier(previous)
+        self.specs = task_specs(previous, self.entry)
         try:
             write_json_atomic(self.path, self.doc)
         except OSError as exc:
@@ -112,8 +211,10 @@ class Manifest:
     def write_end(self, stats: RunStats) -> None:
         """The last write (best effort: the journal, not the manifest, is the record of what was done)."""
         reason = stats.aborted
-        self.doc.update(
+        self.entry.update(
             finished_at=time.time(),
+            elapsed_s=stats.elapsed,  # unrounded: the summary's images/s is computed from the same number
+            images=stats.ok + stats.failed,
             state="aborted" if reason else "interrupted" if stats.interrupted else "finished",
             abort_reason=reason,
             abort_kind=stats.abort_kind,
@@ -133,14 +234,16 @@ class Manifest:
                          "smallest_sent": list(stats.smallest_sent) if stats.smallest_sent else None},
             targets={name: {**info, "counts": dict(stats.by_target.get(name, {}))}
                      for name, info in stats.targets.items()} or None,
-            elapsed_s=round(stats.elapsed, 3),
+            sidecars=stats.sidecars.as_dict() if stats.sidecars is not None else None,
         )
-        invocations = Invocation.fold([*self.earlier, self._now(stats)])
-        self.doc["invocations"] = [inv.to_json() for inv in invocations]
-        self.doc["throughput"] = Throughput.of(invocations).to_json()
-        if "spend" in self.doc or stats.spend.any:
-            prices = self.doc.get("spend", {}).get("prices") or stats.spend.prices
-            self.doc["spend"] = {**stats.spend.to_dict(), "prices": prices}
+        if self.spend is not None or stats.spend.any:
+            prices = (self.spend or {}).get("prices") or stats.spend.prices
+            self.spend = self.entry["spend"] = {**stats.spend.to_dict(), "prices": prices}
+        try:
+            index = load_index(self.out, repair=False)  # the journal as a whole, this invocation's lines included
+            self.totals = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
+        except JournalError:
+            pass  # the counts at the start stay; the journal says the rest
         try:
             write_json_atomic(self.path, self.doc)
         except OSError:

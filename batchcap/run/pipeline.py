@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 
@@ -22,11 +21,12 @@ from batchcap.flow.budget import Budget, BudgetGate
 from batchcap.flow.ratelimit import Limiter
 from batchcap.flow.retry import RetryPolicy
 from batchcap.journal import JournalIndex, JournalWriter, load_index, manifest_path
+from batchcap.journal.meta import read_manifest
 from batchcap.progress import NullProgress, Progress
 from batchcap.run.assemble import captions_for, open_input, plan_for, preparer_for, run_targets
 from batchcap.run.attempt import Captioner, Captions
 from batchcap.run.guard import budget_stop
-from batchcap.run.manifest import Manifest, read_manifest
+from batchcap.run.manifest import Manifest
 from batchcap.run.plan import Plan, Planner, legacy_current, legacy_parts, spec_history, stale_notes
 from batchcap.run.prices import cached_prices, price_targets
 from batchcap.run.route import Router
@@ -80,14 +80,13 @@ async def run(
                             budget=gate, plan=plan)
     index = await anyio.to_thread.run_sync(lambda: load_index(cfg.out, retry_failed=cfg.retry_failed))
     stats.earlier_errors = index.error_final if not cfg.retry_failed else 0
-    planner, previous = _planner(cfg, plan, index, say := notes or (lambda text: None))
+    planner = _planner(cfg, plan, index, say := notes or (lambda text: None))
     await _price(cfg, captions, stats, index, gate, notes=say)
     writer = JournalWriter(cfg.out)
     writer.open()
-    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe(), tasks=plan.manifest_tasks(),
-                        previous=previous)
+    manifest = Manifest(cfg, index, started_at=time.time(), source=source.describe(), tasks=plan.manifest_tasks())
     if stats.spend.prices or gate is not None or stats.spend.notes:
-        manifest.doc["spend"] = stats.spend.to_dict()
+        manifest.spend = stats.spend.to_dict()
     try:
         manifest.write_start()
     except JournalError:
@@ -127,11 +126,10 @@ async def run(
     return stats
 
 
-def _planner(cfg: RunConfig, plan: Plan, index: JournalIndex, notes: Callable[[str], None]
-             ) -> tuple[Planner, dict[str, Any] | None]:
-    """Issue 16: what each image still needs asked, and the earlier manifest; says first which answers are stale
-    (made with other settings than this run's, per task)."""
-    previous = read_manifest(manifest_path(cfg.out)) if index.lines else None
+def _planner(cfg: RunConfig, plan: Plan, index: JournalIndex, notes: Callable[[str], None]) -> Planner:
+    """Issue 16: what each image still needs asked; says first which answers are stale (made with other settings
+    than this run's, per task, as the manifest traces them)."""
+    previous = read_manifest(cfg.out) if index.lines else None
     legacy = legacy_parts(previous)
     current = legacy_current(plan, legacy)
     keep_stale = cfg.tasks.keep_stale
@@ -140,7 +138,7 @@ def _planner(cfg: RunConfig, plan: Plan, index: JournalIndex, notes: Callable[[s
         notes(line)
     planner = Planner(plan, index, root=cfg.input_dir, keep_stale=keep_stale, retry_failed=cfg.retry_failed,
                       legacy_current=current, copies=cfg.source.dedupe != "off")
-    return planner, previous
+    return planner
 
 
 async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: JournalIndex, gate: BudgetGate | None,

@@ -37,6 +37,7 @@ from batchcap.journal import JournalIndex
 from batchcap.journal.index import LEGACY, Entry, answer_id
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare.settings import PrepareSettings
+from batchcap.run.manifest import task_specs
 from batchcap.service.settings import TargetSettings
 from batchcap.tasks.context import SIDECAR_EXT, SIDECAR_MAX, context_for
 from batchcap.tasks.fingerprint import Parts, TaskPrint
@@ -436,21 +437,14 @@ def _changes(old: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]
 
 def spec_history(manifest: Mapping[str, Any] | None, legacy: Parts | None = None
                  ) -> dict[tuple[str, str], Mapping[str, str]]:
-    """(task, spec) -> component hashes, from every invocation's settings the manifest keeps (and ``legacy``: the
-    settings of the answers written before fingerprints, under spec ``legacy``)."""
+    """(task, spec) -> component hashes, from every invocation's tasks the manifest keeps (``specs``), and
+    ``legacy``: the settings of the answers written before fingerprints, under spec ``legacy``."""
     out: dict[tuple[str, str], Mapping[str, str]] = {}
     if legacy is not None:
         out[(DEFAULT_TASK, "legacy")] = legacy.as_dict()
-    settings = manifest.get("settings") if isinstance(manifest, Mapping) else None
-    for entry in settings.values() if isinstance(settings, Mapping) else ():
-        tasks = entry.get("tasks") if isinstance(entry, Mapping) else None
-        if not isinstance(tasks, Mapping):
-            continue
-        for name, info in tasks.items():
-            for lane in info.get("targets", ()) if isinstance(info, Mapping) else ():
-                if isinstance(lane, Mapping) and isinstance(lane.get("spec"), str) \
-                        and isinstance(lane.get("parts"), Mapping):
-                    out[(name, lane["spec"])] = lane["parts"]
+    for name, specs in task_specs(manifest).items():
+        for spec, parts in specs.items():
+            out[(name, spec)] = parts
     return out
 
 
@@ -462,16 +456,16 @@ _LEGACY_PREPARE = ("max_side", "jpeg_quality", "max_upload_mb")
 
 def legacy_parts(manifest: Mapping[str, Any] | None) -> Parts | None:
     """The fingerprint parts of the answers written before fingerprints (they all belong to task ``caption``):
-    from the settings the manifest of that time kept. None when there is no such manifest."""
+    the config of the latest invocation that ran before tasks (one without ``tasks``), or of a manifest from
+    before invocations kept their settings. None when there is no such manifest."""
     if not isinstance(manifest, Mapping):
         return None
-    config: Any = None
-    settings = manifest.get("settings")
-    if isinstance(settings, Mapping):  # kept since issue 16: the entry "legacy", if the journal is older
-        legacy = settings.get("legacy")
-        config = legacy.get("config") if isinstance(legacy, Mapping) else None
-    else:  # a manifest from before: its config is what the answers without fingerprints were made with
-        config = manifest.get("config")
+    config: Any = manifest.get("config")
+    found = manifest.get("invocations")
+    runs = [inv for inv in found if isinstance(inv, Mapping) and "config" in inv] if isinstance(found, list) else []
+    if runs:  # settings per invocation (manifest version 2): the last one that ran before tasks
+        before = [inv["config"] for inv in runs if "tasks" not in inv]
+        config = before[-1] if before else None
     if not isinstance(config, Mapping):
         return None
     try:

@@ -21,6 +21,7 @@ import anyio
 from batchcap.errors import RunAborted
 from batchcap.models import DEFAULT_TASK, Ask, LoadedImage, Record
 from batchcap.run.attempt import Captioner, Put
+from batchcap.types import Clock
 
 __all__ = ["DRAINING", "Lane", "Router"]
 
@@ -54,7 +55,9 @@ class Lane:
 class Router:
     """Implements ``attempt.Captions`` over several lanes."""
 
-    def __init__(self, lanes: Sequence[Lane], *, route: str, released: list[Record]) -> None:
+    def __init__(
+        self, lanes: Sequence[Lane], *, route: str, released: list[Record], clock: Clock = time.monotonic
+    ) -> None:
         if not lanes:
             raise ValueError("a router needs at least one lane")
         self.lanes = list(lanes)
@@ -65,6 +68,7 @@ class Router:
         self.senders = sum(counts) if route == "spread" else max(counts)
         self._stack = contextlib.AsyncExitStack()
         self._changed = anyio.Event()  # a slot freed or a lane drained
+        self._clock = clock  #: for each lane's busy span (what it costs)
 
     async def __aenter__(self) -> Self:
         for lane in self.lanes:
@@ -89,7 +93,7 @@ class Router:
             lane = await self._pick()
             lane.in_flight += 1
             if lane.first is None:
-                lane.first = time.monotonic()
+                lane.first = self._clock()
             try:
                 while done < len(asks):
                     record = await lane.captioner.ask(image, asks[done], first_task=done == 0)
@@ -102,7 +106,7 @@ class Router:
                 self._drain(lane, str(exc), exc.kind)
             finally:
                 lane.in_flight -= 1
-                lane.last = time.monotonic()
+                lane.last = self._clock()
                 self._wake()
 
     async def _pick(self) -> Lane:

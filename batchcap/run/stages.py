@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TypeAlias
 
@@ -27,13 +27,13 @@ from batchcap.config import RunConfig
 from batchcap.errors import InputError, RunAborted
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
-from batchcap.prepare import PreparePool, below_useful_size, prepared_image
+from batchcap.prepare import PreparePool, below_useful_size
 from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
 from batchcap.run.plan import Planner
 from batchcap.run.queues import Feed, Sink
-from batchcap.run.sidecar import write_sidecar
+from batchcap.run.sidecar import SidecarWriter
 from batchcap.run.stats import RunStats
 from batchcap.source.datasets import Source
 from batchcap.source.digest import content_digest
@@ -74,8 +74,8 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, source: Source, planner: Planner, on_scan_done: Callable[[], None] | None = None,
-        preparer: PreparePool | None = None,
+        progress: Progress, source: Source, planner: Planner, preparer: PreparePool,
+        on_scan_done: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source  #: where the images come from (``batchcap.source.datasets.open_source``)
@@ -88,7 +88,7 @@ class Stages:
         self.stats = stats
         self.progress = progress
         self.on_scan_done = on_scan_done
-        self.preparer = preparer  #: None: files go as they are (--max-side 0)
+        self.preparer = preparer  #: what is sent of each file (the one path run, bench and check share)
         self.max_bytes = cfg.source.max_bytes
         senders = captioner.senders
         self.feed = Feed(capacity=max(2 * senders, cfg.source.read_batch))
@@ -101,6 +101,11 @@ class Stages:
         self.writer_failed = False
         self.deduper = Deduper(cfg.source.dedupe, root=source.root) if cfg.source.dedupe != "off" else None
         self.scan_records: list[Record] = []  # what the scan skipped, appended from the reader threads
+        root = source.root  # --sidecar needs a local folder of images (checked by ``assemble.open_input``)
+        self.sidecars = SidecarWriter(root, ext=cfg.sidecar_ext, mode=cfg.sidecar_mode,
+                                      follow_symlinks=cfg.source.follow_symlinks) if cfg.sidecar and root else None
+        if self.sidecars is not None:
+            stats.sidecars = self.sidecars.report
 
     # -- the run as a whole ----------------------------------------------------------------------------------
 
@@ -243,14 +248,14 @@ class Stages:
                     kept.append(left)
         else:
             kept.extend(asked)
-        if self.preparer is None:
-            out.extend(kept)
-            return out
         triage = self.preparer.triage
         for item in kept:
             if isinstance(item, LoadedImage):
                 got = triage(item)
-                out.append((item.job, got) if isinstance(got, InputError) else got)
+                if isinstance(got, InputError):
+                    out.extend(self.refused(item.job, got, [ask.task for ask in item.asks], item.digest))
+                else:
+                    out.append(got)
             else:
                 out.append(item)
         return out
@@ -280,19 +285,19 @@ class Stages:
         good: list[LoadedImage] = []
         heavy: list[LoadedImage] = []
         expected = 0
+        needs_pixels = self.preparer.needs_pixels
         for item in loaded:
             if isinstance(item, LoadedImage):
                 expected += len(item.asks)
-                (heavy if item.prep is None and self.preparer is not None else good).append(item)
+                (heavy if needs_pixels(item) else good).append(item)
             elif isinstance(item, Record):
                 expected += 1
                 self.sink.put(item)
             else:
                 job, err = item
-                for task in self.planner.open_tasks(job.path):
+                for record in self.refused(job, err, self.planner.open_tasks(job.path)):
                     expected += 1
-                    self.sink.put(Record(job.path, "error", error=error_info(err, retryable=False),
-                                         target=self.captioner.target, ts=time.time(), task=task))
+                    self.sink.put(record)
         if expected:
             self.progress.found(expected)
         if good:
@@ -300,22 +305,33 @@ class Stages:
         if heavy:
             await self.prepare_all(heavy)
 
+    def refused(self, job: ImageJob, err: InputError, tasks: Iterable[str], digest: str | None = None
+                ) -> list[Record]:
+        """A file that cannot be sent: an error record per task it was to be asked, and the same for the copies
+        that waited for it (thread-safe: the readers call it for what a header refuses)."""
+        out = []
+        info = error_info(err, retryable=False)
+        for task in tasks:
+            record = Record(job.path, "error", error=info, target=self.captioner.target, ts=time.time(), task=task,
+                            digest=digest)
+            out.append(record)
+            if self.deduper is not None:
+                out.extend(self.deduper.resolved(record))
+        return out
+
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
         the senders as soon as it is ready, so sending never waits for a whole batch."""
-        assert self.preparer is not None
-        pool = self.preparer
+        finish = self.preparer.finish
 
         async def one(image: LoadedImage) -> None:
             try:
-                p = await pool.prepare(image.data)
+                ready = await finish(image)
             except InputError as err:
-                for ask in image.asks:
-                    self.sink.put(Record(image.job.path, "error", error=error_info(err, retryable=False),
-                                         target=self.captioner.target, ts=time.time(), task=ask.task,
-                                         digest=image.digest))
+                for record in self.refused(image.job, err, [ask.task for ask in image.asks], image.digest):
+                    self.sink.put(record)
                 return
-            await self.feed.put([prepared_image(image, p)])
+            await self.feed.put([ready])
 
         async with anyio.create_task_group() as tg:
             for image in images:
@@ -370,7 +386,7 @@ class Stages:
         stats, progress = self.stats, self.progress
         boilerplate = stats.boilerplate.add
         while (batch := await self.sink.take()) is not None:
-            stats.sidecar_errors += await anyio.to_thread.run_sync(self.write_batch, batch)
+            await anyio.to_thread.run_sync(self.write_batch, batch)
             ok = 0
             spend = stats.spend.add
             for rec in batch:
@@ -408,16 +424,13 @@ class Stages:
                 progress.concurrency(note)
             progress.done(ok, len(batch) - ok)
 
-    def write_batch(self, batch: list[Record]) -> int:
+    def write_batch(self, batch: list[Record]) -> None:
         """In a worker thread: append to the journal (and its periodic fdatasync), write sidecars.
 
-        Returns how many sidecars failed. Only the writer task calls this, one call at a time.
+        Only the writer task calls this, one call at a time.
         """
         self.writer.write(batch)
-        failed = 0
-        if self.cfg.sidecar:
+        if self.sidecars is not None:
             for rec in batch:
-                if rec.status == "ok" and rec.caption is not None and rec.task == self.primary \
-                        and not write_sidecar(self.cfg, rec):
-                    failed += 1
-        return failed
+                if rec.task == self.primary:  # --sidecar writes one task's answers (the plan's primary)
+                    self.sidecars.write(rec)

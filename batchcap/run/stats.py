@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from batchcap.journal.throughput import images_per_s
+from batchcap.run.sidecar import SidecarReport
 from batchcap.run.spend import SpendTally
 from batchcap.tasks.quality import BoilerplateCounter
 
@@ -31,7 +32,7 @@ class RunStats:
     abort_kind: str | None = None  #: its cause as a value (``batchcap.run.guard.StopKind``)
     scan_problem_files: int = 0  #: files the scan could not name or read (each has an error record)
     scan_problem_folders: int = 0  #: folders the scan could not name or read (each has an error record)
-    sidecar_errors: int = 0
+    sidecars: SidecarReport | None = None  #: with --sidecar: written, kept, clashes (``run.sidecar``)
     errors_by_type: Counter[str] = field(default_factory=Counter)
     by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
     by_task: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error records per task
@@ -59,6 +60,11 @@ class RunStats:
             f"RunStats(ok={self.ok}, failed={self.failed}, skipped={self.skipped}, retried={self.retries}, "
             f"elapsed={self.elapsed:.1f})"
         )
+
+    @property
+    def sidecar_errors(self) -> int:
+        """Sidecars that could not be written (permissions, disk)."""
+        return self.sidecars.failed if self.sidecars is not None else 0
 
     @property
     def scan_problems(self) -> int:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_ENDPOINTS_API",
     "DEFAULT_PROMPT",
+    "UNUSED_BY_API",
     "AfterRun",
     "Api",
     "RoutingSettings",
@@ -44,6 +45,14 @@ DEFAULT_ENDPOINTS_API = "https://api.endpoints.huggingface.cloud/v2"
 DEFAULT_PROMPT = "Write a short, factual one-sentence caption for this image."
 API_CHOICES = ("hf", "hf-json", "openai")
 Api = Literal["hf", "hf-json", "openai"]
+#: What each service shape sends nothing of: a flag for one of these changes nothing for such a target (raw
+#: bytes carry no text; hf-json carries ``parameters`` only; a chat request has its own fields, no ``parameters``).
+UNUSED_BY_API: dict[str, tuple[str, ...]] = {
+    "hf": ("prompt", "max_tokens", "temperature", "parameters"),
+    "hf-json": ("prompt", "max_tokens", "temperature"),
+    "openai": ("parameters",),
+    "space": ("prompt", "max_tokens", "temperature", "parameters"),  # a Space's inputs: --space-input NAME=VALUE
+}
 AFTER_RUN_CHOICES = ("pause", "scale-to-zero")
 AfterRun = Literal["pause", "scale-to-zero"]
 ROUTE_CHOICES = ("failover", "spread")
@@ -215,6 +224,16 @@ class TargetSettings:
     def serverless(self) -> bool:
         """The shared serverless API (as opposed to an Endpoint or a chat server the user runs or pays for)."""
         return self.api != "openai" and not self.endpoint and not self.endpoint_name and self.space is None
+
+    def unused(self, given: Iterable[str]) -> list[str]:
+        """Which of the settings ``given`` this target's requests leave out (see ``UNUSED_BY_API``)."""
+        unused = UNUSED_BY_API[self.shape]
+        return [name for name in given if name in unused]
+
+    @property
+    def shape(self) -> str:
+        """The request shape: ``space`` for a Gradio app, else ``api`` (hf, hf-json, openai)."""
+        return "space" if self.space is not None else self.api
 
     @property
     def takes_prompt(self) -> bool:

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from batchcap.bench.report import sent_line
 from batchcap.site.space import space_readme
 from batchcap.words import plural
 
@@ -248,6 +249,7 @@ def render_bench_html(doc: dict[str, Any]) -> str:
                f"target got the same bytes; per step up to {_e(_count(cfg.get('requests'), 'request'))} or "
                f"{_e(cfg.get('duration_s'))} s after {_e(_count(cfg.get('warmup'), 'warm-up request'))}; one "
                "attempt per request, no retries.</li>")
+    out.append(f"<li>{_e(sent_line(img, cfg.get('prepare')).replace('`', ''))}</li>")
     out.append(f"<li>Latency from the scheduled send time, successes only. SLO: p95 ≤ {_e(slo)} s.</li>")
     out.append(f"<li>Started {_e(doc.get('started_at'))}, took {_num(doc.get('elapsed_s'), '.1f')} s"
                + (f", stopped: {_e(doc.get('stopped'))}" if doc.get("stopped") else "") + ".</li>")

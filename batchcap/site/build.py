@@ -24,10 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from batchcap.export import Selection, input_dir_from_manifest, manifest_path, read_records, select
+from batchcap.export import Selection, read_records, select
 from batchcap.journal.codec import record_task
+from batchcap.journal.meta import input_dir_from_manifest, read_manifest
 from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
@@ -62,14 +61,6 @@ class SiteReport:
     images: Path | None = None
     thumbs: ThumbStats = field(default_factory=ThumbStats)
     seconds: float = 0.0
-
-
-def _manifest(journal: Path) -> dict[str, Any] | None:
-    try:
-        doc = orjson.loads(manifest_path(journal).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -168,7 +159,7 @@ def build_site(
     """Write the site for ``journal`` into ``options.out``. Raises ``OSError`` when the journal is unreadable."""
     started = clock()
     out = options.out
-    manifest = _manifest(journal)
+    manifest = read_manifest(journal)
     runs = Completion(Invocation.from_manifest(manifest))
     sel = select(journal, on_ts=runs.observe if runs.needed else None)
     images = options.images or input_dir_from_manifest(journal)

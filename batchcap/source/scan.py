@@ -51,6 +51,9 @@ DEFAULT_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
 
+
+
+
 #: Called with a relative path (printable; a folder's ends with "/") and the error for anything skipped.
 OnError = Callable[[str, OSError], None]
 

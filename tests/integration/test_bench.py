@@ -210,7 +210,7 @@ def test_demo_via_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     [
         ((), "name at least one --target"),
         (("--target", "free=hf:m"), "give the folder of images"),
-        (("d", "--target", "hf:m"), "expected NAME=SPEC"),
+        (("d", "--target", "nospec"), "expected NAME=SPEC"),
         (("d", "--target", "a=ftp://x"), "SPEC must start with"),
         (("d", "--target", "a=hf:m", "--target", "a=hf:n"), "appears twice"),
         (("d", "--target", "a=hf:m", "--price-per-hour", "b=1"), "no target is named 'b'"),

@@ -92,10 +92,12 @@ async def test_sigterm_while_waking_still_pauses(model: RunningEmulator, sample_
     async with await managed_endpoint(model, pending_s=60) as managed:
         async with await anyio.open_process(command(managed, sample_dir, tmp_path / "o.jsonl"), env=env(),
                                             stderr=subprocess.DEVNULL) as proc:
-            with anyio.fail_after(30):
+            with anyio.fail_after(30):  # resumed, and polling its state: the wait the signal must cut
                 while not any(e.action == "resume" for e in managed.api_log):
                     await anyio.sleep(0.05)
-            await anyio.sleep(0.3)
+                resumed = next(i for i, e in enumerate(managed.api_log) if e.action == "resume")
+                while not any(e.method == "GET" for e in managed.api_log[resumed:]):
+                    await anyio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
                 await proc.wait()

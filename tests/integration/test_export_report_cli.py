@@ -7,8 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from captioned import CaptionedRun, make_run
+from conftest import MODEL, EmulatorFactory
+
+from batchcap.emulator import EmulatorSettings
+from batchcap.source.samples import generate
 
 
 def batchcap(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -46,3 +51,33 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert missing.stderr.strip().count("\n") == 0
     assert batchcap("report", tmp_path / "r.jsonl", "--out", tmp_path / "s").returncode == 2
     assert batchcap("report", tmp_path / "r.jsonl").returncode == 2  # --out is required
+
+
+async def test_export_report_and_merge_work_from_another_folder(emulator: EmulatorFactory, tmp_path: Path) -> None:
+    """The run is started with relative paths; every reader of its manifest is run from somewhere else."""
+    server = await emulator(EmulatorSettings(latency=0))
+    generate(tmp_path / "photos", 6, seed=1)
+    (tmp_path / "runs").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": "/nonexistent"}
+    env.pop("HF_TOKEN", None)
+    run = [sys.executable, "-m", "batchcap", "run", "photos", "--out", "runs/r.jsonl", "--model", MODEL, "-q",
+           "--api-base", f"{server.url}/hf-inference", "--rate", "unlimited"]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(run, cwd=tmp_path, env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    journal = tmp_path / "runs" / "r.jsonl"
+    for argv in (["export", journal, "--format", "kohya", "--out", "new/k"],  # --out's missing folders are made
+                 ["export", journal, "--format", "csv", "--out", "new/csv/here"],
+                 ["report", journal, "--out", "new/site"],
+                 ["merge", "new/merged/all.jsonl", journal],
+                 ["export", "new/merged/all.jsonl", "--format", "imagefolder"]):
+        with anyio.fail_after(60):
+            got = await anyio.run_process([sys.executable, "-m", "batchcap", *map(str, argv)], cwd=elsewhere,
+                                          env=env, check=False)
+        assert got.returncode == 0, (argv, got.stderr.decode())
+    assert len(list((elsewhere / "new" / "k").rglob("*.txt"))) == 6
+    assert (elsewhere / "new" / "csv" / "here" / "metadata.csv").is_file()
+    assert list((elsewhere / "new" / "site" / "thumbs").rglob("*"))  # the report found the images: thumbnails
+    assert (tmp_path / "photos" / "metadata.jsonl").exists()  # imagefolder beside the images of the merged run

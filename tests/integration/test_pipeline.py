@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -237,10 +238,11 @@ async def test_a_second_run_on_the_same_journal_is_refused(emulator: Emulator, i
     server = await emulator(EmulatorSettings(latency=0.2))
     out = tmp_path / "out.jsonl"
     cfg = cfg_for(server, images, out, concurrency=1)
+    scanned = anyio.Event()  # the first run holds the journal from before its scan until it ends
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run, cfg)
-            await anyio.sleep(0.3)
+            tg.start_soon(functools.partial(run, cfg, on_scan_done=scanned.set))
+            await scanned.wait()
             with pytest.raises(Exception, match="another batchcap run"):
                 await run(cfg)
             tg.cancel_scope.cancel()

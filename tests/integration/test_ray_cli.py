@@ -17,6 +17,8 @@ from batchcap.cli import EXIT_INTERRUPTED, EXIT_OK
 from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings, RunningEmulator
 from batchcap.source.samples import generate
 
+pytestmark = pytest.mark.ray
+
 pytest.importorskip("ray")
 
 Emulator = Callable[[EmulatorSettings], Awaitable[RunningEmulator]]

@@ -45,6 +45,7 @@ async def one_at_a_time(emulator: EmulatorFactory, images: Path, tmp_path: Path,
         assert rec["caption"] == caption_for((images / str(rec["path"])).read_bytes())
 
 
+@pytest.mark.timing  # a 0.3 s timeout and a wall-clock bound: a loaded machine turns them into retries
 async def test_a_one_at_a_time_endpoint_is_not_drowned_fast(emulator: EmulatorFactory, images: Path,
                                                             tmp_path: Path) -> None:
     await one_at_a_time(emulator, images, tmp_path, latency=0.05, timeout=0.3)

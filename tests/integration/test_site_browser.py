@@ -17,6 +17,8 @@ from batchcap.journal import encode_record
 from batchcap.models import ErrorInfo, Record
 from batchcap.source.samples import generate
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -222,9 +222,12 @@ async def test_check_counts_stale_answers(emulator: EmulatorFactory, tmp_path: P
     assert asked(server) == 24  # check sent nothing
 
 
-async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFactory, tmp_path: Path) -> None:
-    """Lines without task or fingerprint, and a manifest with one config: today's command sends nothing again;
-    a changed prompt asks every image again and says what changed."""
+@pytest.mark.parametrize("manifest_version", [1, 2])
+async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFactory, tmp_path: Path,
+                                                         manifest_version: int) -> None:
+    """Lines without task or fingerprint, and a manifest from before tasks (version 1: one config; version 2: a
+    config per invocation, no tasks): today's command sends nothing again; a changed prompt asks every image
+    again and says what changed."""
     folder = pets(tmp_path, 10)
     out = tmp_path / "out.jsonl"
     server = await emulator(EmulatorSettings())
@@ -241,7 +244,12 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
     out.write_bytes(b"".join(old))
     manifest = out.with_name("out.manifest.json")
     doc = orjson.loads(manifest.read_bytes())
-    manifest.write_bytes(orjson.dumps({k: v for k, v in doc.items() if k not in ("invocations", "tasks", "settings")}))
+    doc = {k: v for k, v in doc.items() if k not in ("tasks", "specs")}
+    if manifest_version == 1:
+        doc = {k: v for k, v in doc.items() if k not in ("invocations", "manifest_version")}
+    else:
+        doc["invocations"] = [{k: v for k, v in inv.items() if k != "tasks"} for inv in doc["invocations"]]
+    manifest.write_bytes(orjson.dumps(doc))
     with anyio.fail_after(60):
         stats = await run(RunConfig.build(**base).validate())
         assert (stats.ok, asked(server)) == (0, 10)
@@ -250,9 +258,11 @@ async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFacto
     assert stale(notes) == ["task caption: prompt changed since 10 answers: asking again"]
     assert (stats.ok, asked(server)) == (10, 20)
     doc = orjson.loads(manifest.read_bytes())
-    assert doc["invocations"][0]["settings"] == ["legacy"]  # the first run, from the old manifest
-    assert doc["settings"]["legacy"]["config"]["prompt"] != "Say what it is."
-    assert len(doc["settings"]) == 3  # legacy, today's command, the changed prompt
+    first, *later = doc["invocations"]
+    assert "tasks" not in first  # the run from before tasks, kept as it was
+    assert first["config"]["prompt"] != "Say what it is."
+    assert [inv["tasks"]["caption"]["prompt"] for inv in later][-1] == "Say what it is."
+    assert len(doc["specs"]["caption"]) == 2  # today's command, the changed prompt
 
 
 async def test_a_tgi_server_is_asked_in_its_own_spelling(emulator: EmulatorFactory, tmp_path: Path) -> None:

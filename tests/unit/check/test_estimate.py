@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchcap.check import ResizeModel, Sampled, estimate
+from batchcap.check import estimate
 
 
 def test_rate_bound_run() -> None:
@@ -43,30 +43,3 @@ def test_cost_is_wall_time_times_hourly_price() -> None:
 def test_a_throttled_probe_is_noted() -> None:
     e = estimate(10, target="t", concurrency=1, rate=1.0, burst=1, latency_s=0.1, throttled=True)
     assert any("429" in n for n in e.notes)
-
-
-def test_resize_model_scales_by_pixel_count_over_the_long_side() -> None:
-    m = ResizeModel(1024)
-    data = bytes(400_000)
-    assert m.sent_bytes(data, "image/jpeg", (800, 600)) == 400_000
-    assert m.sent_bytes(data, "image/jpeg", (2048, 1536)) == 100_000
-    assert m.sent_bytes(data, "image/jpeg", None) == 400_000
-    assert "1024" in m.describe()
-
-
-def test_sampled_applies_the_sample_ratio_to_the_rest() -> None:
-    calls = []
-
-    class Half:
-        def describe(self) -> str:
-            return "half"
-
-        def sent_bytes(self, data: bytes, mime: str, size: tuple[int, int] | None) -> int:
-            calls.append(len(data))
-            return len(data) // 2
-
-    s = Sampled(Half(), every=10)
-    total = sum(s.sent_bytes(bytes(1000), "image/png", (10, 10)) for _ in range(100))
-    assert len(calls) == 10
-    assert total == 50_000
-    assert "1 image in 10" in s.describe()

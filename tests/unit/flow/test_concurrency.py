@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from fakes import FakeClock
 
 from batchcap.errors import (
     BadResponse,
@@ -193,8 +194,8 @@ def test_parse_concurrency() -> None:
 
 
 async def test_limiter_admits_up_to_the_limit_in_fifo_order() -> None:
-    now = [0.0]
-    limiter = ConcurrencyLimiter(FixedLimit(2), clock=lambda: now[0])
+    now = FakeClock()
+    limiter = ConcurrencyLimiter(FixedLimit(2), clock=now)
     order: list[int] = []
     first, second = await limiter.acquire(), await limiter.acquire()
     assert (limiter.inflight, limiter.waiting) == (2, 0)
@@ -243,11 +244,11 @@ async def test_a_cancelled_waiter_gives_its_place_on() -> None:
 
 
 async def test_slot_context_manager_reports_the_outcome() -> None:
-    now = [0.0]
+    now = FakeClock()
     algorithm = AdaptiveLimit(8, initial=4)
-    limiter = ConcurrencyLimiter(algorithm, clock=lambda: now[0])
+    limiter = ConcurrencyLimiter(algorithm, clock=now)
     async with limiter.slot() as slot:
-        now[0] = 1.0
+        now.now = 1.0
         slot.outcome = "timeout"
     assert limiter.limit == 2
     with pytest.raises(RuntimeError):

@@ -2,61 +2,15 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 
 import anyio
 import pytest
+from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchcap.flow.ratelimit import LimiterStats, RateLimiter, TokenBucket
-
-
-class FakeClock:
-    """A clock whose ``sleep`` just moves time forward: enough for one task at a time."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
-
-
-class VirtualTime:
-    """Many sleeping tasks: ``run()`` jumps to the next timer whenever every other task is blocked."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._timers: list[tuple[float, int, anyio.Event]] = []
-        self._order = itertools.count()
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        event = anyio.Event()
-        heapq.heappush(self._timers, (self.now + seconds, next(self._order), event))
-        await event.wait()
-
-    async def run(self) -> None:
-        while True:
-            await anyio.wait_all_tasks_blocked()
-            if not self._timers:
-                return
-            when, _, event = heapq.heappop(self._timers)
-            self.now = max(self.now, when)
-            event.set()
 
 
 def drive(bucket: TokenBucket, times: list[float]) -> list[float]:
@@ -445,7 +399,7 @@ async def test_a_pause_that_starts_while_asleep_is_waited_out() -> None:
 
 
 async def test_one_throttle_pauses_every_waiter() -> None:
-    time = VirtualTime()
+    time = FakeClock(scheduled=True)
     limiter = RateLimiter(2.0, 1, clock=time, sleep=time.sleep)
     sent: list[tuple[str, float]] = []
 
@@ -467,7 +421,7 @@ async def test_one_throttle_pauses_every_waiter() -> None:
 
 
 async def test_workers_share_one_rate() -> None:
-    time = VirtualTime()
+    time = FakeClock(scheduled=True)
     limiter = RateLimiter(4.0, 2, clock=time, sleep=time.sleep)
     sent: list[float] = []
 
@@ -484,7 +438,7 @@ async def test_workers_share_one_rate() -> None:
 
 
 async def test_cancelled_waiter_gives_its_token_back() -> None:
-    time = VirtualTime()
+    time = FakeClock(scheduled=True)
     limiter = RateLimiter(1.0, 1, clock=time, sleep=time.sleep)
     assert await limiter.acquire() == 0.0
     async with anyio.create_task_group() as tg:

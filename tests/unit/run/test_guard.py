@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from batchcap.errors import (
     AuthError,
@@ -24,20 +25,12 @@ from batchcap.run.guard import refusal_key
 URL = "https://router.example/hf-inference/models/org/m"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def rec(i: int) -> Record:
     return Record(f"{i}.jpg", "error", error=ErrorInfo("RejectedImage", "no", 400, False))
 
 
-def guard(*, has_token: bool = True, max_wait: float = 60.0, clock: Clock | None = None) -> RunGuard:
-    return RunGuard(url=URL, has_token=has_token, max_wait=max_wait, clock=clock or Clock())
+def guard(*, has_token: bool = True, max_wait: float = 60.0, clock: FakeClock | None = None) -> RunGuard:
+    return RunGuard(url=URL, has_token=has_token, max_wait=max_wait, clock=clock or FakeClock(100.0))
 
 
 def test_a_refused_token_stops_at_once_and_says_which_host() -> None:
@@ -67,7 +60,7 @@ def test_per_image_faults_never_stop_the_run_after_an_attempt(exc: Exception) ->
 
 
 def test_loading_forever_stops_only_after_max_wait_without_a_caption() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     g = guard(max_wait=60.0, clock=clock)
     loading = ModelLoading("HTTP 503: loading", estimated_time=20.0)
     clock.now += 59.0
@@ -173,7 +166,7 @@ def test_a_quota_that_comes_back_after_max_wait_stops_and_says_when() -> None:
 
 @pytest.mark.parametrize("exc", [QueueFull("queue full"), QuotaExhausted("quota spent, no time named")])
 def test_a_full_queue_or_a_timeless_quota_stops_only_when_nothing_was_captioned_for_max_wait(exc: Exception) -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     g = guard(max_wait=60.0, clock=clock)
     clock.now += 59.0
     assert g.after_attempt(exc) is None  # type: ignore[arg-type]

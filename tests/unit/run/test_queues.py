@@ -36,7 +36,7 @@ async def test_feed_put_waits_while_full_and_resumes_when_a_sender_takes_one() -
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(reader)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert not put_done.is_set()  # bounded: the reader is held back
         assert feed.pop() is not None
         with anyio.fail_after(2):
@@ -55,9 +55,9 @@ async def test_feed_next_sleeps_until_a_batch_then_returns_none_once_closed_and_
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
             tg.start_soon(sender)
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             await feed.put([image(7)])
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             feed.close()
     assert got == ["7.jpg", None]
 
@@ -98,7 +98,7 @@ async def test_sink_reports_full_past_high_water_and_frees_senders_when_taken() 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(sender)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert not freed.is_set()
         sink.close()  # take() returns at once when closed
         assert await sink.take() is not None

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from batchcap.emulator.management import Lifecycle, ManagedEndpointSettings
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_resume_walks_pending_initializing_running():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     life = Lifecycle(ManagedEndpointSettings(pending_s=2, initializing_s=3), clock)
     assert life.state == "paused"
     assert life.eta() is None
@@ -38,7 +31,7 @@ def test_resume_walks_pending_initializing_running():
 
 
 def test_scaled_to_zero_wakes_on_a_request_but_paused_does_not():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     life = Lifecycle(ManagedEndpointSettings(state="scaledToZero", pending_s=0, initializing_s=1), clock)
     life.wake_on_request()
     assert life.state == "initializing"
