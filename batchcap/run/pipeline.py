@@ -108,6 +108,7 @@ async def run(
     finally:
         stats.elapsed = time.monotonic() - started
         stats.stale, stats.kept_stale, stats.copied = planner.stale, planner.kept_stale, planner.copied
+        stats.skipped = max(0, stats.skipped - planner.stale.total())  # "already done": not the stale
         writer.close()
         if not stages.writer_failed:
             stats.aborted, stats.abort_kind = _first_stop(stages.failures)

@@ -273,7 +273,7 @@ class Stages:
             self.flush_scan_records()
         if not self.scan_done.is_set():
             self.scan_done.set()
-            self.stats.skipped = max(0, len(self.index) - self.planner.stale.total())  # the stale are asked again
+            self.stats.skipped = len(self.index)  # less the stale ones asked again, once all are read
             if self.on_scan_done:
                 self.on_scan_done()
 
