@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -54,6 +55,7 @@ class _State:
     loaded_at: float | None = None  # set by the first admitted model request
     pool: ModelPool | None = None  # None: unlimited capacity, every request runs at once
     credits_used: int = 0  # model requests admitted, counted against ``settings.credits``
+    json_asked: set[bytes] = field(default_factory=set)  # (image, prompt) pairs already given a JSON answer
 
     def delay(self) -> float:
         """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
@@ -88,6 +90,7 @@ class _Ctx:
     provider: str = ""
     cost: float = 0.0
     image: str = ""
+    schema: dict[str, Any] | None = None  #: chat: the JSON schema asked for (``response_format``)
 
 
 _STATE = web.AppKey("emulator_state", _State)

@@ -35,6 +35,10 @@ class RunStats:
     sidecars: SidecarReport | None = None  #: with --sidecar: written, kept, clashes (``run.sidecar``)
     errors_by_type: Counter[str] = field(default_factory=Counter)
     by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
+    by_task: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error records per task
+    stale: Counter[str] = field(default_factory=Counter)  #: per task: answers made otherwise, asked again
+    kept_stale: Counter[str] = field(default_factory=Counter)  #: per task: answers made otherwise, kept
+    copied: int = 0  #: answers copied from an earlier run's answer to the same content (no request)
     drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
     targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0
