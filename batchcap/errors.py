@@ -6,6 +6,7 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
     ├── ConfigError            the command line, a profile or a path is wrong; nothing was sent -> exit 2
     │   └── UsageError         a malformed flag or argument (kept for its name: also exit 2)
     ├── InputError             unreadable / empty / truncated / not an image -> error record, never retried
+    │   ├── PromptError        a task's prompt template failed for one image -> error record for that task
     │   └── SourceProblem      a dataset's file or row that cannot be read (damaged tar or parquet, a row
     │                          without an image); also an OSError, as the sources report what they skip
     ├── JournalError           journal locked, corrupt, or the disk is full  -> abort, exit 3
@@ -68,6 +69,7 @@ __all__ = [
     "ModelLoading",
     "NotifyFailed",
     "PermanentError",
+    "PromptError",
     "QueueFull",
     "QuotaExhausted",
     "RateLimited",
@@ -99,6 +101,10 @@ class UsageError(ConfigError):
 
 class InputError(BatchcapError):
     """One input file cannot be sent (unreadable, empty, truncated, not an image, too large)."""
+
+
+class PromptError(InputError):
+    """A task's prompt template could not be rendered for one image (a filter failed on its values)."""
 
 
 class SourceProblem(InputError, OSError):

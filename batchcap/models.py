@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Quota", "Record", "Status", "Usage"]
+__all__ = ["DEFAULT_TASK", "Ask", "DatasetJob", "ErrorInfo", "ImageJob", "LoadedImage", "Preparation", "Quota",
+           "Record", "Status", "Usage"]
 
 Status = Literal["ok", "error"]
+#: The one task of a run without ``--task``: today's prompt, and the name every older journal line implies.
+DEFAULT_TASK = "caption"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +26,8 @@ class ImageJob:
 
     @property
     def context(self) -> Mapping[str, str] | None:
-        """What the source says of the image, for prompt templates (a dataset's: ``DatasetJob.context``)."""
+        """What the source says of the image, for prompt templates (a dataset's: ``DatasetJob.context``);
+        ``batchcap.tasks.template`` offers it next to folder, path, stem, sidecar and exif."""
         return None
 
 
@@ -36,6 +40,19 @@ class DatasetJob(ImageJob):
 
     data: bytes | None = field(default=None, repr=False, compare=False)
     context: Mapping[str, str] | None = field(default=None, compare=False)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One task to ask of one image: the task's name and its prompt rendered for this image.
+
+    ``prompt`` is None for targets that take no prompt (raw image bytes). ``stale``: the journal holds an
+    answer for this image and task that was made with other settings (it is asked again).
+    """
+
+    task: str
+    prompt: str | None = None
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +79,10 @@ class LoadedImage:
     data: bytes
     mime: str
     prep: Preparation | None = None
+    #: Hex digest of the file's bytes as read (``batchcap.source.digest.content_digest``), before preparation.
+    digest: str | None = None
+    #: What to ask of this image (one per task not answered yet); empty until the run's planner has decided.
+    asks: tuple[Ask, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +109,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One journal line. Exactly one of ``caption`` / ``error`` is set."""
+    """One journal line: one task's answer for one image. Exactly one of ``caption`` / ``error`` is set.
+
+    ``data`` is the parsed JSON of a schema task's answer (``caption`` keeps its text). ``fingerprint`` says
+    what produced it (``batchcap.tasks.fingerprint``); ``digest`` is the image content's. Both are None on
+    lines older than issue 16 and on errors that belong to no request (an unreadable file has no digest).
+    """
 
     path: str
     status: Status
@@ -106,6 +132,10 @@ class Record:
     usage: Usage | None = None  #: tokens the service reported (token-billed targets), summed over billed attempts
     provider: str | None = None  #: who served it, when the router says (``x-inference-provider``)
     cost_usd: float | None = None  #: what the image cost, when a price is known (``batchcap.run.spend``)
+    task: str = DEFAULT_TASK
+    data: Any = None
+    fingerprint: str | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

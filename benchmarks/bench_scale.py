@@ -4,10 +4,11 @@
   emulator, sampled from /proc every 0.5 s for a bounded time, then SIGINT (it must exit 130, interrupted).
 * Time to first request: the emulator's first admission time minus the time just before the spawn (both
   CLOCK_MONOTONIC), so interpreter start-up, imports, the journal index and the first scan batch all count.
-* Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors), timed in a
-  fresh interpreter, best of three (the file is in the page cache after the first); and the same journal as a
-  token-billed run writes it (``usage``, ``provider`` and ``cost_usd`` on every ok line), whose spend the index
-  sums (issue 18: a rerun counts what earlier runs spent).
+* Resume index: ``batchcap.journal.load_index`` on a 1M-line journal (99% ok lines, 1% errors; each with its
+  task, fingerprint and digest, issue 16), timed in a fresh interpreter, best of three (the file is in the page
+  cache after the first), and its peak RSS; and the same journal as a token-billed run writes it (``usage``,
+  ``provider`` and ``cost_usd`` on every ok line), whose spend the index sums (issue 18: a rerun counts what
+  earlier runs spent).
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def run_folder(ctx: Ctx, tree: Path, seconds: float) -> list[Result]:
 
 
 def make_journal(path: Path, lines: int, *, costs: bool = False) -> None:
-    """``lines`` records as the pipeline writes them: 99% ok, 1% errors (half retryable); ``costs``: as a chat
+    """``lines`` records as the pipeline writes them: 99% ok, 1% errors (half retryable), each with its task,
+    fingerprint (one settings part, a per-image part) and content digest (issue 16); ``costs``: as a chat
     target's run writes them (usage, provider, cost on every ok line)."""
+    import hashlib
+
     from batchcap.journal import encode_record
     from batchcap.models import ErrorInfo, Record, Usage
 
@@ -97,18 +101,22 @@ def make_journal(path: Path, lines: int, *, costs: bool = False) -> None:
         chunk = []
         for i in range(lines):
             rel = f"d{i // 10_000:04d}/f{i:07d}.jpg"
+            h = hashlib.blake2b(rel.encode(), digest_size=24).hexdigest()
+            fp, digest = "3f9a01c2" + h[:16], h[16:48]
             if i % 100 == 99:
                 err = ErrorInfo("ServerError", "HTTP 503: busy", 503, retryable=i % 200 == 199)
-                rec = Record(rel, "error", error=err, attempts=3, target="hf:x", ts=1.7e9 + i)
+                rec = Record(rel, "error", error=err, attempts=3, target="hf:x", ts=1.7e9 + i, fingerprint=fp,
+                             digest=digest)
             elif costs:
                 usage = Usage(812 + i % 300, 17 + i % 13)
                 rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
                              latency_s=0.1234, bytes_sent=51234, target="openai:x@router", request_id=f"r-{i}",
-                             ts=1.7e9 + i, usage=usage, provider="novita",
+                             ts=1.7e9 + i, usage=usage, provider="novita", fingerprint=fp, digest=digest,
                              cost_usd=round((usage.prompt_tokens * 0.2 + usage.completion_tokens * 0.8) / 1e6, 12))
             else:
                 rec = Record(rel, "ok", caption=f"a photograph number {i} of a benchmark", attempts=1,
-                             latency_s=0.1234, bytes_sent=51234, target="hf:x", request_id=f"r-{i}", ts=1.7e9 + i)
+                             latency_s=0.1234, bytes_sent=51234, target="hf:x", request_id=f"r-{i}", ts=1.7e9 + i,
+                             fingerprint=fp, digest=digest)
             chunk.append(encode_record(rec))
             if len(chunk) >= 10_000:
                 f.write(b"".join(chunk))
@@ -128,7 +136,8 @@ print(json.dumps({"seconds": dt, "done": len(index), "maxrss_mb": resource.getru
 
 
 def run_journal(ctx: Ctx, lines: int = FILES) -> list[Result]:
-    """The plain journal, then one with a cost on every ok line (the spend the index sums for a rerun)."""
+    """The plain journal (its load time and peak RSS), then one with a cost on every ok line (the spend the index
+    sums for a rerun); every line carries a task, fingerprint and digest."""
     out = []
     for costs in (False, True):
         path = ctx.workdir / "journal-1m.jsonl"
@@ -143,11 +152,16 @@ def run_journal(ctx: Ctx, lines: int = FILES) -> list[Result]:
             runs.append(json.loads(proc.stdout))
         path.unlink()
         best = min(runs, key=lambda r: r["seconds"])
-        what = f"load_index of a {lines:,}-line journal" + (" with usage and cost_usd on each ok line" if costs else "")
+        what = f"load_index of a {lines:,}-line journal with fingerprints" + (
+            " and usage/cost_usd on each ok line" if costs else "")
         out.append(Result("scale", what, best["seconds"], 2.0, "<=", "s",
                           detail=f"{size_mb:.0f} MB, {best['done']:,} done; best of 3 "
                                  f"({', '.join(format(r['seconds'], '.2f') for r in runs)} s); peak RSS "
                                  f"{best['maxrss_mb']:.0f} MB"))
+        if not costs:
+            out.append(Result("scale", "load_index peak RSS, same journal", max(r["maxrss_mb"] for r in runs),
+                              150.0, "<=", "MB", detail="ru_maxrss of the loading interpreter (imports included), "
+                                                        "worst of 3"))
     return out
 
 
@@ -165,3 +179,14 @@ def run(ctx: Ctx) -> list[Result]:
             shutil.rmtree(tree, ignore_errors=True)
             print(f"bench: scale: tree removed in {time.monotonic() - t:.1f} s", file=sys.stderr)
     return results + run_journal(ctx)
+
+
+if __name__ == "__main__":  # python benchmarks/bench_scale.py --journal: the index rows alone (~30 s)
+    import os
+    import tempfile
+
+    if "--journal" not in sys.argv:
+        sys.exit("usage: python benchmarks/bench_scale.py --journal   (the whole bench: benchmarks/run.py --only scale)")
+    with tempfile.TemporaryDirectory(prefix="batchcap-bench-journal-") as tmp:
+        for r in run_journal(Ctx(Path(tmp), quick=False, env=dict(os.environ))):
+            print(f"{r.metric}: {r.value:.3f} {r.unit} ({r.verdict}; goal {r.op} {r.goal}) {r.detail}")

@@ -32,6 +32,7 @@ import bench_prepare
 import bench_rate
 import bench_scale
 import bench_space
+import bench_tasks
 import bench_throughput
 from _util import NCPU, Ctx, Result, git_commit
 
@@ -42,6 +43,7 @@ BENCHES: dict[str, Callable[[Ctx], list[Result]]] = {
     "scale": bench_scale.run,
     "adaptive": bench_adaptive.run,
     "prepare": bench_prepare.run,
+    "tasks": bench_tasks.run,
     "space": bench_space.run,
 }
 

@@ -102,14 +102,20 @@ class FakeCaller:
         self.repeat = repeat  #: the outcome of every call once ``outcomes`` is used up (None: fail the test)
         self.adapter: Adapter = adapter or HFRaw()
         self.calls: list[tuple[str, Adapter | None]] = []
+        self.prompts: list[str | None] = []  #: the prompt of each call (a task's, rendered; None: the adapter's)
         self.gate: anyio.Event | None = None
         self.in_flight = 0
         self.entered = self.closed = False
         self.host = "fake.example"
         self.capacity: int | None = None  #: calls the service says it runs at once (a Space), else None
 
-    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+    async def server_kind(self) -> str:
+        return "openai"
+
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
         self.calls.append((image.job.path, adapter))
+        self.prompts.append(prompt)
         self.in_flight += 1
         try:
             if self.gate is not None:

@@ -10,7 +10,7 @@ that cannot be read) and ``cli`` turns those into exit codes 2 and 3.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,30 @@ def run_check(
     if len(estimates) > 1:
         data["estimates"] = {lane.name: e.to_dict() for lane, e in zip(lanes, estimates, strict=True)}
     data["probe"] = probed
+    data["stale"] = _stale(cfg, out, targets, images.context_names()) if has_target else None
     return CheckReport(inv, est, probed, data, out, estimates=estimates, folder=images.root)
+
+
+def _stale(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> dict[str, Any]:
+    """Answers in ``out`` made with other settings than ``cfg``'s (issue 16): what a run with these flags asks
+    again (or keeps, with --keep-stale). The tasks are checked as a run checks them (exit 2 if they do not fit).
+    Only with a target: without one, every answer's target differs and the count would mean nothing."""
+    from batchcap.journal import load_index
+    from batchcap.journal.meta import read_manifest
+    from batchcap.run.plan import build_plan, legacy_current, legacy_parts, spec_history, stale_answers
+
+    plan = build_plan(cfg, [t.cfg for t in targets], extra=extra)
+    found: list[Any] = []
+    if out is not None:
+        index = load_index(out, repair=False)
+        previous = read_manifest(out)
+        legacy = legacy_parts(previous)
+        found = stale_answers(plan, index, spec_history(previous, legacy),
+                              legacy_current=legacy_current(plan, legacy))
+    action = "kept (--keep-stale)" if cfg.tasks.keep_stale else "a run asks them again"
+    return {"answers": sum(s.answers for s in found), "by_task": {s.task: s.answers for s in found},
+            "changed": {s.task: list(s.changed) for s in found}, "kept": cfg.tasks.keep_stale,
+            "notes": [s.note(action) for s in found]}
 
 
 def _price(cfg: RunConfig) -> float | None:
@@ -132,9 +155,10 @@ def _mb(n: int) -> str:
 
 
 def render(
-    root: Path | str, out: Path | None, inv: Inventory, estimates: Sequence[Estimate], probed: dict[str, Any] | None
+    root: Path | str, out: Path | None, inv: Inventory, estimates: Sequence[Estimate], probed: dict[str, Any] | None,
+    stale: list[str] | None = None,
 ) -> str:
-    """The human report."""
+    """The human report (``stale``: the notes of ``data["stale"]``, answers made with other settings)."""
     lines = [
         f"batchcap check {root}: {plural(inv.files, 'image file')} ({_mb(inv.bytes)}), {inv.images} readable, "
         f"{inv.unreadable} unreadable, {plural(inv.duplicates, 'exact copy', 'exact copies')}"
@@ -165,6 +189,7 @@ def render(
     if inv.earlier_errors:
         lines.append(f"  {plural(inv.earlier_errors, 'image')} {'keeps' if inv.earlier_errors == 1 else 'keep'} an "
                      f"earlier error in {out} (run skips them; --retry-failed)")
+    lines.extend(f"  stale answers: {note}" for note in stale or ())
     lines.append(f"  to caption: {plural(inv.to_caption, 'request')}, {_mb(inv.bytes_to_send)} to send "
                  f"({inv.bytes_to_send_method})")
     if probed is not None:

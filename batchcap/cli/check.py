@@ -52,7 +52,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if ns.json:
         sys.stdout.write(orjson.dumps(report.data, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimates, report.probe))
+        sys.stdout.write(render(ns.input_dir, report.out, report.inventory, report.estimates, report.probe,
+                                (report.data["stale"] or {}).get("notes")))
     sys.stdout.flush()
     if report.inventory.files == 0 and not report.inventory.scan_problems and report.folder is not None:
         _, passed = first_image(report.folder, follow_symlinks=cfg.source.follow_symlinks)  # no images: quick

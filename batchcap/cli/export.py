@@ -62,7 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", metavar="INPUT",
                         help="what was captioned: a folder, a parquet or WebDataset dataset, a URL (default: "
                              "config.input_dir of the run manifest beside the JSONL)")
-    parser.add_argument("--text-column", default="text", help="caption column name (default: text)")
+    parser.add_argument("--text-column", default="text",
+                        help="one task (caption): the name of its column; several tasks (one column each, named "
+                             "after it): the task whose answers go in the text column a trainer reads (default: "
+                             "text)")
+    parser.add_argument("--task", metavar="NAME",
+                        help="kohya: the task whose answers the sidecars hold (needed when the run had several)")
+    parser.add_argument("--multiline", action="store_true",
+                        help="kohya: every task's answer in one sidecar, one per line (kohya's multi-line captions)")
     parser.add_argument("--ext", help="kohya sidecar extension (default: .txt)")
     parser.add_argument("--mode", choices=MODES,
                         help="kohya, when a sidecar exists: keep it (default), overwrite it, or append/prepend "
@@ -85,8 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run the export the flags describe; one line per outcome on stderr; the exit code as documented."""
     fmt = cast(Format, ns.format)
-    if fmt != "kohya" and (ns.ext is not None or ns.mode is not None):
-        raise ConfigError("--ext and --mode apply to --format kohya only")
+    if fmt != "kohya" and (ns.ext is not None or ns.mode is not None or ns.task is not None or ns.multiline):
+        raise ConfigError("--ext, --mode, --task and --multiline apply to --format kohya only (tables hold one "
+                          "column per task)")
+    if ns.task is not None and ns.multiline:
+        raise ConfigError("give --task NAME (one task per sidecar) or --multiline (every task), not both")
     ext = ns.ext if ns.ext is not None else ".txt"
     if (problem := sidecar_ext_problem(ext, flag="--ext")) is not None:
         raise ConfigError(problem)
@@ -101,6 +111,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         format=fmt, out=ns.out, images=parse_input(ns.images) if ns.images is not None else None,
         text_column=column, ext=ext, mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
         convert=ns.convert, shard_mb=ns.shard_mb, repo=ns.repo, image_column=ns.image_column,
+        task=ns.task, multiline=bool(ns.multiline),
     )
     if not ns.results.is_file():
         raise ConfigError(f"cannot read {shown(ns.results)}: no such file")
@@ -126,7 +137,8 @@ def _say(line: str) -> None:
 def summary(report: ExportReport, fmt: str) -> list[str]:
     """What the export did, as short lines: the count, where, and each kind of thing left out."""
     where = ", ".join(str(p) for p in report.outputs)
-    lines = [f"{plural(report.written, 'caption')} exported ({fmt}) to {where}"]
+    tasks = f" ({len(report.tasks)} tasks: {', '.join(report.tasks)})" if len(report.tasks) > 1 else ""
+    lines = [f"{plural(report.written, 'caption')} exported ({fmt}) to {where}{tasks}"]
     extra = []
     if report.kept:
         extra.append(f"{plural(report.kept, 'existing sidecar')} kept (--mode overwrite/append/prepend to change them)")

@@ -30,6 +30,7 @@ __all__ = [
     "PREPARE",
     "QUALITY",
     "TARGET",
+    "TASKS",
     "TOKEN_PRICE",
     "Opt",
     "add_options",
@@ -156,6 +157,19 @@ QUALITY: tuple[Opt, ...] = (
     Opt(("--max-words",), "max_words", "captions with more words fail the quality gates", metavar="N"),
 )
 
+TASKS: tuple[Opt, ...] = (
+    Opt(("--task",), "task", "repeatable: ask every image this task too, each answer a JSONL line with "
+        "\"task\": NAME; PROMPT is a Jinja2 template with {{ folder }}, {{ path }}, {{ stem }}, {{ sidecar }} "
+        "(STEM.txt beside the image), {{ exif.datetime }}, {{ exif.model }}, {{ exif.make }}; a bare NAME picks "
+        "[tasks.NAME] of the --config profile (default: one task, caption, asking --prompt)",
+        metavar="NAME=PROMPT", kind="append", show_default=False),
+    Opt(("--schema",), "schema", "repeatable: task NAME answers JSON matching this JSON schema (sent as "
+        "response_format, checked on arrival; a reply that does not match fails the invalid_json gate)",
+        metavar="NAME=FILE.json", kind="append", show_default=False),
+    Opt(("--keep-stale",), "keep_stale", "keep answers made with other settings (prompt, model, target, schema, "
+        "preparation) instead of asking again", kind="true", show_default=False),
+)
+
 PREPARE: tuple[Opt, ...] = (
     Opt(("--max-side",), "max_side", "long side at most PX, never enlarged; 0 sends every file as it is",
         metavar="PX"),
@@ -237,6 +251,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("limits"), LIMITS)
     add_options(p.add_argument_group("input and output"), INPUT_OUTPUT)
     add_options(p.add_argument_group("copies and caption quality"), QUALITY)
+    add_options(p.add_argument_group("tasks: what is asked of each image (several answers, templates, JSON)"), TASKS)
     add_options(p.add_argument_group("image preparation (resize, turn upright, convert, strip metadata; small plain "
                                      "files go as they are)"), PREPARE)
     add_options(p.add_argument_group("Inference Endpoint lifecycle"), ENDPOINT)

@@ -69,6 +69,9 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
     if (empty := _no_images(cfg, images)) is not None:
         print(f"batchcap: {empty}", file=sys.stderr)
         return EXIT_ERRORS
+    from batchcap.run.assemble import plan_for
+
+    plan_for(cfg, targets)  # tasks, templates, schemas checked: exit 2 before the first line is printed
     if ns.ray is not None:
         return _main_ray(ns, cfg, token, argv)
     err = sys.stderr
@@ -252,14 +255,25 @@ def _summary(stats: RunStats, out: Path) -> None:
         + (f"; errors: {breakdown}" if breakdown else ""),
         file=err,
     )
+    if len(stats.by_task) > 1 or any(task != "caption" for task in stats.by_task):
+        for task, answers in stats.by_task.items():
+            print(f"batchcap:   task {task}: {answers.get('ok', 0)} ok, {plural(answers.get('error', 0), 'error')}",
+                  file=err)
+    if stats.stale or stats.kept_stale:
+        asked = ", ".join(f"{task} {n}" for task, n in stats.stale.items())
+        kept = ", ".join(f"{task} {n}" for task, n in stats.kept_stale.items())
+        print("batchcap: answers made with other settings: "
+              + "; ".join(x for x in (f"asked again: {asked}" if asked else "",
+                                      f"kept (--keep-stale): {kept}" if kept else "") if x), file=err)
     _failed_files(stats, out)
     if stats.slept:
         print(f"batchcap: the machine slept {stats.slept:.0f} s during the run; requests in flight then were sent "
               "again, free", file=err)
     if stats.duplicates:
         their = "its" if stats.duplicates == 1 else "their"
-        print(f"batchcap: {plural(stats.duplicates, 'copy')} got {their} original's caption without a request "
-              "(\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
+        earlier = f" ({stats.copied} from earlier runs)" if stats.copied else ""
+        print(f"batchcap: {plural(stats.duplicates, 'copy')} got {their} original's caption without a request"
+              f"{earlier} (\"duplicate_of\" in the JSONL; --no-dedupe sends every file)", file=err)
     if stats.flags or stats.quality_retries:
         flags = ", ".join(f"{k} {v}" for k, v in stats.flags.most_common()) or "none left"
         print(f"batchcap: caption quality: {plural(stats.quality_retries, 'retry')}; flags: {flags}", file=err)

@@ -270,6 +270,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             f"--{name}-rate", type=float, default=0.0, metavar="F", help=f"fraction of {what} (default: 0)"
         )
+    p.add_argument("--invalid-json-rate", type=float, default=0.0, metavar="F",
+                   help="chat answers asked for JSON (response_format): fraction of (image, prompt) pairs whose "
+                        "first answer does not match the schema (default: 0)")
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -378,6 +381,7 @@ def settings_from_args(ns: argparse.Namespace) -> EmulatorSettings:
         window_quota=ns.window_quota,
         window_seconds=ns.window_seconds,
         window_headers=ns.window_headers,
+        invalid_json_rate=ns.invalid_json_rate,
         models=_models(ns.models),
         **_body_limits(ns.max_body_mb),  # type: ignore[arg-type]
         **_providers(ns.provider),  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ The tables are cosmetic: every key is unique across them and maps to the one fie
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,8 +20,8 @@ from .runconfig import RunConfig, setting_refs
 
 __all__ = ["TABLE_VALUES", "did_you_mean", "load_profile", "profile_config", "user_setting_names"]
 
-#: Keys whose value is itself a table (not a cosmetic group of settings).
-TABLE_VALUES = frozenset({"parameters"})
+#: Keys whose value is itself a table (not a cosmetic group of settings): ``[tasks.NAME]`` holds one task each.
+TABLE_VALUES = frozenset({"parameters", "tasks"})
 _FORBIDDEN = frozenset({"token", "hf_token", "api_key"})
 
 
@@ -58,9 +59,24 @@ def load_profile(path: Path) -> dict[str, Any]:
         if isinstance(value, dict) and key not in TABLE_VALUES:
             for sub, subvalue in value.items():
                 _put(flat, sub, subvalue, path, known)
+        elif key == "tasks":
+            _put(flat, key, _task_tables(value, path), path, known)
         else:
             _put(flat, key, value, path, known)
     return flat
+
+
+def _task_tables(value: Any, path: Path) -> Any:
+    """``[tasks.NAME]`` tables with a relative ``schema`` path taken from the profile's folder."""
+    if not isinstance(value, dict):
+        return value  # TaskSettings says what is wrong
+    out: dict[str, Any] = {}
+    for name, table in value.items():
+        if isinstance(table, dict) and isinstance(table.get("schema"), str) and table["schema"] \
+                and not os.path.isabs(os.path.expanduser(table["schema"])):
+            table = {**table, "schema": str(path.parent / table["schema"])}
+        out[name] = table
+    return out
 
 
 def _put(flat: dict[str, Any], key: str, value: Any, path: Path, known: set[str]) -> None:

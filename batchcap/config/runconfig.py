@@ -5,7 +5,8 @@
     cfg.with_flat({"max_side": 768})                        # a copy, the value routed to the group declaring it
 
 Each group is declared in its subsystem (``source.SourceSettings``, ``prepare.PrepareSettings``, ``flow.Limits``,
-``service.TargetSettings`` / ``RoutingSettings``, ``tasks.QualitySettings``); the run's own output settings are
+``service.TargetSettings`` / ``RoutingSettings``, ``tasks.QualitySettings``, ``tasks.TaskSettings``); the run's
+own output settings are
 fields here. A flat name (a profile key, a flag's dest) maps to exactly one field: :data:`GROUPS` is the table.
 """
 
@@ -35,6 +36,7 @@ from batchcap.source.settings import SourceSettings, parse_path
 from batchcap.source.shard import Shard
 from batchcap.source.sidecars import sidecar_ext_problem
 from batchcap.tasks.quality import QualitySettings
+from batchcap.tasks.spec import TaskSettings
 
 __all__ = ["GROUPS", "RunConfig", "SettingRef", "setting_refs"]
 
@@ -91,6 +93,7 @@ class RunConfig:
     prepare: PrepareSettings = field(default_factory=PrepareSettings)
     quality: QualitySettings = field(default_factory=QualitySettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)  #: prices and caps (issue 18)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.out, Path):
@@ -189,6 +192,7 @@ GROUPS: dict[str, type] = {
     "prepare": PrepareSettings,
     "quality": QualitySettings,
     "budget": BudgetSettings,
+    "tasks": TaskSettings,
 }
 
 

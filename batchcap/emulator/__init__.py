@@ -11,8 +11,9 @@ everything, no request id), ``serverless`` the router, ``tgi`` a batching TGI. C
 batching), network faults (resets, cut bodies, HTML 502/504, garbled 200s, hangs), credits (402) and the retired
 host (410) are knobs of the same settings.
 
-One job per module, in dependency order: ``captions`` (pixels -> caption), ``settings`` (the knobs), ``log``
-(what was answered), ``capacity`` (replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``bodies``
+One job per module, in dependency order: ``captions`` (pixels -> caption), ``answers`` (caption and prompt ->
+the chat answer, JSON for a schema), ``settings`` (the knobs), ``log`` (what was answered), ``capacity``
+(replicas, FIFO queue, batching), ``state`` (per-app mutable state), ``bodies``
 (request and answer formats per route shape), ``toolkit`` (the Endpoint container's strict rules), ``faults``
 (network and account faults), ``proxy`` (refusals before the model), ``app`` (routes and the check order),
 ``server`` (on a socket, in-process), ``standalone`` (the ``batchcap serve`` loop). Import from here: the submodules are an
@@ -21,6 +22,7 @@ implementation detail.
 
 from __future__ import annotations
 
+from batchcap.emulator.answers import chat_answer_for, json_answer_for, prompt_tag
 from batchcap.emulator.app import make_app
 from batchcap.emulator.capacity import ModelPool
 from batchcap.emulator.captions import Decoded, caption_for
@@ -67,7 +69,10 @@ __all__ = [
     "RunningEmulator",
     "RunningManagedEndpoint",
     "caption_for",
+    "chat_answer_for",
+    "json_answer_for",
     "make_app",
+    "prompt_tag",
     "serve",
     "start_emulator",
     "start_managed_endpoint",

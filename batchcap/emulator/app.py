@@ -19,9 +19,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from batchcap.emulator import faults, toolkit
+from batchcap.emulator.answers import invalid_json_for, json_value, text_answer
 from batchcap.emulator.bodies import (
     _Answer,
     _answer_chat,
@@ -53,6 +55,8 @@ from batchcap.emulator.spaceapp import add_space_routes
 from batchcap.emulator.state import _CTX, _STATE, REQUEST_LOG, _Ctx, _FixedWindow, _State, _TokenBucket
 
 __all__ = ["make_app", "reconfigure"]
+
+_JSON_ASKED_MAX = 1_000_000  # (image, prompt) pairs remembered for invalid_json_rate; then it starts over
 
 
 async def _admit(request: web.Request, kind: RouteKind) -> tuple[bytes, web.Response | None]:
@@ -108,7 +112,29 @@ async def _infer(request: web.Request, kind: RouteKind, payload: _Payload, answe
     ctx.decoded = decoded
     if ctx.fault == "error":  # strict: the handler raised, and the container turns that into a 400
         return toolkit.handler_error(toolkit.oom_error(ctx.n, decoded.width, decoded.height))
+    if kind == "chat":
+        ctx.prompt, ctx.schema = payload.prompt, payload.schema
+        return answer(request, _chat_text(state, decoded.caption, payload))
     return answer(request, decoded.caption)
+
+
+def _chat_text(state: _State, caption: str, payload: _Payload) -> str:
+    """The chat answer to this prompt (``answers``): text, or JSON when a schema was asked, the first answer of a
+    seeded share of (image, prompt) pairs invalid (``invalid_json_rate``)."""
+    if payload.schema is None:
+        return text_answer(caption, payload.prompt)
+    rate = state.settings.invalid_json_rate
+    if rate > 0:
+        h = hashlib.sha256(f"{state.settings.seed}\x00{payload.prompt or ''}\x00".encode())
+        h.update(payload.image or b"")
+        pair = h.digest()
+        if pair not in state.json_asked:
+            if len(state.json_asked) >= _JSON_ASKED_MAX:
+                state.json_asked.clear()
+            state.json_asked.add(pair)
+            if int.from_bytes(pair[:8], "big") / 2**64 < rate:
+                return invalid_json_for(caption, payload.prompt, payload.schema)
+    return orjson.dumps(json_value(caption, payload.prompt, payload.schema)).decode()
 
 
 async def _model_route(request: web.Request, kind: RouteKind, parse: _Parse, answer: _Answer) -> web.StreamResponse:
@@ -185,6 +211,15 @@ async def _health(request: web.Request) -> web.StreamResponse:
 async def _tgi_health(request: web.Request) -> web.StreamResponse:
     request[_CTX].kind = "health"
     return web.Response(status=200)
+
+
+async def _tgi_info(request: web.Request) -> web.StreamResponse:
+    """TGI's ``GET /info`` (router/src/lib.rs ``Info``), enough to tell a TGI server from others."""
+    request[_CTX].kind = "health"
+    settings = request.app[_STATE].settings
+    return _json(200, {"model_id": settings.model_id, "model_sha": None, "model_pipeline_tag": "image-text-to-text",
+                       "max_concurrent_requests": 128, "max_input_tokens": 8191, "max_total_tokens": 8192,
+                       "router": "text-generation-router", "version": "3.3.6", "sha": None})
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
@@ -267,7 +302,7 @@ async def _track(
         if ctx.kind != "stats":
             auth_present = "Authorization" in request.headers
             entry = LogEntry(ctx.t, ctx.kind, status, ctx.nbytes, auth_present, ctx.decoded, ctx.fault, ctx.queued,
-                             ctx.usage, ctx.provider, ctx.cost, ctx.image)
+                             ctx.usage, ctx.provider, ctx.cost, ctx.image, ctx.prompt, ctx.schema)
             request.app[REQUEST_LOG].record(entry)
 
 
@@ -292,6 +327,7 @@ def _add_routes(app: web.Application, settings: EmulatorSettings) -> None:
         add_get("/health", _health)
     elif profile == "tgi":
         add_get("/health", _tgi_health)
+        add_get("/info", _tgi_info)
     if profile != "serverless":
         add_get("/metrics", _metrics)
     if profile in ("all", "serverless"):

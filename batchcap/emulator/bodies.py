@@ -12,6 +12,7 @@ import binascii
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -25,7 +26,8 @@ __all__ = ["ENDPOINT_CONTENT_TYPES", "PROVIDER_HEADER", "model_entry", "models_l
 
 @dataclass(frozen=True, slots=True)
 class _Payload:
-    """What a route extracted from the body: image bytes or a ready error answer, plus a legacy wait hint."""
+    """What a route extracted from the body: image bytes or a ready error answer, plus a legacy wait hint; on the
+    chat route the prompt text and the JSON schema asked for (``response_format``), if any."""
 
     image: bytes | None = None
     error: web.Response | None = None
@@ -33,6 +35,7 @@ class _Payload:
     prompt: str = ""  #: chat: the text parts of the messages
     max_tokens: int | None = None  #: chat: ``max_tokens`` (or ``max_completion_tokens``)
     model: str = ""  #: chat: the model id as asked, router suffix included
+    schema: dict[str, Any] | None = None  #: chat: the JSON schema ``response_format`` asked for
 
 
 _Parse = Callable[[web.Request, bytes], _Payload]
@@ -134,7 +137,8 @@ def _invalid(reason: str) -> _Payload:
 
 
 def _parse_chat(request: web.Request, body: bytes) -> _Payload:
-    """OpenAI chat body: the first ``image_url`` part must be a ``data:<mime>;base64,<b64>`` URI."""
+    """OpenAI chat body: the first ``image_url`` part must be a ``data:<mime>;base64,<b64>`` URI; the text parts are
+    the prompt; ``response_format`` is read in the profile's spelling (``_schema_asked``)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -145,6 +149,10 @@ def _parse_chat(request: web.Request, body: bytes) -> _Payload:
     header, _, data = url.partition(",")
     if not (header.startswith("data:") and header.endswith(";base64")):
         return _invalid("the emulator only reads data:<mime>;base64,... image URLs")
+    tgi = request.app[_STATE].settings.profile == "tgi"
+    schema, refusal = _schema_asked(payload.get("response_format") if isinstance(payload, dict) else None, tgi=tgi)
+    if refusal is not None:
+        return _Payload(error=refusal)
     image = _b64_image(data)
     if image is None:
         return _invalid("image_url is not valid base64")
@@ -153,7 +161,44 @@ def _parse_chat(request: web.Request, body: bytes) -> _Payload:
         return _invalid(f"max_tokens must be a positive integer (got {limit!r})")
     model = payload.get("model")
     return _Payload(image=image, prompt=_prompt_text(payload), max_tokens=limit,
-                    model=model if isinstance(model, str) else "")
+                    model=model if isinstance(model, str) else "", schema=schema)
+
+
+def _schema_asked(fmt: object, *, tgi: bool) -> tuple[dict[str, Any] | None, web.Response | None]:
+    """The JSON schema a ``response_format`` asks for, or the refusal a real server gives its spelling.
+
+    OpenAI / the HF router / vLLM: ``{"type": "json_schema", "json_schema": {"name", "schema"}}``; TGI (the
+    ``tgi`` profile): ``{"type": "json_schema", "value": {"name", "schema"}}`` or ``{"type": "json", "value":
+    SCHEMA}``, and TGI's serde refuses the OpenAI spelling with a 422. ``json_object`` asks for any object.
+    """
+    if fmt is None:
+        return None, None
+    if not isinstance(fmt, dict):
+        return None, _tgi_error(422, "Failed to deserialize the JSON body into the target type: response_format: "
+                                     "invalid type")
+    kind = fmt.get("type")
+    if tgi:
+        value = fmt.get("value")
+        if kind in ("json", "json_object") and isinstance(value, dict):
+            return value, None
+        if kind == "json_schema" and isinstance(value, dict) and isinstance(value.get("schema"), dict):
+            return value["schema"], None
+        return None, _tgi_error(422, "Failed to deserialize the JSON body into the target type: response_format: "
+                                     "missing field `value`")
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+            return spec["schema"], None
+        return None, _json(400, {"error": {"message": "Missing required parameter: 'response_format.json_schema'.",
+                                           "type": "invalid_request_error", "param": "response_format",
+                                           "code": "missing_required_parameter"}})
+    if kind == "json_object":
+        return {"type": "object"}, None
+    if kind == "text":
+        return None, None
+    return None, _json(400, {"error": {"message": f"Invalid value: {kind!r}. Supported values are: 'json_object', "
+                                                  "'json_schema', and 'text'.", "type": "invalid_request_error",
+                                       "param": "response_format.type", "code": "invalid_value"}})
 
 
 def _prompt_text(payload: dict[str, object]) -> str:

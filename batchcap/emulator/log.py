@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from batchcap.emulator.captions import Decoded
 
@@ -41,6 +41,8 @@ class LogEntry(NamedTuple):
     provider: str = ""
     cost: float = 0.0
     image: str = ""
+    prompt: str = ""
+    schema: dict[str, Any] | None = None
 
 
 class RequestLog:
@@ -70,6 +72,10 @@ class RequestLog:
     def count(self, status: int | None = None) -> int:
         """Requests answered in total, or with this status."""
         return self.total if status is None else self._by_status[status]
+
+    def prompts(self) -> list[str]:
+        """The prompts of the chat requests answered 200, in order (kept entries)."""
+        return [e.prompt for e in self.entries if e.kind == "chat" and e.status == 200 and e.prompt is not None]
 
     def decoded(self) -> list[Decoded]:
         """What was decoded, request by request (only the kept entries that reached the decoder)."""

@@ -100,6 +100,10 @@ class EmulatorSettings:
     answers 402 once that many captions were admitted, and to every request after. ``legacy_gone`` answers 410
     on the retired ``/models/<id>`` route.
 
+    The chat route answers each prompt apart (``batchcap.emulator.answers``: the caption and a tag of the prompt),
+    and JSON matching the schema a ``response_format`` asks for; ``invalid_json_rate`` of the (image, prompt)
+    pairs get an invalid JSON reply the first time they are asked (seeded by ``seed``).
+
     ``answer_shape`` is what an image-to-text route returns on success: the pipeline's ``list``
     (``[{"generated_text": ...}]``), a bare ``object`` (older servers, many custom handlers) or a bare JSON
     ``string`` (a custom handler that returns its caption as is: a systematic bad response).
@@ -168,6 +172,7 @@ class EmulatorSettings:
     window_quota: int | None = None
     window_seconds: float = 60.0
     window_headers: WindowHeaders = "none"
+    invalid_json_rate: float = 0.0
     space_apis: tuple[str, ...] = ("caption",)
     space_concurrency: int = 1
     space_queue_size: int | None = None
@@ -231,6 +236,9 @@ class EmulatorSettings:
         if self.window_headers not in WINDOW_HEADERS:
             raise bad(f"window_headers must be one of {', '.join(WINDOW_HEADERS)} (got {self.window_headers!r})",
                       "--window-headers")
+        if not 0.0 <= self.invalid_json_rate <= 1.0:
+            raise bad(f"invalid_json_rate must be within [0, 1] (got {self.invalid_json_rate})",
+                      "--invalid-json-rate")
         if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) and m for m in self.models):
             raise bad(f"models must be one or more model ids (got {self.models!r})", "--models")
         if not self.space_apis or not all(a and a.isidentifier() for a in self.space_apis):

@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -77,6 +78,7 @@ class _State:
     pool: ModelPool | None = None  # None: unlimited capacity, every request runs at once
     credits_used: int = 0  # model requests admitted, counted against ``settings.credits``
     window: _FixedWindow | None = None  # the fixed-window limit, when ``settings.window_quota`` is set
+    json_asked: set[bytes] = field(default_factory=set)  # (image, prompt) pairs already given a JSON answer
 
     def delay(self) -> float:
         """Seconds this answer waits, drawn from the seeded generator (see :class:`EmulatorSettings`)."""
@@ -112,6 +114,7 @@ class _Ctx:
     provider: str = ""
     cost: float = 0.0
     image: str = ""
+    schema: dict[str, Any] | None = None  #: chat: the JSON schema asked for (``response_format``)
 
 
 _STATE = web.AppKey("emulator_state", _State)

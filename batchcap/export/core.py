@@ -1,6 +1,8 @@
-"""``export(journal, options)``: the captions of a run in the layout a trainer or a loader reads.
+"""``export(journal, options)``: the answers of a run in the layout a trainer or a loader reads.
 
-One line (row, sidecar) per ok image; error records are left out and counted (the ``openai-batch`` format
+One line (row, sidecar) per image with an ok answer; a table holds one column per task (``export.columns``: a
+run without tasks keeps its one ``text`` column), a kohya sidecar the task picked (``task``) or every task, one
+per line (``multiline``). Error records are left out and counted (the ``openai-batch`` format
 writes them to its own errors file). Each format is one writer function in :data:`WRITERS`; they share the
 job (``export.job``: the selection pass, the input, the path checks) and the atomic file helpers. The dataset
 folders (imagefolder, parquet) are in ``export.dataset``.
@@ -17,6 +19,7 @@ from typing import IO, Any
 import orjson
 
 from batchcap.errors import ConfigError, UsageError
+from batchcap.export.columns import answer_text
 from batchcap.export.dataset import imagefolder, parquet, place, upload_command
 from batchcap.export.files import atomic_bytes, atomic_text, sync_all
 from batchcap.export.job import (
@@ -35,6 +38,8 @@ from batchcap.export.job import (
 )
 from batchcap.export.select import read_records, select
 from batchcap.journal import manifest_path
+from batchcap.journal.codec import record_task
+from batchcap.models import DEFAULT_TASK
 from batchcap.source.datasets import Source, open_source
 from batchcap.source.sidecars import sidecar_name, sidecar_text, write_sidecar
 
@@ -78,8 +83,10 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
             raise UsageError(f"--format kohya writes captions beside image files, and {source.location} is a "
                              f"{source.kind} source; use --format imagefolder or parquet")
     sel = select(journal)
+    _check_tasks(options, sel.tasks)
     report = ExportReport(
-        refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors)
+        refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors),
+        tasks=list(sel.tasks),
     )
     writer(Job(journal, options, sel, images, report, source))
     if options.format in DATASET_FORMATS and report.card is not None:
@@ -87,13 +94,24 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
     return report
 
 
+def _check_tasks(options: ExportOptions, tasks: list[str]) -> None:
+    """kohya needs one task to write, or --multiline; --task must name one the journal holds."""
+    if options.task is not None and options.task not in tasks:
+        raise UsageError(f"--task {options.task}: the journal holds no answers of that task (tasks: "
+                         f"{', '.join(tasks) or 'none'})")
+    if options.format == "kohya" and len(tasks) > 1 and options.task is None and not options.multiline:
+        raise UsageError(f"the journal holds {len(tasks)} tasks ({', '.join(tasks)}); pick the one the sidecars "
+                         "hold with --task NAME, or write them all, one per line, with --multiline")
+
+
 def _kohya(job: Job) -> None:
     assert job.images is not None
     root = job.options.out or job.images
     ext, mode = job.options.ext, job.options.mode
+    tasks = job.sel.tasks if job.options.multiline else [job.options.task or (job.sel.tasks or [DEFAULT_TASK])[0]]
     seen: set[str] = set()
-    for item in job.images_in_order():
-        caption = item.record["caption"]
+    for item in job.images_in_order(tasks):
+        caption = "\n".join(answer_text(item.answers[t]) for t in tasks if t in item.answers)
         image = place(job, item, root) if not job.in_place(root) else item.src
         if image is None:
             continue
@@ -122,9 +140,9 @@ def _csv(job: Job) -> None:
     target = job.table_path("metadata.csv", ".csv")
     with atomic_text(target) as f:
         w = csv.writer(f, lineterminator="\r\n")  # RFC 4180: CRLF, quotes doubled, fields quoted when needed
-        w.writerow(["file_name", job.options.text_column])
-        for path, caption in job.ok_records():
-            w.writerow([path, caption])
+        w.writerow(["file_name", *job.text_columns()])
+        for path, answers in job.ok_answers():
+            w.writerow([path, *job.text_values(answers)])
             job.report.written += 1
     job.report.outputs.append(target)
 
@@ -136,12 +154,19 @@ def _require_pyarrow() -> None:
         raise UsageError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)") from None
 
 
+def _custom_id(rec: dict[str, Any]) -> str:
+    """The image path; ``PATH#TASK`` for tasks other than ``caption`` (one line per answer)."""
+    task = record_task(rec)
+    return rec["path"] if task == DEFAULT_TASK else f"{rec['path']}#{task}"
+
+
 def _request_id(path: str) -> str:
     return "batch_req_" + hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def _openai_batch(job: Job) -> None:
-    """The line shapes of OpenAI Batch output and error files, ``custom_id`` = the image path."""
+    """The line shapes of OpenAI Batch output and error files, ``custom_id`` = the image path (``PATH#TASK`` for
+    tasks other than ``caption``)."""
     out_path = job.table_path("batch_output.jsonl", ".batch_output.jsonl")
     err_path = job.table_path("batch_errors.jsonl", ".batch_errors.jsonl")
     skip = job.options.skip_flagged
@@ -163,7 +188,7 @@ def _write_line(f: IO[bytes], obj: dict[str, Any]) -> None:
 
 
 def _ok_line(rec: dict[str, Any]) -> dict[str, Any]:
-    path = rec["path"]
+    path = _custom_id(rec)
     rid = _request_id(path)
     ts = rec.get("ts")
     return {
@@ -206,8 +231,8 @@ def _error_line(rec: dict[str, Any]) -> dict[str, Any]:
             "body": {"error": {"message": message, "type": kind, "param": None, "code": None}},
         }
     return {
-        "id": _request_id(rec["path"]),
-        "custom_id": rec["path"],
+        "id": _request_id(_custom_id(rec)),
+        "custom_id": _custom_id(rec),
         "response": response,
         "error": None if response is not None else {"code": kind, "message": message},
     }

@@ -18,7 +18,7 @@ from batchcap.export.card import MARKER, CardFacts, card_text
 from batchcap.export.convert import needs_plugin, would_convert
 from batchcap.export.files import atomic_bytes, place_image, replace_bytes, replace_text
 from batchcap.export.items import ExportImage, converted_name, prepare_bytes
-from batchcap.export.job import REPO_PLACEHOLDER, Job, read_manifest, text_columns, text_values
+from batchcap.export.job import REPO_PLACEHOLDER, Job, read_manifest
 from batchcap.export.shards import ShardWriter
 from batchcap.source.read import sniff
 
@@ -99,17 +99,15 @@ def imagefolder(job: Job) -> None:
         raise UsageError(f"--format imagefolder of a {job.source.kind if job.source else 'dataset'} source needs "
                          "--out DIR (the images are written there)")
     root.mkdir(parents=True, exist_ok=True)
-    column = job.options.text_column
     target = root / "metadata.jsonl"
-    facts = CardFacts("imagefolder", 0, ["**"], text_columns(job.options))
+    facts = CardFacts("imagefolder", 0, ["**"], job.text_columns())
     with atomic_bytes(target) as f:
         for item in job.images_in_order():
             placed = place(job, item, root)
             if placed is None:
                 continue
             name = placed.relative_to(root).as_posix() if not job.in_place(root) else str(item.name)
-            f.write(orjson.dumps({"file_name": name, column: item.record["caption"]},
-                                 option=orjson.OPT_APPEND_NEWLINE))
+            f.write(orjson.dumps({"file_name": name, **job.text_row(item.answers)}, option=orjson.OPT_APPEND_NEWLINE))
             job.report.written += 1
             _note(facts, item.record)
     job.report.outputs.append(target)
@@ -154,7 +152,7 @@ def _write_card(job: Job, root: Path, facts: CardFacts) -> None:
 def parquet(job: Job) -> None:
     """The images embedded as ``datasets``' Image feature stores them, in shards (``export.shards``), + the card."""
     out = job.options.out or job.journal.with_name(job.journal.stem + "-dataset")
-    columns = text_columns(job.options)
+    columns = job.text_columns()
     writer = ShardWriter(out, columns, shard_bytes=int(job.options.shard_mb * 1_000_000))
     facts = CardFacts("parquet", 0, ["data/train-*.parquet"], columns)
     counts = job.report.images
@@ -170,7 +168,7 @@ def parquet(job: Job) -> None:
                 continue
             out_bytes, mime = got
             name = item.name if out_bytes is data else converted_name(item.name, mime)
-            writer.add(out_bytes, str(name), text_values(job.options, [item.record]))
+            writer.add(out_bytes, str(name), job.text_values(item.answers))
             job.report.written += 1
             _note(facts, item.record)
         shards = writer.close()

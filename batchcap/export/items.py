@@ -44,12 +44,17 @@ class ImageCounts:
 
 @dataclass(slots=True)
 class ExportImage:
-    """One image to export: its record, its name in the export, and its bytes or its file."""
+    """One image to export: its answers (task -> record), its name in the export, and its bytes or its file.
+    ``record`` is its first task's (what a card counts)."""
 
-    record: dict[str, Any]
+    answers: dict[str, dict[str, Any]]
     name: PurePosixPath
     data: bytes | None = None
     src: Path | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return next(iter(self.answers.values()))
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -91,33 +96,45 @@ def prepare_bytes(data: bytes, mode: Convert, counts: ImageCounts) -> tuple[byte
 
 
 def dataset_images(
-    source: Source, journal: Path, sel: Selection, counts: ImageCounts, *, skip_flagged: bool
+    source: Source, journal: Path, sel: Selection, counts: ImageCounts, *, skip_flagged: bool,
+    tasks: list[str] | None = None,
 ) -> Iterator[ExportImage]:
-    """Every ok image of a dataset source, in the source's order, with its record; ``counts.missing`` at the end
-    holds the ok records the source did not produce."""
-    wanted = sel.ok
+    """Every image of a dataset source with an ok answer (of ``tasks``, default all), in the source's order, with
+    its answers; ``counts.missing`` at the end holds the images with answers the source did not produce."""
+    wanted: dict[str, list[tuple[str, int]]] = {}
+    for path, found in sel.ok_images():
+        chosen = [(task, offset) for task, offset in found if tasks is None or task in tasks]
+        if chosen:
+            wanted[path] = chosen
     seen = 0
     with open(journal, "rb") as f:
         for batch in source.batches(batch_size=64):
             for job in batch:
-                offset = wanted.get(job.path)
-                if offset is None or not isinstance(job, DatasetJob) or job.data is None:
+                items = wanted.get(job.path)
+                if items is None or not isinstance(job, DatasetJob) or job.data is None:
                     continue
                 seen += 1
-                f.seek(offset, os.SEEK_SET)
-                rec = decode_line(f.readline())
-                if skip_flagged and isinstance(rec.get("flags"), list) and rec["flags"]:
-                    counts.flagged += 1
+                answers: dict[str, dict[str, Any]] = {}
+                for task, offset in items:
+                    f.seek(offset, os.SEEK_SET)
+                    rec = decode_line(f.readline())
+                    if skip_flagged and isinstance(rec.get("flags"), list) and rec["flags"]:
+                        counts.flagged += 1
+                        continue
+                    answers[task] = rec
+                if not answers:
                     continue
                 name = dataset_name(job.path, sniff(job.data) or "")
                 if name is None:
                     continue
-                yield ExportImage(rec, name, data=job.data)
+                yield ExportImage(answers, name, data=job.data)
     counts.missing += len(wanted) - seen
 
 
-def folder_image(images: Inside, rec: dict[str, Any]) -> ExportImage | Path | None:
-    """The file of a folder image: an ``ExportImage``, or the path that is gone (missing), or None (refused)."""
+def folder_image(images: Inside, answers: dict[str, dict[str, Any]]) -> ExportImage | Path | None:
+    """The file of a folder image (``answers``: task -> its record): an ``ExportImage``, or the path that is gone
+    (missing), or None (refused)."""
+    rec = next(iter(answers.values()))
     rel = safe_relpath(rec["path"])
     if rel is None:
         return None
@@ -126,4 +143,4 @@ def folder_image(images: Inside, rec: dict[str, Any]) -> ExportImage | Path | No
         return None
     if not src.is_file():
         return src
-    return ExportImage(rec, rel, src=src)
+    return ExportImage(answers, rel, src=src)

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batchcap.errors import UsageError
+from batchcap.export.columns import Column, cell_text, row, table_columns
 from batchcap.export.convert import CONVERT_CHOICES, Convert
 from batchcap.export.items import ExportImage, ImageCounts, dataset_images, folder_image
 from batchcap.export.paths import Inside
 from batchcap.export.select import Selection, read_records
 from batchcap.export.shards import DEFAULT_SHARD_MB
+from batchcap.journal.codec import record_task
 from batchcap.journal.meta import input_dir_from_manifest, input_from_manifest, read_manifest
 from batchcap.source.datasets import Source
 from batchcap.source.sidecars import MODES, Mode
@@ -35,8 +37,6 @@ __all__ = [
     "input_from_manifest",
     "read_manifest",
     "same_folder",
-    "text_columns",
-    "text_values",
 ]
 
 Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
@@ -62,6 +62,8 @@ class ExportOptions:
     shard_mb: float = DEFAULT_SHARD_MB  #: parquet: a shard is closed past this many MB of images
     repo: str | None = None  #: the Hub repository the printed ``hf upload`` command names
     image_column: str | None = None  #: a parquet input's image column (default: from the run manifest)
+    task: str | None = None  #: kohya: the task whose answers the sidecars hold (needed with several tasks)
+    multiline: bool = False  #: kohya: every task's answer, one per line (kohya's multi-line caption file)
 
     def __post_init__(self) -> None:
         if self.convert not in CONVERT_CHOICES:
@@ -91,6 +93,7 @@ class ExportReport:
     card: Path | None = None  #: the README.md dataset card written
     card_kept: Path | None = None  #: a README.md that batchcap did not write, left as it is
     upload: str | None = None  #: the ``hf upload`` command that publishes the folder
+    tasks: list[str] = field(default_factory=list)  #: the tasks the journal holds (issue 16)
 
     @property
     def left_out(self) -> int:
@@ -134,33 +137,51 @@ class Job:
             guard = self._guards[root] = Inside(root)
         return guard
 
-    def ok_records(self) -> Iterator[tuple[str, str]]:
-        """(path, caption) of every ok image to export, in path order; flagged ones skipped on request."""
-        for rec in self.ok_dicts():
-            yield rec["path"], rec["caption"]
-
-    def ok_dicts(self) -> Iterator[dict[str, Any]]:
-        """Every ok record to export, in path order; flagged ones skipped on request."""
+    def ok_answers(self, tasks: list[str] | None = None) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+        """(path, task -> record) of every image with an ok answer (of ``tasks``, default all), in path order;
+        flagged answers left out on request (an image with none left is left out)."""
         skip = self.options.skip_flagged
-        for rec in read_records(self.journal, self.sel.ok_items()):
-            if skip and flagged(rec):
-                self.report.flagged += 1
-                continue
-            yield rec
+        wanted = None if tasks is None else set(tasks)
+        for path, items in self.sel.ok_images():
+            chosen = [(task, offset) for task, offset in items if wanted is None or task in wanted]
+            answers: dict[str, dict[str, Any]] = {}
+            for rec in read_records(self.journal, chosen):
+                if skip and flagged(rec):
+                    self.report.flagged += 1
+                    continue
+                answers[record_task(rec)] = rec
+            if answers:
+                yield path, answers
 
-    def images_in_order(self) -> Iterator[ExportImage]:
-        """The images to export with their records: a folder's in path order, a dataset's in its own order."""
+    def columns(self) -> list[Column]:
+        """The table's columns after ``file_name``: one per task (``export.columns``)."""
+        return table_columns(self.sel.tasks, self.sel.fields, text_column=self.options.text_column)
+
+    def text_columns(self) -> list[str]:
+        return [c.name for c in self.columns()]
+
+    def text_values(self, answers: dict[str, dict[str, Any]]) -> list[str | None]:
+        """One image's answers -> its cell in each of ``text_columns`` (text; JSON for a field's list)."""
+        return [cell_text(v) for v in row(self.columns(), answers).values()]
+
+    def text_row(self, answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """One image's answers by column, JSON values kept (imagefolder's metadata.jsonl)."""
+        return row(self.columns(), answers)
+
+    def images_in_order(self, tasks: list[str] | None = None) -> Iterator[ExportImage]:
+        """The images to export with their answers (of ``tasks``, default all): a folder's in path order, a
+        dataset's in its own order."""
         counts = self.report.images
         if self.images is None:
             assert self.source is not None
             yield from dataset_images(self.source, self.journal, self.sel, counts,
-                                      skip_flagged=self.options.skip_flagged)
+                                      skip_flagged=self.options.skip_flagged, tasks=tasks)
             self.report.missing += counts.missing
             self.report.flagged += counts.flagged
             return
         guard = self.dest(self.images)
-        for rec in self.ok_dicts():
-            got = folder_image(guard, rec)
+        for _path, answers in self.ok_answers(tasks):
+            got = folder_image(guard, answers)
             if got is None:
                 self.report.refused += 1
             elif isinstance(got, Path):
@@ -177,16 +198,6 @@ class Job:
 def flagged(rec: dict[str, Any]) -> bool:
     flags = rec.get("flags")
     return isinstance(flags, list) and len(flags) > 0
-
-
-def text_columns(options: ExportOptions) -> list[str]:
-    """The text columns of a table export (issue 16 makes this one column per task)."""
-    return [options.text_column]
-
-
-def text_values(options: ExportOptions, records: list[dict[str, Any]]) -> list[str | None]:
-    """One image's records -> its value in each of ``text_columns`` (today: the one caption)."""
-    return [records[0].get("caption")]
 
 
 def same_folder(a: Path, b: Path) -> bool:

@@ -42,7 +42,7 @@ from batchcap.errors import (
 )
 from batchcap.words import plural
 
-__all__ = ["Action", "Decision", "RetryPolicy", "parse_ratelimit", "parse_retry_after", "retry_hint"]
+__all__ = ["Action", "Decision", "ImageRetries", "RetryPolicy", "parse_ratelimit", "parse_retry_after", "retry_hint"]
 
 Action = Literal["retry", "fail"]
 
@@ -251,3 +251,30 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return val
     return None
+
+
+class ImageRetries:
+    """What one image's (one task's) failures have cost so far: retries spent, free waits, and the retries spent in the
+    current spell of unreachable failures (given back if the circuit calls it an outage)."""
+
+    __slots__ = ("in_spell", "retries", "spell", "waited")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.waited = 0.0
+        self.spell = -1
+        self.in_spell = 0
+
+    def spend(self, spell: int | None) -> None:
+        """One retry spent; ``spell``: the circuit's spell number, when the failure could be an outage's."""
+        self.retries += 1
+        if spell is not None:
+            if spell != self.spell:
+                self.spell, self.in_spell = spell, 0
+            self.in_spell += 1
+
+    def refund(self, spell: int) -> None:
+        """The circuit opened on ``spell``: the retries this image spent in it are given back."""
+        if spell == self.spell:
+            self.retries -= self.in_spell
+        self.in_spell = 0

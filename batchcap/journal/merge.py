@@ -1,9 +1,10 @@
-"""Join shard journals into one: exactly one line per image, the best record for it.
+"""Join shard journals into one: exactly one line per image and task, the best record for it.
 
     stats = merge_journals(Path("captions.jsonl"), [Path("part-1.jsonl"), Path("part-2.jsonl")])
     # MergeStats(images=1200, ok=1195, errors=5, lines=1260, superseded=60, torn=0)
 
-Which record wins for a path: an ok record over any error (an ok caption is never thrown away, the rule
+Which record wins for a (path, task) (tasks stay apart: an image's caption never replaces its tags): an ok
+record over any error (an ok caption is never thrown away, the rule
 ``load_index`` follows), then the latest ``ts``, then the later line (parts in the order given, lines in file
 order). Lines are copied byte for byte, never re-encoded.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from batchcap.errors import ConfigError, JournalError
-from batchcap.journal.codec import decode_line
+from batchcap.journal.codec import decode_line, record_task
 from batchcap.journal.fsio import manifest_path, write_json_atomic
 from batchcap.journal.meta import MANIFEST_VERSION, read_manifest
 from batchcap.journal.throughput import Invocation, Throughput
@@ -44,6 +45,8 @@ from batchcap.version import __version__
 __all__ = ["MergeStats", "merge_journals"]
 
 BUCKET_BYTES = 256 * 1024 * 1024
+#: (path, task): one answer.
+Answer = tuple[str, str]
 _READ = 4 * 1024 * 1024
 
 
@@ -144,8 +147,9 @@ def _open_locked(path: Path) -> Iterator[BinaryIO]:
         f.close()  # releases the lock
 
 
-def _lines(f: BinaryIO, path: Path, counts: _Counts) -> Iterator[tuple[str, bool, float, bytes]]:
-    """(path, is_ok, ts, line-with-newline) per record; a torn last line is skipped, a bad one elsewhere raises."""
+def _lines(f: BinaryIO, path: Path, counts: _Counts) -> Iterator[tuple[Answer, bool, float, bytes]]:
+    """((path, task), is_ok, ts, line-with-newline) per record; a torn last line is skipped, a bad one elsewhere
+    raises."""
     rest = b""
     lineno = 0
     pending_bad = 0  # line number of an unparseable line, fatal unless it turns out to be the last
@@ -183,9 +187,10 @@ def _lines(f: BinaryIO, path: Path, counts: _Counts) -> Iterator[tuple[str, bool
         counts.torn += 1  # the unparseable line was the last one: torn, not corrupt
 
 
-def _key(obj: dict[str, Any], line: bytes) -> tuple[str, bool, float, bytes]:
+def _key(obj: dict[str, Any], line: bytes) -> tuple[Answer, bool, float, bytes]:
     ts = obj.get("ts")
-    return obj["path"], obj["status"] == "ok", float(ts) if isinstance(ts, int | float) else 0.0, line
+    return (obj["path"], record_task(obj)), obj["status"] == "ok", float(ts) if isinstance(ts, int | float) else 0.0, \
+        line
 
 
 def _bad_line(path: Path, lineno: int) -> JournalError:
@@ -197,14 +202,14 @@ def _bad_line(path: Path, lineno: int) -> JournalError:
 
 def _records(
     files: Sequence[BinaryIO], paths: Sequence[Path], counts: Sequence[_Counts]
-) -> Iterator[tuple[str, bool, float, bytes]]:
+) -> Iterator[tuple[Answer, bool, float, bytes]]:
     for f, path, c in zip(files, paths, counts, strict=True):
         yield from _lines(f, path, c)
 
 
-def _write_winners(sink: BinaryIO, records: Iterator[tuple[str, bool, float, bytes]]) -> tuple[int, int]:
-    """Keep the best record per path (ok, then latest ts, then later line); write them sorted by path."""
-    best: dict[str, tuple[bool, float, bytes]] = {}
+def _write_winners(sink: BinaryIO, records: Iterator[tuple[Answer, bool, float, bytes]]) -> tuple[int, int]:
+    """Keep the best record per (path, task) (ok, then latest ts, then later line); write them sorted."""
+    best: dict[Answer, tuple[bool, float, bytes]] = {}
     for path, is_ok, ts, line in records:
         held = best.get(path)
         if held is None or (is_ok, ts) >= (held[0], held[1]):
@@ -239,7 +244,7 @@ def _merge_in_buckets(
     with tempfile.TemporaryDirectory(prefix=".batchcap-merge-", dir=near) as tmpdir, ExitStack() as stack:
         names = [Path(tmpdir) / f"{i}.jsonl" for i in range(nbuckets)]
         buckets = [stack.enter_context(open(n, "wb")) for n in names]
-        for path, _, _, line in _records(files, paths, counts):
+        for (path, _), _, _, line in _records(files, paths, counts):
             buckets[_bucket_of(path, nbuckets)].write(line)
         for b in buckets:
             b.close()

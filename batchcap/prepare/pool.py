@@ -53,7 +53,7 @@ __all__ = ["PreparePool", "default_workers", "prepared_image"]
 def prepared_image(image: LoadedImage, p: Prepared) -> LoadedImage:
     """``image`` with the bytes to send, and what the file was (for the journal's ok line)."""
     prep = Preparation(p.prepared, p.original_bytes, p.original_width, p.original_height, p.width, p.height)
-    return LoadedImage(image.job, p.data, p.mime, prep=prep)
+    return LoadedImage(image.job, p.data, p.mime, prep=prep, digest=image.digest, asks=image.asks)
 
 
 def default_workers() -> int:
@@ -125,7 +125,8 @@ class PreparePool:
         plain = plain_fit(data, self.settings, self.wire_size)
         if plain is not None:  # the small-file hot path: ~2 us
             _, w, h = plain
-            return LoadedImage(image.job, data, plain[0], Preparation(False, len(data), w, h, w, h))
+            return LoadedImage(image.job, data, plain[0], Preparation(False, len(data), w, h, w, h),
+                               digest=image.digest, asks=image.asks)
         try:
             p = self._pass(image.data)
         except InputError as exc:

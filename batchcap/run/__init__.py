@@ -1,8 +1,8 @@
 """A captioning run: scan -> read -> send -> journal, resumable, bounded in memory.
 
 One job per module: ``pipeline`` (``run()``, a table of contents), ``assemble`` (the run's parts, built once
-from its config), ``stages`` (readers, senders, the writer, as methods of one object), ``attempt`` (one image's
-attempts), ``guard`` (every run-level stop decision, pure), ``route`` (several targets), ``queues`` (the bounded feed
+from its config), ``stages`` (readers, senders, the writer, as methods of one object), ``captions`` (the seam the senders call),
+``attempt`` (one image's tasks and attempts), ``guard`` (every run-level stop decision, pure), ``route`` (several targets), ``queues`` (the bounded feed
 and sink), ``dedupe`` (copies within a run), ``manifest`` (the run manifest), ``stats`` (``RunStats``),
 ``sidecar`` (``--sidecar`` files), ``endpoint`` (a run at a named Endpoint, woken and put back to sleep),
 ``malloc`` (the CLI's allocator setting). Other packages import from here.

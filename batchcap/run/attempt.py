@@ -1,7 +1,10 @@
-"""One image's attempts: pass the gates, ask once, and let the circuit, the guard and the policy judge each failure.
+"""One image's tasks, back to back on one target; per task its attempts: pass the gates, ask once, and let the
+circuit, the guard and the policy judge each failure.
 
     while True:
-        await admission.admit()  -> client.caption(image) -> ok: quality.judge(caption)
+    for ask in image.asks:       (one per task still to answer; ``batchcap.run.plan``)
+        await admission.admit()  -> client.caption(image, task's adapter, rendered prompt)
+                                 -> ok: quality.judge(caption) (a schema task: judge_json, the parsed "data")
                                     good: Record("ok"); flagged: again (up to --quality-retries, a chat target
                                     a little warmer each time), then Record("ok", flags) or BadCaption
         failure: admission.failed (slept? circuit open?) -> guard.after_attempt (run-level stop?)
@@ -10,14 +13,15 @@
                  -> record: guard.before_record (N identical refusals?) -> Record("error")
                  -> retry: sleep the decision's delay
 
-A run-level stop raises ``RunAborted`` (the image gets no record, so the next run retries it); a drain (the
-first Ctrl-C) lets the request in flight finish and starts no other; everything else ends as exactly one
-``Record``.
+A run-level stop raises ``RunAborted`` (the task being asked gets no record, so the next run asks it again; the
+tasks answered before it were handed over already); a drain (the first Ctrl-C) lets the request in flight finish
+and starts no other; everything else ends as exactly one ``Record`` per task.
 
 Money (issue 18): with a ``Meter`` each attempt is priced into the image's ``Bill`` (the record's ``usage``,
 ``provider``, ``cost_usd``); with a ``BudgetGate`` (``--max-cost``, ``--max-images``) each attempt first reserves
 its worst case (``budget -> admission -> request``) and settles with its actual cost. A refused reservation stops
-the run (kind ``budget``): an image already paid for still gets its record.
+the run (kind ``budget``): an image already paid for still gets its record. Each task has its own bill; the image
+counts once (``--max-images``), with its first task.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Self
 
 import anyio
 
@@ -44,88 +48,31 @@ from batchcap.flow.budget import BudgetGate
 from batchcap.flow.circuit import CircuitSettings
 from batchcap.flow.concurrency import AdaptiveLimit, ConcurrencyLimiter, outcome_of, timeout_retry_delay
 from batchcap.flow.ratelimit import Limiter
-from batchcap.flow.retry import RetryPolicy
+from batchcap.flow.retry import ImageRetries, RetryPolicy
 from batchcap.flow.suspend import SuspendDetector
-from batchcap.models import LoadedImage, Record
+from batchcap.models import DEFAULT_TASK, Ask, LoadedImage, Record
 from batchcap.progress import Progress
+from batchcap.run.captions import Captions, Put, TaskAsk
 from batchcap.run.guard import RunGuard, Stop, budget_stop, unpriced_stop
-from batchcap.run.records import bad_caption_record, error_info, failure_record, ok_record, quota_note
+from batchcap.run.records import (
+    RecordTag,
+    bad_caption_record,
+    error_info,
+    failure_record,
+    ok_record,
+    quota_note,
+)
 from batchcap.run.spend import Bill, Meter
 from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply, ServiceClient
 from batchcap.service.protocols import Adapter, OpenAIChat
-from batchcap.tasks.quality import QualitySettings, judge
+from batchcap.tasks.quality import QualitySettings, judge, judge_json
 from batchcap.types import Sleep
 
-__all__ = ["Captioner", "Captions", "error_info"]
-
-
-
-class Captions(Protocol):
-    """What the senders call: one target (``Captioner``) or several (``route.Router``)."""
-
-    #: records the guard held back and released: the senders write them.
-    released: list[Record]
-    #: the name written into records that belong to no request (unreadable files).
-    target: str
-    #: how many senders keep it busy.
-    senders: int
-
-    async def caption(self, image: LoadedImage) -> Record | None: ...
-
-    def finish(self) -> list[Record]:
-        """The run ran out of images: the held records to write, or ``RunAborted`` if they show a fault."""
-
-    def drain(self) -> None:
-        """Stop: no attempt starts from now on; the ones in flight finish (the first Ctrl-C)."""
-
-    def check(self) -> None:
-        """The watchdog's second: raises ``RunAborted`` for a stop that comes with time (``--max-wait``)."""
-
-    def slept(self, seconds: float) -> None:
-        """The process slept that long: it does not count toward ``--max-wait``."""
-
-    def status_note(self) -> str | None:
-        """A line for the progress display while something holds the run up (an outage), else None."""
-
-    def concurrency_note(self) -> str | None: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
+__all__ = ["Captioner", "Captions", "Put", "TaskAsk", "error_info"]  # the seam types re-exported
 
 def abort(stop: Stop) -> RunAborted:
     return RunAborted(stop.message, kind=stop.kind)
-
-
-class _Cost:
-    """What one image's failures have cost so far: retries spent, free waits, and the retries spent in the
-    current spell of unreachable failures (given back if the circuit calls it an outage)."""
-
-    __slots__ = ("in_spell", "retries", "spell", "waited")
-
-    def __init__(self) -> None:
-        self.retries = 0
-        self.waited = 0.0
-        self.spell = -1
-        self.in_spell = 0
-
-    def spend(self, spell: int | None) -> None:
-        """One retry spent; ``spell``: the circuit's spell number, when the failure could be an outage's."""
-        self.retries += 1
-        if spell is not None:
-            if spell != self.spell:
-                self.spell, self.in_spell = spell, 0
-            self.in_spell += 1
-
-    def refund(self, spell: int) -> None:
-        """The circuit opened on ``spell``: the retries this image spent in it are given back."""
-        if spell == self.spell:
-            self.retries -= self.in_spell
-        self.in_spell = 0
 
 
 #: ``_answered``'s answer for "the caption failed the quality gates: ask again" (never written).
@@ -137,7 +84,7 @@ class Captioner:
     pace), one policy, one guard."""
 
     __slots__ = ("_halt", "_waits", "_warmer", "admission", "budget", "client", "guard", "meter", "policy",
-                 "progress", "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target")
+                 "progress", "prompt", "quality", "released", "rng", "senders", "sleep", "stats", "target", "tasks")
 
     def __init__(
         self, client: ServiceClient, *, limiter: Limiter, policy: RetryPolicy, guard: RunGuard,
@@ -145,7 +92,8 @@ class Captioner:
         released: list[Record] | None = None, concurrency: ConcurrencyLimiter | None = None,
         quality: QualitySettings | None = None, prompt: str | None = None,
         circuit: CircuitSettings | None = None, suspend: SuspendDetector | None = None,
-        meter: Meter | None = None, budget: BudgetGate | None = None, sleep: Sleep = anyio.sleep,
+        meter: Meter | None = None, budget: BudgetGate | None = None, tasks: Mapping[str, TaskAsk] | None = None,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.admission = Admission(limiter=limiter, concurrency=concurrency, circuit=circuit, suspend=suspend,
@@ -161,8 +109,10 @@ class Captioner:
         self.senders = senders
         #: None: no gate can flag anything, so captions are not judged at all
         self.quality = quality if quality is not None and quality.any_gate else None
-        self.prompt = prompt  #: what a caption must not merely repeat (chat targets); None for pipelines
-        self._warmer: dict[int, Adapter] = {}  # quality retry number -> the chat adapter at its temperature
+        self.prompt = prompt  #: the prompt of an image without asks (chat targets); None for pipelines
+        #: per task: adapter, schema, fingerprints (without a plan: the one default task on the client's adapter)
+        self.tasks: dict[str, TaskAsk] = dict(tasks) if tasks else {DEFAULT_TASK: TaskAsk(client.adapter)}
+        self._warmer: dict[tuple[str, int], Adapter] = {}  # (task, quality retry) -> the chat adapter, warmer
         self.sleep = sleep  #: the wait between attempts (a test passes a fake clock's)
         #: prices each attempt (None: the target reports no usage and has no price: nothing to record)
         self.meter = meter if meter is not None or budget is None else Meter(target)
@@ -184,7 +134,21 @@ class Captioner:
         conc = self.concurrency
         if conc is not None and self.client.capacity and isinstance(conc.algorithm, AdaptiveLimit):
             conc.algorithm.start_at(self.client.capacity)  # a Space's own limit: more would only queue there
+        await self._schema_spelling()
         return self
+
+    async def _schema_spelling(self) -> None:
+        """A chat server known to be TGI takes ``response_format`` in its own spelling (``batchcap.tasks.schema``):
+        asked once, and only when a task has a schema."""
+        chat = {name: (t, t.schema, t.adapter) for name, t in self.tasks.items()
+                if t.schema is not None and isinstance(t.adapter, OpenAIChat)}
+        if not chat or await self.client.server_kind() != "tgi":
+            return
+        for name, (t, schema, base) in chat.items():
+            if schema is not None and isinstance(base, OpenAIChat):
+                adapter = dataclasses.replace(base, response_format=schema.response_format("tgi"))
+                self.tasks[name] = dataclasses.replace(t, adapter=adapter)
+        self.progress.note("the chat server is TGI: JSON schemas go in its own response_format spelling")
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -245,17 +209,29 @@ class Captioner:
 
     # -- one image -------------------------------------------------------------------------------------------
 
-    async def caption(self, image: LoadedImage) -> Record | None:
-        """Attempts until a caption, a final error, or a run-level stop (raised as ``RunAborted``).
+    async def caption(self, image: LoadedImage, put: Put) -> None:
+        """Every task of ``image`` in turn, each record handed to ``put`` as soon as it is made."""
+        for i, ask in enumerate(image.asks or (Ask(DEFAULT_TASK, self.prompt),)):
+            record = await self.ask(image, ask, first_task=i == 0)
+            if record is not None:
+                put(record)
+            if self._halt is not False:  # draining: the image's other tasks wait for the next run
+                return
 
-        None: no record now: the guard holds the image's final error (see ``guard``), or the run is draining.
+    async def ask(self, image: LoadedImage, ask: Ask | None = None, *, first_task: bool = True) -> Record | None:
+        """One task's attempts until an answer, a final error, or a run-level stop (raised as ``RunAborted``).
+
+        None: no record now: the guard holds the task's final error (see ``guard``), or the run is draining.
+        ``ask``: which task, and its prompt for this image (None: the default task with the run's prompt).
+        ``first_task``: the image counts against --max-images with its first task only.
         """
+        ask = ask or Ask(DEFAULT_TASK, self.prompt)
         if self.budget is None:
-            return await self._attempts(image, Bill() if self.meter is not None else None)
+            return await self._attempts(image, ask, Bill() if self.meter is not None else None, first_task)
         bill = Bill()
         record: Record | None = None
         try:
-            record = await self._attempts(image, bill)
+            record = await self._attempts(image, ask, bill, first_task)
             return record
         finally:
             if bill.images_reserved:  # the image counts (for --max-images) once it has its final record
@@ -263,9 +239,10 @@ class Captioner:
                     record is not None and not (record.error is not None and record.error.retryable))
                 self.budget.settle_images(bill.images_reserved, int(done))
 
-    async def _attempts(self, image: LoadedImage, bill: Bill | None) -> Record | None:
+    async def _attempts(self, image: LoadedImage, ask: Ask, bill: Bill | None, first_task: bool) -> Record | None:
+        task = self.tasks[ask.task]
         attempts = quality_used = 0
-        cost = _Cost()
+        cost = ImageRetries()
         reply: Reply | None = None  # the last caption, kept for a quality retry the budget refuses
         failed: APIError | None = None  # the last failure, for a retry the budget refuses
         while True:
@@ -274,29 +251,29 @@ class Captioner:
                 return None
             attempts += 1
             try:
-                asked = await self._ask(image, self._adapter_for(quality_used) if quality_used else None,
-                                        bill=bill, first=attempts == 1)
+                asked = await self._ask(image, self._adapter_for(ask.task, task.adapter, quality_used), ask.prompt,
+                                        bill=bill, first=first_task and attempts == 1)
             except BudgetReached:
-                raise self._stopped_by_budget(image, bill, reply, failed, attempts - 1) from None
+                raise self._stopped_by_budget(image, ask, bill, reply, failed, attempts - 1) from None
             if asked is None:  # a drain or a stop cut the wait for the gates short
                 self._halted()
                 return None
             got, p = asked
             if isinstance(got, APIError):
                 failed = got
-                done, record = await self._failed(image, got, p, attempts, cost, bill)
+                done, record = await self._failed(image, ask, got, p, attempts, cost, bill)
                 if done:
                     return record
                 continue
             reply, failed = got, None
-            record = self._answered(image, got, p, attempts, quality_used, bill)
+            record = self._answered(image, ask, got, p, attempts, quality_used, bill)
             if record is _AGAIN:  # a caption that failed the quality gates: once more
                 quality_used += 1
                 self.stats.quality_retries += 1
                 continue
             return record
 
-    async def _failed(self, image: LoadedImage, exc: APIError, p: Pass, attempts: int, cost: _Cost,
+    async def _failed(self, image: LoadedImage, ask: Ask, exc: APIError, p: Pass, attempts: int, cost: ImageRetries,
                       bill: Bill | None) -> tuple[bool, Record | None]:
         """One failed attempt: ``(True, record)`` when the image is done (None: no record now), ``(False,
         None)`` to try again."""
@@ -320,7 +297,8 @@ class Captioner:
             return False, None
         decision = self.policy.decide(exc, retries_used=cost.retries, waited=cost.waited, rand=self.rng.random)
         if decision.action != "retry":
-            stop, record = self.guard.before_record(exc, failure_record(image, exc, attempts, bill, self.target))
+            stop, record = self.guard.before_record(exc, failure_record(image, exc, attempts, bill, self.target,
+                                                                      tag=self._tag(ask)))
             if stop is not None:
                 raise abort(stop) from None
             return True, record
@@ -334,7 +312,7 @@ class Captioner:
             return True, None
         return False, None
 
-    def _answered(self, image: LoadedImage, reply: Reply, p: Pass, attempts: int, quality_used: int,
+    def _answered(self, image: LoadedImage, ask: Ask, reply: Reply, p: Pass, attempts: int, quality_used: int,
                   bill: Bill | None) -> Record | None:
         """A 2xx: tell the gates and the guard; the record to write (None: held; ``_AGAIN``: ask again)."""
         self.admission.answered(p, reply.quota)
@@ -343,42 +321,58 @@ class Captioner:
         self.stats.bytes_sent += reply.bytes_sent
         self.stats.latencies_sum += reply.latency_s
         if bill is not None and bill.unpriced and self.budget is not None and self.budget.budget.max_cost:
-            raise self._stopped_unpriced(image, reply, attempts, bill)
-        flags: tuple[str, ...] = ()
-        if self.quality is not None:
-            flags = judge(reply.caption, finish_reason=reply.finish_reason, prompt=self.prompt,
-                          settings=self.quality)
-            if flags and self._halt is False and quality_used < self.quality.quality_retries:
+            raise self._stopped_unpriced(image, ask, reply, attempts, bill)
+        data, flags = self._judge(self.tasks[ask.task], ask, reply)
+        if flags and self.quality is not None:
+            if self._halt is False and quality_used < self.quality.quality_retries:
                 self._take_ready()
                 return _AGAIN
-            if flags and self.quality.on_bad_caption == "error":
+            if self.quality.on_bad_caption == "error":
                 self._take_ready()
-                return bad_caption_record(image, reply, flags, attempts, bill, self.target)
-        stop, kept = guard.before_ok(ok_record(image, reply, attempts, flags, bill, self.target))
+                return bad_caption_record(image, reply, flags, attempts, bill, self.target, tag=self._tag(ask))
+        stop, kept = guard.before_ok(ok_record(image, reply, attempts, flags, bill, self.target, tag=self._tag(ask),
+                                               data=data))
         if stop is not None:
             raise abort(stop)
         self._take_ready()
         return kept
 
-    def _stopped_by_budget(self, image: LoadedImage, bill: Bill | None, reply: Reply | None, failed: APIError | None,
-                           attempts: int) -> RunAborted:
+    def _judge(self, task: TaskAsk, ask: Ask, reply: Reply) -> tuple[Any, tuple[str, ...]]:
+        """(data, flags): a schema task's parsed reply and its gates; a text task's gates (no data)."""
+        if task.schema is not None:
+            return judge_json(reply.caption, task.schema, finish_reason=reply.finish_reason,
+                              settings=self.quality or QualitySettings())
+        if self.quality is None:
+            return None, ()
+        prompt = ask.prompt if isinstance(task.adapter, OpenAIChat) else None
+        return None, judge(reply.caption, finish_reason=reply.finish_reason, prompt=prompt, settings=self.quality)
+
+    def _tag(self, ask: Ask) -> RecordTag:
+        """What a task's record says of what was asked: the task and the fingerprint of its settings."""
+        task = self.tasks[ask.task]
+        return RecordTag(ask.task, None if task.print is None else task.print.fingerprint(ask.prompt))
+
+    def _stopped_by_budget(self, image: LoadedImage, ask: Ask, bill: Bill | None, reply: Reply | None,
+                           failed: APIError | None, attempts: int) -> RunAborted:
         """A refused reservation: nothing more starts. An image already paid for keeps what it got (the senders
         write ``released``): the caption a quality retry wanted to better, or its last billed failure, retryable."""
         if reply is not None:
-            flags = () if self.quality is None else judge(reply.caption, finish_reason=reply.finish_reason,
-                                                          prompt=self.prompt, settings=self.quality)
-            self.released.append(ok_record(image, reply, attempts, flags, bill, self.target))
+            data, flags = self._judge(self.tasks[ask.task], ask, reply)
+            self.released.append(ok_record(image, reply, attempts, flags, bill, self.target, tag=self._tag(ask),
+                                           data=data))
             if bill is not None:
                 bill.released_done = True
         elif failed is not None and bill is not None and (bill.priced or bill.usage is not None):
-            self.released.append(failure_record(image, failed, attempts, bill, self.target, retryable=True))
+            self.released.append(failure_record(image, failed, attempts, bill, self.target, retryable=True,
+                                                tag=self._tag(ask)))
         assert self.budget is not None
         return abort(budget_stop(self.budget.budget))
 
-    def _stopped_unpriced(self, image: LoadedImage, reply: Reply, attempts: int, bill: Bill) -> RunAborted:
+    def _stopped_unpriced(self, image: LoadedImage, ask: Ask, reply: Reply, attempts: int, bill: Bill) -> RunAborted:
         """Under --max-cost an answer came back whose cost is not known: keep it, start nothing more."""
         assert self.meter is not None
-        self.released.append(ok_record(image, reply, attempts, (), bill, self.target))
+        data, _ = self._judge(self.tasks[ask.task], ask, reply)
+        self.released.append(ok_record(image, reply, attempts, (), bill, self.target, tag=self._tag(ask), data=data))
         bill.released_done = True
         return abort(unpriced_stop(self.target, self.meter.notes))
 
@@ -386,24 +380,23 @@ class Captioner:
         if self.guard.ready:
             self.released.extend(self.guard.release())
 
-    def _adapter_for(self, quality_retry: int) -> Adapter:
+    def _adapter_for(self, task: str, base: Adapter, quality_retry: int) -> Adapter:
         """The adapter of a quality retry: a chat target a little warmer each time, the others unchanged."""
-        base = self.client.adapter
-        if self.quality is None or not isinstance(base, OpenAIChat):
+        if not quality_retry or self.quality is None or not isinstance(base, OpenAIChat):
             return base
-        adapter = self._warmer.get(quality_retry)
+        adapter = self._warmer.get((task, quality_retry))
         if adapter is None:
             warmer = self.quality.temperature_for(base.temperature, quality_retry)
-            adapter = self._warmer[quality_retry] = dataclasses.replace(base, temperature=warmer)
+            adapter = self._warmer[(task, quality_retry)] = dataclasses.replace(base, temperature=warmer)
         return adapter
 
-    async def _ask(self, image: LoadedImage, adapter: Adapter | None = None, *, bill: Bill | None = None,
+    async def _ask(self, image: LoadedImage, adapter: Adapter, prompt: str | None, *, bill: Bill | None = None,
                    first: bool = False) -> tuple[Reply | APIError, Pass] | None:
         """One attempt, priced into ``bill`` when the target has a meter, reserved first under a budget (its
         ``BudgetReached`` means nothing was sent); None if a drain or a stop cut the waits short."""
         meter = self.meter
         if meter is None or bill is None:
-            return await self._send(image, adapter)
+            return await self._send(image, adapter, prompt)
         gate = self.budget
         reserved = 0.0
         if gate is not None:
@@ -415,7 +408,7 @@ class Captioner:
             bill.images_reserved += images
         meter.begin()
         try:
-            asked = await self._send(image, adapter)
+            asked = await self._send(image, adapter, prompt)
         except BaseException:  # cancelled: costs nothing
             if gate is not None:
                 gate.settle(reserved, 0.0)
@@ -428,7 +421,8 @@ class Captioner:
             gate.settle(reserved, actual)
         return asked
 
-    async def _send(self, image: LoadedImage, adapter: Adapter | None = None) -> tuple[Reply | APIError, Pass] | None:
+    async def _send(self, image: LoadedImage, adapter: Adapter, prompt: str | None
+                    ) -> tuple[Reply | APIError, Pass] | None:
         """One HTTP attempt through the gates; None if a drain or a stop cut the wait for them short."""
         p, took = self.admission.try_admit()
         if p is None:
@@ -438,7 +432,7 @@ class Captioner:
                 return None
         self.stats.attempts += 1
         try:
-            reply = await self.client.caption(image, adapter=adapter)
+            reply = await self.client.caption(image, adapter=adapter, prompt=prompt)
         except APIError as exc:
             return exc, p
         except BaseException:

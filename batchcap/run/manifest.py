@@ -15,9 +15,15 @@ are what readers use (``export``, ``report``, ``merge``, the site):
     preparation     bytes before and after preparation, summed over invocations
     throughput      images recorded per second of busy time, over every invocation (``journal.throughput``)
     spend           what the latest invocation spent and the prices it used (``run.spend``; each entry keeps its own)
+    tasks           the latest invocation's tasks: prompt, generation settings, schema, and per target the
+                    settings part of the fingerprint (``spec``) and its component hashes (``parts``; issue 16)
+    specs           per task, every spec any invocation used -> its parts, never folded away: an answer's
+                    fingerprint traces to what made it ("task tags: prompt changed since 120 answers")
     started_at      the first invocation's start; finished_at, the latest's end; elapsed_s, all of them summed
 
-A manifest written before version 2 (one run's view) becomes the first entry of ``invocations``, as it was. Past
+Each invocation keeps its ``tasks`` too (an invocation without them ran before issue 16: the answers without a
+fingerprint were made with its config). A manifest written before version 2 (one run's view) becomes the first
+entry of ``invocations``, as it was. Past
 ``MAX_INVOCATIONS`` entries the oldest are folded into the first (their times, images and counts summed, the first
 one's settings kept), so the manifest stays small however often a journal is resumed.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,7 @@ from batchcap.run.stats import RunStats
 from batchcap.source.location import is_url
 from batchcap.version import __version__
 
-__all__ = ["Manifest", "journal_counts", "manifest_path"]
+__all__ = ["Manifest", "journal_counts", "manifest_path", "task_specs"]
 
 #: Keys of a settings dict that hold a path: made absolute, so a reader in another folder finds them.
 _PATH_KEYS = frozenset({"input_dir", "out", "token_file"})
@@ -86,6 +93,24 @@ def _earlier(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [*runs, {**(timed[-1] if timed else {}), **legacy, "manifest_version": 1}]
 
 
+def task_specs(doc: Mapping[str, Any] | None, *invocations: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per task, spec -> parts: the manifest's ``specs`` and those of its invocations, then of ``invocations``."""
+    out: dict[str, dict[str, Any]] = {}
+    kept = doc.get("specs") if isinstance(doc, Mapping) else None
+    for name, specs in kept.items() if isinstance(kept, Mapping) else ():
+        if isinstance(specs, Mapping):
+            out.setdefault(name, {}).update({k: v for k, v in specs.items() if isinstance(v, Mapping)})
+    found = doc.get("invocations") if isinstance(doc, Mapping) else None
+    for inv in [*(found if isinstance(found, list) else ()), *invocations]:
+        tasks = inv.get("tasks") if isinstance(inv, Mapping) else None
+        for name, info in tasks.items() if isinstance(tasks, Mapping) else ():
+            for lane in info.get("targets", ()) if isinstance(info, Mapping) else ():
+                if isinstance(lane, Mapping) and isinstance(lane.get("spec"), str) \
+                        and isinstance(lane.get("parts"), Mapping):
+                    out.setdefault(name, {})[lane["spec"]] = dict(lane["parts"])
+    return out
+
+
 def _sum_dicts(dicts: list[Any]) -> dict[str, float]:
     total: Counter[str] = Counter()
     for d in dicts:
@@ -109,16 +134,18 @@ def _fold(invocations: list[dict[str, Any]], keep: int = MAX_INVOCATIONS) -> lis
 class Manifest:
     """Written atomically when a run starts (this invocation "running") and again when it ends, however it ends."""
 
-    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "spend", "totals")
+    __slots__ = ("carry", "earlier", "entry", "input_dir", "out", "path", "specs", "spend", "totals")
 
     def __init__(
-        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None
+        self, cfg: RunConfig, index: JournalIndex, *, started_at: float, source: dict[str, Any] | None = None,
+        tasks: Mapping[str, Any] | None = None,
     ) -> None:
         self.out = Path(os.path.abspath(cfg.out))
         self.input_dir = _absolute_path(str(cfg.input_dir))
         self.path = manifest_path(self.out)
         self.carry = index.lines > 0  # an empty journal: an old manifest beside it speaks of records now gone
         self.earlier: list[dict[str, Any]] = []
+        self.specs: dict[str, dict[str, Any]] = {}  #: per task, every spec used on this journal -> its parts
         #: what the run spends (issue 18: ``run.spend``), its prices first: set by the pipeline, kept at the end
         self.spend: dict[str, Any] | None = None
         self.totals: dict[str, Any] = {"counts": journal_counts(index), "errors_by_type": dict(index.errors_by_type)}
@@ -131,6 +158,7 @@ class Manifest:
             "state": "running",
             "config": _absolute(cfg.public_dict()),
             "source": source,  #: kind (folder, parquet, webdataset), location, files, image column
+            "tasks": dict(tasks or {}),  #: per task: prompt, generation, schema, per target its spec and parts
             "journal_before": {"ok": index.ok, "error_final": index.error_final,
                                "error_retryable": index.error_retryable, "repaired_bytes": index.repaired_bytes},
         }
@@ -163,6 +191,8 @@ class Manifest:
             "flags": _sum_dicts([inv.get("flags") for inv in invocations]),
             "boilerplate": last.get("boilerplate", []),
             "targets": last.get("targets"),
+            "tasks": last.get("tasks", {}),
+            "specs": self.specs,
             "throughput": Throughput.of(times).to_json(),
             **({"spend": self.spend} if self.spend is not None else {}),
             "invocations": invocations,
@@ -170,7 +200,9 @@ class Manifest:
 
     def write_start(self) -> None:
         """The first write (earlier invocations read back first); a failure stops the run before anything is sent."""
-        self.earlier = _earlier(read_manifest(self.out)) if self.carry else []
+        previous = read_manifest(self.out) if self.carry else None
+        self.earlier = _earlier(previous)
+        self.specs = task_specs(previous, self.entry)
         try:
             write_json_atomic(self.path, self.doc)
         except OSError as exc:
@@ -193,6 +225,8 @@ class Manifest:
             boilerplate=[{"caption": b.caption, "images": b.count, "share": round(b.share, 4),
                           "examples": list(b.examples)} for b in stats.boilerplate.top()],
             errors_by_type=dict(stats.errors_by_type),
+            by_task={k: dict(v) for k, v in stats.by_task.items()},
+            stale={"asked_again": dict(stats.stale), "kept": dict(stats.kept_stale), "copied": stats.copied},
             preparation={"prepared": stats.prepared, "passed_as_is": stats.passed,
                          "original_bytes": stats.original_bytes, "bytes_sent": stats.prepared_bytes_sent,
                          "bytes_saved": stats.original_bytes - stats.prepared_bytes_sent,

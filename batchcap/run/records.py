@@ -5,14 +5,27 @@ what it cost), an ``error`` line (retryable or final), a caption refused by the 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from batchcap.errors import APIError, BadCaption, BatchcapError, QuotaExhausted, TransientError
-from batchcap.models import ErrorInfo, LoadedImage, Record
+from batchcap.models import DEFAULT_TASK, ErrorInfo, LoadedImage, Record
 from batchcap.run.spend import Bill
 from batchcap.service.client import Reply
 from batchcap.words import plural
 
-__all__ = ["bad_caption_record", "error_info", "failure_record", "ok_record", "quota_note"]
+__all__ = ["RecordTag", "bad_caption_record", "error_info", "failure_record", "ok_record", "quota_note"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTag:
+    """Which task a record answers and the fingerprint of what asked it (``batchcap.tasks.fingerprint``)."""
+
+    task: str = DEFAULT_TASK
+    fingerprint: str | None = None
+
+
+_UNTAGGED = RecordTag()
 
 
 def error_info(exc: BatchcapError, *, retryable: bool) -> ErrorInfo:
@@ -33,30 +46,31 @@ def quota_note(exc: QuotaExhausted) -> str:
 
 
 def ok_record(image: LoadedImage, reply: Reply, attempts: int, flags: tuple[str, ...], bill: Bill | None,
-              target: str) -> Record:
+              target: str, *, tag: RecordTag = _UNTAGGED, data: Any = None) -> Record:
     return Record(
         image.job.path, "ok", caption=reply.caption, attempts=attempts,
         latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=target,
         request_id=reply.request_id, ts=time.time(), flags=flags, prep=image.prep,
         usage=bill.usage if bill else None, provider=bill.provider if bill else None,
-        cost_usd=bill.cost_usd if bill else None,
+        cost_usd=bill.cost_usd if bill else None, task=tag.task, data=data, fingerprint=tag.fingerprint,
+        digest=image.digest,
     )
 
 
 def failure_record(image: LoadedImage, exc: APIError, attempts: int, bill: Bill | None, target: str, *,
-                   retryable: bool | None = None) -> Record:
+                   retryable: bool | None = None, tag: RecordTag = _UNTAGGED) -> Record:
     """A transient error is retried by the next run (``retryable``), a permanent one is final."""
     retry = isinstance(exc, TransientError) if retryable is None else retryable
     return Record(
         image.job.path, "error", error=error_info(exc, retryable=retry),
         attempts=attempts, bytes_sent=len(image.data), target=target, request_id=exc.request_id,
         ts=time.time(), usage=bill.usage if bill else None, provider=bill.provider if bill else None,
-        cost_usd=bill.cost_usd if bill else None,
+        cost_usd=bill.cost_usd if bill else None, task=tag.task, fingerprint=tag.fingerprint, digest=image.digest,
     )
 
 
 def bad_caption_record(image: LoadedImage, reply: Reply, flags: tuple[str, ...], attempts: int, bill: Bill | None,
-                       target: str) -> Record:
+                       target: str, *, tag: RecordTag = _UNTAGGED) -> Record:
     """``--on-bad-caption error``: the caption is not kept; the error is final (a rerun would pay again)."""
     exc = BadCaption(f"caption failed the quality gates ({', '.join(flags)}) after {plural(attempts, 'attempt')}: "
                      f"{reply.caption[:80]!r}", flags=flags, status=reply.status, request_id=reply.request_id)
@@ -65,4 +79,5 @@ def bad_caption_record(image: LoadedImage, reply: Reply, flags: tuple[str, ...],
         latency_s=round(reply.latency_s, 4), bytes_sent=reply.bytes_sent, target=target,
         request_id=reply.request_id, ts=time.time(), flags=flags, usage=bill.usage if bill else None,
         provider=bill.provider if bill else None, cost_usd=bill.cost_usd if bill else None,
+        task=tag.task, fingerprint=tag.fingerprint, digest=image.digest,
     )

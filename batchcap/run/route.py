@@ -20,8 +20,8 @@ from typing import Self
 import anyio
 
 from batchcap.errors import RunAborted
-from batchcap.models import LoadedImage, Record
-from batchcap.run.attempt import Captioner
+from batchcap.models import DEFAULT_TASK, Ask, LoadedImage, Record
+from batchcap.run.attempt import Captioner, Put
 from batchcap.run.guard import every_target_spent, lane_verdict
 from batchcap.types import Clock
 
@@ -83,15 +83,22 @@ class Router:
     def drained(self) -> dict[str, str]:
         return {lane.name: lane.drained for lane in self.lanes if lane.drained is not None}
 
-    async def caption(self, image: LoadedImage) -> Record | None:
-        """Caption on the lane the route picks; if it drains meanwhile, on the next one."""
-        while True:
+    async def caption(self, image: LoadedImage, put: Put) -> None:
+        """Every task of ``image`` on the lane the route picks, back to back; if the lane drains meanwhile, the
+        tasks not answered yet go on on the next one."""
+        asks = image.asks or (Ask(DEFAULT_TASK, None),)
+        done = 0
+        while done < len(asks):
             lane = await self._pick()
             lane.in_flight += 1
             if lane.first is None:
                 lane.first = self._clock()
             try:
-                return await lane.captioner.caption(image)
+                while done < len(asks):
+                    record = await lane.captioner.ask(image, asks[done], first_task=done == 0)
+                    done += 1
+                    if record is not None:
+                        put(record)
             except RunAborted as exc:
                 if lane_verdict(exc.kind) == "stop":
                     raise

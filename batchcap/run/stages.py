@@ -1,9 +1,11 @@
 """The stages of a run, as methods of one object that holds what they share.
 
-    readers x R (one thread hop per chunk: the scan's next batch, its files read, hashed, each header triaged)
+    readers x R (one thread hop per chunk: the scan's next batch, its files read, hashed, judged against the
+                 journal per task (Planner: the asks left, answers copied from earlier runs), each header triaged)
         --Deduper: copies wait for their original-->
         -> files that need pixel work: PreparePool (threads, one per core)  --Feed-->
-    senders x concurrency (Captioner: one limiter, one client)  --Sink-->  writer (journal, sidecars, progress)
+    senders x concurrency (Captioner: an image's tasks back to back; one limiter, one client)
+        --Sink-->  writer (journal, sidecars, progress)
 
 Every queue is bounded, so memory is flat whatever the folder size; the writer is the only owner of the
 journal, and it drains whatever the senders produced even when the run is interrupted or aborted.
@@ -20,7 +22,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TypeAlias
 
 import anyio
@@ -36,10 +39,12 @@ from batchcap.progress import Progress
 from batchcap.run.attempt import Captions, error_info
 from batchcap.run.dedupe import Deduper
 from batchcap.run.guard import drains_first
+from batchcap.run.plan import Planner
 from batchcap.run.queues import Feed, Sink
 from batchcap.run.sidecar import SidecarWriter
 from batchcap.run.stats import RunStats
 from batchcap.source.datasets import Source
+from batchcap.source.digest import content_digest
 from batchcap.source.read import load_batch
 from batchcap.source.scan import problem_reason
 
@@ -77,12 +82,15 @@ class Stages:
 
     def __init__(
         self, cfg: RunConfig, *, index: JournalIndex, writer: JournalWriter, captioner: Captions, stats: RunStats,
-        progress: Progress, source: Source, preparer: PreparePool, on_scan_done: Callable[[], None] | None = None,
-        suspend: SuspendDetector | None = None,
+        progress: Progress, source: Source, planner: Planner, preparer: PreparePool,
+        on_scan_done: Callable[[], None] | None = None, suspend: SuspendDetector | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source  #: where the images come from (``batchcap.source.datasets.open_source``)
         self.index = index
+        self.planner = planner
+        self.primary = planner.plan.primary  #: the task ``--sidecar`` writes and the boilerplate counter reads
+        self.text_tasks = frozenset(t.name for t in planner.plan.tasks if t.schema is None)
         self.writer = writer
         self.captioner = captioner
         self.stats = stats
@@ -224,25 +232,28 @@ class Stages:
             self.feed.close()
 
     def skip(self) -> Callable[[str], bool] | None:
-        """What the journal has done (the source also leaves out, with ``--shard``, other shards' images)."""
-        return self.index.__contains__ if len(self.index) else None  # a fresh run: no per-image lookup
+        """What the journal holds as this run would ask it, every task (the planner; the source also leaves out,
+        with ``--shard``, other shards' images)."""
+        return self.planner.skip if self.index.lines else None  # a fresh run: no per-image lookup
 
     def scan_error(self, path: str, exc: OSError) -> None:
-        """In a reader thread: what the source could not read gets an error record (never silent). The source
-        reports only this shard's problems."""
-        if path in self.index:  # recorded by an earlier run: skipped like any done image
-            return
+        """In a reader thread: what the source could not read gets an error record per task (never silent). The
+        source reports only this shard's problems."""
         info = ErrorInfo("InputError", problem_reason(path, exc), None, False)
-        self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time()))
+        for task in self.planner.open_tasks(path):  # those an earlier run recorded are skipped like any done image
+            self.scan_records.append(Record(path, "error", error=info, target=self.captioner.target, ts=time.time(),
+                                            task=task))
 
     def flush_scan_records(self) -> None:
-        """On the event loop: hand the scan's error records to the writer, and count them."""
+        """On the event loop: hand the scan's error records to the writer, and count them (once per path)."""
         records, self.scan_records = self.scan_records, []
         for record in records:
-            if record.path.endswith("/"):
-                self.stats.scan_problem_folders += 1
-            else:
-                self.stats.scan_problem_files += 1
+            if record.task == self.primary or len(self.planner.plan.tasks) == 1:
+                if record.path.endswith("/"):
+                    self.stats.scan_problem_folders += 1
+                else:
+                    self.stats.scan_problem_files += 1
+            self.progress.found(1)
             self.sink.put(record)
 
     def next_batch(
@@ -261,28 +272,43 @@ class Stages:
         return jobs, self.load_chunk(chunks[0]), chunks[1:]
 
     def load_chunk(self, jobs: list[ImageJob]) -> list[Handed]:
-        """In a worker thread: read ``jobs``, dedupe them (on the files' own bytes), and with preparation on let
-        each header decide at once (2-20 us): sent as it is, refused, or (``prep`` None) for the pool.
+        """In a worker thread: read ``jobs``, hash each file, let the planner judge each task against the journal
+        (answers kept, copied from an earlier run, or asked), dedupe what is left within the run, and with
+        preparation on let each header decide at once (2-20 us): sent as it is, refused, or (``prep`` None) for
+        the pool.
 
-        Returns images to send, ``(job, error)`` for files that cannot be, and the records of copies whose
-        original is already captioned.
+        Returns images to send (with their asks), ``(job, error)`` for files that cannot be read, and records made
+        without a request (copies, prompt errors).
         """
         loaded = load_batch(jobs, max_bytes=self.max_bytes)
         out: list[Handed] = []
-        if self.deduper is not None:
-            keyed = self.deduper.admit_batch([item for item in loaded if isinstance(item, LoadedImage)])
-            sent: list[Loaded] = [item for item in loaded if not isinstance(item, LoadedImage)]
-            for image, send, record in keyed:
-                if send:
-                    sent.append(image)
-                elif record is not None:  # a copy whose original is already back
-                    out.append(record)
-            loaded = sent
-        triage = self.preparer.triage
+        asked: list[LoadedImage] = []
+        kept: list[Loaded] = []
+        plan_image = self.planner.plan_image
         for item in loaded:
             if isinstance(item, LoadedImage):
+                image = replace(item, digest=content_digest(item.data).hex())
+                sent, records = plan_image(image)
+                out.extend(records)
+                if sent is not None:
+                    asked.append(sent)
+            else:
+                kept.append(item)
+        if self.deduper is not None and asked:
+            for left, copies in self.deduper.admit_batch(asked):
+                out.extend(copies)
+                if left is not None:
+                    kept.append(left)
+        else:
+            kept.extend(asked)
+        triage = self.preparer.triage
+        for item in kept:
+            if isinstance(item, LoadedImage):
                 got = triage(item)
-                out.append((item.job, got) if isinstance(got, InputError) else got)
+                if isinstance(got, InputError):
+                    out.extend(self.refused(item.job, got, [ask.task for ask in item.asks], item.digest))
+                else:
+                    out.append(got)
             else:
                 out.append(item)
         return out
@@ -293,7 +319,6 @@ class Stages:
                 self.flush_scan_records()
             jobs, loaded, rest = got
             self.stats.found += len(jobs)
-            self.progress.found(len(jobs))
             await self.hand_over(loaded)
             for chunk in rest:
                 await self.hand_over(await anyio.to_thread.run_sync(self.load_chunk, chunk))
@@ -301,36 +326,51 @@ class Stages:
             self.flush_scan_records()
         if not self.scan_done.is_set():
             self.scan_done.set()
-            index = self.index
-            self.stats.skipped = index.ok + index.error_final if not self.cfg.retry_failed else index.ok
+            self.stats.skipped = len(self.index)  # less the stale ones asked again, once all are read
             if self.on_scan_done:
                 self.on_scan_done()
 
     async def hand_over(self, loaded: list[Handed]) -> None:
-        """Read images to the senders (those that need pixel work through the pool first), records to the sink."""
+        """Read images to the senders (those that need pixel work through the pool first), records to the sink.
+
+        The progress bar counts answers: one per ask, per record made here, per task of an unreadable file.
+        """
         good: list[LoadedImage] = []
         heavy: list[LoadedImage] = []
+        expected = 0
         needs_pixels = self.preparer.needs_pixels
         for item in loaded:
             if isinstance(item, LoadedImage):
+                expected += len(item.asks)
                 (heavy if needs_pixels(item) else good).append(item)
             elif isinstance(item, Record):
+                expected += 1
                 self.sink.put(item)
             else:
-                self.refuse(*item)
+                job, err = item
+                for record in self.refused(job, err, self.planner.open_tasks(job.path)):
+                    expected += 1
+                    self.sink.put(record)
+        if expected:
+            self.progress.found(expected)
         if good:
             await self.feed.put(good)
         if heavy:
             await self.prepare_all(heavy)
 
-    def refuse(self, job: ImageJob, err: InputError) -> None:
-        """A file that cannot be sent: its error record, and the same for the copies that waited for it."""
-        record = Record(job.path, "error", error=error_info(err, retryable=False), target=self.captioner.target,
-                        ts=time.time())
-        self.sink.put(record)
-        if self.deduper is not None:
-            for copy in self.deduper.resolved(record):
-                self.sink.put(copy)
+    def refused(self, job: ImageJob, err: InputError, tasks: Iterable[str], digest: str | None = None
+                ) -> list[Record]:
+        """A file that cannot be sent: an error record per task it was to be asked, and the same for the copies
+        that waited for it (thread-safe: the readers call it for what a header refuses)."""
+        out = []
+        info = error_info(err, retryable=False)
+        for task in tasks:
+            record = Record(job.path, "error", error=info, target=self.captioner.target, ts=time.time(), task=task,
+                            digest=digest)
+            out.append(record)
+            if self.deduper is not None:
+                out.extend(self.deduper.resolved(record))
+        return out
 
     async def prepare_all(self, images: list[LoadedImage]) -> None:
         """Images that need pixel work, on the pool's threads (at most one per core at a time); each goes to
@@ -341,7 +381,8 @@ class Stages:
             try:
                 ready = await finish(image)
             except InputError as err:
-                self.refuse(image.job, err)
+                for record in self.refused(image.job, err, [ask.task for ask in image.asks], image.digest):
+                    self.sink.put(record)
                 return
             await self.feed.put([ready])
 
@@ -366,14 +407,18 @@ class Stages:
         feed, sink, caption, released = self.feed, self.sink, captioner.caption, captioner.released
         pop, next_image, put, room = feed.pop, feed.next, sink.put, sink.wait_room
         resolved = self.deduper.resolved if self.deduper is not None else None
+
+        def answered(record: Record) -> None:
+            put(record)
+            if resolved is not None:
+                for copy in resolved(record):  # copies that waited for this original
+                    put(copy)
+
+        deliver = answered if resolved is not None else put
         while (image := pop()) is not None or (image := await next_image()) is not None:
             if self.draining:
                 break
-            if (record := await caption(image)) is not None:
-                put(record)
-                if resolved is not None:
-                    for copy in resolved(record):  # copies that waited for this original
-                        put(copy)
+            await caption(image, deliver)
             if released:  # held-back errors, now safe to write (the first caption arrived)
                 self.put_released()
             if sink.full:  # the journal is behind (a slow disk): wait rather than pile records up
@@ -422,7 +467,8 @@ class Stages:
                             stats.undersized += 1
                             if stats.smallest_sent is None or max(sent) < max(stats.smallest_sent):
                                 stats.smallest_sent = sent
-                    if rec.duplicate_of is None and rec.caption:
+                    if rec.duplicate_of is None and rec.caption and rec.task == self.primary \
+                            and rec.task in self.text_tasks:
                         boilerplate(rec.caption, rec.path)
                 else:
                     error = rec.error
@@ -432,6 +478,7 @@ class Stages:
                                                       error.message if error else ""))
                 if self.count_targets:
                     stats.by_target.setdefault(rec.target, Counter())[rec.status] += 1
+                stats.by_task.setdefault(rec.task, Counter())[rec.status] += 1
             stats.ok += ok
             stats.failed += len(batch) - ok
             if ok < len(batch):
@@ -448,4 +495,5 @@ class Stages:
         self.writer.write(batch)
         if self.sidecars is not None:
             for rec in batch:
-                self.sidecars.write(rec)
+                if rec.task == self.primary:  # --sidecar writes one task's answers (the plan's primary)
+                    self.sidecars.write(rec)

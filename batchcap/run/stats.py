@@ -38,6 +38,10 @@ class RunStats:
     #: the first few error records of this run, ``(path, type, message)``, for the summary to name
     failed_examples: list[tuple[str, str, str]] = field(default_factory=list)
     by_target: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error counts per target (several only)
+    by_task: dict[str, Counter[str]] = field(default_factory=dict)  #: ok/error records per task
+    stale: Counter[str] = field(default_factory=Counter)  #: per task: answers made otherwise, asked again
+    kept_stale: Counter[str] = field(default_factory=Counter)  #: per task: answers made otherwise, kept
+    copied: int = 0  #: answers copied from an earlier run's answer to the same content (no request)
     drained: dict[str, str] = field(default_factory=dict)  #: targets given up on during the run, and why
     targets: dict[str, dict[str, object]] = field(default_factory=dict)  #: per target: drained, busy_s, cost
     latencies_sum: float = 0.0

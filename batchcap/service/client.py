@@ -68,7 +68,15 @@ class ServiceClient(Protocol):
         """Calls the service runs at once when it says so (a Space), else None: where an adaptive limit starts."""
         ...
 
-    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply: ...
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
+        """One attempt; ``prompt`` is a task's, rendered for this image (shapes that carry no prompt ignore it)."""
+        ...
+
+    async def server_kind(self) -> str:
+        """``"tgi"`` when the server is known to be text-generation-inference (its own ``response_format``),
+        else ``"openai"``."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -181,6 +189,25 @@ class CaptionClient:
             await self._session.close()
             self._session = None
 
+    async def server_kind(self) -> str:
+        """``"tgi"`` when the chat server at this URL says it is text-generation-inference (``GET /info``: its
+        ``router`` is ``text-generation-router``), else ``"openai"`` (the HF router, vLLM, OpenAI: no such route).
+
+        One GET, a few seconds at most, asked only by runs that need to know (a task with a JSON schema: TGI
+        spells ``response_format`` its own way). Any failure means "not known to be TGI".
+        """
+        assert self._session is not None, "use `async with CaptionClient(...)`"
+        base = self.url.removesuffix("/chat/completions").removesuffix("/v1").rstrip("/")
+        try:
+            async with self._session.get(base + "/info", allow_redirects=False,
+                                         timeout=aiohttp.ClientTimeout(total=min(self.timeout, 10.0))) as resp:
+                if resp.status != 200:
+                    return "openai"
+                info = await resp.json(content_type=None)
+        except (*_CLIENT_ERRORS, ValueError):
+            return "openai"
+        return "tgi" if isinstance(info, dict) and info.get("router") == "text-generation-router" else "openai"
+
     async def get_json(self, url: str) -> Any:
         """One GET on the configured host (the token goes nowhere else), e.g. the router's ``/v1/models``.
 
@@ -203,14 +230,16 @@ class CaptionClient:
         except orjson.JSONDecodeError:
             raise BadResponse(f"{url} answered {status} with a body that is not JSON", status=status) from None
 
-    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
         """One attempt. Raises an APIError subclass; the retry policy decides what comes next.
 
-        ``adapter`` replaces the client's own for this request (a quality retry at a higher temperature).
+        ``adapter`` replaces the client's own for this request (a task's, or a quality retry at a higher
+        temperature); ``prompt`` is the task's prompt rendered for this image (chat shapes send it).
         """
         assert self._session is not None, "use `async with CaptionClient(...)`"
         adapter = adapter or self.adapter
-        built = adapter.build(image)
+        built = adapter.build(image, prompt)
         started = time.perf_counter()
         try:  # a plain try, not a context manager: one per request would cost ~2 us
             async with self._session.post(

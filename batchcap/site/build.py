@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from batchcap.export import Selection, read_records, select
+from batchcap.journal.codec import record_task
 from batchcap.journal.meta import input_dir_from_manifest, read_manifest
 from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
@@ -104,9 +105,9 @@ class _Tally:
         return i
 
 
-def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None]) -> list[Any]:
-    """One record as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts,
-    cost_usd]."""
+def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any], int | None], task: int) -> list[Any]:
+    """One answer as the page's compact row: [path, kind, text, latency_s, thumb, flags, http_status, attempts,
+    cost_usd, task] (``task``: its index in the meta's ``tasks``)."""
     ok = rec["status"] == "ok"
     kind_name, text, status = "ok", "", None
     if ok:
@@ -136,7 +137,7 @@ def _row(rec: dict[str, Any], tally: _Tally, thumb: str, bin_of: Callable[[Any],
     attempts = rec.get("attempts") if isinstance(rec.get("attempts"), int) else None
     cost = rec.get("cost_usd")
     cost = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0 else None
-    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts, cost]
+    return [rec["path"], tally.kind(kind_name), text, latency, thumb, flags, status, attempts, cost, task]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -164,16 +165,17 @@ def build_site(
     images = options.images or input_dir_from_manifest(journal)
     if images is not None and not images.is_dir():
         images = None
-    items = sorted([*sel.ok.items(), *sel.errors.items()])
+    items = sorted([*sel.ok.items(), *sel.errors.items()])  # ((path, task), offset): an image's answers together
     report = SiteReport(out / "index.html", records=len(items), ok=len(sel.ok), errors=len(sel.errors),
                         refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line,
                         images=images)
     (out / "data").mkdir(parents=True, exist_ok=True)
     thumbs: dict[str, str] = {}
     if images is not None:
+        paths = dict.fromkeys(p for (p, _), _ in items)
         if on_progress:
-            on_progress(f"thumbnails for {plural(len(items), 'image')}")
-        thumbs, report.thumbs = make_thumbnails(images, (p for p, _ in items), out / "thumbs", jobs=options.jobs)
+            on_progress(f"thumbnails for {plural(len(paths), 'image')}")
+        thumbs, report.thumbs = make_thumbnails(images, paths, out / "thumbs", jobs=options.jobs)
 
     t0 = sel.ts_first
     busy = _busy(runs.invocations(), sel)
@@ -186,20 +188,8 @@ def build_site(
         return min(_BINS - 1, max(0, int(timeline.offset(ts) / bin_s)))
 
     tally = _Tally()
-    rows: list[list[Any]] = []
-    chunks = 0
-    for rec in read_records(journal, items):
-        rows.append(_row(rec, tally, thumbs.get(rec["path"], ""), bin_of))
-        if len(rows) >= options.chunk:
-            _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
-            chunks += 1
-            rows = []
-    if rows:
-        _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
-        chunks += 1
-    for stale in (out / "data").glob("c*.js"):
-        if stale.stem[1:].isdigit() and int(stale.stem[1:]) >= chunks:
-            stale.unlink()
+    chunks, task_counts = _write_chunks(journal, items, sel.tasks, out, options.chunk, tally,
+                                        lambda rec: thumbs.get(rec["path"], ""), bin_of)
 
     lat = sorted(tally.latencies)
     title = options.title or f"batchcap: {journal.name}"
@@ -213,6 +203,8 @@ def build_site(
         "thumb_px": THUMB_PX,
         "kinds": tally.kinds,
         "kind_counts": [tally.kind_counts.get(k, 0) for k in tally.kinds],
+        "tasks": sel.tasks,
+        "task_counts": task_counts,
         "flags": tally.flags,
         "flag_counts": [tally.flag_counts.get(f, 0) for f in tally.flags],
         "lines": sel.lines,
@@ -233,6 +225,31 @@ def build_site(
     _write(out / "README.md", space_readme(title, body=_readme_body(report)).encode("utf-8"))
     report.seconds = clock() - started
     return report
+
+
+def _write_chunks(journal: Path, items: list[tuple[tuple[str, str], int]], tasks: list[str], out: Path, chunk: int,
+                  tally: _Tally, thumb_of: Callable[[dict[str, Any]], str], bin_of: Callable[[Any], int | None]
+                  ) -> tuple[int, list[int]]:
+    """The records as data/cN.js files of ``chunk`` rows (stale ones removed); how many, and answers per task."""
+    task_index = {task: i for i, task in enumerate(tasks)}
+    task_counts = [0] * len(tasks)
+    rows: list[list[Any]] = []
+    chunks = 0
+    for rec in read_records(journal, items):
+        task = task_index.get(record_task(rec), 0)
+        task_counts[task] += 1
+        rows.append(_row(rec, tally, thumb_of(rec), bin_of, task))
+        if len(rows) >= chunk:
+            _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+            chunks += 1
+            rows = []
+    if rows:
+        _write(out / "data" / f"c{chunks}.js", js_assign("BATCHCAP_CHUNKS", f"c{chunks}", rows))
+        chunks += 1
+    for stale in (out / "data").glob("c*.js"):
+        if stale.stem[1:].isdigit() and int(stale.stem[1:]) >= chunks:
+            stale.unlink()
+    return chunks, task_counts
 
 
 def _busy(invocations: list[Invocation], sel: Any) -> dict[str, Any]:
@@ -276,7 +293,7 @@ def _run_info(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _readme_body(report: SiteReport) -> str:
     return (
-        f"A batchcap report: {plural(report.records, 'image')}, {report.ok} captioned, "
+        f"A batchcap report: {plural(report.records, 'answer')}, {report.ok} ok, "
         f"{report.errors} with an error record.\n\nOpen `index.html` (it works from the disk), or upload this "
         "folder as a Static Space.\n"
     )

@@ -77,6 +77,10 @@ class Source(Protocol):
         those ``skip(id)`` says are done and those of other shards. What cannot be read goes to
         ``on_error(id, exc)``, for this shard only. Images over ``max_bytes`` come without their bytes."""
 
+    def context_names(self) -> frozenset[str]:
+        """The names its images' ``context`` holds, for prompt templates (none but a dataset's)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """What the manifest says of the source."""
 
@@ -108,6 +112,9 @@ class FolderSource:
                 on_error = _owned_errors(shard, on_error)
         return scan_batches(self.folder, batch_size=batch_size, max_batch_bytes=max_batch_bytes, skip=skip,
                             follow_symlinks=self.follow_symlinks, on_error=on_error)
+
+    def context_names(self) -> frozenset[str]:
+        return frozenset()  # files in a folder bring no context of their own
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "location": self.location}
@@ -146,6 +153,9 @@ class RemoteFolderSource:
             skip = shard.skip_others(skip)
         jobs = (ImageJob(rel, self.where.url(rel), size) for rel, size in self.files)
         return batched(jobs, batch_size, max_batch_bytes, skip)
+
+    def context_names(self) -> frozenset[str]:
+        return frozenset()  # files in a folder bring no context of their own
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "location": self.location, "files": len(self.files)}
@@ -229,6 +239,25 @@ class DatasetSource:
                 raise SourceProblem(str(exc)) from None
             owns = None if shard is None or shard.count == 1 else (lambda g: shard.owns(f"{rel}@{g}"))
             yield from images.jobs(owns=owns, done=skip, max_bytes=max_bytes, on_error=on_error)
+
+    def context_names(self) -> frozenset[str]:
+        """What a prompt template may name of its images (issue 16): a parquet's small columns (the first file's),
+        a WebDataset sample's text members by extension (the first sample's). Empty when it cannot be read."""
+        if not self.files:
+            return frozenset()
+        try:
+            with self.open(self.files[0]) as f:
+                if self.kind == "parquet":
+                    from batchcap.source.parquet import ParquetImages
+
+                    return frozenset(ParquetImages(f, self.files[0], self.wanted_column or self.image_column).context)
+                from batchcap.source.webdataset import tar_jobs
+
+                for job in tar_jobs(f, self.files[0]):
+                    return frozenset(job.context or {})
+        except (OSError, ConfigError):
+            pass
+        return frozenset()
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "location": self.location, "files": len(self.files)}

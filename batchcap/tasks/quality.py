@@ -13,6 +13,7 @@ The gates, each a flag name (and a ``QualitySettings`` toggle):
 ``repeats_prompt``  the caption only repeats the prompt (a chat model echoing its instruction)
 ``too_short``       fewer words than ``min_words`` (off unless set: a one-word tag is a fine caption for some models)
 ``too_long``        more words than ``max_words`` (off unless set)
+``invalid_json``    a task with a schema (issue 16) got a reply that is not JSON matching it (:func:`judge_json`)
 
 Refusals are matched on a normalised caption (lower case, curly apostrophes made straight, whitespace
 collapsed, leading quotes and punctuation dropped), by whole words:
@@ -28,10 +29,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchcap.errors import ConfigError
 from batchcap.settings import parse_int, setting
+
+if TYPE_CHECKING:
+    from batchcap.tasks.schema import Schema
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -43,11 +47,12 @@ __all__ = [
     "QualitySettings",
     "is_refusal",
     "judge",
+    "judge_json",
     "normalise",
 ]
 
 #: Every flag :func:`judge` can return, in the order it checks them.
-GATES = ("empty", "refusal", "cut_off", "repeats_prompt", "too_short", "too_long")
+GATES = ("empty", "refusal", "cut_off", "repeats_prompt", "too_short", "too_long", "invalid_json")
 
 OnBadCaption = Literal["flag", "error"]
 
@@ -141,6 +146,7 @@ class QualitySettings:
     refusal: bool = setting(True, internal=True)
     cut_off: bool = setting(True, internal=True)
     repeats_prompt: bool = setting(True, internal=True)
+    invalid_json: bool = setting(True, internal=True)
     #: Chat targets: each quality retry raises the temperature by this much (capped at 1.0), so a model that
     #: answered deterministically badly gets a different draw. 0 = resend unchanged.
     temperature_step: float = setting(0.3, internal=True)
@@ -178,7 +184,7 @@ class QualitySettings:
     @property
     def any_gate(self) -> bool:
         """Whether :func:`judge` can flag anything at all (all off: the attempt may skip it)."""
-        return (self.empty or self.refusal or self.cut_off or self.repeats_prompt
+        return (self.empty or self.refusal or self.cut_off or self.repeats_prompt or self.invalid_json
                 or self.min_words is not None or self.max_words is not None)
 
     def temperature_for(self, base: float, quality_retry: int) -> float:
@@ -234,6 +240,26 @@ def judge(
         if settings.max_words is not None and words > settings.max_words:
             flags.append("too_long")
     return tuple(flags)
+
+
+def judge_json(
+    text: str,
+    schema: Schema,
+    *,
+    finish_reason: str | None = None,
+    settings: QualitySettings = DEFAULT_QUALITY,
+) -> tuple[Any, tuple[str, ...]]:
+    """A schema task's reply: ``(data, flags)``; ``data`` is the parsed object when it matches the schema.
+
+    The text gates do not apply (a tag list has no sentence to judge); ``invalid_json`` and ``cut_off`` do.
+    """
+    data, problem = schema.check(text)
+    flags: list[str] = []
+    if problem is not None and settings.invalid_json:
+        flags.append("invalid_json")
+    if settings.cut_off and finish_reason == "length":
+        flags.append("cut_off")
+    return data, tuple(flags)
 
 
 def _repeats(norm_caption: str, prompt: str) -> bool:

@@ -30,6 +30,7 @@ from batchcap.emulator import (
     RunningEmulator,
     _TokenBucket,
     caption_for,
+    chat_answer_for,
 )
 from batchcap.errors import ConfigError
 
@@ -86,7 +87,9 @@ async def test_every_route_captions_from_the_pixels(emulator: Emulator, sample_d
                         body = await response.json()
                     assert body["object"] == "chat.completion"
                     assert body["model"] == MODEL
-                    assert body["choices"][0]["message"] == {"role": "assistant", "content": expected}
+                    answer = chat_answer_for(data, "Caption this.")  # the pixels' caption, tagged by the prompt
+                    assert answer.startswith(expected + " (prompt ")
+                    assert body["choices"][0]["message"] == {"role": "assistant", "content": answer}
                     assert body["choices"][0]["finish_reason"] == "stop"
                     assert set(body["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
         assert server.log.count(200) == 6 * len(by_format)
@@ -334,7 +337,7 @@ async def test_huggingface_hub_client_reads_our_answers(emulator: Emulator, samp
             completion = await client.chat.completions.create(
                 model="dummy", messages=chat_body(data_uri(data, "image/jpeg"))["messages"], max_tokens=50
             )
-        assert completion.choices[0].message.content == caption_for(data)
+        assert completion.choices[0].message.content == chat_answer_for(data, "Caption this.")
         async with hub.AsyncInferenceClient(model=model_url, token="hf_wrong") as client:
             with pytest.raises(hub.errors.HfHubHTTPError, match="Invalid credentials") as caught:
                 await client.image_to_text(data)

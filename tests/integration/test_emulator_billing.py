@@ -13,7 +13,7 @@ import anyio
 import pytest
 from PIL import Image
 
-from batchcap.emulator import DEFAULT_TOKEN, EmulatorSettings, RunningEmulator, caption_for
+from batchcap.emulator import DEFAULT_TOKEN, EmulatorSettings, RunningEmulator, caption_for, chat_answer_for
 from batchcap.emulator.billing import ProviderPrice, image_tokens, text_tokens, usage_cost
 from batchcap.flow.budget import TokenPrice
 from batchcap.service.pricing import parse_models
@@ -62,7 +62,7 @@ async def test_usage_grows_with_the_image_and_the_prompt(emulator: Emulator) -> 
     assert b["usage"]["prompt_tokens"] == prompt + image_tokens(1008, 756)
     assert c["usage"]["prompt_tokens"] == text_tokens("Caption this. " * 20) + image_tokens(1008, 756)
     for body, data in ((a, small), (b, large)):
-        assert body["usage"]["completion_tokens"] == text_tokens(caption_for(data))
+        assert body["usage"]["completion_tokens"] == text_tokens(chat_answer_for(data, "Caption this."))
         assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
 
 
@@ -137,4 +137,4 @@ async def test_huggingface_hub_reads_the_usage_we_report(emulator: Emulator) -> 
             completion = await client.chat.completions.create(model=MODEL, messages=chat(data)["messages"],
                                                               max_tokens=50)
     assert completion.usage.prompt_tokens == text_tokens("Caption this.") + image_tokens(448, 336)
-    assert completion.usage.completion_tokens == text_tokens(caption_for(data))
+    assert completion.usage.completion_tokens == text_tokens(chat_answer_for(data, "Caption this."))

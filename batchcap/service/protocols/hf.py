@@ -41,7 +41,7 @@ class HFRaw:
 
     name: str = "hf"
 
-    def build(self, image: LoadedImage) -> Built:
+    def build(self, image: LoadedImage, prompt: str | None = None) -> Built:
         return Built({"Content-Type": image.mime, "Accept": "application/json"}, image.data)
 
     def parse(self, body: bytes) -> str:
@@ -59,7 +59,7 @@ class HFJson:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     name: str = "hf-json"
 
-    def build(self, image: LoadedImage) -> Built:
+    def build(self, image: LoadedImage, prompt: str | None = None) -> Built:
         payload: dict[str, Any] = {"inputs": base64.b64encode(image.data).decode("ascii")}
         if self.parameters:
             payload["parameters"] = dict(self.parameters)

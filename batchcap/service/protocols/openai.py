@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,23 +18,27 @@ __all__ = ["OpenAIChat", "usage_of"]
 
 @dataclass(frozen=True, slots=True)
 class OpenAIChat:
-    """One user message: the prompt text and the image as a ``data:`` URI. ``model`` goes first (routers)."""
+    """One user message: the prompt text and the image as a ``data:`` URI. ``model`` goes first (routers).
+
+    ``response_format`` (a task with a schema, ``batchcap.tasks.schema``) asks for JSON in the target's spelling.
+    """
 
     model: str
     prompt: str
     max_tokens: int = 64
     temperature: float = 0.0
     name: str = "openai"
+    response_format: Mapping[str, Any] | None = None
 
-    def build(self, image: LoadedImage) -> Built:
+    def build(self, image: LoadedImage, prompt: str | None = None) -> Built:
         uri = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
-        payload = {
+        payload: dict[str, Any] = {
             "model": self.model,
             "messages": [
                 {
                     "role": "user",
                     "content": [
-                        {"type": "text", "text": self.prompt},
+                        {"type": "text", "text": self.prompt if prompt is None else prompt},
                         {"type": "image_url", "image_url": {"url": uri}},
                     ],
                 }
@@ -42,6 +47,8 @@ class OpenAIChat:
             "temperature": self.temperature,
             "stream": False,
         }
+        if self.response_format is not None:
+            payload["response_format"] = self.response_format
         return Built({"Content-Type": "application/json", "Accept": "application/json"}, orjson.dumps(payload))
 
     def parse(self, body: bytes) -> str:

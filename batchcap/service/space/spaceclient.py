@@ -65,7 +65,7 @@ class SpaceAdapter:
 
     name: str = "space"
 
-    def build(self, image: LoadedImage) -> Built:
+    def build(self, image: LoadedImage, prompt: str | None = None) -> Built:
         return Built({"Content-Type": image.mime}, image.data)
 
     def parse(self, body: bytes) -> str:
@@ -184,7 +184,12 @@ class SpaceClient:
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
-    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None) -> Reply:
+    async def server_kind(self) -> str:
+        """A Gradio app takes no ``response_format`` (it is never asked one: a Space takes one task)."""
+        return "openai"
+
+    async def caption(self, image: LoadedImage, *, adapter: Adapter | None = None, prompt: str | None = None
+                      ) -> Reply:
         """Upload, call, read the stream: one attempt. ``adapter`` is accepted for the interface and unused (a
         Space's sampling is its own)."""
         assert self.plan is not None, "use `async with SpaceClient(...)`"

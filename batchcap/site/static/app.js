@@ -11,14 +11,15 @@
   var BUFFER_ROWS = 2;
   var THUMB_NAME = /^[0-9a-f]{8,64}\.webp$/;
   // Row layout written by batchcap/site/build.py.
-  var PATH = 0, KIND = 1, TEXT = 2, LATENCY = 3, THUMB = 4, FLAGS = 5, HTTP = 6, ATTEMPTS = 7, COST = 8, HAY = 9;
+  var PATH = 0, KIND = 1, TEXT = 2, LATENCY = 3, THUMB = 4, FLAGS = 5, HTTP = 6, ATTEMPTS = 7, COST = 8, TASK = 9,
+    HAY = 10;
 
   var chunks = [];
   var loading = {};
   var allLoaded = null; // Promise once loadAll() started
   var view = null; // null: every record in path order (no search, no filter); else an array of rows
-  var state = { q: "", status: "all", sort: "path" };
-  var grid, countEl, emptyEl, qEl, statusEl, sortEl;
+  var state = { q: "", status: "all", sort: "path", task: "all" };
+  var grid, countEl, emptyEl, qEl, statusEl, sortEl, taskEl;
   var scheduled = false;
 
   function el(tag, cls, text) {
@@ -103,11 +104,14 @@
     state.q = p.get("q") || "";
     state.status = p.get("status") || "all";
     state.sort = p.get("sort") || "path";
+    state.task = p.get("task") || "all";
     if (!hasOption(statusEl, state.status)) state.status = "all";
     if (!hasOption(sortEl, state.sort)) state.sort = "path";
+    if (!hasOption(taskEl, state.task)) state.task = "all";
     qEl.value = state.q;
     statusEl.value = state.status;
     sortEl.value = state.sort;
+    taskEl.value = state.task;
   }
 
   function writeHash() {
@@ -115,6 +119,7 @@
     if (state.q) p.set("q", state.q);
     if (state.status !== "all") p.set("status", state.status);
     if (state.sort !== "path") p.set("sort", state.sort);
+    if (state.task !== "all") p.set("task", state.task);
     var hash = p.toString();
     var url = location.pathname + location.search + (hash ? "#" + hash : "");
     try { history.replaceState(null, "", url); } catch (e) { location.hash = hash; }
@@ -128,14 +133,18 @@
   // ---------------------------------------------------------------------------------------------------
   // Filtering and sorting (over all chunks: they are loaded first, the grid says so meanwhile).
 
-  function isDefault() { return !state.q.trim() && state.status === "all" && (state.sort === "path" || state.sort === "-path"); }
+  function isDefault() {
+    return !state.q.trim() && state.status === "all" && state.task === "all" && (state.sort === "path" || state.sort === "-path");
+  }
 
   function matcher() {
     var terms = state.q.toLowerCase().split(/\s+/).filter(Boolean);
     var st = state.status, kind = -1, flag = -1, wantOk = st === "ok", wantErr = st === "error";
     if (st.indexOf("e:") === 0) kind = META.kinds.indexOf(st.slice(2));
     if (st.indexOf("f:") === 0) flag = META.flags.indexOf(st.slice(2));
+    var task = state.task === "all" ? -1 : (META.tasks || []).indexOf(state.task);
     return function (r) {
+      if (task >= 0 && r[TASK] !== task) return false;
       if (wantOk && r[KIND] !== 0) return false;
       if (wantErr && r[KIND] === 0) return false;
       if (kind > 0 && r[KIND] !== kind) return false;
@@ -267,6 +276,7 @@
       card.appendChild(el("div", "nothumb", "no preview"));
     }
     var line = el("div", "line");
+    if ((META.tasks || []).length > 1) line.appendChild(el("span", "badge task", META.tasks[r[TASK]]));
     line.appendChild(el("span", "badge", ok ? "ok" : META.kinds[r[KIND]] + (r[HTTP] ? " " + r[HTTP] : "")));
     for (var f = 0; f < r[FLAGS].length; f++) line.appendChild(el("span", "badge flag", META.flags[r[FLAGS][f]]));
     if (r[LATENCY] !== null) line.appendChild(el("span", "muted", fmtSeconds(r[LATENCY])));
@@ -400,6 +410,15 @@
     for (var f = 0; f < META.flags.length; f++) add("f:" + META.flags[f], "flag: " + META.flags[f] + " (" + fmtInt(META.flag_counts[f]) + ")");
   }
 
+  function taskOptions() {
+    // One answer per task and image: the filter shows one task's answers (hidden when the run had one task).
+    var tasks = META.tasks || [];
+    function add(value, label) { var o = el("option", null, label); o.value = value; taskEl.appendChild(o); }
+    add("all", "every task");
+    for (var t = 0; t < tasks.length; t++) add(tasks[t], "task: " + tasks[t] + " (" + fmtInt((META.task_counts || [])[t]) + ")");
+    taskEl.hidden = tasks.length < 2;
+  }
+
   function start() {
     grid = document.getElementById("grid");
     countEl = document.getElementById("count");
@@ -407,8 +426,10 @@
     qEl = document.getElementById("q");
     statusEl = document.getElementById("status");
     sortEl = document.getElementById("sort");
+    taskEl = document.getElementById("task");
     if (!META) { countEl.textContent = "data/meta.js is missing: rebuild with batchcap report"; return; }
     statusOptions();
+    taskOptions();
     header();
     readHash();
     var typing = 0;
@@ -418,6 +439,7 @@
     });
     statusEl.addEventListener("change", function () { state.status = statusEl.value; apply(); });
     sortEl.addEventListener("change", function () { state.sort = sortEl.value; apply(); });
+    taskEl.addEventListener("change", function () { state.task = taskEl.value; apply(); });
     window.addEventListener("scroll", schedule, { passive: true });
     window.addEventListener("resize", function () { layout(); });
     window.addEventListener("hashchange", function () { readHash(); apply(); });

@@ -6,7 +6,7 @@ import math
 
 import pytest
 from bench_builders import s, step
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchcap.bench.stats import (
@@ -51,6 +51,7 @@ def test_percentile_rejects_nonsense() -> None:
         percentile([1.0], 101)
 
 
+@settings(deadline=None)  # the first example imports numpy: seconds on a loaded 2-core machine
 @given(
     st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=60),
     st.floats(min_value=0, max_value=100),

@@ -53,7 +53,7 @@ def test_flat_names_reach_the_group_that_declares_them() -> None:
 def test_every_setting_is_declared_once() -> None:
     names = [ref.name for ref in setting_refs()]
     assert len(names) == len(set(names))
-    assert set(GROUPS) == {"source", "target", "routing", "limits", "prepare", "quality", "budget"}
+    assert set(GROUPS) == {"source", "target", "routing", "limits", "prepare", "quality", "budget", "tasks"}
 
 
 def test_urls() -> None:

@@ -46,14 +46,33 @@ def write(path: Path, *records: Record) -> None:
 def test_ok_line_shape_and_key_order() -> None:
     line = encode_record(ok("a/b.jpg", request_id="r-1"))
     assert line == (
-        b'{"path":"a/b.jpg","status":"ok","caption":"a dog","attempts":1,"latency_s":0.5,'
+        b'{"path":"a/b.jpg","task":"caption","status":"ok","caption":"a dog","attempts":1,"latency_s":0.5,'
         b'"bytes_sent":0,"target":"t","request_id":"r-1","ts":1.5}\n'
     )
 
 
+def test_task_fingerprint_digest_and_data_lead_the_line() -> None:
+    """The resume index reads path, task, status and fingerprint of an ok line without parsing it."""
+    rec = ok("a.jpg", request_id=None)
+    line = encode_record(Record(rec.path, "ok", caption='{"tags":["a"]}', attempts=1, ts=1.0, task="tags",
+                                data={"tags": ["a"]}, fingerprint="0" * 8 + "1" * 16, digest="d" * 32))
+    assert line.startswith(b'{"path":"a.jpg","task":"tags","status":"ok","fingerprint":"' + b"0" * 8 + b"1" * 16
+                           + b'","digest":"' + b"d" * 32 + b'","caption":')
+    obj = decode_line(line)
+    assert obj["data"] == {"tags": ["a"]}
+
+
+def test_a_line_without_task_means_caption() -> None:
+    from batchcap.journal.codec import record_task
+
+    assert record_task(decode_line(b'{"path":"a.jpg","status":"ok","caption":"x"}')) == "caption"
+    with pytest.raises(ValueError):  # noqa: PT011
+        decode_line(b'{"path":"a.jpg","task":3,"status":"ok","caption":"x"}')
+
+
 def test_error_line_shape_omits_caption_and_missing_request_id() -> None:
     obj = decode_line(encode_record(err("x.png", retryable=True)))
-    assert list(obj) == ["path", "status", "error", "attempts", "latency_s", "bytes_sent", "target", "ts"]
+    assert list(obj) == ["path", "task", "status", "error", "attempts", "latency_s", "bytes_sent", "target", "ts"]
     assert obj["error"] == {
         "type": "ServerError",
         "message": "HTTP 503",

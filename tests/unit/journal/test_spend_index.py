@@ -23,7 +23,8 @@ def billed(path: str, cost: float | None, **kw: object) -> Record:
 def test_cost_keys_follow_the_target_in_a_fixed_order() -> None:
     line = encode_record(billed("a.jpg", 0.000171))
     assert line == (
-        b'{"path":"a.jpg","status":"ok","caption":"a dog","attempts":1,"latency_s":0.5,"bytes_sent":0,'
+        b'{"path":"a.jpg","task":"caption","status":"ok","caption":"a dog","attempts":1,"latency_s":0.5,'
+        b'"bytes_sent":0,'
         b'"target":"openai:m@h","usage":{"prompt_tokens":812,"completion_tokens":17},"provider":"novita",'
         b'"cost_usd":0.000171,"request_id":"r","ts":1.5}\n'
     )

@@ -49,7 +49,7 @@ def captioner(
 async def test_a_caption_on_the_first_attempt() -> None:
     clock = FakeClock()
     c = captioner(FakeCaller(ok("a red bicycle", nbytes=4321)), clock)
-    rec = await c.caption(image("bike.jpg"))
+    rec = await c.ask(image("bike.jpg"))
     assert rec is not None
     assert (rec.path, rec.status, rec.caption, rec.attempts, rec.bytes_sent) == ("bike.jpg", "ok", "a red bicycle",
                                                                                  1, 4321)
@@ -60,7 +60,7 @@ async def test_a_server_error_is_retried_after_a_backoff() -> None:
     clock = FakeClock()
     caller = FakeCaller(ServerError("busy", status=500), ok())
     c = captioner(caller, clock)
-    rec = await c.caption(image())
+    rec = await c.ask(image())
     assert rec is not None
     assert (rec.status, rec.attempts, c.stats.retries) == ("ok", 2, 1)
     assert len(clock.sleeps) == 1
@@ -70,7 +70,7 @@ async def test_a_server_error_is_retried_after_a_backoff() -> None:
 async def test_retries_run_out_into_a_retryable_error_record() -> None:
     clock = FakeClock()
     c = captioner(FakeCaller(repeat=ServerError("down", status=502)), clock)
-    assert await c.caption(image()) is None  # held: before any caption, the same 5xx may be the target's fault
+    assert await c.ask(image()) is None  # held: before any caption, the same 5xx may be the target's fault
     (rec,) = c.finish()  # the run ended with one such image: no systematic fault, the record is real
     assert rec.status == "error"
     assert rec.error is not None
@@ -82,7 +82,7 @@ async def test_a_429_pauses_the_limiter_and_waits_the_hint_without_spending_a_re
     caller = FakeCaller(RateLimited("slow down", retry_after=4.0), RateLimited("slow down", retry_after=4.0),
                         RateLimited("slow down", retry_after=4.0), ok())
     c = captioner(caller, clock, rate=10.0)
-    rec = await c.caption(image())
+    rec = await c.ask(image())
     assert rec is not None
     assert (rec.status, rec.attempts) == ("ok", 4)  # three waits, though only two retries were allowed
     assert c.stats.throttled == 3
@@ -94,8 +94,8 @@ async def test_a_refused_image_is_held_until_a_caption_shows_the_target_works() 
     clock = FakeClock()
     caller = FakeCaller(RejectedImage("bad image", status=400), ok())
     c = captioner(caller, clock)
-    assert await c.caption(image("odd.png")) is None  # held: the same refusal for every image would be a stop
-    rec = await c.caption(image("fine.jpg"))
+    assert await c.ask(image("odd.png")) is None  # held: the same refusal for every image would be a stop
+    rec = await c.ask(image("fine.jpg"))
     assert rec is not None
     assert rec.status == "ok"
     assert [r.path for r in c.released] == ["odd.png"]  # now safe to write
@@ -107,10 +107,10 @@ async def test_the_same_refusal_for_every_image_stops_the_run_and_records_none()
     clock = FakeClock()
     c = captioner(FakeCaller(repeat=RejectedImage("unsupported task", status=400)), clock)
     c.guard.refusal_limit = 3
-    assert await c.caption(image("1.jpg")) is None
-    assert await c.caption(image("2.jpg")) is None
+    assert await c.ask(image("1.jpg")) is None
+    assert await c.ask(image("2.jpg")) is None
     with pytest.raises(RunAborted) as stopped:
-        await c.caption(image("3.jpg"))
+        await c.ask(image("3.jpg"))
     assert stopped.value.kind == "refusals"
     assert c.finish() == []  # the next run retries them all
 
@@ -121,7 +121,7 @@ async def test_a_run_level_fault_stops_at_once(error: Exception, kind: str) -> N
     clock = FakeClock()
     caller = FakeCaller(error)
     with pytest.raises(RunAborted) as stopped:
-        await captioner(caller, clock).caption(image())
+        await captioner(caller, clock).ask(image())
     assert stopped.value.kind == kind
     assert len(caller.calls) == 1
     assert clock.sleeps == []
@@ -132,7 +132,7 @@ async def test_a_model_that_keeps_loading_past_max_wait_stops_the_run() -> None:
     c = captioner(FakeCaller(repeat=ModelLoading("loading", estimated_time=20.0)), clock, max_wait=60.0,
                   policy=RetryPolicy(retries=0, wait_cap=30.0, wait_budget=1000.0))
     with pytest.raises(RunAborted) as stopped:
-        await c.caption(image())
+        await c.ask(image())
     assert stopped.value.kind == "stalled"
     assert 60.0 < clock.now <= 80.0  # waited the server's estimates (no retry spent), then gave up
 
@@ -141,7 +141,7 @@ async def test_a_bad_caption_is_asked_again_then_kept_with_its_flags() -> None:
     clock = FakeClock()
     caller = FakeCaller(ok(""), ok("I'm sorry, I can't help with that."), ok(""))
     c = captioner(caller, clock, quality=QualitySettings(quality_retries=2))
-    assert await c.caption(image()) is None  # held until a clean caption (every caption empty stops the run)
+    assert await c.ask(image()) is None  # held until a clean caption (every caption empty stops the run)
     (rec,) = c.finish()  # one image is no evidence of that: kept with its flags
     assert (rec.status, rec.attempts, rec.flags) == ("ok", 3, ("empty",))
     assert c.stats.quality_retries == 2
@@ -150,7 +150,7 @@ async def test_a_bad_caption_is_asked_again_then_kept_with_its_flags() -> None:
 async def test_on_bad_caption_error_records_a_bad_caption() -> None:
     clock = FakeClock()
     c = captioner(FakeCaller(ok(""), ok("")), clock, quality=QualitySettings(quality_retries=1, on_bad_caption="error"))
-    rec = await c.caption(image())
+    rec = await c.ask(image())
     assert rec is not None
     assert rec.error is not None
     assert (rec.status, rec.error.type, rec.error.retryable) == ("error", "BadCaption", False)
@@ -161,11 +161,11 @@ async def test_a_chat_target_is_asked_again_a_little_warmer() -> None:
     chat = OpenAIChat(model="m", prompt="Describe it.", temperature=0.0)
     caller = FakeCaller(ok("Describe it."), ok("a dog on a beach"), adapter=chat)
     c = captioner(caller, clock, quality=QualitySettings(quality_retries=2), prompt="Describe it.")
-    rec = await c.caption(image())
+    rec = await c.ask(image())
     assert rec is not None
     assert rec.caption == "a dog on a beach"
     first, second = (adapter for _, adapter in caller.calls)
-    assert first is None  # the client's own adapter
+    assert first is chat  # the client's own adapter
     assert isinstance(second, OpenAIChat)
     assert second.temperature > chat.temperature
 
@@ -176,7 +176,7 @@ async def test_senders_share_one_rate() -> None:
     c = captioner(caller, clock, rate=2.0)
     async with anyio.create_task_group() as tg:
         for i in range(5):
-            tg.start_soon(c.caption, image(f"{i}.jpg"))
+            tg.start_soon(c.ask, image(f"{i}.jpg"))
         await clock.run()
     assert len(caller.calls) == 5
     assert clock.now == pytest.approx(2.0)  # burst 1, then one every 0.5 s

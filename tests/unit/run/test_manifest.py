@@ -95,3 +95,25 @@ def test_a_running_invocation_is_visible_before_it_ends(in_tmp: Path) -> None:
     assert doc["state"] == "running"
     assert doc["started_at"] == 1000.0
     assert doc["counts"]["ok"] == 1
+
+
+def test_every_spec_an_invocation_used_outlives_the_folding(in_tmp: Path) -> None:
+    """Issue 16: each invocation keeps its tasks; ``specs`` keeps every (task, spec) -> parts, however many runs."""
+    from batchcap.journal.throughput import MAX_INVOCATIONS
+    from batchcap.run.plan import spec_history
+
+    cfg = RunConfig.build(input_dir=Path("photos"), out=Path("r.jsonl"), model="m")
+    runs = MAX_INVOCATIONS + 3
+    for i in range(runs):
+        tasks = {"tags": {"prompt": f"v{i}", "targets": [{"target": "t", "spec": f"{i:08x}",
+                                                          "parts": {"prompt": f"p{i}"}}]}}
+        manifest = Manifest(cfg, load_index(cfg.out), started_at=1000.0 + i, tasks=tasks)
+        manifest.write_start()
+        with JournalWriter(cfg.out) as w:
+            w.write([Record(f"{i}.jpg", "ok", caption="x", task="tags")])
+        manifest.write_end(RunStats(ok=1))
+    doc = orjson.loads(manifest_path(in_tmp / "r.jsonl").read_bytes())
+    assert len(doc["invocations"]) == MAX_INVOCATIONS  # the oldest folded into the first
+    assert doc["tasks"]["tags"]["prompt"] == f"v{runs - 1}"
+    assert sorted(doc["specs"]["tags"]) == [f"{i:08x}" for i in range(runs)]
+    assert spec_history(doc)[("tags", "00000000")] == {"prompt": "p0"}

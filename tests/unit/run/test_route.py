@@ -9,13 +9,20 @@ from fakes import FakeCaller, FakeClock, image, ok
 from batchcap.errors import AuthError, CreditsExhausted, RunAborted
 from batchcap.flow.ratelimit import RateLimiter
 from batchcap.flow.retry import RetryPolicy
-from batchcap.models import Record
+from batchcap.models import LoadedImage, Record
 from batchcap.progress import NullProgress
 from batchcap.run.attempt import Captioner
 from batchcap.run.guard import RunGuard
 from batchcap.run.route import Lane, Router
 from batchcap.run.stats import RunStats
 from batchcap.service.client import Reply
+
+
+async def one(r: Router, im: LoadedImage) -> Record | None:
+    """``im``'s one record (its one task), or None."""
+    got: list[Record] = []
+    await r.caption(im, got.append)
+    return got[0] if got else None
 
 
 def router(callers: dict[str, FakeCaller], *, route: str = "failover", concurrency: int = 1,
@@ -39,7 +46,7 @@ async def test_failover_sends_to_the_first_until_it_is_spent_then_the_next() -> 
     b = FakeCaller(repeat=ok("from b"))
     r = router({"a": a, "b": b})
     async with r:
-        records = [await r.caption(image(f"{i}.jpg")) for i in range(3)]
+        records = [await one(r, image(f"{i}.jpg")) for i in range(3)]
     assert [rec.caption for rec in records if rec is not None] == ["from a", "from b", "from b"]
     assert [path for path, _ in a.calls] == ["0.jpg", "1.jpg"]  # 1.jpg moved to b when a was drained
     assert r.drained.keys() == {"a"}
@@ -52,7 +59,7 @@ async def test_every_target_spent_stops_the_run_with_their_reasons() -> None:
                 "b": FakeCaller(CreditsExhausted("spent", status=402))})
     async with r:
         with pytest.raises(RunAborted) as stopped:
-            await r.caption(image())
+            await one(r, image())
     assert stopped.value.kind == "targets_spent"  # two different reasons
     assert "a:" in str(stopped.value)
     assert "b:" in str(stopped.value)
@@ -66,7 +73,7 @@ async def test_spread_fills_the_lane_with_room() -> None:
     got: list[Record | None] = []
 
     async def send(i: int) -> None:
-        got.append(await r.caption(image(f"{i}.jpg")))
+        got.append(await one(r, image(f"{i}.jpg")))
 
     async with r, anyio.create_task_group() as tg:
         for i in range(4):
@@ -91,8 +98,8 @@ async def test_the_summary_prices_each_lane_by_its_busy_time() -> None:
 
     r = router({"a": FakeCaller(answer_in_2_s, answer_in_2_s)}, prices={"a": 360.0}, clock=clock)
     async with r:
-        await r.caption(image("1.jpg"))
-        await r.caption(image("2.jpg"))
+        await one(r, image("1.jpg"))
+        await one(r, image("2.jpg"))
     (info,) = r.summary().values()
     assert (info["name"], info["drained"], info["busy_s"]) == ("a", None, 4.0)
     assert info["cost"] == pytest.approx(0.4)  # 4 s at $360/h

@@ -105,7 +105,7 @@ def test_word_limits_are_off_unless_set() -> None:
 
 
 def test_each_gate_can_be_turned_off() -> None:
-    off = QualitySettings(empty=False, refusal=False, cut_off=False, repeats_prompt=False)
+    off = QualitySettings(empty=False, refusal=False, cut_off=False, repeats_prompt=False, invalid_json=False)
     assert not off.any_gate
     assert judge("", settings=off) == ()
     assert judge("I'm sorry, I can't", finish_reason="length", prompt=PROMPT, settings=off) == ()
