@@ -4,7 +4,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p demo
 batchcap samples demo/images --count 300
-port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The emulator's address is part of every answer's fingerprint (its base URL names the target), so the demo keeps
+# its port in demo/emulator.port: run again, it listens where it did and the captions stay current (nothing re-sent).
+port=$(python - demo/emulator.port <<'PY'
+import socket, sys
+from pathlib import Path
+saved = Path(sys.argv[1])
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+        return s.getsockname()[1]
+try:
+    port = free(int(saved.read_text().strip()))
+except (OSError, ValueError):
+    port = 0
+port = port or free(0)
+saved.write_text(f"{port}\n")
+print(port)
+PY
+)
 batchcap serve --port "$port" --latency 0.02 --latency-jitter 0.01 > demo/emulator.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
