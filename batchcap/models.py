@@ -84,6 +84,15 @@ class LoadedImage:
     #: What to ask of this image (one per task not answered yet); empty until the run's planner has decided.
     asks: tuple[Ask, ...] = ()
 
+    # On every image's path: a direct call costs ~1 us where ``dataclasses.replace`` costs ~3-4.
+    def with_digest(self, digest: str) -> LoadedImage:
+        """This image with its content digest."""
+        return LoadedImage(self.job, self.data, self.mime, self.prep, digest, self.asks)
+
+    def with_asks(self, asks: tuple[Ask, ...]) -> LoadedImage:
+        """This image with what to ask of it."""
+        return LoadedImage(self.job, self.data, self.mime, self.prep, self.digest, asks)
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:

@@ -20,7 +20,7 @@ import anyio
 from batchcap.config import RunConfig
 from batchcap.emulator import DEFAULT_MODEL_ID
 from batchcap.flow.ratelimit import RateLimiter
-from batchcap.run import pipeline
+from batchcap.run import assemble, pipeline
 
 GRANTS: list[float] = []
 
@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--burst", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=16)
     a = p.parse_args()
-    pipeline.RateLimiter = RecordingLimiter  # type: ignore[misc]
+    assemble.RateLimiter = RecordingLimiter  # type: ignore[misc]  # where a run's parts are made (issue 15)
     cfg = RunConfig.build(input_dir=a.input_dir, out=a.out, model=DEFAULT_MODEL_ID, api_base=a.url,
                           concurrency=a.concurrency,
                           rate=a.rate, burst=a.burst, dedupe="off").validate()  # hard-linked tree: send every file

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -216,12 +216,16 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
 class Planner:
     """Per image: which tasks to ask, which answers to copy from the journal; thread-safe counters."""
 
-    __slots__ = ("_answer_cache", "_lock", "copied", "copies", "index", "keep_stale", "kept_stale", "legacy_current",
-                 "plan", "prompt_errors", "retry_failed", "root", "skipped", "stale")
+    __slots__ = ("_answer_cache", "_lock", "_needs", "_path_only", "_static", "copied", "copies", "index",
+                 "keep_stale", "kept_stale", "legacy_current", "plan", "prompt_errors", "retry_failed", "root",
+                 "skipped", "stale")
 
     def __init__(self, plan: Plan, index: JournalIndex, *, root: Path | str, keep_stale: bool = False,
                  retry_failed: bool = False, legacy_current: bool = True, copies: bool = True) -> None:
         self.plan = plan
+        # Asked once here, not per image: each is a scan over the tasks.
+        self._static, self._path_only = plan.static, plan.path_only
+        self._needs = {"sidecar": plan.needs_sidecar, "exif": plan.needs_exif}
         self.index = index
         self.root = os.fspath(root)
         self.keep_stale = keep_stale
@@ -242,14 +246,14 @@ class Planner:
         """Every task of ``path`` is answered as this run would ask (or kept, or a final error): the scan leaves
         it out unread. Only where prompts render from the path; otherwise the image is read and judged."""
         plan = self.plan
-        if not plan.path_only:
+        if not self._path_only:
             return False
         entries = [self.index.entry(path, t.name) for t in plan.tasks]
         if None in entries:  # a task never asked of this path (a new file, mostly): read it; no prompt rendered
             return False
         ctx = None
-        if not plan.static:
-            ctx = context_for(ImageJob(path, os.path.join(self.root, path), 0), sidecar=plan.needs_sidecar)
+        if not self._static:
+            ctx = context_for(ImageJob(path, os.path.join(self.root, path), 0), sidecar=self._needs["sidecar"])
         kept: list[str] = []
         for t, entry in zip(plan.tasks, entries, strict=True):
             try:
@@ -291,8 +295,8 @@ class Planner:
         the journal by content, and prompt errors."""
         plan = self.plan
         ctx = None
-        if not plan.static:
-            ctx = context_for(image.job, image.data, sidecar=plan.needs_sidecar, exif=plan.needs_exif)
+        if not self._static:
+            ctx = context_for(image.job, image.data, sidecar=self._needs["sidecar"], exif=self._needs["exif"])
         asks: list[Ask] = []
         records: list[Record] = []
         path = image.job.path
@@ -324,7 +328,7 @@ class Planner:
             asks.append(Ask(t.name, prompt, stale))
         if not asks:
             return None, records
-        return replace(image, asks=tuple(asks)), records
+        return image.with_asks(tuple(asks)), records
 
     def _verdict(self, path: str, task: str, prompt: str | None) -> tuple[str, bool]:
         """("current" | "final" | "kept_stale" | "open", stale) for one question."""

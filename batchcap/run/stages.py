@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import TypeAlias
 
 import anyio
@@ -287,7 +286,7 @@ class Stages:
         plan_image = self.planner.plan_image
         for item in loaded:
             if isinstance(item, LoadedImage):
-                image = replace(item, digest=content_digest(item.data).hex())
+                image = item.with_digest(content_digest(item.data).hex())
                 sent, records = plan_image(image)
                 out.extend(records)
                 if sent is not None:
