@@ -1,4 +1,4 @@
-"""argparse value types and flags that several commands share (run, bench, serve)."""
+"""argparse value types and flags that several commands share (run, bench, serve, export, report)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from batchcap.aio import EVENT_LOOPS
 
-__all__ = ["add_event_loop_flag", "number"]
+__all__ = ["add_event_loop_flag", "add_overwrite_flag", "number"]
 
 
 def number(kind: Callable[[str], float], minimum: float, *, strict: bool = False) -> Callable[[str], Any]:
@@ -33,3 +33,11 @@ def add_event_loop_flag(parser: argparse.ArgumentParser | Any) -> None:
     """``--event-loop``: the same choice for every command that runs the client."""
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto",
                         help="auto = uvloop where installed, else asyncio (default: auto)")
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--overwrite``, meaning the same for every command that writes output files (``journal.owned``)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that are already there though batchcap did not write them (or "
+                             "they were changed since); without it such a file is kept and nothing is written "
+                             "(exit 2)")

@@ -19,12 +19,13 @@ import orjson
 from batchcap.aio import run_async
 from batchcap.bench import bench, render_results, write_reports
 from batchcap.bench.spec import DEMO_MODEL, BenchSettings, Target, resolve_targets
-from batchcap.cli.argtypes import add_event_loop_flag, number
+from batchcap.cli.argtypes import add_event_loop_flag, add_overwrite_flag, number
 from batchcap.cli.exit_codes import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK
 from batchcap.cli.options import PREPARE, TOKEN_PRICE, add_options, given_settings
 from batchcap.config import RunConfig
 from batchcap.errors import UsageError
 from batchcap.journal.fsio import ensure_writable_folder
+from batchcap.journal.owned import note_written, refuse_foreign
 from batchcap.service.settings import DEFAULT_API_BASE
 
 __all__ = ["add_arguments", "images_dir", "main", "settings_from_args"]
@@ -146,6 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'router' provider and a fast $0.60/h "
                         "'endpoint' (no token, no network)")
     add_event_loop_flag(b)
+    add_overwrite_flag(b)
     add_options(p.add_argument_group("image preparation (the same as batchcap run: what is measured is what a run "
                                      "sends)"), PREPARE)
 
@@ -234,10 +236,13 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
 
     settings = settings_from_args(ns)
     ensure_writable_folder(ns.out, flag="--out")  # before the first request: a bench may be paid Endpoint time
+    outputs = [ns.out / name for name in ("bench.json", "bench.md", f"bench.{ns.plot_format}", "bench.html")]
+    refuse_foreign(outputs, overwrite=ns.overwrite)  # a user's bench.md is kept, and nothing is sent
     given = images_dir(ns)
     result = run_async(lambda: bench(settings, given, _log), ns.event_loop)
     paths = write_reports(result, ns.out, plot_format=ns.plot_format)
     page = write_bench_html(orjson.loads(paths.json.read_bytes()), ns.out)
+    note_written(outputs)
     print(render_results(result))
     _log(f"batchcap bench: wrote {paths.json}, {paths.markdown}" + (f", {paths.plot}" if paths.plot else "")
          + f", {page} (a page to share: the folder is a Static Space)")

@@ -17,6 +17,7 @@ from batchcap.source.settings import parse_input
 from batchcap.source.sidecars import MODES, Mode, sidecar_ext_problem
 from batchcap.words import plural
 
+from .argtypes import add_overwrite_flag
 from .held import add_wait_argument, held_note, still_written
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "main", "summary"]
@@ -87,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-column", metavar="NAME",
                         help="a parquet input's image column (default: the one the run used)")
     add_wait_argument(parser)
+    add_overwrite_flag(parser)
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -111,7 +113,7 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         format=fmt, out=ns.out, images=parse_input(ns.images) if ns.images is not None else None,
         text_column=column, ext=ext, mode=cast(Mode, ns.mode or "keep"), skip_flagged=bool(ns.skip_flagged),
         convert=ns.convert, shard_mb=ns.shard_mb, repo=ns.repo, image_column=ns.image_column,
-        task=ns.task, multiline=bool(ns.multiline),
+        task=ns.task, multiline=bool(ns.multiline), overwrite=bool(ns.overwrite),
     )
     if not ns.results.is_file():
         raise ConfigError(f"cannot read {shown(ns.results)}: no such file")

@@ -13,7 +13,7 @@ from batchcap.redact import shown
 from batchcap.site.build import SiteOptions, build_site
 from batchcap.words import plural
 
-from .argtypes import number
+from .argtypes import add_overwrite_flag, number
 from .held import add_wait_argument, held_note, still_written
 
 __all__ = ["EXIT_CODES_HELP", "add_arguments", "main"]
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=number(int, 1), default=min(4, os.cpu_count() or 1),
                         help="threads making thumbnails (default: CPUs, at most 4)")
     add_wait_argument(parser)
+    add_overwrite_flag(parser)
 
 
 def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -53,7 +54,8 @@ def main(ns: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ConfigError(f"--images {shown(ns.images)} is not a folder")
     held = still_written(ns.results, ns.wait, _say)
     try:
-        report = build_site(ns.results, SiteOptions(out=ns.out, images=ns.images, title=ns.title, jobs=ns.jobs))
+        report = build_site(ns.results, SiteOptions(out=ns.out, images=ns.images, title=ns.title, jobs=ns.jobs,
+                                                        overwrite=bool(ns.overwrite)))
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"batchcap report: cannot read or write{where}: {exc.strerror or exc}", file=err)

@@ -35,10 +35,13 @@ from batchcap.export.job import (
     image_column,
     input_dir_from_manifest,
     input_from_manifest,
+    table_path,
 )
 from batchcap.export.select import read_records, select
+from batchcap.export.shards import old_shards
 from batchcap.journal import manifest_path
 from batchcap.journal.codec import record_task
+from batchcap.journal.owned import note_written, refuse_foreign
 from batchcap.models import DEFAULT_TASK
 from batchcap.source.datasets import Source, open_source
 from batchcap.source.sidecars import sidecar_name, sidecar_text, write_sidecar
@@ -88,10 +91,29 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
         refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors),
         tasks=list(sel.tasks),
     )
+    refuse_foreign(_replaced(journal, options, images), overwrite=options.overwrite)
     writer(Job(journal, options, sel, images, report, source))
+    note_written(report.outputs)
     if options.format in DATASET_FORMATS and report.card is not None:
         report.upload = upload_command(options.repo, report.card.parent, options.format)
     return report
+
+
+def _replaced(journal: Path, options: ExportOptions, images: Path | None) -> list[Path]:
+    """The files this export would replace if they are there (kohya's sidecars and the card follow their own
+    rules: ``--mode`` and the card's marker)."""
+    out, fmt = options.out, options.format
+    if fmt == "imagefolder":
+        root = out or images
+        return [] if root is None else [root / "metadata.jsonl"]
+    if fmt == "csv":
+        return [table_path(journal, out, "metadata.csv", ".csv")]
+    if fmt == "openai-batch":
+        return [table_path(journal, out, "batch_output.jsonl", ".batch_output.jsonl"),
+                table_path(journal, out, "batch_errors.jsonl", ".batch_errors.jsonl")]
+    if fmt == "parquet":
+        return old_shards(out or journal.with_name(journal.stem + "-dataset"))
+    return []
 
 
 def _check_tasks(options: ExportOptions, tasks: list[str]) -> None:

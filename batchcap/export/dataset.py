@@ -20,6 +20,7 @@ from batchcap.export.files import atomic_bytes, place_image, replace_bytes, repl
 from batchcap.export.items import ExportImage, converted_name, prepare_bytes
 from batchcap.export.job import REPO_PLACEHOLDER, Job, read_manifest
 from batchcap.export.shards import ShardWriter
+from batchcap.journal.owned import LEDGER
 from batchcap.source.read import sniff
 
 __all__ = ["imagefolder", "parquet", "place", "upload_command"]
@@ -28,7 +29,8 @@ __all__ = ["imagefolder", "parquet", "place", "upload_command"]
 def upload_command(repo: str | None, folder: Path, fmt: str) -> str:
     """The ``hf upload`` command (huggingface_hub's CLI) that publishes ``folder`` as a dataset repository; for
     parquet, the shards a previous upload left and this export no longer has are deleted in the same commit."""
-    argv = ["hf", "upload", repo or REPO_PLACEHOLDER, str(folder.resolve()), ".", "--repo-type", "dataset"]
+    argv = ["hf", "upload", repo or REPO_PLACEHOLDER, str(folder.resolve()), ".", "--repo-type", "dataset",
+            "--exclude", f"*{LEDGER}"]  # batchcap's own note of what it wrote there (any folder)
     if fmt == "parquet":
         argv += ["--delete", "data/*.parquet"]
     return shlex.join(argv)

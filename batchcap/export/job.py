@@ -37,6 +37,7 @@ __all__ = [
     "input_from_manifest",
     "read_manifest",
     "same_folder",
+    "table_path",
 ]
 
 Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
@@ -64,6 +65,7 @@ class ExportOptions:
     image_column: str | None = None  #: a parquet input's image column (default: from the run manifest)
     task: str | None = None  #: kohya: the task whose answers the sidecars hold (needed with several tasks)
     multiline: bool = False  #: kohya: every task's answer, one per line (kohya's multi-line caption file)
+    overwrite: bool = False  #: replace output files batchcap did not write (``journal.owned``)
 
     def __post_init__(self) -> None:
         if self.convert not in CONVERT_CHOICES:
@@ -191,8 +193,12 @@ class Job:
 
     def table_path(self, name: str, suffix: str) -> Path:
         """``DIR/name`` with --out, else ``results<suffix>`` beside the journal."""
-        out = self.options.out
-        return out / name if out is not None else self.journal.with_name(self.journal.stem + suffix)
+        return table_path(self.journal, self.options.out, name, suffix)
+
+
+def table_path(journal: Path, out: Path | None, name: str, suffix: str) -> Path:
+    """``out/name``, else ``results<suffix>`` beside the journal."""
+    return out / name if out is not None else journal.with_name(journal.stem + suffix)
 
 
 def flagged(rec: dict[str, Any]) -> bool:

@@ -31,6 +31,14 @@ GROUP_BYTES = 64 * 1024 * 1024
 _OURS = re.compile(r"train-\d{5}-of-\d{5}\.parquet")
 
 
+def old_shards(folder: Path) -> list[Path]:
+    """The shards an earlier export left in ``folder``/data (replaced or removed by the next one)."""
+    try:
+        return sorted(p for p in (folder / "data").iterdir() if _OURS.fullmatch(p.name))
+    except OSError:
+        return []
+
+
 def features_metadata(text_columns: Sequence[str]) -> bytes:
     """``datasets``' schema metadata for these columns: ``image`` is an Image, the rest strings."""
     features: dict[str, Any] = {"image": {"_type": "Image"}, "file_name": {"dtype": "string", "_type": "Value"}}

@@ -27,6 +27,7 @@ from typing import Any
 from batchcap.export import Selection, read_records, select
 from batchcap.journal.codec import record_task
 from batchcap.journal.meta import input_dir_from_manifest, read_manifest
+from batchcap.journal.owned import note_written, refuse_foreign
 from batchcap.journal.throughput import DEFINITION, Completion, Invocation, Throughput, Timeline
 from batchcap.site.jsdata import js_assign
 from batchcap.site.space import space_readme
@@ -47,6 +48,7 @@ class SiteOptions:
     title: str | None = None
     jobs: int = 2  #: thumbnail threads
     chunk: int = CHUNK
+    overwrite: bool = False  #: replace an index.html or README.md batchcap did not write (``journal.owned``)
 
 
 @dataclass(slots=True)
@@ -159,6 +161,8 @@ def build_site(
     """Write the site for ``journal`` into ``options.out``. Raises ``OSError`` when the journal is unreadable."""
     started = clock()
     out = options.out
+    pages = [out / name for name in (*_STATIC, "README.md")]
+    refuse_foreign(pages, overwrite=options.overwrite)  # before anything is written
     manifest = read_manifest(journal)
     runs = Completion(Invocation.from_manifest(manifest))
     sel = select(journal, on_ts=runs.observe if runs.needed else None)
@@ -223,6 +227,7 @@ def build_site(
     for name in _STATIC:
         _write(out / name, static.joinpath(name).read_bytes())
     _write(out / "README.md", space_readme(title, body=_readme_body(report)).encode("utf-8"))
+    note_written(pages)
     report.seconds = clock() - started
     return report
 

@@ -188,6 +188,8 @@ def test_the_printed_upload_command_is_one_the_hf_cli_accepts(
     line = next(x for x in capsys.readouterr().err.splitlines() if "publish it with: " in x)
     argv = shlex.split(line.split("publish it with: ", 1)[1])
     assert argv[:2] == ["hf", "upload"]
+    assert argv[argv.index("--exclude") + 1] == "*.batchcap-outputs.json"  # the ledger of outputs stays home
+    assert (tmp_path / "ds" / "data" / ".batchcap-outputs.json").is_file()
     hf = Path(sys.executable).with_name("hf")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
     done = subprocess.run([str(hf), *argv[1:]], capture_output=True, text=True, env=env, timeout=120, check=False)
@@ -223,14 +225,14 @@ def test_shards_are_capped_in_size_and_a_smaller_export_leaves_no_stale_shard(tm
     caption(images, journal)
     out = tmp_path / "ds"
     assert export(journal, "--format", "parquet", "--out", out, "--shard-mb", "0.2") == 0
-    shards = sorted((out / "data").iterdir())
+    shards = sorted((out / "data").glob("*.parquet"))  # and batchcap's hidden ledger, which datasets skips
     assert len(shards) >= 3
     assert [p.name for p in shards] == [f"train-{i:05d}-of-{len(shards):05d}.parquet" for i in range(len(shards))]
     datasets = pytest.importorskip("datasets")
     ds = datasets.load_dataset("parquet", data_dir=str(out), split="train", cache_dir=str(offline))
     assert len(ds) == 300
     assert export(journal, "--format", "parquet", "--out", out) == 0  # one shard now: the old ones go
-    assert [p.name for p in (out / "data").iterdir()] == ["train-00000-of-00001.parquet"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == [".batchcap-outputs.json", "train-00000-of-00001.parquet"]
 
 
 @pytest.mark.parametrize("kind", ["parquet", "webdataset"])

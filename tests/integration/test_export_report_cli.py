@@ -81,3 +81,55 @@ async def test_export_report_and_merge_work_from_another_folder(emulator: Emulat
     assert (elsewhere / "new" / "csv" / "here" / "metadata.csv").is_file()
     assert list((elsewhere / "new" / "site" / "thumbs").rglob("*"))  # the report found the images: thumbnails
     assert (tmp_path / "photos" / "metadata.jsonl").exists()  # imagefolder beside the images of the merged run
+
+
+def test_no_command_replaces_an_output_file_it_did_not_write(captioned_run: CaptionedRun, tmp_path: Path) -> None:
+    """Issue 15: a user's metadata.jsonl in the photo folder, a user's index.html or README.md in the site folder,
+    a user's bench.md: each is kept, the command exits 2 before it writes anything; a rerun over batchcap's own
+    outputs replaces them; --overwrite replaces the user's."""
+    run = captioned_run
+    own = run.images / "metadata.jsonl"  # imagefolder without --out writes metadata.jsonl at the input's root
+    own.write_text('{"file_name": "mine.jpg", "text": "written by hand"}\n', encoding="utf-8")
+    refused = batchcap("export", run.journal, "--format", "imagefolder")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert "--overwrite" in refused.stderr
+    assert "metadata.jsonl" in refused.stderr
+    assert own.read_text(encoding="utf-8") == '{"file_name": "mine.jpg", "text": "written by hand"}\n'
+    assert not (run.images / ".batchcap-outputs.json").exists()
+
+    replaced = batchcap("export", run.journal, "--format", "imagefolder", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "written by hand" not in own.read_text(encoding="utf-8")
+    again = batchcap("export", run.journal, "--format", "imagefolder")  # its own file now: replaced without a word
+    assert again.returncode == 0, again.stderr
+    with own.open("a", encoding="utf-8") as f:  # the user edits batchcap's file: it is theirs now
+        f.write('{"file_name": "extra.jpg", "text": "added by hand"}\n')
+    assert batchcap("export", run.journal, "--format", "imagefolder").returncode == 2
+    assert own.read_text(encoding="utf-8").endswith('"added by hand"}\n')
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "metadata.csv").write_text("a,b\n", encoding="utf-8")
+    assert batchcap("export", run.journal, "--format", "csv", "--out", tables).returncode == 2
+    assert (tables / "metadata.csv").read_text(encoding="utf-8") == "a,b\n"
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "README.md").write_text("# my notes\n", encoding="utf-8")
+    refused = batchcap("report", run.journal, "--out", site)
+    assert refused.returncode == 2, refused.stderr
+    assert (site / "README.md").read_text(encoding="utf-8") == "# my notes\n"
+    assert not (site / "index.html").exists()
+    assert batchcap("report", run.journal, "--out", site, "--overwrite").returncode == 0
+    assert batchcap("report", run.journal, "--out", site).returncode == 0  # a rebuild of its own site
+
+    bench_out = tmp_path / "bench"
+    bench_out.mkdir()
+    (bench_out / "bench.md").write_text("my own numbers\n", encoding="utf-8")
+    url = "http://127.0.0.1:9"  # refused before any request: nothing listens there and nothing is sent
+    refused = batchcap("bench", run.images, "--target", f"mine={url}", "--out", bench_out)
+    assert refused.returncode == 2, refused.stderr
+    assert "bench.md" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (bench_out / "bench.md").read_text(encoding="utf-8") == "my own numbers\n"
