@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from batchcap.check.header import header_size
 from batchcap.check.upload import SentBytes
@@ -33,6 +33,9 @@ from batchcap.prepare import PreparePool, PrepareSettings
 from batchcap.source.datasets import Source, open_source
 from batchcap.source.digest import DigestSet, NearIndex, NearKey, content_digest, near_key
 from batchcap.source.read import load_batch
+
+if TYPE_CHECKING:
+    from batchcap.run.plan import Planner
 
 __all__ = ["LONG_SIDE_BUCKETS", "SIZE_BUCKETS", "FileFacts", "Inventory", "header_size", "inspect", "inventory"]
 
@@ -100,7 +103,8 @@ class Inventory:
     near_duplicates: int = 0  #: with --dedupe near: not exact copies, but near an earlier image
     already_done: int = 0  #: files with an ok record in --out
     earlier_errors: int = 0  #: files whose final error in --out run skips (unless --retry-failed)
-    to_caption: int = 0  #: requests a run would send: readable, not done, first of its content
+    to_caption: int = 0  #: requests a run would send: readable, not done, first of its content; one per open task
+    images_to_caption: int = 0  #: the images those requests are for (several tasks: fewer than to_caption)
     bytes: int = 0  #: on disk, every image file
     bytes_to_send: int = 0  #: of the to_caption images, after preparation (see bytes_to_send_method)
     bytes_to_send_method: str = ""
@@ -135,6 +139,7 @@ class Inventory:
             "bytes": self.bytes,
             "bytes_to_send": self.bytes_to_send,
             "to_caption": self.to_caption,
+            "images_to_caption": self.images_to_caption,
             "near_duplicates": self.near_duplicates if self.dedupe == "near" else None,
             "earlier_errors": self.earlier_errors,
             "header_unreadable": self.header_unreadable,
@@ -161,9 +166,10 @@ class _Tally:
 
     def __init__(
         self, inv: Inventory, *, done: JournalIndex, skip: JournalIndex, dedupe: Dedupe, sent: SentBytes, probe: int,
-        max_side: int = 1024, seed: int = 0,
+        max_side: int = 1024, seed: int = 0, planner: Planner | None = None,
     ) -> None:
         self.inv = inv
+        self.planner = planner  #: with a target: the run's own planner decides which tasks are open
         self.done = done if len(done) else None
         self.skip = skip if len(skip) else None
         self.dedupe = dedupe
@@ -184,7 +190,7 @@ class _Tally:
         inv.files += 1
         inv.bytes += facts.size
         inv.by_file_size[_bucket(facts.size, SIZE_BUCKETS, ">20MB")] += 1
-        if self.done is not None and facts.path in self.done:
+        if self.planner is None and self.done is not None and facts.path in self.done:
             inv.already_done += 1
         if facts.error is not None:
             self.unreadable(facts.path, facts.error)
@@ -200,7 +206,8 @@ class _Tally:
             self.refuse(facts, facts.refused)
             return
         near_copy = self.near(facts, copy)
-        if not self.pending(facts, copy, near_copy) or triaged is None:
+        asks = self.pending(facts, copy, near_copy, triaged)
+        if not asks or triaged is None:
             self.count_image(facts)
             return
         got = self.sent.add(triaged)
@@ -208,13 +215,14 @@ class _Tally:
             self.refuse(facts, str(got))
             return
         self.count_image(facts)
-        inv.to_caption += 1
-        inv.bytes_to_send += got
+        inv.to_caption += asks  # each open task is a request with the image's bytes
+        inv.images_to_caption += 1
+        inv.bytes_to_send += got * asks
         pixels = sent_pixels(facts.dims, self.max_side)
         if pixels is None:
             inv.pixels_unknown += 1
         else:
-            inv.pixels_to_send += pixels
+            inv.pixels_to_send += pixels * asks
         if self.probe:
             self.sample(triaged, pixels)
 
@@ -268,21 +276,29 @@ class _Tally:
             self.inv.near_duplicates += 1
         return near_copy
 
-    def pending(self, facts: FileFacts, copy: bool, near_copy: bool) -> bool:
-        """Whether run would send ``facts`` now: not done, and the first of its content among what is left."""
+    def pending(self, facts: FileFacts, copy: bool, near_copy: bool, triaged: LoadedImage | None) -> int:
+        """How many requests run would send for ``facts`` now (0: none): its open tasks, if it is the first of its
+        content among what is left. With a target, the run's planner judges each task against the journal."""
         assert facts.digest is not None
-        if self.skip is not None and facts.path in self.skip:
-            return False
+        asks = 1
+        if self.planner is not None and triaged is not None:
+            asked, records = self.planner.plan_image(triaged.with_digest(facts.digest.hex()))
+            if asked is None:
+                self.inv.already_done += not records  # every task current (a copy found in the journal is not)
+                return 0
+            asks = len(asked.asks)
+        elif self.skip is not None and facts.path in self.skip:
+            return 0
         if self.pending_seen is not self.all_seen:
             if self.dedupe != "off" and not self.pending_seen.add(facts.digest):
-                return False
+                return 0
         elif copy:
-            return False
+            return 0
         if self.near_pending is not None and facts.near is not None:
             if self.near_pending is self.near_all:
-                return not near_copy
-            return self.near_pending.original(facts.near, facts.path) is None
-        return True
+                return 0 if near_copy else asks
+            return asks if self.near_pending.original(facts.near, facts.path) is None else 0
+        return asks
 
 
     def sample(self, triaged: LoadedImage, pixels: int | None) -> None:
@@ -337,6 +353,7 @@ def inventory(
     probe: int = 0,
     retry_failed: bool = False,
     max_side: int = 1024,
+    planner: Planner | None = None,
     clock: Any = time.monotonic,
 ) -> Inventory:
     """Take stock of ``root`` (and of ``out``, the journal a run would resume). Sends nothing.
@@ -344,7 +361,8 @@ def inventory(
     ``root`` is a source (``batchcap.source.datasets``), or an input to open as one: a folder, a dataset, a URL.
     ``pool`` is the run's preparation (``batchcap.run.preparer_for``; default: run's defaults, raw bytes).
     ``probe`` keeps N of the images a run would send, as sent, sampled uniformly over the input (bounded: N
-    images in memory), for a probe.
+    images in memory), for a probe. ``planner`` (``batchcap.run.plan.planner_for``, with a target): the tasks
+    each image still needs asked, judged as the run judges them (stale answers, copies in the journal).
     Raises ``ConfigError`` for a missing folder, ``JournalError`` for a journal that cannot be read.
     """
     started = clock()
@@ -357,7 +375,8 @@ def inventory(
         skip = done if (retry_failed or not done.error_final) else load_index(out, repair=False)
     inv = Inventory(dedupe=dedupe)
     inv.earlier_errors = 0 if retry_failed else done.error_final
-    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, sent=sent, probe=probe, max_side=max_side)
+    tally = _Tally(inv, done=done, skip=skip, dedupe=dedupe, sent=sent, probe=probe, max_side=max_side,
+                   planner=planner)
 
     def scan_error(path: str, exc: OSError) -> None:
         inv.scan_problems += 1

@@ -73,6 +73,7 @@ def run_check(
         images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
         retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
+        planner=_planner(cfg, out, targets, images.context_names()) if has_target else None,
     )
     probed: dict[str, Any] | None = None
     latency, throttled, tokens = None, False, None
@@ -93,6 +94,17 @@ def run_check(
     data["probe"] = probed
     data["stale"] = _stale(cfg, out, targets, images.context_names()) if has_target else None
     return CheckReport(inv, est, probed, data, out, estimates=estimates, folder=images.root)
+
+
+def _planner(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> Any:
+    """The run's planner for these flags over ``out`` (the journal a run would resume): which tasks of each image a
+    run would ask, so ``to_caption`` counts requests as the run makes them (several tasks, stale answers)."""
+    from batchcap.journal import JournalIndex, load_index
+    from batchcap.run.plan import build_plan, planner_for
+
+    plan = build_plan(cfg, [t.cfg for t in targets], extra=extra)
+    index = load_index(out, retry_failed=cfg.retry_failed, repair=False) if out is not None else JournalIndex()
+    return planner_for(cfg, plan, index)
 
 
 def _stale(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> dict[str, Any]:
@@ -190,7 +202,9 @@ def render(
         lines.append(f"  {plural(inv.earlier_errors, 'image')} {'keeps' if inv.earlier_errors == 1 else 'keep'} an "
                      f"earlier error in {out} (run skips them; --retry-failed)")
     lines.extend(f"  stale answers: {note}" for note in stale or ())
-    lines.append(f"  to caption: {plural(inv.to_caption, 'request')}, {_mb(inv.bytes_to_send)} to send "
+    per = (f" for {plural(inv.images_to_caption, 'image')} (one per task still to ask)"
+           if inv.images_to_caption != inv.to_caption else "")
+    lines.append(f"  to caption: {plural(inv.to_caption, 'request')}{per}, {_mb(inv.bytes_to_send)} to send "
                  f"({inv.bytes_to_send_method})")
     if probed is not None:
         lines.append(f"  probe: {plural(probed['requests'], 'request')}, {probed['ok']} ok, mean latency "

@@ -29,7 +29,15 @@ from batchcap.run.assemble import captions_for, open_input, plan_for, preparer_f
 from batchcap.run.attempt import Captioner, Captions
 from batchcap.run.guard import budget_stop, first_stop
 from batchcap.run.manifest import Manifest
-from batchcap.run.plan import Plan, Planner, legacy_current, legacy_parts, spec_history, stale_notes
+from batchcap.run.plan import (
+    Plan,
+    Planner,
+    legacy_current,
+    legacy_parts,
+    planner_for,
+    spec_history,
+    stale_notes,
+)
 from batchcap.run.prices import cached_prices, price_targets
 from batchcap.run.route import Router
 from batchcap.run.stages import Stages
@@ -143,13 +151,10 @@ def _planner(cfg: RunConfig, plan: Plan, index: JournalIndex, notes: Callable[[s
     previous = read_manifest(cfg.out) if index.lines else None
     legacy = legacy_parts(previous)
     current = legacy_current(plan, legacy)
-    keep_stale = cfg.tasks.keep_stale
-    for line in stale_notes(plan, index, spec_history(previous, legacy), keep_stale=keep_stale,
+    for line in stale_notes(plan, index, spec_history(previous, legacy), keep_stale=cfg.tasks.keep_stale,
                             legacy_current=current):
         notes(line)
-    planner = Planner(plan, index, root=cfg.input_dir, keep_stale=keep_stale, retry_failed=cfg.retry_failed,
-                      legacy_current=current, copies=cfg.source.dedupe != "off")
-    return planner
+    return planner_for(cfg, plan, index)
 
 
 async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: JournalIndex, gate: BudgetGate | None,

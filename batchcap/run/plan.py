@@ -35,6 +35,7 @@ from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, PromptError, UsageError
 from batchcap.journal import JournalIndex
 from batchcap.journal.index import LEGACY, Entry, answer_id
+from batchcap.journal.meta import read_manifest
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.run.manifest import task_specs
@@ -45,7 +46,7 @@ from batchcap.tasks.schema import Schema, load_schema
 from batchcap.tasks.spec import TaskSpec
 from batchcap.tasks.template import PromptTemplate
 
-__all__ = ["LaneTasks", "Plan", "Planner", "TaskRun", "build_plan", "legacy_current", "legacy_parts", "spec_history", "stale_notes",
+__all__ = ["LaneTasks", "Plan", "Planner", "TaskRun", "build_plan", "legacy_current", "legacy_parts", "planner_for", "spec_history", "stale_notes",
            "target_identity"]
 
 
@@ -491,3 +492,10 @@ def legacy_current(plan: Plan, legacy: Parts | None) -> bool:
         return False
     spec = legacy.spec()
     return any(lane.prints[DEFAULT_TASK].spec == spec for lane in plan.lanes)
+
+
+def planner_for(cfg: RunConfig, plan: Plan, index: JournalIndex) -> Planner:
+    """The planner a run with ``cfg`` uses over ``index`` (its journal): ``run`` and ``check`` decide alike."""
+    legacy = legacy_parts(read_manifest(cfg.out) if index.lines else None)
+    return Planner(plan, index, root=cfg.input_dir, keep_stale=cfg.tasks.keep_stale, retry_failed=cfg.retry_failed,
+                   legacy_current=legacy_current(plan, legacy), copies=cfg.source.dedupe != "off")

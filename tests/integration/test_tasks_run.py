@@ -222,6 +222,37 @@ async def test_check_counts_stale_answers(emulator: EmulatorFactory, tmp_path: P
     assert asked(server) == 24  # check sent nothing
 
 
+async def test_check_counts_the_requests_run_then_makes_task_by_task(emulator: EmulatorFactory, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """One spine (issues 15 and 16): check's to_caption is the number of requests the run with the same flags then
+    sends, with two tasks, after a run, and after one task's prompt changed; its bytes grow with the requests."""
+    from batchcap.cli import main as cli_main
+
+    folder = pets(tmp_path, 12)
+    out = tmp_path / "out.jsonl"
+    server = await emulator(EmulatorSettings())
+
+    async def check(*tasks: str) -> dict[str, Any]:
+        flags = ["check", str(folder), "--out", str(out), "--api", "openai", "--base-url", f"{server.url}/v1",
+                 "--model", MODEL, "--concurrency", "8", "--rate", "unlimited", "--timeout", "10", "--json"]
+        assert await anyio.to_thread.run_sync(cli_main, [*flags, *(a for t in tasks for a in ("--task", t))]) == 0
+        return dict(orjson.loads(capsys.readouterr().out))
+
+    with anyio.fail_after(120):
+        before = await check(CAPTION, TAGS)
+        assert (before["to_caption"], before["images_to_caption"], before["already_done"]) == (24, 12, 0)
+        await run(cfg(server, folder, out, CAPTION, TAGS))
+        assert asked(server) == 24
+        sent = sum(r["bytes_sent"] for r in records(out))
+        assert abs(before["bytes_to_send"] - sent) <= 0.15 * sent, (before["bytes_to_send"], sent)
+        done = await check(CAPTION, TAGS)
+        assert (done["to_caption"], done["images_to_caption"], done["already_done"]) == (0, 0, 12)
+        edited = await check(CAPTION, "tags=Other.")
+        assert (edited["to_caption"], edited["images_to_caption"], edited["already_done"]) == (12, 12, 0)
+        await run(cfg(server, folder, out, CAPTION, "tags=Other."))
+        assert asked(server) == 24 + 12  # what check said
+
+
 @pytest.mark.parametrize("manifest_version", [1, 2])
 async def test_a_journal_from_before_tasks_keeps_working(emulator: EmulatorFactory, tmp_path: Path,
                                                          manifest_version: int) -> None:
