@@ -143,3 +143,29 @@ async def test_a_refused_token_aborts_the_job_with_the_reason(
                     api_base=f"{server.url}/hf-inference", rate=None, quiet=True).validate()
     with pytest.raises(JobAborted, match="token"):
         await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=2))
+
+
+async def test_a_parquet_dataset_is_captioned_by_shards_of_whole_files_each_row_once(
+    ray_cluster: Any, emulator: Any, tmp_path: Path
+) -> None:
+    """Issue 19: ``--ray`` takes every source a run takes; a parquet dataset's shards are whole files."""
+    pytest.importorskip("datasets")
+    from hubdata import noise_jpeg, write_parquet
+
+    from batchcap import RunConfig
+    from batchcap.distributed import run_distributed
+    from batchcap.emulator import DEFAULT_MODEL_ID, EmulatorSettings
+
+    server = await emulator(EmulatorSettings(latency=0.005))
+    data = tmp_path / "ds"
+    write_parquet(data, [noise_jpeg(i, side=64) for i in range(60)], 3)
+    out = tmp_path / "captions.jsonl"
+    cfg = RunConfig.build(input_dir=data, out=out, model=DEFAULT_MODEL_ID, api_base=f"{server.url}/hf-inference",
+                          rate=None, concurrency=6, quiet=True).validate()
+    job = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2, shards=3))
+    assert (job.counts["ok"], job.counts["failed"], job.shards_done) == (60, 0, 3)
+    merged = [orjson.loads(x)["path"] for x in out.read_bytes().splitlines()]
+    assert sorted(merged) == sorted(f"train-{s:05d}-of-00003.parquet#{r}" for s in range(3) for r in range(20))
+    assert server.log.count(200) == 60
+    again = await anyio.to_thread.run_sync(lambda: run_distributed(cfg, workers=2))
+    assert (again.counts["ok"], again.counts["skipped"]) == (0, 60)
