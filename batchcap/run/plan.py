@@ -217,7 +217,7 @@ def build_plan(cfg: RunConfig, lanes: Sequence[RunConfig] = (), *, extra: Collec
 class Planner:
     """Per image: which tasks to ask, which answers to copy from the journal; thread-safe counters."""
 
-    __slots__ = ("_answer_cache", "_lock", "_needs", "_path_only", "_static", "copied", "copies", "index",
+    __slots__ = ("_answer_cache", "_fresh", "_lock", "_needs", "_path_only", "_static", "copied", "copies", "index",
                  "keep_stale", "kept_stale", "legacy_current", "plan", "prompt_errors", "retry_failed", "root",
                  "skipped", "stale")
 
@@ -227,6 +227,9 @@ class Planner:
         # Asked once here, not per image: each is a scan over the tasks.
         self._static, self._path_only = plan.static, plan.path_only
         self._needs = {"sidecar": plan.needs_sidecar, "exif": plan.needs_exif}
+        #: A first run (an empty journal) with fixed prompts: every image gets every task, nothing to look up.
+        self._fresh = tuple(Ask(t.name, t.template.text, False) for t in plan.tasks) \
+            if self._static and not index.lines else None
         self.index = index
         self.root = os.fspath(root)
         self.keep_stale = keep_stale
@@ -247,7 +250,7 @@ class Planner:
         """Every task of ``path`` is answered as this run would ask (or kept, or a final error): the scan leaves
         it out unread. Only where prompts render from the path; otherwise the image is read and judged."""
         plan = self.plan
-        if not self._path_only:
+        if not self._path_only or self._fresh is not None:
             return False
         entries = [self.index.entry(path, t.name) for t in plan.tasks]
         if None in entries:  # a task never asked of this path (a new file, mostly): read it; no prompt rendered
@@ -294,6 +297,8 @@ class Planner:
     def plan_image(self, image: LoadedImage) -> tuple[LoadedImage | None, list[Record]]:
         """The image with the asks left (None: nothing to ask), and records made now: copies of answers found in
         the journal by content, and prompt errors."""
+        if self._fresh is not None:
+            return image.with_asks(self._fresh), []
         plan = self.plan
         ctx = None
         if not self._static:
