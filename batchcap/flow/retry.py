@@ -42,7 +42,8 @@ from batchcap.errors import (
 )
 from batchcap.words import plural
 
-__all__ = ["Action", "Decision", "ImageRetries", "RetryPolicy", "parse_ratelimit", "parse_retry_after", "retry_hint"]
+__all__ = ["Action", "Decision", "ImageRetries", "RetryPolicy", "header", "parse_ratelimit", "parse_retry_after",
+           "retry_hint"]
 
 Action = Literal["retry", "fail"]
 
@@ -238,11 +239,12 @@ def _number(text: str | None) -> float | None:
 
 def retry_hint(headers: Mapping[str, str]) -> float | None:
     """The server's wait hint in seconds: ``Retry-After`` first, else ``RateLimit``; names in any case."""
-    hint = parse_retry_after(_header(headers, "Retry-After"))
-    return hint if hint is not None else parse_ratelimit(_header(headers, "RateLimit"))
+    hint = parse_retry_after(header(headers, "Retry-After"))
+    return hint if hint is not None else parse_ratelimit(header(headers, "RateLimit"))
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """``headers[name]`` case-insensitively, for plain dicts too (aiohttp's own mapping already is)."""
     value = headers.get(name)
     if value is not None:
         return value

@@ -29,7 +29,7 @@ import re
 from collections import deque
 from collections.abc import Mapping
 
-from batchcap.flow.retry import parse_retry_after
+from batchcap.flow.retry import header, parse_retry_after
 from batchcap.models import Quota
 
 __all__ = ["CANDIDATE_WINDOWS", "SLACK", "ServerPace", "WindowLearner", "parse_duration", "quota_from_headers"]
@@ -72,17 +72,6 @@ def parse_duration(text: str | None) -> float | None:
         total += number * {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}[unit]
         pos = match.end()
     return total if pos == len(text) and pos > 0 else None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lowered:
-            return val
-    return None
 
 
 def _number(text: str | None) -> float | None:
@@ -149,36 +138,36 @@ def quota_from_headers(headers: Mapping[str, str], *, now_wall: float) -> Quota 
     ``Retry-After`` date and an epoch reset)."""
     pairs: list[tuple[float | None, float | None]] = []
     limit = window = None
-    ietf = _header(headers, "RateLimit")
+    ietf = header(headers, "RateLimit")
     if ietf:
         for params in _items(ietf):
             reset = _reset_seconds(_first(params, "t", "reset"), now_wall)
             pairs.append((_first(params, "r", "remaining"), reset))
             limit = limit if limit is not None else _first(params, "limit")
-    policy = _header(headers, "RateLimit-Policy")
+    policy = header(headers, "RateLimit-Policy")
     if policy:
         per_second = math.inf
         for params in _items(policy):
             q, w = _first(params, "q"), _first(params, "w")
             if q is not None and w and q / w < per_second:
                 per_second, limit, window = q / w, q, w
-    split = (_header(headers, "RateLimit-Remaining"), _header(headers, "RateLimit-Reset"))
+    split = (header(headers, "RateLimit-Remaining"), header(headers, "RateLimit-Reset"))
     if split[0] is not None:
         pairs.append((_number(split[0]), _reset_seconds(_number(split[1]), now_wall)))
-        limit = limit if limit is not None else _number(_header(headers, "RateLimit-Limit"))
+        limit = limit if limit is not None else _number(header(headers, "RateLimit-Limit"))
     for suffix in ("-requests", "-tokens", ""):
-        remaining = _number(_header(headers, f"x-ratelimit-remaining{suffix}"))
+        remaining = _number(header(headers, f"x-ratelimit-remaining{suffix}"))
         if remaining is None:
             continue
-        reset_text = _header(headers, f"x-ratelimit-reset{suffix}")
+        reset_text = header(headers, f"x-ratelimit-reset{suffix}")
         reset = parse_duration(reset_text)
         reset = _reset_seconds(reset, now_wall)
         if suffix == "-tokens" and remaining > 0:
             continue  # tokens per request are unknown: only an empty token budget says anything
         pairs.append((remaining, reset))
         if suffix != "-tokens" and limit is None:
-            limit = _number(_header(headers, f"x-ratelimit-limit{suffix}"))
-    retry_after = parse_retry_after(_header(headers, "Retry-After"), now=now_wall)
+            limit = _number(header(headers, f"x-ratelimit-limit{suffix}"))
+    retry_after = parse_retry_after(header(headers, "Retry-After"), now=now_wall)
     remaining, reset = _tightest(pairs)
     if remaining is None and limit is None and window is None and retry_after is None:
         return None
