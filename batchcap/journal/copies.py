@@ -12,7 +12,7 @@ from array import array
 from pathlib import Path
 
 from batchcap.journal.codec import FINGERPRINTED_OK
-from batchcap.journal.tables import table_size
+from batchcap.journal.tables import probe, table_size
 
 __all__ = ["Copies"]
 
@@ -37,13 +37,8 @@ class Copies:
         self.offsets = array("q", bytes(8 * size))
         table, mask, offs = self.keys, self.mask, self.offsets
         for key, off in zip(keys, offsets, strict=True):
-            key = key or 1
-            i = key & mask
-            k = table[i]
-            while k and k != key:
-                i = (i + 1) & mask
-                k = table[i]
-            table[i] = key
+            i = probe(table, mask, key or 1)
+            table[i] = key or 1
             offs[i] = off  # the later line wins: a newer answer for the same question
 
     @staticmethod
@@ -65,16 +60,8 @@ class Copies:
         return cls(keys, offsets)
 
     def find(self, digest: str, answer: int) -> int | None:
-        key = self.key(digest, answer) or 1
-        table, mask = self.keys, self.mask
-        i = key & mask
-        k = table[i]
-        while k:
-            if k == key:
-                return self.offsets[i]
-            i = (i + 1) & mask
-            k = table[i]
-        return None
+        i = probe(self.keys, self.mask, self.key(digest, answer) or 1)
+        return self.offsets[i] if self.keys[i] else None
 
 
 def _scan_copies(fd: int, size: int, keys: array[int], offsets: array[int]) -> None:

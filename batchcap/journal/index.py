@@ -51,6 +51,7 @@ from batchcap.journal.tables import (
     answer_id,
     bytes_key,
     path_key,
+    probe,
     task_key,
 )
 from batchcap.models import DEFAULT_TASK
@@ -293,14 +294,9 @@ class _Loader:
             self.reserve(2 * (self.used + 1))
         table = self.table
         key = key or 1
-        keys, mask = table.keys, table.mask
-        i = key & mask
-        k = keys[i]
-        while k and k != key:
-            i = (i + 1) & mask
-            k = keys[i]
-        if not k:
-            keys[i] = key
+        i = probe(table.keys, table.mask, key)
+        if not table.keys[i]:
+            table.keys[i] = key
             self.used += 1
         table.ok[i] = value
 

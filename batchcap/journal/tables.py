@@ -17,7 +17,7 @@ from batchcap.journal.codec import task_key_bytes
 from batchcap.models import DEFAULT_TASK
 
 __all__ = ["ANSWER_AT", "FP_HEX", "LEGACY", "AnswerTable", "Entry", "KeySet", "answer_id", "bytes_key", "path_key",
-           "table_size", "task_key"]
+           "probe", "table_size", "task_key"]
 
 FP_HEX = 24  #: fingerprint length: 8 hex of settings, 16 hex of what was asked of the image
 ANSWER_AT = 10  #: the answer id is the fingerprint's last 14 hex digits (56 bits)
@@ -77,6 +77,17 @@ def table_size(n: int) -> int:
     return size
 
 
+def probe(keys: array[int], mask: int, key: int) -> int:
+    """The slot holding ``key`` (non-zero: callers store 0 as 1), or the empty slot where it goes: the one
+    linear probe every table here uses (the index's load loop inlines it: a call per line costs too much there)."""
+    i = key & mask
+    k = keys[i]
+    while k and k != key:
+        i = (i + 1) & mask
+        k = keys[i]
+    return i
+
+
 class KeySet:
     """A set of 64-bit ints in one flat ``array``: open addressing, linear probing, <= 50% full.
 
@@ -96,29 +107,16 @@ class KeySet:
     def add(self, key: int) -> bool:
         """Insert; False if it was already there. The caller stays within the capacity."""
         key = key or 1
-        slots, mask = self._slots, self._mask
-        i = key & mask
-        k = slots[i]
-        while k:
-            if k == key:
-                return False
-            i = (i + 1) & mask
-            k = slots[i]
+        slots = self._slots
+        i = probe(slots, self._mask, key)
+        if slots[i]:
+            return False
         slots[i] = key
         self._len += 1
         return True
 
     def __contains__(self, key: int) -> bool:
-        key = key or 1
-        slots, mask = self._slots, self._mask
-        i = key & mask
-        k = slots[i]
-        while k:
-            if k == key:
-                return True
-            i = (i + 1) & mask
-            k = slots[i]
-        return False
+        return bool(self._slots[probe(self._slots, self._mask, key or 1)])
 
     def __len__(self) -> int:
         return self._len
@@ -144,28 +142,15 @@ class AnswerTable:
     def slot(self, key: int) -> int:
         """The slot of ``key``, taken if it was free."""
         key = key or 1
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        k = keys[i]
-        while k and k != key:
-            i = (i + 1) & mask
-            k = keys[i]
-        if not k:
-            keys[i] = key
+        i = probe(self.keys, self.mask, key)
+        if not self.keys[i]:
+            self.keys[i] = key
         return i
 
     def find(self, key: int) -> int:
         """The slot holding ``key``, or -1."""
-        key = key or 1
-        keys, mask = self.keys, self.mask
-        i = key & mask
-        k = keys[i]
-        while k:
-            if k == key:
-                return i
-            i = (i + 1) & mask
-            k = keys[i]
-        return -1
+        i = probe(self.keys, self.mask, key or 1)
+        return i if self.keys[i] else -1
 
     def classes(self) -> bytes:
         """The class of every slot (0: no ok answer), as bytes: the top byte of each little-endian 64-bit value."""
