@@ -370,7 +370,9 @@ def inventory(
     pool = pool or PreparePool(PrepareSettings())
     sent = SentBytes(pool)
     done = skip = JournalIndex()
-    if out is not None:
+    if planner is not None:  # the journal as the run reads it, loaded once by the caller
+        done = skip = planner.index
+    elif out is not None:
         done = load_index(out, retry_failed=True, repair=False)  # ok records only
         skip = done if (retry_failed or not done.error_final) else load_index(out, repair=False)
     inv = Inventory(dedupe=dedupe)

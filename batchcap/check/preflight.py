@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchcap.aio import run_async
 from batchcap.check.estimate import CostEstimate, Estimate, cost_estimate, estimate
@@ -26,6 +26,9 @@ from batchcap.run.spend import money
 from batchcap.service.auth import find_token
 from batchcap.source.datasets import open_source
 from batchcap.words import plural
+
+if TYPE_CHECKING:
+    from batchcap.run.plan import Planner
 
 __all__ = ["MAX_PROBE", "CheckReport", "render", "run_check"]
 
@@ -69,11 +72,11 @@ def run_check(
     images = open_source(source.input_dir, image_column=source.image_column, follow_symlinks=source.follow_symlinks,
                          token=token.reveal() if token is not None else None)
     pool = preparer_for(cfg if has_target else replace(cfg, routing=replace(cfg.routing, targets=())), targets)
+    planner, stale = _journal_view(cfg, out, targets, images.context_names()) if has_target else (None, None)
     inv = inventory(
         images, out=out, dedupe=source.dedupe, max_image_mb=source.max_image_mb,
         follow_symlinks=source.follow_symlinks, pool=pool, readers=source.readers, probe=probe,
-        retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side,
-        planner=_planner(cfg, out, targets, images.context_names()) if has_target else None,
+        retry_failed=cfg.retry_failed, max_side=cfg.prepare.max_side, planner=planner,
     )
     probed: dict[str, Any] | None = None
     latency, throttled, tokens = None, False, None
@@ -92,41 +95,41 @@ def run_check(
     if len(estimates) > 1:
         data["estimates"] = {lane.name: e.to_dict() for lane, e in zip(lanes, estimates, strict=True)}
     data["probe"] = probed
-    data["stale"] = _stale(cfg, out, targets, images.context_names()) if has_target else None
+    data["stale"] = stale
     return CheckReport(inv, est, probed, data, out, estimates=estimates, folder=images.root)
 
 
-def _planner(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> Any:
-    """The run's planner for these flags over ``out`` (the journal a run would resume): which tasks of each image a
-    run would ask, so ``to_caption`` counts requests as the run makes them (several tasks, stale answers)."""
+def _journal_view(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]
+                  ) -> tuple[Planner, dict[str, Any]]:
+    """What a run with these flags would make of ``out`` (the journal it would resume), from one load of it: the
+    run's own planner (which tasks of each image it asks: several tasks, stale answers, copies in the journal),
+    and the answers made with other settings (issue 16), which it asks again or keeps (--keep-stale). The tasks
+    are checked as a run checks them (exit 2 if they do not fit). Only with a target: without one, every answer's
+    target differs and the count would mean nothing."""
     from batchcap.journal import JournalIndex, load_index
-    from batchcap.run.plan import build_plan, planner_for
+    from batchcap.journal.meta import read_manifest
+    from batchcap.run.plan import (
+        build_plan,
+        legacy_current,
+        legacy_parts,
+        planner_for,
+        spec_history,
+        stale_answers,
+    )
 
     plan = build_plan(cfg, [t.cfg for t in targets], extra=extra)
     index = load_index(out, retry_failed=cfg.retry_failed, repair=False) if out is not None else JournalIndex()
-    return planner_for(cfg, plan, index)
-
-
-def _stale(cfg: RunConfig, out: Path | None, targets: tuple[Target, ...], extra: Collection[str]) -> dict[str, Any]:
-    """Answers in ``out`` made with other settings than ``cfg``'s (issue 16): what a run with these flags asks
-    again (or keeps, with --keep-stale). The tasks are checked as a run checks them (exit 2 if they do not fit).
-    Only with a target: without one, every answer's target differs and the count would mean nothing."""
-    from batchcap.journal import load_index
-    from batchcap.journal.meta import read_manifest
-    from batchcap.run.plan import build_plan, legacy_current, legacy_parts, spec_history, stale_answers
-
-    plan = build_plan(cfg, [t.cfg for t in targets], extra=extra)
+    previous = read_manifest(out) if out is not None else None
     found: list[Any] = []
     if out is not None:
-        index = load_index(out, repair=False)
-        previous = read_manifest(out)
         legacy = legacy_parts(previous)
         found = stale_answers(plan, index, spec_history(previous, legacy),
                               legacy_current=legacy_current(plan, legacy))
     action = "kept (--keep-stale)" if cfg.tasks.keep_stale else "a run asks them again"
-    return {"answers": sum(s.answers for s in found), "by_task": {s.task: s.answers for s in found},
-            "changed": {s.task: list(s.changed) for s in found}, "kept": cfg.tasks.keep_stale,
-            "notes": [s.note(action) for s in found]}
+    stale = {"answers": sum(s.answers for s in found), "by_task": {s.task: s.answers for s in found},
+             "changed": {s.task: list(s.changed) for s in found}, "kept": cfg.tasks.keep_stale,
+             "notes": [s.note(action) for s in found]}
+    return planner_for(cfg, plan, index, previous), stale
 
 
 def _price(cfg: RunConfig) -> float | None:

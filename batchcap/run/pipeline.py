@@ -154,7 +154,7 @@ def _planner(cfg: RunConfig, plan: Plan, index: JournalIndex, notes: Callable[[s
     for line in stale_notes(plan, index, spec_history(previous, legacy), keep_stale=cfg.tasks.keep_stale,
                             legacy_current=current):
         notes(line)
-    return planner_for(cfg, plan, index)
+    return planner_for(cfg, plan, index, previous)
 
 
 async def _price(cfg: RunConfig, captions: Captions, stats: RunStats, index: JournalIndex, gate: BudgetGate | None,

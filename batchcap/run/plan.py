@@ -35,7 +35,6 @@ from batchcap.config import RunConfig
 from batchcap.errors import ConfigError, PromptError, UsageError
 from batchcap.journal import JournalIndex
 from batchcap.journal.index import LEGACY, Entry, answer_id
-from batchcap.journal.meta import read_manifest
 from batchcap.models import DEFAULT_TASK, Ask, ErrorInfo, ImageJob, LoadedImage, Record
 from batchcap.prepare.settings import PrepareSettings
 from batchcap.run.manifest import task_specs
@@ -499,8 +498,8 @@ def legacy_current(plan: Plan, legacy: Parts | None) -> bool:
     return any(lane.prints[DEFAULT_TASK].spec == spec for lane in plan.lanes)
 
 
-def planner_for(cfg: RunConfig, plan: Plan, index: JournalIndex) -> Planner:
-    """The planner a run with ``cfg`` uses over ``index`` (its journal): ``run`` and ``check`` decide alike."""
-    legacy = legacy_parts(read_manifest(cfg.out) if index.lines else None)
+def planner_for(cfg: RunConfig, plan: Plan, index: JournalIndex, previous: Mapping[str, Any] | None) -> Planner:
+    """The planner a run with ``cfg`` uses over ``index`` (its journal; ``previous``: the run manifest beside it,
+    if any): ``run`` and ``check`` decide alike."""
     return Planner(plan, index, root=cfg.input_dir, keep_stale=cfg.tasks.keep_stale, retry_failed=cfg.retry_failed,
-                   legacy_current=legacy_current(plan, legacy), copies=cfg.source.dedupe != "off")
+                   legacy_current=legacy_current(plan, legacy_parts(previous)), copies=cfg.source.dedupe != "off")
