@@ -72,14 +72,20 @@ class Ledger:
         self._changed = False
 
 
+def _ledger(ledgers: dict[Path, Ledger], folder: Path) -> Ledger:
+    """``folder``'s ledger, read once per call of the functions below."""
+    if folder not in ledgers:
+        ledgers[folder] = Ledger(folder)
+    return ledgers[folder]
+
+
 def note_written(paths: Iterable[Path]) -> None:
     """Record ``paths`` (files just written) in their folders' ledgers."""
     ledgers: dict[Path, Ledger] = {}
     for path in paths:
         if not path.is_file():
             continue
-        ledger = ledgers.get(path.parent) or ledgers.setdefault(path.parent, Ledger(path.parent))
-        ledger.wrote(path)
+        _ledger(ledgers, path.parent).wrote(path)
     for ledger in ledgers.values():
         ledger.save()
 
@@ -91,8 +97,7 @@ def refuse_foreign(paths: Iterable[Path], *, overwrite: bool) -> None:
     ledgers: dict[Path, Ledger] = {}
     foreign = []
     for path in paths:
-        ledger = ledgers.get(path.parent) or ledgers.setdefault(path.parent, Ledger(path.parent))
-        if ledger.foreign(path):
+        if _ledger(ledgers, path.parent).foreign(path):
             foreign.append(path)
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
