@@ -216,11 +216,16 @@ async def test_peak_rss_does_not_grow_with_the_shard_size(emulator: Emulator, tm
     shard_mb = big[0].stat().st_size / 1e6
     assert shard_mb > 80
     peaks: dict[str, int] = {}
-    for name, folder in (("small", small[0].parent), ("big", big[0].parent)):
-        out = tmp_path / f"{name}.jsonl"
-        argv = command(server, folder, out, "--concurrency", "8", "--max-side", "0", "--no-dedupe")
-        peaks[name] = await anyio.to_thread.run_sync(_run_in_thread(argv))
-        assert len(ok_lines(out)) == 240
+    # Each twice, alternated, the lower peak kept: how far the readers get ahead of the senders depends on the
+    # scheduler (a loaded CI machine once gave 25 MB more in one run); a reader that held a shard or a row group
+    # would need its ~80 MB more in every run.
+    for round_ in range(2):
+        for name, folder in (("small", small[0].parent), ("big", big[0].parent)):
+            out = tmp_path / f"{name}-{round_}.jsonl"
+            argv = command(server, folder, out, "--concurrency", "8", "--max-side", "0", "--no-dedupe")
+            peak = await anyio.to_thread.run_sync(_run_in_thread(argv))
+            peaks[name] = min(peaks.get(name, peak), peak)
+            assert len(ok_lines(out)) == 240
     growth_mb = (peaks["big"] - peaks["small"]) / 1024
     assert growth_mb < shard_mb / 4, (peaks, shard_mb)
 
