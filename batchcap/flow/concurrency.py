@@ -21,7 +21,9 @@ The rule (:class:`AdaptiveLimit`, pure, the clock passed in), per finished reque
   no change.
 
 Only requests sent after the last cut can cause another one (their RTTs reflect the new limit), so one burst of
-timeouts halves the limit once, not once per request. Against a one-at-a-time server the limit settles at 2-3
+timeouts halves the limit once, not once per request. A timeout or a 429/503 is only held back by the last cut of
+its own kind: a mild latency cut (8 -> 7.8) must not make the burst of timeouts behind it wait a round trip
+(here a whole timeout) before it can halve the limit. Against a one-at-a-time server the limit settles at 2-3
 (RTT at most ~3 floors); against a batching server it climbs while batching keeps latency within ``tolerance``
 of the floor, which is where throughput stops growing (a full batch of 8 at alpha 0.1 is 1.7 floors).
 
@@ -144,6 +146,7 @@ class AdaptiveLimit:
         "_at_min_since",
         "_ceiling",
         "_epoch",
+        "_hard_epoch",
         "_limit",
         "_recent_min",
         "backoff",
@@ -194,6 +197,7 @@ class AdaptiveLimit:
         self.srtt: float | None = None
         self.cuts = 0
         self._epoch = 0
+        self._hard_epoch = 0  # the epoch the last timeout/overload cut started
         self._at_min_since: float | None = None
         self._recent_min = math.inf
 
@@ -226,8 +230,8 @@ class AdaptiveLimit:
         """Fold one finished attempt into the limit (see the module docstring for the rule)."""
         if outcome == "ok":
             self._sample(ticket, max(0.0, now - ticket.started), now)
-        elif outcome in ("timeout", "overload"):
-            self._cut(ticket, self.backoff)
+        elif outcome in ("timeout", "overload") and ticket.epoch >= self._hard_epoch:
+            self._cut(ticket, self.backoff, hard=True)
 
     def _sample(self, ticket: Ticket, rtt: float, now: float) -> None:
         if self.floor is None or rtt < self.floor:
@@ -248,11 +252,13 @@ class AdaptiveLimit:
             self._limit += 1.0 / max(self._limit, 1.0)
         self._limit = min(self._limit, float(self._ceiling))
 
-    def _cut(self, ticket: Ticket, factor: float) -> None:
-        if ticket.epoch != self._epoch:
+    def _cut(self, ticket: Ticket, factor: float, *, hard: bool = False) -> None:
+        if not hard and ticket.epoch != self._epoch:
             return  # sent before the last cut: its fate was sealed by the old limit
         self._limit = max(float(self.minimum), self._limit * factor)
         self._epoch += 1
+        if hard:
+            self._hard_epoch = self._epoch
         self.cuts += 1
 
     def _forget_stale_floor(self, rtt: float, now: float) -> None:

@@ -97,6 +97,26 @@ def test_queueing_latency_cuts_and_only_once_per_epoch() -> None:
 
 
 @pytest.mark.parametrize("outcome", ["timeout", "overload"])
+def test_a_mild_latency_cut_does_not_hold_back_the_timeouts_behind_it(outcome: str) -> None:
+    # The one-at-a-time Endpoint with 8 in flight and a short timeout: the 4th answer's RTT trims the limit by a
+    # few percent, then the rest of the first burst times out. Those timeouts must halve the limit at once,
+    # not wait a whole timeout for a request sent after the trim (the CI run that retried 25 of 60 images).
+    limit = AdaptiveLimit(16, initial=8)
+    burst = [ticket(0.0, limit, inflight=i + 1) for i in range(8)]  # as the pool admits them
+    for i, t in enumerate(burst[:4]):  # served one at a time, 50 ms each after 20 ms of transfer
+        limit.on_done(t, 0.02 + 0.05 * (i + 1), "ok")
+    trimmed = limit.exact
+    assert 7.0 < trimmed < 8.0  # a latency cut, shallower than the backoff
+    limit.on_done(burst[4], 0.3, outcome)  # type: ignore[arg-type]
+    assert limit.exact == pytest.approx(trimmed * 0.5)
+    for t in burst[5:]:  # the same burst's other timeouts: one halving for the burst, not one each
+        limit.on_done(t, 0.3, outcome)  # type: ignore[arg-type]
+    assert limit.exact == pytest.approx(trimmed * 0.5)
+    limit.on_done(burst[0], 0.31, "ok")  # nor can the old burst's latency cut below what the timeouts chose
+    assert limit.exact == pytest.approx(trimmed * 0.5)
+
+
+@pytest.mark.parametrize("outcome", ["timeout", "overload"])
 def test_timeouts_and_push_back_halve_the_limit(outcome: str) -> None:
     limit = AdaptiveLimit(16, initial=12)
     t = ticket(0.0, limit)
