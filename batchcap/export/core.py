@@ -39,6 +39,7 @@ from batchcap.export.job import (
 )
 from batchcap.export.select import read_records, select
 from batchcap.export.shards import old_shards
+from batchcap.export.taken import taken_images
 from batchcap.journal import manifest_path
 from batchcap.journal.codec import record_task
 from batchcap.journal.owned import note_written, refuse_foreign
@@ -91,8 +92,10 @@ def export(journal: Path, options: ExportOptions) -> ExportReport:
         refused=len(sel.refused), bad_lines=sel.bad_lines, first_bad_line=sel.first_bad_line, errors=len(sel.errors),
         tasks=list(sel.tasks),
     )
-    refuse_foreign(_replaced(journal, options, images), overwrite=options.overwrite)
-    writer(Job(journal, options, sel, images, report, source))
+    job = Job(journal, options, sel, images, report, source)
+    refuse_foreign([*_replaced(journal, options, images), *_taken(job)], overwrite=options.overwrite)
+    writer(job)
+    job.save_ledgers()
     note_written(report.outputs)
     if options.format in DATASET_FORMATS and report.card is not None:
         report.upload = upload_command(options.repo, report.card.parent, options.format)
@@ -114,6 +117,15 @@ def _replaced(journal: Path, options: ExportOptions, images: Path | None) -> lis
     if fmt == "parquet":
         return old_shards(out or journal.with_name(journal.stem + "-dataset"))
     return []
+
+
+def _taken(job: Job) -> list[Path]:
+    """The files in ``--out`` this export would put an image over and batchcap did not write (``export.taken``)."""
+    out = job.options.out
+    if out is None or job.options.format not in ("imagefolder", "kohya") or job.in_place(out):
+        return []
+    return taken_images(out, [path for path, _ in job.sel.ok_images()], images=job.images,
+                        convert=job.options.convert)
 
 
 def _check_tasks(options: ExportOptions, tasks: list[str]) -> None:

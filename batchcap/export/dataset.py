@@ -64,6 +64,7 @@ def place(job: Job, item: ExportImage, dest_root: Path) -> Path | None:
         return None
     if replace_bytes(dest, out):
         job.report.copied += 1
+        job.wrote_image(dest_root, dest)
     else:
         job.report.unchanged += 1
     return dest
@@ -84,6 +85,8 @@ def _link(job: Job, src: Path, name: PurePosixPath, dest_root: Path) -> Path | N
         job.report.copied += 1
     else:
         job.report.unchanged += 1
+    if how != "unchanged":
+        job.wrote_image(dest_root, dest)
     return dest
 
 

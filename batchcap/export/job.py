@@ -6,6 +6,7 @@ images in its own order (``export.items``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from batchcap.export.select import Selection, read_records
 from batchcap.export.shards import DEFAULT_SHARD_MB
 from batchcap.journal.codec import record_task
 from batchcap.journal.meta import input_dir_from_manifest, input_from_manifest, read_manifest
+from batchcap.journal.owned import Ledger
 from batchcap.source.datasets import Source
 from batchcap.source.sidecars import MODES, Mode
 
@@ -44,6 +46,8 @@ Format = Literal["imagefolder", "kohya", "csv", "parquet", "openai-batch"]
 FORMATS: tuple[Format, ...] = ("imagefolder", "kohya", "csv", "parquet", "openai-batch")
 #: The formats that are a dataset folder: they get a README.md dataset card (with --out).
 DATASET_FORMATS = ("imagefolder", "parquet")
+#: Seconds between saves of an output folder's ledger while images go in.
+LEDGER_SAVE_S = 5.0
 #: What ``hf upload`` publishes to until the user names the repository.
 REPO_PLACEHOLDER = "YOUR-NAME/DATASET-NAME"
 
@@ -125,6 +129,25 @@ class Job:
     source: Source | None = None  #: the run's input, for the formats that hold images
     _guards: dict[Path, Inside] = field(default_factory=dict)
     _same: dict[Path, bool] = field(default_factory=dict)
+    _ledgers: dict[Path, Ledger] = field(default_factory=dict)
+    _saved: float = field(default_factory=time.monotonic)
+
+    def wrote_image(self, root: Path, dest: Path) -> None:
+        """Note an image put into ``root`` in its ledger (``export.taken``: the next export replaces it freely).
+        Saved every few seconds too, so an export killed half-way does not leave its converted images unowned
+        (its links and copies are recognised without the ledger)."""
+        ledger = self._ledgers.get(root)
+        if ledger is None:
+            ledger = self._ledgers[root] = Ledger(root)
+        ledger.wrote(dest)
+        now = time.monotonic()
+        if now - self._saved >= LEDGER_SAVE_S:
+            ledger.save()
+            self._saved = now
+
+    def save_ledgers(self) -> None:
+        for ledger in self._ledgers.values():
+            ledger.save()
 
     def in_place(self, root: Path) -> bool:
         """True when ``root`` is the input folder itself (nothing to link); resolved once per root."""

@@ -83,6 +83,50 @@ async def test_export_report_and_merge_work_from_another_folder(emulator: Emulat
     assert (tmp_path / "photos" / "metadata.jsonl").exists()  # imagefolder beside the images of the merged run
 
 
+def test_an_export_does_not_put_an_image_over_a_file_it_did_not_write(captioned_run: CaptionedRun,
+                                                                      tmp_path: Path) -> None:
+    """A user's photo in --out under the name of an exported image is kept: exit 2 before anything is written;
+    the export's own images (links, copies, converted files, even after the source changed) are replaced freely."""
+    run = captioned_run
+    name = min(run.captions)
+    out = tmp_path / "ds"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).write_bytes(b"my own photo, not the exported one")
+    for fmt in ("imagefolder", "kohya"):
+        refused = batchcap("export", run.journal, "--format", fmt, "--out", out)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1
+        assert name in refused.stderr
+        assert "--overwrite" in refused.stderr
+        assert (out / name).read_bytes() == b"my own photo, not the exported one"
+        assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [Path(name).name]  # nothing written
+
+    (out / name).rename(tmp_path / "mine.jpg")
+    assert batchcap("export", run.journal, "--format", "imagefolder", "--out", out).returncode == 0
+    src = run.images / name  # the user edits the photo in an editor that saves by rename: a new file
+    (run.images / "edited.tmp").write_bytes(src.read_bytes() + b"\0")
+    (run.images / "edited.tmp").replace(src)
+    again = batchcap("export", run.journal, "--format", "imagefolder", "--out", out)  # its own link, replaced
+    assert again.returncode == 0, again.stderr
+    assert (out / name).read_bytes() == src.read_bytes()
+
+    png = next(n for n in sorted(run.captions) if n.endswith(".png"))
+    jpegs = tmp_path / "jpegs"
+    for _ in range(2):  # converted copies are the export's own: a second export replaces them
+        done = batchcap("export", run.journal, "--format", "imagefolder", "--out", jpegs, "--convert", "jpeg")
+        assert done.returncode == 0, done.stderr
+    converted = jpegs / f"{png}.jpg"
+    assert converted.read_bytes().startswith(b"\xff\xd8")
+    converted.write_bytes(b"changed by hand")  # the user's now
+    assert batchcap("export", run.journal, "--format", "imagefolder", "--out", jpegs, "--convert", "jpeg"
+                    ).returncode == 2
+    assert converted.read_bytes() == b"changed by hand"
+    forced = batchcap("export", run.journal, "--format", "imagefolder", "--out", jpegs, "--convert", "jpeg",
+                      "--overwrite")
+    assert forced.returncode == 0, forced.stderr
+    assert converted.read_bytes().startswith(b"\xff\xd8")
+
+
 def test_no_command_replaces_an_output_file_it_did_not_write(captioned_run: CaptionedRun, tmp_path: Path) -> None:
     """Issue 15: a user's metadata.jsonl in the photo folder, a user's index.html or README.md in the site folder,
     a user's bench.md: each is kept, the command exits 2 before it writes anything; a rerun over batchcap's own
