@@ -12,10 +12,11 @@ JPEG that must go byte for byte, line art, odd file names.
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from io import BytesIO
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def phone_exif(orientation: int = 6) -> Image.Exif:
     return exif
 
 
+@functools.lru_cache(maxsize=8)
 def phone_jpeg(
     seed: int = 0, *, quality: int = 95, size: tuple[int, int] = PHOTO_SIZE, noise: float = 0.2
 ) -> bytes:
@@ -126,69 +128,99 @@ def _line_art(size: tuple[int, int] = (1600, 1000)) -> Image.Image:
     return im
 
 
-def build(dest: Path, only: Collection[str] | None = None) -> dict[str, Path]:
-    """Write the corpus (or the ``only`` names of it, for the slow ones) into ``dest``; returns name -> path.
+def _heic() -> bytes | None:
+    try:
+        import pillow_heif
+    except ImportError:  # pragma: no cover - pillow-heif is a dependency
+        return None
+    pillow_heif.register_heif_opener()
+    return _save(_mark_upright(_photo_pixels((1512, 2016), 5)), "HEIF", quality=70)
 
-    ~6 s for all of it: the two 12 MP JPEGs, the BMP, the AVIF and the HEIC are most of that.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    files: dict[str, bytes] = {}
 
-    def want(name: str) -> bool:
-        return only is None or name in only
+@functools.cache
+def _base() -> Image.Image:
+    return _photo_pixels((800, 600), 7)
 
-    if want("phone_portrait.jpg"):
-        files["phone_portrait.jpg"] = phone_jpeg(0)
-    if want("phone 2 (copy) é.JPG"):
-        files["phone 2 (copy) é.JPG"] = phone_jpeg(1)
-    base = _photo_pixels((800, 600), 7)
-    rgba = base.convert("RGBA")
+
+def _rgba() -> bytes:
+    rgba = _base().convert("RGBA")
     alpha = Image.new("L", rgba.size, 0)
     ImageDraw.Draw(alpha).ellipse((100, 50, 700, 550), fill=255)
     rgba.putalpha(alpha)
-    files["rgba.png"] = _save(rgba, "PNG")
-    files["cmyk.jpg"] = _save(base.convert("CMYK"), "JPEG", quality=90)
+    return _save(rgba, "PNG")
+
+
+def _gray16() -> bytes:
     deep = Image.frombytes(
         "I;16", (640, 480), b"".join(((x * 100) % 65536).to_bytes(2, "little") for x in range(640 * 480))
     )
-    files["gray16.png"] = _save(deep, "PNG")
-    files["palette.png"] = _save(base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "PNG")
-    frames = [Image.new("RGB", (320, 240), c) for c in (RED, (20, 200, 20), BLUE)]
-    files["animated.gif"] = _save(
-        frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0
-    )
-    files["animated.webp"] = _save(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100)
-    files["still.webp"] = _save(base, "WEBP", quality=80)
-    if want("photo.avif"):
-        files["photo.avif"] = _save(_photo_pixels((1600, 1200), 3), "AVIF", quality=60)
-    files["pages.tiff"] = _save(frames[0], "TIFF", save_all=True, append_images=frames[1:])
-    if want("big.bmp"):
-        files["big.bmp"] = _save(_photo_pixels((2000, 1500), 4), "BMP")
-    try:
-        import pillow_heif
+    return _save(deep, "PNG")
 
-        pillow_heif.register_heif_opener()
-        if want("iphone.heic"):
-            files["iphone.heic"] = _save(_mark_upright(_photo_pixels((1512, 2016), 5)), "HEIF", quality=70)
-    except ImportError:  # pragma: no cover - pillow-heif is a dependency
-        pass
-    files["display_p3.jpg"] = _save(
-        Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95, icc_profile=p3_icc()
-    )
-    files["srgb_icc.jpg"] = _save(
-        Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95,
-        icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
-    )  # fmt: skip
-    files["bomb.png"] = png_bomb()
-    tiny = Image.new("RGB", (64, 48), (30, 140, 40))
-    files["tiny.jpg"] = _save(tiny, "JPEG", quality=85)
-    files["web_50k.jpg"] = _save(_photo_pixels((640, 480), 9), "JPEG", quality=85)
-    files["line_art.png"] = _save(_line_art(), "PNG")
-    files["not_an_image.jpg"] = b"this is a text file with a .jpg name\n"
-    files["truncated.jpg"] = files["web_50k.jpg"][: len(files["web_50k.jpg"]) // 2]
+
+def _frames() -> list[Image.Image]:
+    return [Image.new("RGB", (320, 240), c) for c in (RED, (20, 200, 20), BLUE)]
+
+
+def _animated(fmt: str) -> bytes:
+    first, *rest = _frames()
+    if fmt == "GIF":
+        return _save(first, "GIF", save_all=True, append_images=rest, duration=100, loop=0)
+    return _save(first, fmt, save_all=True, append_images=rest, **({"duration": 100} if fmt == "WEBP" else {}))
+
+
+def _icc_jpeg(icc: bytes) -> bytes:
+    return _save(Image.new("RGB", (800, 600), P3_SAMPLE), "JPEG", quality=95, icc_profile=icc)
+
+
+def _web_50k() -> bytes:
+    return _save(_photo_pixels((640, 480), 9), "JPEG", quality=85)
+
+
+#: name -> how to make it; each is made once per process (``_made``) however many tests build the corpus.
+MAKERS: dict[str, Callable[[], bytes | None]] = {
+    "phone_portrait.jpg": lambda: phone_jpeg(0),
+    "phone 2 (copy) é.JPG": lambda: phone_jpeg(1),
+    "rgba.png": _rgba,
+    "cmyk.jpg": lambda: _save(_base().convert("CMYK"), "JPEG", quality=90),
+    "gray16.png": _gray16,
+    "palette.png": lambda: _save(_base().convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "PNG"),
+    "animated.gif": lambda: _animated("GIF"),
+    "animated.webp": lambda: _animated("WEBP"),
+    "still.webp": lambda: _save(_base(), "WEBP", quality=80),
+    "photo.avif": lambda: _save(_photo_pixels((1600, 1200), 3), "AVIF", quality=60),
+    "pages.tiff": lambda: _animated("TIFF"),
+    "big.bmp": lambda: _save(_photo_pixels((2000, 1500), 4), "BMP"),
+    "iphone.heic": _heic,
+    "display_p3.jpg": lambda: _icc_jpeg(p3_icc()),
+    "srgb_icc.jpg": lambda: _icc_jpeg(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()),
+    "bomb.png": lambda: png_bomb(),
+    "tiny.jpg": lambda: _save(Image.new("RGB", (64, 48), (30, 140, 40)), "JPEG", quality=85),
+    "web_50k.jpg": _web_50k,
+    "line_art.png": lambda: _save(_line_art(), "PNG"),
+    "not_an_image.jpg": lambda: b"this is a text file with a .jpg name\n",
+    "truncated.jpg": lambda: _made("web_50k.jpg")[: len(_made("web_50k.jpg")) // 2],
+}
+
+
+@functools.cache
+def _made(name: str) -> bytes:
+    data = MAKERS[name]()
+    return b"" if data is None else data
+
+
+def build(dest: Path, only: Collection[str] | None = None) -> dict[str, Path]:
+    """Write the corpus (or the ``only`` names of it) into ``dest``; returns name -> path.
+
+    ~6 s for all of it the first time in a process (the two 12 MP JPEGs, the BMP, the AVIF and the HEIC are most
+    of that); later calls write the bytes made then.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    for name, data in files.items():
-        if not want(name):
+    for name in MAKERS:
+        if only is not None and name not in only:
+            continue
+        data = _made(name)
+        if not data:  # no HEIC encoder
             continue
         path = dest / name
         path.write_bytes(data)
