@@ -45,7 +45,7 @@ Decisions (retry, record, abort) are made by class, never by parsing message tex
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     from batchcap.models import Quota
@@ -84,7 +84,20 @@ __all__ = [
     "WaitRequested",
     "WrongTarget",
     "abort_message",
+    "as_value",
 ]
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def as_value(exc: _E) -> _E:
+    """``exc`` without its traceback, to be kept as a result (an image's error record to come).
+
+    A kept exception's traceback holds the frames it passed through: the reader's, with the file's bytes, and the
+    frame that caught it, whose result list holds the exception again. That cycle kept a whole read batch (64
+    files' bytes) alive until a full collection: a folder with broken photos grew the run's memory with its size.
+    """
+    return exc.with_traceback(None)
 
 
 class BatchcapError(Exception):

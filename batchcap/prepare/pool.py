@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from batchcap.errors import InputError
+from batchcap.errors import InputError, as_value
 from batchcap.models import LoadedImage, Preparation
 from batchcap.prepare.engine import (
     Prepared,
@@ -130,7 +130,7 @@ class PreparePool:
         try:
             p = self._pass(image.data)
         except InputError as exc:
-            return exc
+            return as_value(exc)
         return image if p is None else prepared_image(image, p)
 
     async def finish(self, image: LoadedImage) -> LoadedImage:
@@ -165,7 +165,7 @@ class PreparePool:
             try:
                 results[i] = await self.prepare(items[i])
             except InputError as exc:
-                results[i] = exc
+                results[i] = as_value(exc)
             finally:
                 bound.release()
 

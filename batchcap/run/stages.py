@@ -29,7 +29,7 @@ import anyio
 
 from batchcap.aio import watch_signals
 from batchcap.config import RunConfig
-from batchcap.errors import InputError, RunAborted
+from batchcap.errors import InputError, RunAborted, as_value
 from batchcap.flow.suspend import SuspendDetector
 from batchcap.journal import JournalIndex, JournalWriter
 from batchcap.models import ErrorInfo, ImageJob, LoadedImage, Record
@@ -379,8 +379,8 @@ class Stages:
         async def one(image: LoadedImage) -> None:
             try:
                 ready = await finish(image)
-            except InputError as err:
-                for record in self.refused(image.job, err, [ask.task for ask in image.asks], image.digest):
+            except InputError as err:  # kept without its traceback: it held the decoder's frames and pixels
+                for record in self.refused(image.job, as_value(err), [ask.task for ask in image.asks], image.digest):
                     self.sink.put(record)
                 return
             await self.feed.put([ready])

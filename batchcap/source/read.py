@@ -37,7 +37,7 @@ import errno
 import os
 from collections.abc import Sequence
 
-from batchcap.errors import InputError
+from batchcap.errors import InputError, as_value
 from batchcap.models import DatasetJob, ImageJob, LoadedImage
 
 __all__ = ["MB", "MIME_TYPES", "check", "load", "load_batch", "sniff"]
@@ -188,7 +188,7 @@ def load_batch(
         try:
             out.append(load(job, max_bytes=max_bytes))
         except InputError as exc:
-            out.append((job, exc))
+            out.append((job, as_value(exc)))
     return out
 
 
