@@ -230,7 +230,7 @@ class AdaptiveLimit:
         """Fold one finished attempt into the limit (see the module docstring for the rule)."""
         if outcome == "ok":
             self._sample(ticket, max(0.0, now - ticket.started), now)
-        elif outcome in ("timeout", "overload") and ticket.epoch >= self._hard_epoch:
+        elif outcome in ("timeout", "overload"):
             self._cut(ticket, self.backoff, hard=True)
 
     def _sample(self, ticket: Ticket, rtt: float, now: float) -> None:
@@ -253,8 +253,8 @@ class AdaptiveLimit:
         self._limit = min(self._limit, float(self._ceiling))
 
     def _cut(self, ticket: Ticket, factor: float, *, hard: bool = False) -> None:
-        if not hard and ticket.epoch != self._epoch:
-            return  # sent before the last cut: its fate was sealed by the old limit
+        if ticket.epoch < (self._hard_epoch if hard else self._epoch):
+            return  # sent before the last cut (of its kind): its fate was sealed by the old limit
         self._limit = max(float(self.minimum), self._limit * factor)
         self._epoch += 1
         if hard:
