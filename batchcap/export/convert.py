@@ -25,11 +25,15 @@ from batchcap.errors import InputError
 from batchcap.prepare.engine import deep_to_l, open_image, pillow_errors
 
 __all__ = [
-    "CONVERT_CHOICES", "EXTENSIONS", "READABLE", "Convert", "Converted", "convert", "needs_plugin", "would_convert",
+    "CONVERT_CHOICES", "EXTENSIONS", "OUTPUTS", "READABLE", "Convert", "Converted", "convert", "needs_plugin",
+    "would_convert",
 ]
 
 Convert = Literal["auto", "jpeg", "png", "keep"]
 CONVERT_CHOICES: tuple[Convert, ...] = ("auto", "jpeg", "png", "keep")
+#: The types a conversion can write in each mode (auto: PNG for an image with alpha, else JPEG).
+OUTPUTS: dict[Convert, tuple[str, ...]] = {"auto": ("image/jpeg", "image/png"), "jpeg": ("image/jpeg",),
+                                           "png": ("image/png",), "keep": ()}
 #: What every Pillow (and so ``datasets``) decodes with no plugin.
 READABLE = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff"})
 #: The extension a file of each type gets in an export.
@@ -68,7 +72,8 @@ def convert(data: bytes, mime: str, mode: Convert) -> Converted | None:
     that cannot be decoded (the export leaves it out and counts it)."""
     if not would_convert(mime, mode):
         return None
-    want = {"jpeg": "image/jpeg", "png": "image/png"}.get(mode)
+    choices = OUTPUTS[mode]
+    want = choices[0] if len(choices) == 1 else None
     im = open_image(data)
     fmt = im.format or mime
     with pillow_errors(fmt):

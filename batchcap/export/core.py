@@ -125,7 +125,7 @@ def _taken(job: Job) -> list[Path]:
     if out is None or job.options.format not in ("imagefolder", "kohya") or job.in_place(out):
         return []
     return taken_images(out, [path for path, _ in job.sel.ok_images()], images=job.images,
-                        convert=job.options.convert)
+                        convert=job.options.convert, ledger=job.ledger(out))
 
 
 def _check_tasks(options: ExportOptions, tasks: list[str]) -> None:

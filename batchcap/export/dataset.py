@@ -16,7 +16,7 @@ import orjson
 from batchcap.errors import UsageError
 from batchcap.export.card import MARKER, CardFacts, card_text
 from batchcap.export.convert import needs_plugin, would_convert
-from batchcap.export.files import atomic_bytes, place_image, replace_bytes, replace_text
+from batchcap.export.files import atomic_bytes, head, place_image, replace_bytes, replace_text
 from batchcap.export.items import ExportImage, converted_name, prepare_bytes
 from batchcap.export.job import REPO_PLACEHOLDER, Job, read_manifest
 from batchcap.export.shards import ShardWriter
@@ -45,7 +45,7 @@ def place(job: Job, item: ExportImage, dest_root: Path) -> Path | None:
     counts = job.report.images
     mode = job.options.convert
     if item.src is not None:
-        mime = sniff(_head(item.src) or b"")
+        mime = sniff(head(item.src) or b"")
         if mime is None or not would_convert(mime, mode) or job.in_place(dest_root):
             if mime is not None and needs_plugin(mime):
                 counts.kept_unreadable[mime.removeprefix("image/")] += 1
@@ -88,14 +88,6 @@ def _link(job: Job, src: Path, name: PurePosixPath, dest_root: Path) -> Path | N
     if how != "unchanged":
         job.wrote_image(dest_root, dest)
     return dest
-
-
-def _head(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(64)
-    except OSError:
-        return None
 
 
 def imagefolder(job: Job) -> None:

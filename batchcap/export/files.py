@@ -16,7 +16,8 @@ from typing import IO, Literal
 from batchcap.journal import replacing
 from batchcap.source.sidecars import write_sidecar as replace_text  # one "write if changed", for cards too
 
-__all__ = ["Placed", "atomic_bytes", "atomic_text", "place_image", "replace_bytes", "replace_text", "sync_all"]
+__all__ = ["Placed", "atomic_bytes", "atomic_text", "head", "place_image", "replace_bytes", "replace_text", "same_placed",
+           "sync_all"]
 
 Placed = Literal["linked", "copied", "unchanged"]
 
@@ -68,6 +69,22 @@ def sync_all() -> None:
     os.sync()
 
 
+def same_placed(src: os.stat_result, dest: os.stat_result) -> bool:
+    """``dest`` is ``src`` as :func:`place_image` leaves it: the same file (a hard link) or its copy (same size and
+    modification time, which ``copy2`` keeps)."""
+    return (src.st_ino, src.st_dev) == (dest.st_ino, dest.st_dev) or (src.st_size, src.st_mtime_ns) == (
+        dest.st_size, dest.st_mtime_ns)
+
+
+def head(path: Path, n: int = 64) -> bytes | None:
+    """The first ``n`` bytes of ``path`` (enough to sniff its type), or None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return None
+
+
 def place_image(src: Path, dest: Path) -> Placed:
     """Put ``src`` at ``dest`` byte for byte: a hard link where the filesystem allows, else a copy.
 
@@ -80,9 +97,7 @@ def place_image(src: Path, dest: Path) -> Placed:
     except FileNotFoundError:
         pass
     else:
-        if (d.st_ino, d.st_dev) == (st.st_ino, st.st_dev) or (
-            d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
-        ):
+        if same_placed(st, d):
             return "unchanged"
     with _replacing(dest) as tmp:
         try:

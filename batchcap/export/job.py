@@ -132,13 +132,18 @@ class Job:
     _ledgers: dict[Path, Ledger] = field(default_factory=dict)
     _saved: float = field(default_factory=time.monotonic)
 
+    def ledger(self, root: Path) -> Ledger:
+        """The ledger of an output folder, read once per export (``export.taken`` checks it, images go in it)."""
+        ledger = self._ledgers.get(root)
+        if ledger is None:
+            ledger = self._ledgers[root] = Ledger(root)
+        return ledger
+
     def wrote_image(self, root: Path, dest: Path) -> None:
         """Note an image put into ``root`` in its ledger (``export.taken``: the next export replaces it freely).
         Saved every few seconds too, so an export killed half-way does not leave its converted images unowned
         (its links and copies are recognised without the ledger)."""
-        ledger = self._ledgers.get(root)
-        if ledger is None:
-            ledger = self._ledgers[root] = Ledger(root)
+        ledger = self.ledger(root)
         ledger.wrote(dest)
         now = time.monotonic()
         if now - self._saved >= LEDGER_SAVE_S:

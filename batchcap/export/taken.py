@@ -10,11 +10,11 @@ which a copy keeps). Any other file is somebody else's: the export names it and 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from batchcap.export.convert import EXTENSIONS, Convert, would_convert
-from batchcap.export.items import converted_name
+from batchcap.export.convert import EXTENSIONS, OUTPUTS, Convert, would_convert
+from batchcap.export.files import head, same_placed
+from batchcap.export.items import converted_name, dataset_name
 from batchcap.export.paths import safe_relpath
 from batchcap.journal.owned import LEDGER, Ledger
 from batchcap.source.read import sniff
@@ -22,11 +22,11 @@ from batchcap.source.read import sniff
 __all__ = ["foreign_files", "taken_images"]
 
 
-def foreign_files(root: Path) -> set[str]:
+def foreign_files(root: Path, ledger: Ledger | None = None) -> set[str]:
     """The files under ``root`` (relative POSIX names) that its ledger does not list as batchcap's, unchanged."""
     if not root.is_dir():
         return set()
-    ledger = Ledger(root)
+    ledger = ledger or Ledger(root)
     found: set[str] = set()
     for folder, _dirs, files in os.walk(root):
         for name in files:
@@ -38,11 +38,12 @@ def foreign_files(root: Path) -> set[str]:
     return found
 
 
-def taken_images(root: Path, paths: list[str], *, images: Path | None, convert: Convert) -> list[Path]:
+def taken_images(root: Path, paths: list[str], *, images: Path | None, convert: Convert,
+                 ledger: Ledger | None = None) -> list[Path]:
     """The files in ``root`` that exporting the images at journal ``paths`` would replace and that are not
     batchcap's; ``images`` is the input folder (None for a dataset source, whose image names depend on bytes
     not read here: any file under one of its possible names counts)."""
-    foreign = foreign_files(root)
+    foreign = foreign_files(root, ledger)
     if not foreign:
         return []
     taken: list[Path] = []
@@ -50,23 +51,19 @@ def taken_images(root: Path, paths: list[str], *, images: Path | None, convert: 
         rel = safe_relpath(path)
         if rel is None:
             continue  # refused and counted by the export itself
-        for name in _names(rel, dataset=images is None):
+        for name in sorted(_names(path, rel, dataset=images is None, convert=convert)):
             if name.as_posix() in foreign and _would_replace(root / name, rel, name, images, convert):
                 taken.append(root / name)
     return taken
 
 
-def _names(rel: PurePosixPath, *, dataset: bool) -> Iterator[PurePosixPath]:
-    """Every name an image of journal path ``rel`` can get in the export (``export.items``)."""
-    if dataset and "#" in rel.name:
-        base, row = rel.name.rsplit("#", 1)
-        for ext in set(EXTENSIONS.values()) | {".bin"}:
-            yield rel.with_name(base) / f"{row}{ext}"
-        return
-    yield rel
-    for ext in set(EXTENSIONS.values()):
-        if rel.suffix.lower() != ext:
-            yield rel.with_name(rel.name + ext)
+def _names(path: str, rel: PurePosixPath, *, dataset: bool, convert: Convert) -> set[PurePosixPath]:
+    """Every name the image at journal ``path`` can get in the export: its own (``export.items``: a dataset
+    row's depends on its type) and, converted, the new type's."""
+    bases = {rel}
+    if dataset:
+        bases = {n for mime in (*EXTENSIONS, "") if (n := dataset_name(path, mime)) is not None}
+    return bases | {converted_name(base, out) for base in bases for out in OUTPUTS[convert]}
 
 
 def _would_replace(dest: Path, rel: PurePosixPath, name: PurePosixPath, images: Path | None,
@@ -78,13 +75,9 @@ def _would_replace(dest: Path, rel: PurePosixPath, name: PurePosixPath, images: 
     src = images.joinpath(*rel.parts)
     try:
         s, d = src.stat(), dest.stat()
-        with open(src, "rb") as f:
-            mime = sniff(f.read(64))
     except OSError:
         return False  # the image is gone (counted as missing) or the file vanished
-    if mime is not None and would_convert(mime, convert):  # auto picks PNG or JPEG by the image's alpha
-        outputs = {"jpeg": ["image/jpeg"], "png": ["image/png"]}.get(convert, ["image/jpeg", "image/png"])
-        return name in {converted_name(rel, out) for out in outputs}  # over a file the ledger does not know
-    if name != rel:
-        return False
-    return (s.st_ino, s.st_dev) != (d.st_ino, d.st_dev) and (s.st_size, s.st_mtime_ns) != (d.st_size, d.st_mtime_ns)
+    mime = sniff(head(src) or b"")
+    if mime is not None and would_convert(mime, convert):
+        return name in {converted_name(rel, out) for out in OUTPUTS[convert]}  # over a file the ledger does not know
+    return name == rel and not same_placed(s, d)

@@ -60,3 +60,11 @@ def test_a_dataset_row_counts_every_name_its_bytes_could_give(tmp_path: Path) ->
     (tmp_path / "train.parquet" / "8.png").write_bytes(b"somebody's")
     got = taken_images(tmp_path, ["train.parquet#7", "train.parquet#9", "../escape#8"], images=None, convert="auto")
     assert got == [tmp_path / "train.parquet" / "7.webp"]
+
+
+def test_a_dataset_row_converted_for_readers_is_checked_under_its_new_name(tmp_path: Path) -> None:
+    (tmp_path / "train.parquet").mkdir()
+    (tmp_path / "train.parquet" / "3.heic.jpg").write_bytes(b"somebody's")  # a HEIC row, converted (auto)
+    assert taken_images(tmp_path, ["train.parquet#3"], images=None, convert="auto") == [
+        tmp_path / "train.parquet" / "3.heic.jpg"]
+    assert taken_images(tmp_path, ["train.parquet#3"], images=None, convert="keep") == []
